@@ -1,0 +1,1 @@
+"""Signed artifacts: canonical encoding, manifests, revocations and the content-addressed store."""

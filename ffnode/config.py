@@ -1,0 +1,121 @@
+"""The node's configuration: one TOML file in its home, written by `ffnode init`, read at every start.
+
+Every field an operator may edit is here with its default; a bad value gets a ConfigError that names
+the field and says what to write instead.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import tomli_w
+
+CONFIG_FILE = "config.toml"
+
+
+class ConfigError(ValueError):
+    """A config or home that cannot be used; the message says what to fix."""
+
+
+@dataclass
+class NetworkConfig:
+    # Concrete interfaces only: a 0.0.0.0 listener would advertise an address no peer can dial.
+    listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/4747"])
+    bootstrap: list[str] = field(default_factory=list)  # full multiaddrs with /p2p/<peer id>
+    mdns: bool = False  # LAN discovery; off by default so a node only talks to peers it was told about
+    sync_interval_s: float = 30.0  # re-ask connected peers for their inventory: gossip is best-effort
+
+
+@dataclass
+class FederationConfig:
+    name: str = "digits"  # the gossip topic is derived from it; nodes of other federations are ignored
+    classes: list[str] = field(default_factory=list)  # the same names in the same order on every node
+    allowed_publishers: list[str] = field(default_factory=list)  # peer IDs; empty = any signed peer
+
+
+@dataclass
+class DataConfig:
+    spec: str = "digits"  # digits | bloodmnist | retinamnist | cifar10 | PATH.npz | image-folder PATH
+    split: str = "train"
+
+
+@dataclass
+class LearningConfig:
+    profile: str = "default"  # named sizes and step counts: ffnode/profiles.py
+    seed: int = 0  # factories, synthesis and the expert are deterministic given it
+    synth_per_class: int = 0  # 0 = the profile's count
+    synth_own_classes: bool = False  # also synthesise the classes this node holds real data for
+    deadline_s: float = 0.0  # >0: train the expert after this many seconds even if classes are missing
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+@dataclass
+class Config:
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
+
+    @property
+    def topic(self) -> str:
+        return f"/ffnode/1/{self.federation.name}/announce"
+
+    def save(self, home: Path) -> None:
+        (home / CONFIG_FILE).write_text(tomli_w.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, home: Path) -> Config:
+        path = home / CONFIG_FILE
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"no {path}: run `ffnode init --home {home}` first") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML ({exc}): fix or re-create it") from None
+        unknown = set(raw) - set(_SECTIONS)
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(_SECTIONS)}")
+        parts = {name: _section(sc, raw.get(name, {}), f"{path} [{name}]") for name, sc in _SECTIONS.items()}
+        config = cls(**parts)
+        config.validate(path)
+        return config
+
+    def validate(self, where: Path | str = CONFIG_FILE) -> None:
+        if not self.federation.classes:
+            raise ConfigError(f"{where}: federation.classes is empty: list the class names, in order")
+        if len(set(self.federation.classes)) != len(self.federation.classes):
+            raise ConfigError(f"{where}: federation.classes has duplicates")
+        if not self.federation.name or "/" in self.federation.name:
+            raise ConfigError(f"{where}: federation.name must be a non-empty name without '/'")
+        for addr in self.network.listen + self.network.bootstrap:
+            if not addr.startswith("/"):
+                raise ConfigError(f"{where}: {addr!r} is not a multiaddr (like /ip4/127.0.0.1/tcp/4747)")
+        for addr in self.network.bootstrap:
+            if "/p2p/" not in addr:
+                raise ConfigError(f"{where}: bootstrap {addr!r} lacks /p2p/<peer id> (ask its operator: ffnode id)")
+
+
+_SECTIONS: dict[str, type] = {
+    "network": NetworkConfig,
+    "federation": FederationConfig,
+    "data": DataConfig,
+    "learning": LearningConfig,
+}
+
+
+def _section(section_cls: type, raw: dict, where: str) -> object:
+    known = {f.name: f for f in fields(section_cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    default = section_cls()
+    for key, value in raw.items():
+        expected = type(getattr(default, key))
+        ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+        if not ok or isinstance(value, bool) != (expected is bool):
+            raise ConfigError(f"{where}: {key} should be a {expected.__name__}, got {value!r}")
+        if expected is list and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {key} should be a list of strings")
+    return section_cls(**raw)
