@@ -43,7 +43,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> Any:
     if len(data) > max_bytes:
         raise WireError(f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=max_bytes)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
         raise WireError(f"malformed msgpack: {exc}") from None
 

@@ -65,7 +65,11 @@ class Entry:
 
 
 class Store:
-    def __init__(self, root: Path, *, federation: str, allowed: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, root: Path, *, federation: str, allowed: frozenset[str] = frozenset(), repair: bool = False
+    ) -> None:
+        """`repair` (the running node only): delete leftovers of interrupted writes and any blob whose
+        content does not match its name. Readers such as the CLI never touch files."""
         self.root, self.federation, self.allowed = root, federation, allowed
         for sub in ("blobs", "manifests", "revocations", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
@@ -75,12 +79,10 @@ class Store:
         self._revocations: dict[str, Revocation] = {}
         self._revoked: dict[str, Revocation] = {}  # artifact ID -> its tombstone
         self._seqs: dict[tuple[str, int], str] = {}  # (owner, seq) -> message ID: catches replays
-        self._load()
+        self._load(repair)
 
     # -- loading -------------------------------------------------------------------------------------
-    def _load(self) -> None:
-        for path in (self.root / "tmp").iterdir():  # leftovers of an interrupted transfer
-            path.unlink()
+    def _load(self, repair: bool) -> None:
         for path in sorted((self.root / "manifests").glob("*.msgpack")):
             data = path.read_bytes()
             m = open_manifest(data)
@@ -93,6 +95,10 @@ class Store:
             self._seqs[(r.owner, r.seq)] = r.id
             for aid in r.ids:
                 self._revoked[aid] = r
+        if not repair:
+            return
+        for path in (self.root / "tmp").iterdir():  # leftovers of an interrupted transfer
+            path.unlink()
         for path in (self.root / "blobs").iterdir():
             if path.name.startswith(".") or sha256_file(path) != path.name:
                 log.warning("discarding blob %s: content does not match its name", path.name)
@@ -236,3 +242,23 @@ class Store:
         with self._lock:
             manifests = [self._raw[aid] for aid in self._manifests if aid not in self._revoked]
             return manifests, [self._raw[rid] for rid in self._revocations]
+
+    def rows(self, classes: list[str]) -> list[dict]:
+        """The artifact table (`ffnode artifacts`), from the store alone: also when the node is stopped."""
+        return [
+            {
+                "id": e.manifest.id,
+                "kind": e.manifest.kind,
+                "owner": e.manifest.owner,
+                "classes": [classes[c] if c < len(classes) else str(c) for c in e.manifest.classes],
+                "size": e.manifest.size,
+                "blob": e.manifest.blob,
+                "seq": e.manifest.seq,
+                "created": e.manifest.created,
+                "state": e.state,
+                "verified": e.state == "live",
+                "lineage": e.manifest.lineage,
+                "reason": e.reason,
+            }
+            for e in self.entries()
+        ]

@@ -1,0 +1,3 @@
+from ffnode.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""FedProx [Li et al., 2020, arXiv 1812.06127].
+
+FedAvg with a proximal term in each client's local objective that limits drift from the global parameters
+theta^t of the round:
+
+    min_theta  L_k(theta) + (mu / 2) ||theta - theta^t||^2     =>  gradient  grad L_k(theta) + mu (theta - theta^t)
+
+Aggregation is FedAvg's data-size-weighted mean. The paper's baseline setting is mu = 0.01.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ffnode.baselines.simulate import Params, Strategy, run_federated
+from ffnode.expert.resnet import ExpertConfig
+
+
+class FedProx(Strategy):
+    name = "fedprox"
+
+    def __init__(self, mu: float) -> None:
+        self.mu = mu
+
+    def correction(self, client: int, params: Params, global_params: Params) -> Params:
+        return [self.mu * (p - g) for p, g in zip(params, global_params, strict=True)]
+
+
+def run_fedprox(
+    parts: list[tuple[np.ndarray, np.ndarray]],
+    test: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    cfg: ExpertConfig,
+    *,
+    rounds: int,
+    local_epochs: int,
+    seed: int,
+    mu: float = 0.01,
+) -> dict:
+    """Simulate FedProx with proximal weight `mu`; returns accuracy, auroc, rounds, local_epochs."""
+    return run_federated(
+        FedProx(mu), parts, test, num_classes, cfg, rounds=rounds, local_epochs=local_epochs, seed=seed
+    )

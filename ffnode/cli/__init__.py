@@ -1,0 +1,57 @@
+"""The `ffnode` command line: one module per command group, registered here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ffnode.cli import init as init_cmd
+from ffnode.cli import inspect, query, start, unlearn
+from ffnode.cli.output import UserError, err
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # the process holds a private key
+    help="ffnode: a FederatedFactory node. Sites share signed per-class generators, not classifier weights.",
+)
+app.command("init")(init_cmd.init)
+app.command("start")(start.start)
+app.command("id")(inspect.node_id)
+app.command("status")(inspect.status)
+app.command("peers")(inspect.peers)
+app.command("artifacts")(inspect.artifacts)
+app.command("query")(query.query)
+app.command("revoke")(unlearn.revoke)
+app.command("leave")(unlearn.leave)
+app.command("verify-unlearning")(unlearn.verify_unlearning)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from ffnode.artifacts.codec import WireError
+    from ffnode.config import ConfigError
+    from ffnode.control import ControlError
+    from ffnode.data.sources import DataError
+    from ffnode.identity import IdentityError
+
+    return UserError, ConfigError, ControlError, DataError, IdentityError, WireError, KeyError, PermissionError
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except _user_errors() as exc:
+        err.print(f"[red]error:[/] {exc.args[0] if exc.args else exc}", highlight=False)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,102 @@
+"""Inspection commands: `ffnode id`, `status`, `peers`, `artifacts` (each with --json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ffnode import control
+from ffnode.artifacts.store import Store
+from ffnode.cli.output import HomeOption, JsonOption, ago, emit_json, err, out, short, size, table
+from ffnode.config import Config
+from ffnode.identity import load_identity
+
+
+def node_id(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
+    """Print this node's peer ID and its full multiaddrs (what peers put in --bootstrap)."""
+    identity, config = load_identity(home), Config.load(home)
+    runtime = home / control.RUNTIME_FILE
+    running = runtime.exists()
+    if running:
+        addrs = json.loads(runtime.read_text())["addrs"]
+    else:  # configured addresses; a port 0 is only known once the node runs
+        addrs = [f"{a}/p2p/{identity.peer_id}" for a in config.network.listen]
+    if as_json:
+        emit_json({"peer_id": identity.peer_id, "addrs": addrs, "running": running})
+        return
+    out.print(identity.peer_id)
+    for a in addrs:
+        out.print(a)
+    if not running:
+        err.print("(node not running: configured addresses shown)")
+
+
+def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
+    """What the running node is doing: phase, progress, artifacts, peers, traffic."""
+    s = control.call(home, "status")
+    if as_json:
+        emit_json(s)
+        return
+    done, total = s["progress"]
+    rows = [
+        ["peer", s["peer_id"]],
+        ["federation", f"{s['federation']} ({len(s['classes'])} classes)"],
+        ["local classes", ", ".join(s["local_classes"])],
+        ["phase", s["phase"] + (f" - {s['task']}" if s["task"] else "") + (f" {done}/{total}" if total else "")],
+        ["missing classes", ", ".join(s["missing_classes"]) or "-"],
+        ["artifacts", ", ".join(f"{k}: {v}" for k, v in sorted(s["artifacts"].items())) or "-"],
+        ["current expert", short(s["current_expert"])],
+        ["connected peers", s["connected_peers"]],
+        ["bytes sent", size(s["bytes_sent"])],
+        ["uptime", f"{s['uptime_s']:.0f} s"],
+    ]
+    table(f"ffnode {home}", ["", ""], rows)
+
+
+def peers(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
+    """Peers this node knows: addresses, connection, last seen, what each published."""
+    rows = control.call(home, "peers")
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        "peers",
+        ["peer", "addresses", "connected", "last seen", "published", "accepted/rejected"],
+        [
+            [
+                p["peer_id"],
+                "\n".join(p["addrs"]),
+                "yes" if p["connected"] else "no",
+                ago(p["last_seen"]),
+                ", ".join(f"{v} {k}" for k, v in sorted(p["published"].items())) or "-",
+                f"{p['accepted']}/{p['rejected']}",
+            ]
+            for p in rows
+        ],
+    )
+
+
+def artifacts(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
+    """Every artifact this node knows, with its state (live, pending, revoked) and whether it is verified."""
+    config = Config.load(home)
+    store = Store(home / "store", federation=config.federation.name)
+    rows = store.rows(config.federation.classes)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        "artifacts",
+        ["id", "kind", "owner", "classes", "size", "state", "verified"],
+        [
+            [
+                short(r["id"]),
+                r["kind"],
+                short(r["owner"], 16),
+                ",".join(r["classes"]) if len(r["classes"]) <= 3 else f"{len(r['classes'])} classes",
+                size(r["size"]),
+                r["state"] + (f" ({r['reason']})" if r["reason"] else ""),
+                "yes" if r["verified"] else "no",
+            ]
+            for r in rows
+        ],
+    )

@@ -1,0 +1,55 @@
+"""All CLI output goes through here: data on stdout, messages on stderr, errors as one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+err = Console(stderr=True)
+out = Console()
+
+
+class UserError(Exception):
+    """Bad input from the operator: printed as `error: ...`, exit code 1, no traceback."""
+
+
+def abort(message: str) -> NoReturn:
+    raise UserError(message)
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, sort_keys=True) + "\n")
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*[str(v) for v in r])
+    out.print(t)
+
+
+def short(text: str | None, n: int = 12) -> str:
+    return "" if text is None else text[:n]
+
+
+def ago(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    s = time.time() - ts
+    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago"
+
+
+def size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+HomeOption = typer.Option(..., "--home", help="The node's home folder (made by `ffnode init`).")
+JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout instead of a table.")

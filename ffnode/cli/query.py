@@ -1,0 +1,53 @@
+"""`ffnode query`: classify image files by Product-of-Experts over the node's live experts."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from ffnode import control
+from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, table
+from ffnode.config import Config
+
+
+def query(
+    images: list[Path] = typer.Argument(..., help="Image files (PNG/JPEG) of the federation's size."),
+    home: Path = HomeOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Predict each image's class; through the running node, or from the store when it is stopped."""
+    from ffnode.data.images import load_image_file
+
+    config = Config.load(home)
+    shape = _image_shape(home, config)
+    batch = np.stack([load_image_file(p, shape) for p in images])  # DataError names the bad file
+    if (home / control.SOCKET_FILE).exists():
+        args = {"images": base64.b64encode(batch.tobytes()).decode(), "shape": list(batch.shape)}
+        result = control.call(home, "query", args, timeout=300)
+    else:
+        from ffnode.artifacts.store import Store
+        from ffnode.query import ExpertPool
+
+        store = Store(home / "store", federation=config.federation.name)
+        result = ExpertPool(store).query(batch, config.federation.classes)
+    if as_json:
+        emit_json({"images": [str(p) for p in images], **result})
+        return
+    rows = [
+        [str(p), pred, f"{max(probs):.3f}"]
+        for p, pred, probs in zip(images, result["predictions"], result["probabilities"], strict=True)
+    ]
+    table(f"PoE over {len(result['experts'])} experts", ["image", "class", "p"], rows)
+
+
+def _image_shape(home: Path, config: Config) -> tuple[int, int, int]:
+    from ffnode.artifacts.store import Store
+
+    store = Store(home / "store", federation=config.federation.name)
+    experts = store.live("expert")
+    if not experts:
+        abort(f"no live experts at {home} yet: wait until `ffnode status --home {home}` shows phase 'ready'")
+    return tuple(experts[0].arch["image_shape"])

@@ -1,0 +1,38 @@
+"""`ffnode start`: run the daemon in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import typer
+from rich.logging import RichHandler
+
+from ffnode.cli.output import HomeOption, err
+
+
+def start(
+    home: Path = HomeOption,
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
+) -> None:
+    """Start the node: listen, gossip, learn and answer queries until stopped."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=True, tracebacks_show_locals=False)],
+    )
+    from ffnode.node import Node  # torch and libp2p load only for the commands that need them
+
+    node = Node(home)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await node.run(stop)
+
+    asyncio.run(main())
+    err.print("node stopped")

@@ -1,0 +1,55 @@
+"""Unlearning commands: `ffnode revoke`, `ffnode leave`, `ffnode verify-unlearning`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ffnode import control
+from ffnode.cli.output import HomeOption, JsonOption, emit_json, err, table
+
+
+def revoke(
+    ids: list[str] = typer.Argument(..., help="Artifact IDs (or unique prefixes) this node published."),
+    home: Path = HomeOption,
+    reason: str = typer.Option("revoked by operator", "--reason"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Withdraw some of this node's artifacts everywhere; experts derived from them are retrained."""
+    result = control.call(home, "revoke", {"ids": ids, "reason": reason})
+    if as_json:
+        emit_json(result)
+    else:
+        err.print(f"revoked {len(result['ids'])} artifact(s); revocation {result['revocation'][:12]} gossiped")
+
+
+def leave(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
+    """The right to be forgotten: revoke everything this node ever published and stop taking part."""
+    result = control.call(home, "leave")
+    if as_json:
+        emit_json(result)
+    else:
+        err.print(f"left the federation: {len(result['ids'])} artifact(s) revoked")
+
+
+def verify_unlearning(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
+    """Retrain the current expert from its recorded lineage and compare bytes; check no live lineage
+    names a revoked artifact."""
+    r = control.call(home, "verify_unlearning", timeout=None)
+    if as_json:
+        emit_json(r)
+        return
+    table(
+        "unlearning proof",
+        ["check", "result"],
+        [
+            ["revoked artifacts known", len(r["revoked_ids"])],
+            ["live experts", r["live_experts"]],
+            ["no revoked ID in any live lineage", r["live_lineage_clean"]],
+            ["current expert", (r["expert"] or "-")[:12]],
+            ["retrained bitwise identical", r["bitwise_identical"]],
+        ],
+    )
+    if r["bitwise_identical"] is False or not r["live_lineage_clean"]:
+        raise typer.Exit(1)

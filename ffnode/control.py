@@ -1,0 +1,86 @@
+"""The local control endpoint: a Unix socket in the node's home that only the node's user can reach.
+
+One JSON request per connection, one JSON reply: `{"cmd": NAME, "args": {...}}` ->
+`{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`. File permissions are the access
+control (socket 0600 inside a 0700 home), so no token is needed and nothing listens on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ffnode.control")
+
+SOCKET_FILE = "control.sock"
+RUNTIME_FILE = "node.json"  # pid and listen addresses of the running node, for `ffnode id` and scripts
+MAX_REQUEST = 256 * 2**20  # a query may carry a batch of images
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class ControlError(Exception):
+    """The node is not running or refused the request; the message says which."""
+
+
+async def serve(home: Path, handlers: dict[str, Handler], ready: asyncio.Event) -> None:
+    """Serve until cancelled. Each handler gets the request's args; a raised exception becomes an error
+    reply (its message), never a dead server."""
+    path = home / SOCKET_FILE
+    path.unlink(missing_ok=True)  # a stale socket from a crash
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = json.loads(await reader.readline())
+            handler = handlers.get(request.get("cmd"))
+            if handler is None:
+                reply = {"ok": False, "error": f"unknown command {request.get('cmd')!r}; known: {sorted(handlers)}"}
+            else:
+                reply = {"ok": True, "result": await handler(request.get("args") or {})}
+        except Exception as exc:  # reported to the caller; the server goes on
+            log.debug("control request failed", exc_info=True)
+            reply = {"ok": False, "error": str(exc) or type(exc).__name__}
+        try:
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    old_umask = os.umask(0o177)  # the socket is created 0600: no window where others can connect
+    try:
+        server = await asyncio.start_unix_server(on_client, path=str(path), limit=MAX_REQUEST)
+    finally:
+        os.umask(old_umask)
+    ready.set()
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def call(home: Path, cmd: str, args: dict[str, Any] | None = None, *, timeout: float | None = 30.0) -> Any:
+    """Blocking client for the CLI and scripts."""
+    path = home / SOCKET_FILE
+    if not path.exists():
+        raise ControlError(f"the node at {home} is not running (no {path}): start it with `ffnode start --home {home}`")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            raise ControlError(f"the node at {home} is not running (stale {path}): start it again") from None
+        sock.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    reply = json.loads(b"".join(chunks))
+    if not reply["ok"]:
+        raise ControlError(reply["error"])
+    return reply["result"]

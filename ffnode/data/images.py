@@ -1,0 +1,34 @@
+"""Read one query image for prediction, refusing anything that does not match the federation's shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ffnode.data.sources import DataError
+
+
+def load_image_file(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """Return the image at `path` as (H, W, C) uint8.
+
+    The color mode is converted to C channels (1: grayscale, 3: RGB), but a wrong size is an error, never a
+    silent resize: a resized query is a different input than the one the user meant to classify.
+    """
+    h, w, c = shape
+    if c not in (1, 3):
+        raise DataError(f"expected 1 or 3 channels, got shape {shape}")
+    try:
+        with Image.open(path) as im:
+            size = im.size  # (W, H)
+            array = np.asarray(im.convert("L" if c == 1 else "RGB"), dtype=np.uint8)
+    except FileNotFoundError as e:
+        raise DataError(f"image file {path} does not exist: check the path") from e
+    except UnidentifiedImageError as e:
+        raise DataError(f"{path} is not an image PIL can read: give a PNG or JPEG of {w}x{h} pixels") from e
+    except OSError as e:
+        raise DataError(f"cannot read image file {path} ({e}): check the file and its permissions") from e
+    if size != (w, h):
+        raise DataError(f"{path} is {size[0]}x{size[1]} pixels, expected {w}x{h}: resize it to {w}x{h} first")
+    return array.reshape(h, w, c)

@@ -1,0 +1,112 @@
+"""The expert: a small pre-activation-free ResNet (He et al. 2016, arXiv 1512.03385), written out here.
+
+Same shape as the paper's classifier at small resolution (3x3 stem, no max-pool), just narrower and
+shallower so it trains in seconds on a CPU core. The model takes raw images, (B, H, W, C) with values in
+0..255 (uint8 or float), and normalises them itself, so a peer can run a downloaded expert on a query
+image without knowing any preprocessing convention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    # model
+    width: int = 32  # channels of the first stage; each later stage doubles it
+    blocks: tuple[int, ...] = (1, 1, 1)  # residual blocks per stage; stages after the first halve the size
+    # training
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.05  # SGD with Nesterov momentum; peak lr after a one-epoch warmup, cosine to zero
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1  # softens over-confident experts, whose log-probs PoE adds up
+    shift: int = 1  # random translation by up to this many pixels (reflect-padded), the cheapest augmentation
+    hflip: bool = False  # random horizontal flips: right for cells and photos, wrong for digits
+    bf16: bool = False  # off by default: fp32 keeps retraining bitwise repeatable across torch builds
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ints/floats/bools/lists, for the msgpack-encoded signed manifest."""
+        d = dataclasses.asdict(self)
+        d["blocks"] = list(self.blocks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExpertConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ExpertConfig fields {unknown}: the manifest was made by another version")
+        d = dict(d)
+        if "blocks" in d:
+            d["blocks"] = tuple(int(b) for b in d["blocks"])
+        return cls(**d)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual connection; a 1x1 conv projects the shortcut when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, cfg: ExpertConfig, num_classes: int, image_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)  # (H, W, C), checked on every forward
+        channels = image_shape[2]
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, cfg.width, 3, padding=1, bias=False), nn.BatchNorm2d(cfg.width), nn.ReLU()
+        )
+        layers: list[nn.Module] = []
+        c_in = cfg.width
+        for stage, n_blocks in enumerate(cfg.blocks):
+            c_out = cfg.width * 2**stage
+            for i in range(n_blocks):
+                layers.append(BasicBlock(c_in, c_out, stride=2 if stage > 0 and i == 0 else 1))
+                c_in = c_out
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) pixel values 0..255 -> (B, num_classes) logits."""
+        if tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"expert expects images of shape (B, {self.image_shape}), got {tuple(images.shape)}")
+        x = images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # (B, C, H, W) in [-1, 1]
+        x = self.layers(self.stem(x))
+        x = x.mean(dim=(2, 3))  # (B, C') global average pool
+        return self.head(x)
+
+
+def build_expert(cfg: ExpertConfig, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
+    """A freshly initialised expert (seed the global RNG first for repeatable weights)."""
+    return ResNet(cfg, num_classes, image_shape)
+
+
+def load_expert(
+    weights: dict[str, torch.Tensor], cfg: ExpertConfig, num_classes: int, image_shape: tuple[int, int, int]
+) -> nn.Module:
+    """Rebuild a published expert in eval mode (strict load: weights and config must match)."""
+    model = build_expert(cfg, num_classes, image_shape)
+    model.load_state_dict(weights)
+    return model.eval()

@@ -1,0 +1,113 @@
+"""A factory: one small unconditional diffusion UNet (diffusers ``UNet2DModel``) for one class of one site.
+
+FederatedFactory's generative matrix holds one unconditional model per (site, class); a site shares the
+weights, never its images, and peers sample the classes they lack. The paper uses EDM2 UNets trained for
+25M images; here the config is sized so a factory trains in seconds to minutes on a CPU core.
+The config travels in the signed manifest, so a peer rebuilds exactly the model that was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+
+
+@dataclass(frozen=True)
+class FactoryConfig:
+    # image
+    image_size: int = 8  # square images only; must halve cleanly at every UNet level (28 -> 14 -> 7 works)
+    channels: int = 1
+    # model: 3 levels of (32, 64, 64) is ~1 M params, plenty for a single class of small images
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1  # 2 doubles the cost for little gain at these sizes
+    norm_num_groups: int = 8  # GroupNorm groups; must divide every block width
+    attention: bool = False  # self-attention at the lowest resolution; worth it only on a GPU
+    dropout: float = 0.0  # the paper uses 0.3 for 25M-image runs; short runs underfit, so none
+    # diffusion
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"  # cosine: keeps small images from being all noise too early
+    prediction_type: str = "epsilon"  # "epsilon" or "v_prediction"
+    # training
+    train_steps: int = 400
+    batch_size: int = 64  # on CPU, 64 beats 128 per image for these widths (factories.md)
+    lr: float = 2e-3  # small model, short run: a high AdamW lr with warmup
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    ema_decay: float = 0.99  # short runs need a short EMA horizon (~100 steps), else EMA lags the fit
+    hflip: bool = False  # x-flip augmentation: right for cells and photos, wrong for digits
+    checkpoint_every: int = 200  # steps between crash-safe checkpoints
+    bf16: bool = True  # autocast where the hardware has bf16 (see ffnode.device)
+    # sampling
+    sampler: str = "dpmsolver++"  # "dpmsolver++" or "ddim"; both deterministic given the start noise
+    sample_steps: int = 20  # DPM-Solver++ is good at 10-25 steps
+
+    def __post_init__(self) -> None:
+        levels = len(self.block_out_channels)
+        if self.image_size % 2 ** (levels - 1):
+            raise ValueError(
+                f"image_size {self.image_size} does not halve cleanly {levels - 1} times: "
+                f"use fewer block_out_channels levels or another image size"
+            )
+        if any(w % self.norm_num_groups for w in self.block_out_channels):
+            raise ValueError(f"norm_num_groups {self.norm_num_groups} must divide every block width")
+        if self.sampler not in ("dpmsolver++", "ddim"):
+            raise ValueError(f"unknown sampler '{self.sampler}': use 'dpmsolver++' or 'ddim'")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ints/floats/strs/bools/lists, for the msgpack-encoded signed manifest."""
+        d = dataclasses.asdict(self)
+        d["block_out_channels"] = list(self.block_out_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FactoryConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown FactoryConfig fields {unknown}: the manifest was made by another version")
+        d = dict(d)
+        if "block_out_channels" in d:
+            d["block_out_channels"] = tuple(int(w) for w in d["block_out_channels"])
+        return cls(**d)
+
+
+def build_unet(cfg: FactoryConfig) -> UNet2DModel:
+    """The noise-prediction network, freshly initialised (seed the global RNG first for repeatable weights)."""
+    levels = len(cfg.block_out_channels)
+    last_down = "AttnDownBlock2D" if cfg.attention else "DownBlock2D"
+    first_up = "AttnUpBlock2D" if cfg.attention else "UpBlock2D"
+    return UNet2DModel(
+        sample_size=cfg.image_size,
+        in_channels=cfg.channels,
+        out_channels=cfg.channels,
+        block_out_channels=cfg.block_out_channels,
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=("DownBlock2D",) * (levels - 1) + (last_down,),
+        up_block_types=(first_up,) + ("UpBlock2D",) * (levels - 1),
+        norm_num_groups=cfg.norm_num_groups,
+        dropout=cfg.dropout,
+    )
+
+
+def build_train_scheduler(cfg: FactoryConfig) -> DDPMScheduler:
+    """The forward (noising) process used in training."""
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
+    )
+
+
+def build_sample_scheduler(cfg: FactoryConfig) -> DDIMScheduler | DPMSolverMultistepScheduler:
+    """The deterministic reverse-time solver used for sampling (same betas as training)."""
+    common = dict(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
+    )
+    if cfg.sampler == "ddim":
+        return DDIMScheduler(**common, clip_sample=False)
+    return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)

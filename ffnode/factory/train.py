@@ -1,0 +1,192 @@
+"""Train one factory (an unconditional DDPM on one class's images), resumable after a crash.
+
+The loop is flat, nanoGPT style: draw a batch, noise it at a random timestep, regress the noise, step
+AdamW, update the EMA, and every `checkpoint_every` steps write a crash-safe checkpoint. All randomness
+comes from one torch.Generator whose state is part of the checkpoint, so a resumed run continues on the
+exact same stream and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ffnode.device import autocast, pick_device
+from ffnode.factory.model import FactoryConfig, build_train_scheduler, build_unet
+
+CHECKPOINT_NAME = "factory_checkpoint.safetensors"
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, H, W) float32 in [-1, 1], the range the diffusion model works in."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
+
+
+def _lr_at(step: int, cfg: FactoryConfig) -> float:
+    """Linear warmup, then cosine decay to 10% of the peak (short runs gain from ending at a low lr)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.train_steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _fingerprint(images: np.ndarray, cfg: FactoryConfig, seed: int) -> str:
+    """Identifies the run a checkpoint belongs to: a checkpoint of other data or settings must not resume."""
+    h = hashlib.sha256(images.tobytes())
+    h.update(json.dumps([list(images.shape), cfg.to_dict(), seed], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact (temp file + rename)."""
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def train_factory(
+    images: np.ndarray,
+    cfg: FactoryConfig,
+    *,
+    seed: int,
+    checkpoint_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Train a factory on one class's images (N, H, W, C) uint8.
+
+    Returns the EMA weights to publish (float32, CPU) and a summary: n_train, images_seen, steps, seconds,
+    final_loss (an exponential moving average of the training loss). With `checkpoint_dir`, the run resumes
+    from the checkpoint there if one of the same data, config and seed exists.
+    """
+    n, h, w, c = images.shape
+    if (h, w, c) != (cfg.image_size, cfg.image_size, cfg.channels):
+        raise ValueError(
+            f"images are {(h, w, c)} but the factory config expects {cfg.image_size}x{cfg.image_size}x{cfg.channels}"
+        )
+    if n == 0:
+        raise ValueError("cannot train a factory on zero images")
+    device = pick_device()
+    data = images_to_tensor(images).to(device)  # (N, C, H, W)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # weight init from the seed, without disturbing the caller's global RNG
+        model = build_unet(cfg).to(device)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    noise_scheduler = build_train_scheduler(cfg)
+    generator = torch.Generator().manual_seed(seed)  # every random draw of the loop, checkpointed
+
+    step, seconds, loss_ema = 0, 0.0, float("nan")
+    fingerprint = _fingerprint(images, cfg, seed)
+    ckpt = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if ckpt is not None and ckpt.exists():
+        step, seconds, loss_ema = _load_checkpoint(ckpt, fingerprint, model, ema, optimizer, generator)
+
+    t0 = time.perf_counter()
+    while step < cfg.train_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        # batch: draw with replacement, so a class of 50 images and one of 5,000 cost the same per step
+        idx = torch.randint(n, (cfg.batch_size,), generator=generator)
+        x0 = data[idx.to(device)]  # (B, C, H, W)
+        if cfg.hflip:
+            flip = (torch.rand(cfg.batch_size, generator=generator) < 0.5).to(device)
+            x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        t = torch.randint(cfg.num_train_timesteps, (cfg.batch_size,), generator=generator).to(device)
+        xt = noise_scheduler.add_noise(x0, noise, t)
+        target = noise if cfg.prediction_type == "epsilon" else noise_scheduler.get_velocity(x0, noise, t)
+        # forward/backward
+        with autocast(device, cfg.bf16):
+            pred = model(xt, t).sample
+        loss = F.mse_loss(pred.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # EMA with a warmup of the decay, so early steps are not averaged with the random init
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for name, value in model.state_dict().items():
+                ema[name].lerp_(value, 1.0 - decay)
+        loss_value = loss.item()
+        loss_ema = loss_value if math.isnan(loss_ema) else 0.98 * loss_ema + 0.02 * loss_value
+        step += 1
+        # checkpoint
+        if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.train_steps):
+            now = seconds + time.perf_counter() - t0
+            _write(ckpt, fingerprint, model, ema, optimizer, generator, step, now, loss_ema)
+        if progress is not None:
+            progress(step, cfg.train_steps)
+    seconds += time.perf_counter() - t0
+
+    weights = {k: v.detach().float().cpu().contiguous() for k, v in ema.items()}
+    summary = {
+        "n_train": int(n),
+        "images_seen": int(cfg.train_steps * cfg.batch_size),
+        "steps": int(cfg.train_steps),
+        "seconds": round(seconds, 3),
+        "final_loss": float(loss_ema),
+    }
+    return weights, summary
+
+
+def _write(
+    path: Path,
+    fingerprint: str,
+    model: torch.nn.Module,
+    ema: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    step: int,
+    seconds: float,
+    loss_ema: float,
+) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v for k, v in ema.items()}
+    for i, state in optimizer.state_dict()["state"].items():
+        tensors |= {f"optim.{i}.{k}": torch.as_tensor(v) for k, v in state.items()}
+    tensors["rng"] = generator.get_state()
+    meta = {"step": str(step), "seconds": repr(seconds), "loss_ema": repr(loss_ema), "fingerprint": fingerprint}
+    _save_checkpoint(path, tensors, meta)
+
+
+def _load_checkpoint(
+    path: Path,
+    fingerprint: str,
+    model: torch.nn.Module,
+    ema: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> tuple[int, float, float]:
+    """Restore model, EMA, optimizer and RNG in place; return (step, seconds so far, loss EMA)."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    if meta.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"checkpoint {path} belongs to another run (different images, config or seed): delete it to start over"
+        )
+    tensors = load_file(str(path))
+    device = next(model.parameters()).device
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for k in ema:
+        ema[k].copy_(tensors[f"ema.{k}"])
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value if name == "step" else value.to(device)
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+    generator.set_state(tensors["rng"])
+    return int(meta["step"]), float(meta["seconds"]), float(meta["loss_ema"])

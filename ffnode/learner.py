@@ -1,0 +1,324 @@
+"""The learning path of one node: local data -> factories -> (peers' factories) -> synthesis -> expert.
+
+FederatedFactory (arXiv 2603.16370): site d trains one generator Γ_{d,c} per local class c, shares it,
+and trains its expert f_d on its real data plus class-balanced samples from the generators of the
+classes it lacks. Everything heavy runs in a worker thread so the node keeps gossiping meanwhile.
+
+The expert is a pure function of its recorded lineage (factory IDs), seed and config, so any node can
+rebuild it bit for bit: that is how `ffnode verify-unlearning` proves a revoked factory left no trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from ffnode.artifacts.codec import canonical_bytes
+from ffnode.artifacts.manifest import Manifest
+from ffnode.artifacts.store import Store
+from ffnode.config import Config
+from ffnode.data.sources import ImageSet, load_dataset
+from ffnode.expert.resnet import ExpertConfig
+from ffnode.expert.train import train_expert
+from ffnode.factory.model import FactoryConfig
+from ffnode.factory.train import train_factory
+from ffnode.identity import Identity
+from ffnode.profiles import Profile, profile_for
+from ffnode.synth import synthesize
+
+log = logging.getLogger("ffnode.learner")
+
+QUIET_S = 2.0  # wait this long after the last new factory before training: announcements come in bursts
+
+
+@dataclass
+class Progress:
+    """What the node is doing now, for `ffnode status` and the testnet's live table."""
+
+    phase: str = "starting"  # starting | factories | waiting | synthesis | expert | ready | left
+    task: str = ""
+    done: int = 0
+    total: int = 0
+    missing: list[str] | None = None  # classes no factory covers yet
+
+    def update(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from the node seed and the IDs it applies to: independent of everything else present."""
+    return int.from_bytes(hashlib.sha256(canonical_bytes(list(parts))).digest()[:8], "big") >> 1
+
+
+def weights_to_bytes(weights: dict[str, Any]) -> bytes:
+    return save_safetensors({k: v.contiguous() for k, v in weights.items()})
+
+
+def expert_arch(profile: Profile, config: Config, num_classes: int, image_shape: tuple[int, int, int]) -> dict:
+    """Everything besides the lineage and seed that determines an expert's weights."""
+    return {
+        "expert": profile.expert.to_dict(),
+        "num_classes": num_classes,
+        "image_shape": list(image_shape),
+        "synth_per_class": config.learning.synth_per_class or profile.synth_per_class,
+        "profile": config.learning.profile,
+    }
+
+
+class Learner:
+    def __init__(
+        self,
+        home: Path,
+        config: Config,
+        identity: Identity,
+        store: Store,
+        publish: Callable[[bytes], Awaitable[None]],
+    ) -> None:
+        self.home, self.config, self.identity, self.store = home, config, identity, store
+        self.publish = publish
+        self.work = home / "work"
+        (self.work / "synth").mkdir(parents=True, exist_ok=True)
+        self.progress = Progress()
+        self.changed = asyncio.Event()  # set by the node whenever a factory goes live or anything is revoked
+        self.data: ImageSet | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.config.federation.classes
+
+    @property
+    def left(self) -> bool:
+        return (self.home / "left").exists()
+
+    def local_classes(self) -> list[int]:
+        assert self.data is not None
+        return sorted({int(c) for c in np.unique(self.data.labels)})
+
+    def profile(self) -> Profile:
+        assert self.data is not None
+        return profile_for(self.config.learning.profile, self.data.images.shape[1:])
+
+    # -- the loop ------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        cfg = self.config.data
+        self.data = await asyncio.to_thread(load_dataset, cfg.spec, split=cfg.split, classes=self.classes)
+        log.info(
+            "local data %s: %d images of classes %s",
+            cfg.spec,
+            len(self.data.labels),
+            [self.classes[c] for c in self.local_classes()],
+        )
+        started = time.monotonic()
+        while True:
+            if self.left:
+                self.progress = Progress(phase="left")
+            else:
+                await self._train_own_factories()
+                await self._maybe_train_expert(deadline_passed=self._deadline_passed(started))
+            self.changed.clear()
+            timeout = 5.0 if self.progress.phase == "waiting" else None
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.changed.wait()
+            except TimeoutError:
+                pass
+
+    def _deadline_passed(self, started: float) -> bool:
+        deadline = self.config.learning.deadline_s
+        return deadline > 0 and time.monotonic() - started > deadline
+
+    # -- factories -----------------------------------------------------------------------------------
+    async def _train_own_factories(self) -> None:
+        assert self.data is not None
+        mine = [m for m in self._own_manifests() if m.kind == "factory"]
+        done = {c for m in mine for c in m.classes}  # revoked ones count: a revoked factory is not retrained
+        todo = [c for c in self.local_classes() if c not in done]
+        for i, label in enumerate(todo):
+            self.progress = Progress(phase="factories", task=f"factory {self.classes[label]} ({i + 1}/{len(todo)})")
+            images = self.data.images[self.data.labels == label]
+            fcfg = self.profile().factory
+            seed = derive_seed(self.config.learning.seed, "factory", label)
+            checkpoints = self.work / f"factory-{label}"  # training resumes from here after a crash
+            checkpoints.mkdir(exist_ok=True)
+            weights, summary = await asyncio.to_thread(
+                train_factory,
+                images,
+                fcfg,
+                seed=seed,
+                checkpoint_dir=checkpoints,
+                progress=self.progress.update,
+            )
+            await self._publish_artifact("factory", [label], fcfg.to_dict(), weights, [], seed, summary)
+
+    # -- expert --------------------------------------------------------------------------------------
+    def expert_lineage(self) -> tuple[list[Manifest], list[str]]:
+        """Live factories this node's expert should be trained from, and classes nothing covers yet."""
+        own = set(self.local_classes())
+        synth_own = self.config.learning.synth_own_classes
+        factories = [m for m in self.store.live("factory") if synth_own or m.classes[0] not in own]
+        covered = own | {m.classes[0] for m in self.store.live("factory")}
+        withdrawn = {
+            c
+            for e in self.store.entries()
+            if e.state == "revoked" and e.manifest.kind == "factory"
+            for c in e.manifest.classes
+        } - covered
+        missing = [self.classes[c] for c in range(len(self.classes)) if c not in covered | withdrawn]
+        return factories, missing
+
+    def current_expert(self) -> Manifest | None:
+        experts = [m for m in self.store.live("expert") if m.owner == self.identity.peer_id]
+        return max(experts, key=lambda m: m.seq) if experts else None
+
+    async def _maybe_train_expert(self, *, deadline_passed: bool) -> None:
+        factories, missing = self.expert_lineage()
+        current = self.current_expert()
+        lineage = sorted(m.id for m in factories)
+        if current is not None and sorted(current.lineage) == lineage:
+            self.progress = Progress(phase="ready")
+            return
+        pending = [m for m in self.store.pending() if m.kind == "factory"]
+        if (missing or pending) and not deadline_passed:
+            self.progress = Progress(phase="waiting", missing=missing)
+            return
+        if missing:
+            log.warning("deadline passed: training the expert without classes %s", missing)
+        await asyncio.sleep(QUIET_S)  # let a burst of announcements settle before an expensive training
+        if sorted(m.id for m in self.expert_lineage()[0]) != lineage:
+            return  # more arrived: the loop comes back
+        assert self.data is not None
+        profile = self.profile()
+        arch = expert_arch(profile, self.config, len(self.classes), tuple(self.data.images.shape[1:]))
+        seed = self.config.learning.seed
+        self.progress = Progress(phase="expert", task=f"expert from {len(factories)} factories")
+        weights, summary = await asyncio.to_thread(self.build_expert, factories, arch, seed, True)
+        new = await self._publish_artifact(
+            "expert", list(range(len(self.classes))), arch, weights, lineage, seed, summary
+        )
+        if current is not None:
+            from ffnode.unlearn import revoke  # the superseded expert is withdrawn like any other artifact
+
+            await revoke(self, [current.id], reason=f"superseded by {new.id[:12]}")
+        self.progress = Progress(phase="ready")
+
+    def build_expert(
+        self, factories: list[Manifest], arch: dict, seed: int, use_cache: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Synthesise from `factories` and train on real + synthetic data: a pure function of its inputs."""
+        assert self.data is not None
+        per_class = arch["synth_per_class"]
+        images, labels = [self.data.images], [self.data.labels]
+        by_class: dict[int, list[Manifest]] = {}
+        for m in factories:
+            by_class.setdefault(m.classes[0], []).append(m)
+        for i, (label, group) in enumerate(sorted(by_class.items())):
+            self.progress = Progress(
+                phase="synthesis", task=f"class {self.classes[label]}", done=i, total=len(by_class)
+            )
+            x, y = self._synthesise(label, group, per_class, seed, use_cache)
+            images.append(x)
+            labels.append(y)
+        self.progress = Progress(phase="expert", task="training")
+        ecfg = ExpertConfig.from_dict(arch["expert"])
+        t0 = time.perf_counter()
+        weights, summary = train_expert(
+            np.concatenate(images),
+            np.concatenate(labels),
+            arch["num_classes"],
+            ecfg,
+            seed=seed,
+            progress=self.progress.update,
+        )
+        summary = {**summary, "n_real": int(len(self.data.labels)), "seconds_total": time.perf_counter() - t0}
+        return weights, summary
+
+    def _synthesise(
+        self, label: int, group: list[Manifest], per_class: int, seed: int, use_cache: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids = sorted(m.id for m in group)
+        sseed = derive_seed(seed, "synth", label, ids, per_class)
+        key = hashlib.sha256(canonical_bytes([label, ids, per_class, sseed])).hexdigest()[:16]
+        path = self.work / "synth" / f"class{label}-{key}.npz"
+        if use_cache and path.exists():
+            with np.load(path) as z:
+                return z["images"], z["labels"]
+        factories = [
+            (label, load_safetensors(self.store.read_blob(m)), FactoryConfig.from_dict(m.arch))
+            for m in sorted(group, key=lambda m: m.id)
+        ]
+        images, labels = synthesize(factories, per_class, seed=sseed, progress=self.progress.update)
+        if use_cache:
+            (self.work / "synth" / f"{path.stem}.json").write_text(json.dumps({"factories": ids}))
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, images=images, labels=labels)
+            tmp.replace(path)
+        return images, labels
+
+    def purge_synthetic(self, revoked: set[str]) -> int:
+        """Delete every cached synthetic set drawn from a revoked factory; returns how many."""
+        count = 0
+        for meta in (self.work / "synth").glob("*.json"):
+            if revoked & set(json.loads(meta.read_text())["factories"]):
+                meta.with_suffix(".npz").unlink(missing_ok=True)
+                meta.unlink()
+                count += 1
+        return count
+
+    # -- publishing ----------------------------------------------------------------------------------
+    def _own_manifests(self) -> list[Manifest]:
+        return [e.manifest for e in self.store.entries() if e.manifest.owner == self.identity.peer_id]
+
+    async def _publish_artifact(
+        self,
+        kind: str,
+        classes: list[int],
+        arch: dict,
+        weights: dict[str, Any],
+        lineage: list[str],
+        seed: int,
+        summary: dict[str, Any],
+    ) -> Manifest:
+        data = weights_to_bytes(weights)
+        blob = self.store.put_blob_bytes(data)
+        m = Manifest(
+            kind=kind,
+            owner=self.identity.peer_id,
+            owner_key=self.identity.public_key,
+            federation=self.config.federation.name,
+            classes=classes,
+            arch=arch,
+            blob=blob,
+            size=len(data),
+            created=int(time.time() * 1000),
+            seq=self.store.next_seq(self.identity.peer_id),
+            lineage=lineage,
+            seed=seed,
+            meta=_plain(summary),
+        )
+        envelope = m.seal(self.identity)
+        self.store.add(envelope)
+        log.info(
+            "published %s %s (%s, %.1f MB)", kind, m.id[:12], [self.classes[c] for c in classes[:3]], len(data) / 1e6
+        )
+        await self.publish(envelope)
+        return m
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """Summaries go into a signed manifest: keep msgpack-able scalars only."""
+    return {
+        k: (v if isinstance(v, bool | int | str) else float(v))
+        for k, v in d.items()
+        if isinstance(v, bool | int | float | str | np.floating | np.integer)
+    }

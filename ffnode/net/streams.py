@@ -1,0 +1,271 @@
+"""Wire rules of ffnode's two stream protocols, and their trio-side code.
+
+Framing (both protocols)
+    Every message is a 4-byte big-endian unsigned length followed by that many bytes of body.
+    A receiver that reads a declared length above its limit resets the stream without reading
+    the body. Limits: sync request 1 MiB, sync response `max_response` chosen by the caller
+    (16 MiB by default), blob request and blob header 4 KiB.
+
+Sync, `/ffnode/sync/1.0.0` (request/response, e.g. "send me your inventory")
+    The client opens a stream, sends one framed request body and half-closes its write side.
+    The server answers with one framed response body and closes. Bodies are opaque bytes to the
+    transport (the daemon defines them). A server that fails to build a response resets the stream.
+
+Blob, `/ffnode/blob/1.0.0` (one weight file, named by its sha256)
+    The client sends one frame whose body is msgpack `{"t": "blob_get", "v": 1, "id": <hex>}`,
+    where id is the 64-char lowercase hex sha256 of the file, and half-closes its write side.
+    The server answers one frame, msgpack `{"t": "blob_hdr", "v": 1, "ok": True, "size": N}`,
+    followed by exactly N raw bytes (no further framing; written in 1 MiB chunks), then closes.
+    If it does not serve the blob it answers `{"t": "blob_hdr", "v": 1, "ok": False,
+    "error": "not found"}` and closes. The client checks that exactly `size` bytes arrive (the
+    size it expects from the manifest; a header or stream that disagrees is an error) and that their
+    sha256 equals the id; it never keeps a partial or unverified file.
+
+Errors
+    Any malformed frame, unknown message or limit violation resets the stream. Stream handlers
+    never let an exception escape: in py-libp2p 0.8.1 an escaping exception breaks the whole
+    connection (the peer's next stream fails to negotiate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgpack
+import trio
+from libp2p.abc import INetStream
+from libp2p.network.stream.exceptions import StreamEOF
+
+log = logging.getLogger("ffnode.net")
+
+FRAME_HEADER = struct.Struct(">I")
+MAX_SYNC_REQUEST = 1 << 20
+MAX_BLOB_FRAME = 4096
+# 1 MiB chunks: 110-115 MB/s over noise+yamux vs 81-85 MB/s with 64 KiB (shared/notes/libp2p.md),
+# re-measured by scripts/bench_net.py --chunk.
+BLOB_CHUNK = 1 << 20
+# A shielded chunk write that makes no progress for this long is abandoned (stream reset);
+# it bounds how long a stalled reader can pin a server task.
+WRITE_STALL_TIMEOUT = 30.0
+BLOB_ID_RE = re.compile(r"[0-9a-f]{64}")
+
+
+class FrameError(Exception):
+    """A peer broke the framing rules (oversized or truncated frame, bad message)."""
+
+
+def peer_of(stream: INetStream) -> str:
+    """Base58 id of the remote peer, for logs and handlers."""
+    return stream.muxed_conn.peer_id.to_base58()
+
+
+async def read_exactly(stream: INetStream, n: int) -> bytes:
+    """Read exactly n bytes; FrameError if the stream ends first."""
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            chunk = await stream.read(n - len(buf))
+        except StreamEOF:
+            chunk = b""
+        if not chunk:
+            raise FrameError(f"stream ended after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+async def read_frame(stream: INetStream, limit: int) -> bytes:
+    """Read one length-prefixed frame; FrameError if its declared length exceeds limit."""
+    (length,) = FRAME_HEADER.unpack(await read_exactly(stream, FRAME_HEADER.size))
+    if length > limit:
+        raise FrameError(f"declared frame length {length} exceeds limit {limit}")
+    return await read_exactly(stream, length)
+
+
+async def write_all(stream: INetStream, data: bytes) -> None:
+    """Write data shielded from cancellation.
+
+    Cancelling py-libp2p in the middle of a write can kill the whole connection (pitfall 2), so a
+    write is never cancelled from outside; a stalled one gives up after WRITE_STALL_TIMEOUT.
+    """
+    with trio.CancelScope(shield=True) as scope:
+        scope.relative_deadline = WRITE_STALL_TIMEOUT
+        await stream.write(data)
+    if scope.cancelled_caught:
+        raise FrameError(f"write stalled for {WRITE_STALL_TIMEOUT:.0f} s")
+    # Let a pending outer cancellation take effect now that the write is complete.
+    await trio.lowlevel.checkpoint_if_cancelled()
+
+
+async def write_frame(stream: INetStream, body: bytes) -> None:
+    await write_all(stream, FRAME_HEADER.pack(len(body)) + body)
+
+
+async def reset_quietly(stream: INetStream) -> None:
+    """Reset a stream during cleanup; shielded so a cancelled task can still do it."""
+    with trio.CancelScope(shield=True):
+        try:
+            await stream.reset()
+        except Exception:  # the stream or connection may already be gone; nothing left to do
+            log.debug("reset of a %s stream failed", stream.get_protocol(), exc_info=True)
+
+
+async def close_quietly(stream: INetStream) -> None:
+    with trio.CancelScope(shield=True):
+        try:
+            await stream.close()
+        except Exception:  # the peer may have reset first; the stream is finished either way
+            log.debug("close of a %s stream failed", stream.get_protocol(), exc_info=True)
+
+
+StreamHandler = Callable[[INetStream], Awaitable[None]]
+
+
+def guard_handler(protocol: str, handler: StreamHandler) -> StreamHandler:
+    """Wrap a stream handler so that no exception escapes it.
+
+    py-libp2p runs handlers inside the connection's nursery: an exception escaping a handler breaks
+    the connection (pitfall 1) and, for pubsub's own handler, can take the whole service down. The
+    wrapper logs with the peer id, resets the stream, and lets Cancelled through.
+    """
+
+    async def guarded(stream: INetStream) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:
+            try:
+                peer = peer_of(stream)
+            except Exception:  # a half-built stream may lack its connection; the log still helps
+                peer = "?"
+            log.warning("%s stream from %s failed: %r; stream reset", protocol, peer, exc)
+            await reset_quietly(stream)
+
+    return guarded
+
+
+# --- sync protocol ---------------------------------------------------------------------------
+
+
+async def serve_sync(stream: INetStream, serve_request: Callable[[str, bytes], bytes]) -> None:
+    """Server side of one sync exchange; serve_request runs in a worker thread (it may touch disk)."""
+    peer = peer_of(stream)
+    body = await read_frame(stream, MAX_SYNC_REQUEST)
+    response = await trio.to_thread.run_sync(serve_request, peer, body)
+    await write_frame(stream, response)
+    await close_quietly(stream)
+
+
+async def sync_request(stream: INetStream, body: bytes, max_response: int) -> bytes:
+    """Client side: send the request, half-close, read the single response frame."""
+    await write_frame(stream, body)
+    await stream.close_write()
+    response = await read_frame(stream, max_response)
+    await close_quietly(stream)
+    return response
+
+
+# --- blob protocol ---------------------------------------------------------------------------
+
+
+def _pack(message: dict[str, Any]) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def _unpack(body: bytes, expected_type: str) -> dict[str, Any]:
+    try:
+        message = msgpack.unpackb(body, raw=False)
+    except Exception as exc:
+        raise FrameError(f"undecodable msgpack body: {exc!r}") from exc
+    if not isinstance(message, dict) or message.get("t") != expected_type or message.get("v") != 1:
+        raise FrameError(f"expected a v1 {expected_type!r} message")
+    return message
+
+
+async def serve_blob(stream: INetStream, open_blob: Callable[[str], Path | None]) -> None:
+    """Server side: answer one blob_get with a header and the raw bytes."""
+    request = _unpack(await read_frame(stream, MAX_BLOB_FRAME), "blob_get")
+    blob_id = request.get("id")
+    if not isinstance(blob_id, str) or not BLOB_ID_RE.fullmatch(blob_id):
+        raise FrameError("blob_get without a valid 64-char lowercase hex id")
+    path = await trio.to_thread.run_sync(open_blob, blob_id)
+    if path is None:
+        await write_frame(stream, _pack({"t": "blob_hdr", "v": 1, "ok": False, "error": "not found"}))
+        await close_quietly(stream)
+        return
+    # File I/O runs in worker threads so a slow disk never stalls the trio thread's other peers.
+    with await trio.to_thread.run_sync(open, path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        await write_frame(stream, _pack({"t": "blob_hdr", "v": 1, "ok": True, "size": size}))
+        sent = 0
+        while sent < size:
+            chunk = await trio.to_thread.run_sync(f.read, min(BLOB_CHUNK, size - sent))
+            if not chunk:
+                raise FrameError(f"blob {blob_id} file shrank while being sent ({sent} of {size})")
+            await write_all(stream, chunk)
+            sent += len(chunk)
+    await close_quietly(stream)
+
+
+class BlobError(Exception):
+    """A blob fetch failed; the message says what went wrong (the caller adds peer and blob)."""
+
+
+async def fetch_blob(stream: INetStream, blob_id: str, size: int, dest: Path, stall_timeout: float) -> None:
+    """Client side: request blob_id and stream exactly `size` verified bytes into dest.
+
+    Raises BlobError (or FrameError) on any failure; the caller deletes dest. Every read is bounded
+    by stall_timeout, so a server that stops sending fails the fetch instead of hanging it.
+    """
+
+    async def read_some(n: int) -> bytes:
+        with trio.move_on_after(stall_timeout):
+            try:
+                return await stream.read(n)
+            except StreamEOF:
+                return b""
+        raise BlobError(f"stalled: no bytes for {stall_timeout:g} s")
+
+    await write_frame(stream, _pack({"t": "blob_get", "v": 1, "id": blob_id}))
+    await stream.close_write()
+    header: dict[str, Any] | None = None
+    with trio.move_on_after(stall_timeout):
+        header = _unpack(await read_frame(stream, MAX_BLOB_FRAME), "blob_hdr")
+    if header is None:
+        raise BlobError(f"stalled: no header within {stall_timeout:g} s")
+    if header.get("ok") is not True:
+        raise BlobError(f"peer refused: {header.get('error', 'no reason given')}")
+    if header.get("size") != size:
+        raise BlobError(f"peer declares {header.get('size')} bytes, expected {size}")
+
+    digest = hashlib.sha256()
+    received = 0
+    with await trio.to_thread.run_sync(open, dest, "wb") as f:
+        pending = bytearray()
+        while received < size:
+            chunk = await read_some(min(BLOB_CHUNK, size - received))
+            if not chunk:
+                raise BlobError(f"stream ended after {received} of {size} bytes")
+            received += len(chunk)
+            pending += chunk
+            # Batch small yamux reads into ~1 MiB before hopping to a thread for hash + write.
+            if len(pending) >= BLOB_CHUNK or received == size:
+                data = bytes(pending)
+                pending.clear()
+                _hash_and_write(digest, f, data)
+    extra = await read_some(1)
+    if extra:
+        raise BlobError(f"peer sent more than the declared {size} bytes")
+    if digest.hexdigest() != blob_id:
+        raise BlobError(f"sha256 mismatch: got {digest.hexdigest()}")
+    await close_quietly(stream)
+
+
+def _hash_and_write(digest: hashlib._Hash, f: BinaryIO, data: bytes) -> None:
+    digest.update(data)
+    f.write(data)

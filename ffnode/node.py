@@ -1,0 +1,352 @@
+"""The node daemon: wires the store, the network, the learner and the control endpoint together.
+
+Every task is owned by one asyncio.TaskGroup in `Node.run`; the libp2p world lives in its own trio
+thread behind `NetHost`. Anything a peer sends goes through `Store.check`/`Store.add` (signature,
+schema, federation, trust, tombstones) before it is used, and every rejection is logged with its reason
+and the peer it came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fcntl
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ffnode import control
+from ffnode.artifacts.codec import WireError
+from ffnode.artifacts.manifest import Manifest
+from ffnode.artifacts.revocation import Revocation
+from ffnode.artifacts.store import Store
+from ffnode.config import Config, ConfigError
+from ffnode.data.sources import load_dataset
+from ffnode.identity import load_identity
+from ffnode.learner import Learner
+from ffnode.net import Handlers, NetError, NetHost
+from ffnode.query import ExpertPool
+from ffnode.sync import inventory_request, inventory_response, parse_inventory_request, parse_inventory_response
+from ffnode.unlearn import apply_revocation, leave, revoke, verify_unlearning
+
+log = logging.getLogger("ffnode.node")
+
+FETCH_WORKERS = 2
+RETRY_S = 3.0  # how often blobs that failed to arrive are tried again
+SYNC_TIMEOUT_S = 30.0
+FETCH_TIMEOUT_S = 600.0
+
+
+@dataclass
+class PeerState:
+    connected: bool = False
+    last_seen: float = 0.0
+    accepted: int = 0  # messages from this peer that passed every check
+    rejected: int = 0
+    last_rejection: str = ""
+
+
+@dataclass
+class Traffic:
+    """Application bytes this node sent: blobs and inventories served, announcements published."""
+
+    blob_bytes: int = 0
+    sync_bytes: int = 0
+    gossip_bytes: int = 0
+    fetched_bytes: int = 0
+
+    @property
+    def sent(self) -> int:
+        return self.blob_bytes + self.sync_bytes + self.gossip_bytes
+
+
+class Node:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.config = Config.load(home)
+        self.identity = load_identity(home)
+        fed = self.config.federation
+        self.store = Store(
+            home / "store", federation=fed.name, allowed=frozenset(fed.allowed_publishers), repair=True
+        )
+        self.learner = Learner(home, self.config, self.identity, self.store, self._publish)
+        self.pool = ExpertPool(self.store)
+        self.peers: dict[str, PeerState] = {}
+        self.traffic = Traffic()
+        self.started = time.time()
+        self.ready = asyncio.Event()  # the control endpoint answers and the host listens
+        self._fetch_q: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._sync_q: asyncio.Queue[str] = asyncio.Queue()
+        self.net = NetHost(
+            seed=self.identity.seed,
+            listen=self.config.network.listen,
+            topic=self.config.topic,
+            bootstrap=self.config.network.bootstrap,
+            mdns=self.config.network.mdns,
+            handlers=Handlers(
+                validate_gossip=self._validate,
+                on_gossip=self._on_gossip,
+                on_peer=self._on_peer,
+                serve_request=self._serve_sync,
+                open_blob=self._open_blob,
+            ),
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; a failing task stops the node with its error."""
+        lock = self._lock_home()
+        try:
+            if self.config.learning.threads:
+                torch.set_num_threads(self.config.learning.threads)
+            data = self.config.data  # bad data fails here, before anything starts
+            self.learner.data = await asyncio.to_thread(
+                load_dataset, data.spec, split=data.split, classes=self.config.federation.classes
+            )
+            await self.net.start()
+            try:
+                await self._serve(stop)
+            finally:
+                await self.net.stop()
+                (self.home / control.RUNTIME_FILE).unlink(missing_ok=True)
+        finally:
+            lock.close()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        control_ready = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(control.serve(self.home, self._control_handlers(), control_ready)),
+                tg.create_task(self.learner.run()),
+                tg.create_task(self._sync_worker()),
+                tg.create_task(self._maintenance()),
+                *(tg.create_task(self._fetch_worker()) for _ in range(FETCH_WORKERS)),
+            ]
+            await control_ready.wait()
+            runtime = {"pid": os.getpid(), "peer_id": self.identity.peer_id, "addrs": self.net.addrs}
+            (self.home / control.RUNTIME_FILE).write_text(json.dumps(runtime))
+            log.info("node %s listening on %s", self.identity.peer_id, " ".join(self.net.addrs))
+            self.ready.set()
+            await stop.wait()
+            log.info("stopping")
+            for task in tasks:
+                task.cancel()
+
+    def _lock_home(self) -> Any:
+        f = open(self.home / "node.lock", "w") # held for the node's lifetime
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise ConfigError(f"another node is already running in {self.home}: stop it first") from None
+        return f
+
+    # -- what peers send -----------------------------------------------------------------------------
+    def _validate(self, data: bytes, peer: str) -> str | None:
+        """Gossip validator, called on the network thread: reject before anything is forwarded."""
+        try:
+            self.store.check(data)
+        except WireError as exc:
+            return str(exc)
+        return None
+
+    def _on_gossip(self, data: bytes, peer: str) -> None:
+        self._accept(data, peer)
+
+    def _accept(self, data: bytes, peer: str) -> None:
+        state = self.peers.setdefault(peer, PeerState())
+        state.last_seen = time.time()
+        try:
+            msg = self.store.add(data)
+        except WireError as exc:
+            state.rejected += 1
+            state.last_rejection = str(exc)
+            log.warning("rejected a message from %s: %s", peer, exc)
+            return
+        state.accepted += 1
+        if isinstance(msg, Manifest):
+            log.info("accepted %s %s of %s", msg.kind, msg.id[:12], msg.owner)
+            self._queue_fetch(msg.id, peer)
+        elif isinstance(msg, Revocation):
+            log.info("accepted revocation of %s by %s (%s)", [i[:12] for i in msg.ids], msg.owner, msg.reason)
+            apply_revocation(self.learner, msg)
+
+    def _on_peer(self, peer: str, connected: bool) -> None:
+        state = self.peers.setdefault(peer, PeerState())
+        state.connected, state.last_seen = connected, time.time()
+        if connected:
+            self._sync_q.put_nowait(peer)
+
+    def _serve_sync(self, peer: str, body: bytes) -> bytes:
+        federation = parse_inventory_request(body)
+        if federation != self.config.federation.name:
+            raise WireError(f"inventory request for federation {federation!r} from {peer}")
+        reply = inventory_response(*self.store.inventory())
+        self.traffic.sync_bytes += len(reply)
+        return reply
+
+    def _open_blob(self, blob: str) -> Path | None:
+        path = self.store.blob_path(blob)
+        if path is not None:
+            self.traffic.blob_bytes += path.stat().st_size
+        return path
+
+    async def _publish(self, envelope: bytes) -> None:
+        try:
+            await self.net.publish(envelope)
+            self.traffic.gossip_bytes += len(envelope)
+        except NetError as exc:  # peers still get it by sync
+            log.warning("publish failed (%s); peers will get it by sync", exc)
+
+    # -- background work -----------------------------------------------------------------------------
+    def _queue_fetch(self, aid: str, hint: str | None) -> None:
+        if aid not in self._queued:
+            self._queued.add(aid)
+            self._fetch_q.put_nowait((aid, hint))
+
+    async def _fetch_worker(self) -> None:
+        while True:
+            aid, hint = await self._fetch_q.get()
+            try:
+                await self._fetch(aid, hint)
+            finally:
+                self._queued.discard(aid)
+
+    async def _fetch(self, aid: str, hint: str | None) -> None:
+        entry = self.store.entry(aid)
+        if entry.state != "pending":
+            return
+        m = entry.manifest
+        connected = self.net.connected_peers()
+        candidates = [p for p in dict.fromkeys([hint, m.owner, *connected]) if p in connected]
+        for peer in candidates:
+            tmp = self.store.tmp_path(m.blob)
+            try:
+                async with asyncio.timeout(FETCH_TIMEOUT_S):
+                    await self.net.fetch_blob(peer, m.blob, m.size, tmp)
+                self.store.put_blob_file(tmp, m)
+            except (NetError, WireError, TimeoutError) as exc:
+                tmp.unlink(missing_ok=True)
+                log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc)
+                continue
+            self.traffic.fetched_bytes += m.size
+            log.info("verified %s %s (%d bytes) from %s", m.kind, aid[:12], m.size, peer)
+            self.learner.changed.set()
+            return
+        # nobody served it yet: `_maintenance` queues it again
+
+    async def _sync_worker(self) -> None:
+        while True:
+            peer = await self._sync_q.get()
+            try:
+                async with asyncio.timeout(SYNC_TIMEOUT_S):
+                    reply = await self.net.request(peer, inventory_request(self.config.federation.name))
+                manifests, revocations = parse_inventory_response(reply)
+            except (NetError, WireError, TimeoutError) as exc:
+                log.warning("sync with %s failed: %s", peer, exc)
+                continue
+            for data in manifests + revocations:  # manifests first: a revocation needs its target known
+                self._accept(data, peer)
+
+    async def _maintenance(self) -> None:
+        """Retry blobs that did not arrive; re-ask every peer for its inventory now and then."""
+        last_sync = time.monotonic()
+        for m in self.store.pending():
+            self._queue_fetch(m.id, None)
+        while True:
+            await asyncio.sleep(RETRY_S)
+            for m in self.store.pending():
+                self._queue_fetch(m.id, None)
+            if time.monotonic() - last_sync > self.config.network.sync_interval_s:
+                last_sync = time.monotonic()
+                for peer in self.net.connected_peers():
+                    self._sync_q.put_nowait(peer)
+
+    # -- control endpoint ----------------------------------------------------------------------------
+    def _control_handlers(self) -> dict[str, control.Handler]:
+        return {
+            "status": self._status,
+            "peers": self._peers,
+            "artifacts": self._artifacts,
+            "query": self._query,
+            "revoke": self._revoke,
+            "leave": self._leave,
+            "verify_unlearning": self._verify,
+        }
+
+    async def _status(self, args: dict) -> dict[str, Any]:
+        p = self.learner.progress
+        entries = self.store.entries()
+        counts: dict[str, int] = {}
+        for e in entries:
+            key = f"{e.manifest.kind}_{e.state}"
+            counts[key] = counts.get(key, 0) + 1
+        data = self.learner.data
+        return {
+            "peer_id": self.identity.peer_id,
+            "addrs": self.net.addrs,
+            "federation": self.config.federation.name,
+            "classes": self.config.federation.classes,
+            "local_classes": [self.config.federation.classes[c] for c in self.learner.local_classes()] if data else [],
+            "phase": p.phase,
+            "task": p.task,
+            "progress": [p.done, p.total],
+            "missing_classes": p.missing or [],
+            "artifacts": counts,
+            "current_expert": (e.id if (e := self.learner.current_expert()) else None),
+            "connected_peers": len(self.net.connected_peers()),
+            "bytes_sent": self.traffic.sent,
+            "traffic": {"blob": self.traffic.blob_bytes, "sync": self.traffic.sync_bytes,
+                        "gossip": self.traffic.gossip_bytes, "fetched": self.traffic.fetched_bytes},
+            "uptime_s": round(time.time() - self.started, 1),
+        }
+
+    async def _peers(self, args: dict) -> list[dict[str, Any]]:
+        published: dict[str, dict[str, int]] = {}
+        for e in self.store.entries():
+            by_kind = published.setdefault(e.manifest.owner, {})
+            by_kind[e.manifest.kind] = by_kind.get(e.manifest.kind, 0) + (e.state != "revoked")
+        connected = set(self.net.connected_peers())
+        ids = (set(self.peers) | connected | set(published)) - {self.identity.peer_id}
+        return [
+            {
+                "peer_id": pid,
+                "addrs": self.net.peer_addrs(pid),
+                "connected": pid in connected,
+                "last_seen": self.peers.get(pid, PeerState()).last_seen or None,
+                "published": published.get(pid, {}),
+                "accepted": self.peers.get(pid, PeerState()).accepted,
+                "rejected": self.peers.get(pid, PeerState()).rejected,
+                "last_rejection": self.peers.get(pid, PeerState()).last_rejection,
+            }
+            for pid in sorted(ids)
+        ]
+
+    async def _artifacts(self, args: dict) -> list[dict[str, Any]]:
+        return self.store.rows(self.config.federation.classes)
+
+    async def _query(self, args: dict) -> dict[str, Any]:
+        shape = args["shape"]
+        images = np.frombuffer(base64.b64decode(args["images"]), dtype=np.uint8).reshape(shape)
+        return await asyncio.to_thread(self.pool.query, images, self.config.federation.classes)
+
+    async def _revoke(self, args: dict) -> dict[str, Any]:
+        ids = [self.store.resolve(i) for i in args["ids"]]
+        r = await revoke(self.learner, ids, reason=args.get("reason") or "revoked by operator")
+        return {"revocation": r.id, "ids": r.ids}
+
+    async def _leave(self, args: dict) -> dict[str, Any]:
+        r = await leave(self.learner)
+        return {"revocation": r.id if r else None, "ids": r.ids if r else []}
+
+    async def _verify(self, args: dict) -> dict[str, Any]:
+        return await asyncio.to_thread(verify_unlearning, self.learner)
+

@@ -1,0 +1,97 @@
+"""Named bundles of factory, expert and synthesis settings, sized for the hardware they run on.
+
+Every setting here was chosen by measurement (scripts/bench_learning.py); the comments give the figures.
+A profile is written for one image size and adapted to the federation's images by `profile_for`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ffnode.expert.resnet import ExpertConfig
+from ffnode.factory.model import FactoryConfig
+
+
+@dataclass(frozen=True)
+class Profile:
+    factory: FactoryConfig
+    expert: ExpertConfig
+    synth_per_class: int  # synthetic images per missing class; about the real images per class works well
+    description: str
+
+
+PROFILES: dict[str, Profile] = {
+    # unit tests: every stage in well under a second, results meaningless
+    "tiny": Profile(
+        factory=FactoryConfig(
+            block_out_channels=(16, 16),
+            norm_num_groups=4,
+            train_steps=4,
+            batch_size=8,
+            warmup_steps=1,
+            checkpoint_every=2,
+            sample_steps=3,
+        ),
+        expert=ExpertConfig(width=8, blocks=(1,), epochs=2, batch_size=32),
+        synth_per_class=8,
+        description="unit tests only: seconds per node, accuracy meaningless",
+    ),
+    # the digits testnet: 10 single-class nodes as 10 processes on 2 cores, one thread each
+    "default": Profile(
+        factory=FactoryConfig(train_steps=300, batch_size=64, sample_steps=15),
+        expert=ExpertConfig(width=32, blocks=(1, 1, 1), epochs=15, batch_size=128),
+        synth_per_class=150,
+        description="8x8 digits on one CPU core per node: ~1 min of CPU per node",
+    ),
+    # 28x28 medical images (BloodMNIST, RetinaMNIST) on a 2-core CPU: minutes per factory
+    "cpu": Profile(
+        factory=FactoryConfig(
+            image_size=28,
+            channels=3,
+            train_steps=3000,
+            batch_size=64,
+            hflip=True,
+            checkpoint_every=250,
+            sample_steps=20,
+        ),
+        expert=ExpertConfig(width=32, blocks=(1, 1, 1), epochs=20, batch_size=128, hflip=True),
+        synth_per_class=1000,
+        description="28x28 medical images on a small CPU: minutes per factory",
+    ),
+    # one GPU: wider models, attention, longer runs, many samples
+    "gpu": Profile(
+        factory=FactoryConfig(
+            image_size=32,
+            channels=3,
+            block_out_channels=(64, 128, 128),
+            layers_per_block=2,
+            norm_num_groups=32,
+            attention=True,
+            dropout=0.1,
+            train_steps=20000,
+            batch_size=256,
+            lr=5e-4,
+            warmup_steps=500,
+            ema_decay=0.9995,
+            hflip=True,
+            checkpoint_every=1000,
+            sample_steps=25,
+        ),
+        expert=ExpertConfig(width=64, blocks=(2, 2, 2), epochs=60, batch_size=256, lr=0.1, hflip=True, bf16=True),
+        synth_per_class=5000,
+        description="one GPU: about 5M images seen per factory",
+    ),
+}
+
+
+def profile_for(name: str, image_shape: tuple[int, int, int]) -> Profile:
+    """The named profile with its factory adapted to square images of `image_shape` (H, W, C)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile '{name}': use one of {', '.join(PROFILES)}")
+    h, w, c = image_shape
+    if h != w:
+        raise ValueError(f"factories need square images, got {h}x{w}: crop or pad the dataset first")
+    profile = PROFILES[name]
+    factory = dataclasses.replace(profile.factory, image_size=int(h), channels=int(c))
+    return dataclasses.replace(profile, factory=factory)

@@ -1,0 +1,53 @@
+"""Build a site's class-balanced synthetic set from its peers' factories."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ffnode.factory.model import FactoryConfig
+from ffnode.factory.sample import sample_factory
+
+
+def _child_seed(seed: int, label: int, index: int) -> int:
+    """An independent seed per (class, factory), so adding a factory does not change the others' samples."""
+    return int(np.random.SeedSequence([seed, label, index]).generate_state(1)[0])
+
+
+def synthesize(
+    factories: Sequence[tuple[int, dict[str, torch.Tensor], FactoryConfig]],
+    per_class: int,
+    *,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sample `per_class` images for every class that has at least one factory.
+
+    `factories` holds (label, weights, config). When several sites publish a factory for the same class,
+    the class's count is split between them as evenly as possible (earlier factories get the remainder),
+    so every class ends up with exactly `per_class` images however many sites hold it.
+    Returns images (N, H, W, C) uint8 and labels (N,) int64, grouped by class in ascending label order.
+    """
+    by_class: dict[int, list[tuple[dict[str, torch.Tensor], FactoryConfig]]] = {}
+    for label, weights, cfg in factories:
+        by_class.setdefault(int(label), []).append((weights, cfg))
+    if not by_class:
+        raise ValueError("no factories to sample from")
+    total = per_class * len(by_class)
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    done = 0
+    for label in sorted(by_class):
+        group = by_class[label]
+        counts = [len(chunk) for chunk in np.array_split(np.arange(per_class), len(group))]
+        for index, ((weights, cfg), count) in enumerate(zip(group, counts, strict=True)):
+            if count == 0:
+                continue
+            images.append(sample_factory(weights, cfg, count, seed=_child_seed(seed, label, index)))
+            labels.append(np.full(count, label, dtype=np.int64))
+            done += count
+            if progress is not None:
+                progress(done, total)
+    return np.concatenate(images), np.concatenate(labels)

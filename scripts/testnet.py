@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""A local FederatedFactory testnet: N real `ffnode` daemons on 127.0.0.1, end to end.
+
+Partitions a dataset's training split over N sites (silo: one class per site), gives each site its own
+data file and home, starts one `ffnode start` process per site with chained bootstrap addresses, shows
+their progress live, waits until every node answers with a PoE over all experts, evaluates each node on
+the held-out test split, runs the baselines (FedAvg on the same partition and classifier, centralised,
+local-only) and writes a JSON report. With --unlearn K, node K then leaves the federation and the
+report gains an `unlearning` section. Every process it starts is stopped on exit, whatever happens.
+
+    python scripts/testnet.py --nodes 10 --dataset digits --partition silo --json runs/digits.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ffnode import control
+from ffnode.baselines.fedavg import run_fedavg
+from ffnode.data import partition
+from ffnode.data.sources import default_classes, load_dataset, save_npz
+from ffnode.expert.resnet import build_expert
+from ffnode.expert.train import train_expert
+from ffnode.metrics import accuracy, macro_auroc
+from ffnode.poe import poe_predict
+from ffnode.profiles import profile_for
+
+console = Console(stderr=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--nodes", type=int, default=10, help="number of sites (silo: = number of classes)")
+    p.add_argument("--dataset", default="digits", help="digits | bloodmnist | retinamnist | cifar10 | PATH")
+    p.add_argument("--partition", default="silo", help="silo | dirichlet:ALPHA")
+    p.add_argument("--profile", default="default", help="learning profile (ffnode/profiles.py)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", type=Path, default=Path("runs/testnet"), help="homes and logs (wiped first)")
+    p.add_argument("--json", type=Path, default=None, help="write the report here")
+    p.add_argument("--base-port", type=int, default=47400)
+    p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+    p.add_argument("--unlearn", type=int, default=None, metavar="K", help="node K leaves after convergence")
+    p.add_argument("--fl-rounds", type=int, default=20, help="FedAvg rounds")
+    p.add_argument("--fl-local-epochs", type=int, default=1, help="FedAvg local epochs per round")
+    p.add_argument("--no-baselines", action="store_true", help="skip FedAvg/centralised/local-only")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per node")
+    return p.parse_args(argv)
+
+
+# -- the federation --------------------------------------------------------------------------------
+def split_data(args: argparse.Namespace, classes: list[str]) -> tuple[list[np.ndarray], Any, Any]:
+    train = load_dataset(args.dataset, split="train", classes=classes)
+    test = load_dataset(args.dataset, split="test", classes=classes)
+    if args.partition == "silo":
+        parts = partition.silo(train.labels, args.nodes)
+    elif args.partition.startswith("dirichlet:"):
+        parts = partition.dirichlet(train.labels, args.nodes, float(args.partition.split(":", 1)[1]), args.seed)
+    else:
+        raise SystemExit(f"error: unknown --partition {args.partition!r}: use silo or dirichlet:ALPHA")
+    return parts, train, test
+
+
+def ffnode(*words: str) -> list[str]:
+    return [sys.executable, "-m", "ffnode", *words]
+
+
+def make_homes(args: argparse.Namespace, parts: list[np.ndarray], train: Any, classes: list[str]) -> list[Path]:
+    """One home per node; node i bootstraps to node 0 and node i-1 (a chain plus a hub)."""
+    if args.workdir.exists():
+        shutil.rmtree(args.workdir)
+    args.workdir.mkdir(parents=True)
+    homes, addrs = [], []
+    for i, idx in enumerate(parts):
+        data = args.workdir / f"node{i}.npz"
+        save_npz(data, {"train": (train.images[idx], train.labels[idx])})
+        home = args.workdir / f"node{i}"
+        listen = f"/ip4/127.0.0.1/tcp/{args.base_port + i}"
+        boot = sorted({addrs[0], addrs[-1]}) if addrs else []
+        cmd = ffnode("init", "--home", str(home), "--listen", listen, "--data", str(data),
+                     "--classes", ",".join(classes), "--federation", "testnet", "--profile", args.profile,
+                     "--seed", str(args.seed + i), "--threads", str(args.threads), "--json")
+        for b in boot:
+            cmd += ["--bootstrap", b]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if out.returncode:
+            raise SystemExit(f"error: ffnode init for node {i} failed: {out.stderr.strip()}")
+        addrs.append(f"{listen}/p2p/{json.loads(out.stdout)['peer_id']}")
+        homes.append(home)
+    return homes
+
+
+class Processes:
+    """Owns every daemon it starts; `stop_all` ends them (SIGTERM, then SIGKILL)."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    def start(self, i: int, home: Path) -> None:
+        log = open(home / "node.log", "ab")  # noqa: SIM115 - the child writes to it until it exits
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
+        self.procs[i] = subprocess.Popen(ffnode("start", "--home", str(home)), stdout=log, stderr=log, env=env,
+                                         start_new_session=True)
+
+    def check(self) -> None:
+        for i, p in self.procs.items():
+            if p.poll() is not None:
+                raise RuntimeError(f"node {i} exited with code {p.returncode}: see its node.log")
+
+    def stop(self, i: int) -> None:
+        p = self.procs.pop(i)
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def stop_all(self) -> None:
+        for i in list(self.procs):
+            self.stop(i)
+
+
+def statuses(homes: list[Path], procs: Processes) -> list[dict | None]:
+    out: list[dict | None] = []
+    for i, home in enumerate(homes):
+        try:
+            out.append(control.call(home, "status", timeout=10) if i in procs.procs else None)
+        except (control.ControlError, OSError):
+            out.append(None)
+    return out
+
+
+def render(title: str, homes: list[Path], st: list[dict | None], t0: float) -> Table:
+    t = Table(title=f"{title}  ({time.time() - t0:.0f} s)", title_justify="left")
+    for c in ("node", "classes", "peers", "phase", "task", "progress", "factories", "experts"):
+        t.add_column(c)
+    for i, s in enumerate(st):
+        if s is None:
+            t.add_row(str(i), "", "", "starting" if homes[i] else "stopped", "", "", "", "")
+            continue
+        done, total = s["progress"]
+        a = s["artifacts"]
+        t.add_row(str(i), ",".join(s["local_classes"])[:20], str(s["connected_peers"]), s["phase"], s["task"][:30],
+                  f"{done}/{total}" if total else "", str(a.get("factory_live", 0)), str(a.get("expert_live", 0)))
+    return t
+
+
+def wait_until(title: str, homes: list[Path], procs: Processes, done: Callable[[list[dict | None]], bool],
+               deadline: float) -> list[dict]:
+    t0 = time.time()
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+        while True:
+            procs.check()
+            st = statuses(homes, procs)
+            live.update(render(title, homes, st, t0))
+            if done(st):
+                return st  # type: ignore[return-value]
+            if time.time() > deadline:
+                raise TimeoutError(f"{title}: not done before --timeout")
+            time.sleep(1.0)
+
+
+def query(home: Path, images: np.ndarray) -> dict:
+    args = {"images": base64.b64encode(np.ascontiguousarray(images).tobytes()).decode(), "shape": list(images.shape)}
+    return control.call(home, "query", args, timeout=600)
+
+
+def evaluate(homes: list[Path], test: Any, live: list[int]) -> dict[int, dict]:
+    result = {}
+    for i in live:
+        r = query(homes[i], test.images)
+        probs = np.asarray(r["probabilities"])
+        preds = np.asarray(r["labels"])
+        result[i] = {"accuracy": accuracy(preds, test.labels), "auroc": macro_auroc(probs, test.labels),
+                     "experts": len(r["experts"]), "preds": preds}
+    return result
+
+
+# -- baselines (in-process, same partition and classifier) -----------------------------------------
+def baselines(args: argparse.Namespace, parts: list[np.ndarray], train: Any, test: Any, n_classes: int) -> dict:
+    cfg = profile_for(args.profile, train.images.shape[1:]).expert
+    shape = train.images.shape[1:]
+
+    def fit_eval(x: np.ndarray, y: np.ndarray) -> float:
+        weights, _ = train_expert(x, y, n_classes, cfg, seed=args.seed)
+        model = build_expert(cfg, n_classes, shape)
+        model.load_state_dict(weights)
+        preds, _ = poe_predict([model.eval()], test.images)
+        return accuracy(preds, test.labels)
+
+    console.print("baselines: centralised ...")
+    central = fit_eval(train.images, train.labels)
+    console.print("baselines: local only ...")
+    local = [fit_eval(train.images[idx], train.labels[idx]) for idx in parts]
+    console.print(f"baselines: FedAvg ({args.fl_rounds} rounds x {args.fl_local_epochs} local epochs) ...")
+    fedavg = run_fedavg([(train.images[idx], train.labels[idx]) for idx in parts], (test.images, test.labels),
+                        n_classes, cfg, rounds=args.fl_rounds, local_epochs=args.fl_local_epochs, seed=args.seed)
+    return {"centralized": {"accuracy": central},
+            "local_only": {"accuracy_mean": float(np.mean(local)), "per_node": local},
+            "fedavg": {k: v for k, v in fedavg.items() if k != "name"}}
+
+
+# -- unlearning ------------------------------------------------------------------------------------
+def unlearn(args: argparse.Namespace, homes: list[Path], procs: Processes, test: Any, parts: list[np.ndarray],
+            train: Any, before: dict[int, dict], deadline: float) -> dict:
+    k = args.unlearn
+    only_k = sorted(set(np.unique(train.labels[parts[k]]).tolist())
+                    - {int(c) for j, idx in enumerate(parts) if j != k for c in np.unique(train.labels[idx])})
+    mask = np.isin(test.labels, only_k)
+    others = [i for i in range(len(homes)) if i != k]
+    left = control.call(homes[k], "leave")
+    revoked = set(left["ids"])
+    t0 = time.time()
+
+    def converged(st: list[dict | None]) -> bool:
+        if any(st[i] is None or st[i]["phase"] != "ready" for i in others):
+            return False
+        for i in others:
+            rows = control.call(homes[i], "artifacts")
+            if any(r["id"] in revoked and r["state"] != "revoked" for r in rows):
+                return False
+            live_experts = [r for r in rows if r["kind"] == "expert" and r["state"] == "live"]
+            if any(revoked & set(r["lineage"]) for r in live_experts) or len(live_experts) != len(others):
+                return False
+        return True
+
+    wait_until(f"node {k} leaves", homes, procs, converged, deadline)
+    seconds = time.time() - t0
+    proofs = [control.call(homes[i], "verify_unlearning", timeout=None) for i in others]
+    retrained = sum(1 for i in others for r in control.call(homes[i], "artifacts")
+                    if r["kind"] == "expert" and r["state"] == "revoked" and r["reason"]
+                    and r["reason"].startswith("superseded"))
+    after = evaluate(homes, test, others)
+    blobs = {r["blob"] for r in control.call(homes[k], "artifacts") if r["id"] in revoked}
+    held = [i for i in others for b in blobs if (homes[i] / "store" / "blobs" / b).exists()]
+    not_tombstoned = [i for i in others for r in control.call(homes[i], "artifacts")
+                      if r["id"] in revoked and r["state"] != "revoked"]
+    return {
+        "node": k,
+        "revoked": sorted(revoked),
+        "dropped_everywhere": not held and not not_tombstoned and all(p["live_lineage_clean"] for p in proofs),
+        "experts_retrained": retrained,
+        "exact": all(p["bitwise_identical"] for p in proofs),
+        "classes": only_k,
+        "class_accuracy_before": float(np.mean([accuracy(before[i]["preds"][mask], test.labels[mask])
+                                                 for i in others])),
+        "class_accuracy_after": float(np.mean([accuracy(after[i]["preds"][mask], test.labels[mask]) for i in others])),
+        "seconds_to_converge": round(seconds, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    classes = list(default_classes(args.dataset))
+    if args.partition == "silo" and args.nodes < len(classes):
+        raise SystemExit(f"error: silo needs --nodes >= {len(classes)} (one class per site) for {args.dataset}")
+    parts, train, test = split_data(args, classes)
+    homes = make_homes(args, parts, train, classes)
+    procs = Processes()
+    t0 = time.time()
+    deadline = t0 + args.timeout
+    try:
+        for i, home in enumerate(homes):
+            procs.start(i, home)
+        n = len(homes)
+        wait_until(f"testnet: {n} nodes, {args.dataset}, {args.partition}", homes, procs,
+                   lambda st: all(s and s["phase"] == "ready" and s["artifacts"].get("expert_live", 0) == n
+                                  for s in st), deadline)
+        wall = time.time() - t0
+        results = evaluate(homes, test, list(range(n)))
+        final = statuses(homes, procs)
+        accs = [results[i]["accuracy"] for i in range(n)]
+        report: dict[str, Any] = {
+            "dataset": args.dataset,
+            "nodes": n,
+            "partition": args.partition,
+            "profile": args.profile,
+            "wall_s": round(wall, 1),
+            "poe_accuracy": {"mean": float(np.mean(accs)), "min": float(np.min(accs)), "per_node": accs},
+            "poe_auroc": {"mean": float(np.mean([results[i]["auroc"] for i in range(n)]))},
+            "bytes_sent_per_node": [s["bytes_sent"] for s in final],
+        }
+        if args.unlearn is not None:
+            report["unlearning"] = unlearn(args, homes, procs, test, parts, train, results, deadline)
+    finally:
+        procs.stop_all()
+    if not args.no_baselines:
+        report["baselines"] = baselines(args, parts, train, test, len(classes))
+    print_report(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        console.print(f"report written to {args.json}")
+    return report
+
+
+def print_report(r: dict) -> None:
+    t = Table(title=f"{r['dataset']}: {r['nodes']} nodes, {r['partition']}, profile {r['profile']}",
+              title_justify="left")
+    t.add_column("metric")
+    t.add_column("value")
+    t.add_row("wall time (federation)", f"{r['wall_s']:.0f} s")
+    t.add_row("PoE accuracy mean / min", f"{r['poe_accuracy']['mean']:.4f} / {r['poe_accuracy']['min']:.4f}")
+    t.add_row("PoE macro AUROC mean", f"{r['poe_auroc']['mean']:.4f}")
+    if "baselines" in r:
+        b = r["baselines"]
+        t.add_row("FedAvg accuracy", f"{b['fedavg']['accuracy']:.4f}")
+        t.add_row("centralised accuracy", f"{b['centralized']['accuracy']:.4f}")
+        t.add_row("local-only accuracy (mean)", f"{b['local_only']['accuracy_mean']:.4f}")
+    t.add_row("bytes sent per node (mean)", f"{np.mean(r['bytes_sent_per_node']) / 1e6:.2f} MB")
+    if "unlearning" in r:
+        u = r["unlearning"]
+        t.add_row(f"unlearning: node {u['node']} left", f"{len(u['revoked'])} artifacts revoked")
+        t.add_row("dropped everywhere / exact", f"{u['dropped_everywhere']} / {u['exact']}")
+        t.add_row("experts retrained", str(u["experts_retrained"]))
+        t.add_row("its classes' accuracy before -> after",
+                  f"{u['class_accuracy_before']:.3f} -> {u['class_accuracy_after']:.3f}")
+        t.add_row("seconds to converge", f"{u['seconds_to_converge']:.1f}")
+    Console().print(t)
+
+
+if __name__ == "__main__":
+    main()
