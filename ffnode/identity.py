@@ -1,7 +1,8 @@
 """A node's Ed25519 identity: one 32-byte seed gives both the libp2p peer ID and the artifact signing key.
 
-Keeping a single key means a manifest's signer and the libp2p peer that announces it are provably the
-same site, and the peer ID stays fixed across restarts because the seed is reloaded from the home.
+Keeping a single key means a manifest's `owner` is the libp2p peer ID of the site that signed it, so an
+operator can match artifacts to peers; the peer ID stays fixed across restarts because the seed is
+reloaded from the home. (Receivers do not require the gossip sender to be the owner: anyone may relay.)
 """
 
 from __future__ import annotations

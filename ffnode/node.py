@@ -254,7 +254,8 @@ class Node:
                 log.warning("sync with %s failed: %s", peer, exc)
                 continue
             for data in manifests + revocations:  # manifests first: a revocation needs its target known
-                self._accept(data, peer)
+                if not self.store.knows(data):
+                    self._accept(data, peer)
 
     async def _maintenance(self) -> None:
         """Retry blobs that did not arrive; re-ask every peer for its inventory now and then."""
@@ -344,8 +345,8 @@ class Node:
         return {"revocation": r.id, "ids": r.ids}
 
     async def _leave(self, args: dict) -> dict[str, Any]:
-        r = await leave(self.learner)
-        return {"revocation": r.id if r else None, "ids": r.ids if r else []}
+        revocations = await leave(self.learner)
+        return {"revocations": [r.id for r in revocations], "ids": [i for r in revocations for i in r.ids]}
 
     async def _verify(self, args: dict) -> dict[str, Any]:
         return await asyncio.to_thread(verify_unlearning, self.learner)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ffnode.artifacts.codec import VERSION, WireError, canonical_bytes, decode
+from ffnode.artifacts.codec import VERSION, WireError, canonical_bytes, decode, is_version
 
 MAX_INVENTORY_BYTES = 16 * 2**20
 MAX_INVENTORY_ITEMS = 65536
@@ -46,7 +46,7 @@ def _message(data: bytes, kind: str, keys: set[str], max_bytes: int = 4096) -> d
     msg = decode(data, max_bytes=max_bytes)
     if not isinstance(msg, dict) or msg.get("t") != kind:
         raise WireError(f"expected a {kind!r} message")
-    if msg.get("v") != VERSION:
+    if not is_version(msg.get("v")):
         raise WireError(f"unsupported version {msg.get('v')!r} (this node speaks {VERSION})")
     if set(msg) != keys:
         raise WireError(f"{kind} must have exactly the keys {sorted(keys)}")

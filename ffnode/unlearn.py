@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ffnode.artifacts.revocation import Revocation
+from ffnode.artifacts.revocation import MAX_IDS, Revocation
 
 if TYPE_CHECKING:
     from ffnode.learner import Learner

@@ -206,28 +206,43 @@ def late_joiner(bootstrap: str, report_q: Any) -> None:
 
 
 def bench_gossip(ctx: mp.context.BaseContext, nodes: int, messages: int, interval: float, chain: bool) -> None:
+    procs: list[mp.process.BaseProcess] = []
+    try:
+        run_gossip(ctx, procs, nodes, messages, interval, chain)
+    finally:
+        for proc in procs:  # a failed run must not leave 16 hosts behind
+            if proc.is_alive():
+                proc.terminate()
+
+
+def run_gossip(
+    ctx: mp.context.BaseContext,
+    procs: list[mp.process.BaseProcess],
+    nodes: int,
+    messages: int,
+    interval: float,
+    chain: bool,
+) -> None:
     plan = {"nodes": nodes, "messages": messages, "interval": interval}
     report_q = ctx.Queue()
     ctls = [ctx.Queue() for _ in range(nodes)]
-    procs = []
     addrs: dict[int, str] = {}
+    linked: dict[int, int] = {}  # node -> peers when it first reported a connection
     start = time.perf_counter()
     for i in range(nodes):
         if i == 0:
             bootstrap: list[str] = []
         else:
             bootstrap = [addrs[i - 1] if chain else addrs[0]]
-        proc = ctx.Process(target=gossip_node, args=(i, bootstrap, ctls[i], report_q, plan))
+        proc = ctx.Process(target=gossip_node, args=(i, bootstrap, ctls[i], report_q, plan), daemon=True)
         proc.start()
         procs.append(proc)
         while i not in addrs:
-            kind, index, value = report_q.get(timeout=60)
-            if kind == "addr":
-                addrs[index] = value
-    connected = 0
-    while connected < nodes:
-        kind, _, _ = report_q.get(timeout=60)
-        connected += kind == "connected"
+            kind, index, value = report_q.get(timeout=120)
+            (addrs if kind == "addr" else linked)[index] = value
+    while len(linked) < nodes:
+        kind, index, value = report_q.get(timeout=120)
+        linked[index] = value
     print(f"{nodes} hosts up and connected in {time.perf_counter() - start:.1f} s")
     # Let the mesh settle (event-driven GRAFT plus a few 1 s heartbeats) before measuring.
     time.sleep(3.0)
@@ -242,7 +257,8 @@ def bench_gossip(ctx: mp.context.BaseContext, nodes: int, messages: int, interva
 
     # Late joiner while the network is still up: bootstraps to the last node.
     joiner_q = ctx.Queue()
-    joiner = ctx.Process(target=late_joiner, args=(addrs[nodes - 1], joiner_q))
+    joiner = ctx.Process(target=late_joiner, args=(addrs[nodes - 1], joiner_q), daemon=True)
+    procs.append(joiner)
     joiner.start()
     marks = joiner_q.get(timeout=60)
     joiner.join()
@@ -272,12 +288,15 @@ def bench_gossip(ctx: mp.context.BaseContext, nodes: int, messages: int, interva
         f"gossip, {nodes} hosts ({topology} bootstrap), {messages} x {ANNOUNCEMENT_BYTES} B announcements,"
         f" one every {interval * 1000:.0f} ms:"
     )
-    print(
-        f"  latency to all nodes: p50 {quantile(to_all, 0.5):.1f} ms, p95 {quantile(to_all, 0.95):.1f} ms,"
-        f" max {max(to_all):.1f} ms"
-    )
-    print(f"  per delivery: p50 {quantile(per_delivery, 0.5):.1f} ms, p95 {quantile(per_delivery, 0.95):.1f} ms")
+    if to_all:
+        print(
+            f"  latency to all nodes: p50 {quantile(to_all, 0.5):.1f} ms, p95 {quantile(to_all, 0.95):.1f} ms,"
+            f" max {max(to_all):.1f} ms ({len(to_all)} of {messages} announcements reached every node)"
+        )
+    if per_delivery:
+        print(f"  per delivery: p50 {quantile(per_delivery, 0.5):.1f} ms, p95 {quantile(per_delivery, 0.95):.1f} ms")
     print(f"  deliveries missing: {missing} of {messages * (nodes - 1)}")
+    print("  received per node:", " ".join(str(len(received[i])) for i in range(nodes)))
     print(
         f"late joiner: start() {marks['started'] * 1000:.0f} ms, connected {marks['connected'] * 1000:.0f} ms,"
         f" inventory received {marks['inventory'] * 1000:.0f} ms after start() was called"

@@ -16,11 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +33,7 @@ from ffnode.data import partition
 from ffnode.data.sources import default_classes, load_dataset, save_npz
 from ffnode.expert.resnet import build_expert
 from ffnode.expert.train import train_expert
+from ffnode.localnet import Daemons, init_home, status
 from ffnode.metrics import accuracy, macro_auroc
 from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
@@ -76,10 +73,6 @@ def split_data(args: argparse.Namespace, classes: list[str]) -> tuple[list[np.nd
     return parts, train, test
 
 
-def ffnode(*words: str) -> list[str]:
-    return [sys.executable, "-m", "ffnode", *words]
-
-
 def make_homes(args: argparse.Namespace, parts: list[np.ndarray], train: Any, classes: list[str]) -> list[Path]:
     """One home per node; node i bootstraps to node 0 and node i-1 (a chain plus a hub)."""
     if args.workdir.exists():
@@ -90,61 +83,15 @@ def make_homes(args: argparse.Namespace, parts: list[np.ndarray], train: Any, cl
         data = args.workdir / f"node{i}.npz"
         save_npz(data, {"train": (train.images[idx], train.labels[idx])})
         home = args.workdir / f"node{i}"
-        listen = f"/ip4/127.0.0.1/tcp/{args.base_port + i}"
         boot = sorted({addrs[0], addrs[-1]}) if addrs else []
-        cmd = ffnode("init", "--home", str(home), "--listen", listen, "--data", str(data),
-                     "--classes", ",".join(classes), "--federation", "testnet", "--profile", args.profile,
-                     "--seed", str(args.seed + i), "--threads", str(args.threads), "--json")
-        for b in boot:
-            cmd += ["--bootstrap", b]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if out.returncode:
-            raise SystemExit(f"error: ffnode init for node {i} failed: {out.stderr.strip()}")
-        addrs.append(f"{listen}/p2p/{json.loads(out.stdout)['peer_id']}")
+        addrs.append(init_home(home, port=args.base_port + i, data=data, classes=classes, bootstrap=boot,
+                               profile=args.profile, seed=args.seed + i, threads=args.threads))
         homes.append(home)
     return homes
 
 
-class Processes:
-    """Owns every daemon it starts; `stop_all` ends them (SIGTERM, then SIGKILL)."""
-
-    def __init__(self) -> None:
-        self.procs: dict[int, subprocess.Popen] = {}
-
-    def start(self, i: int, home: Path) -> None:
-        log = open(home / "node.log", "ab")  # noqa: SIM115 - the child writes to it until it exits
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
-        self.procs[i] = subprocess.Popen(ffnode("start", "--home", str(home)), stdout=log, stderr=log, env=env,
-                                         start_new_session=True)
-
-    def check(self) -> None:
-        for i, p in self.procs.items():
-            if p.poll() is not None:
-                raise RuntimeError(f"node {i} exited with code {p.returncode}: see its node.log")
-
-    def stop(self, i: int) -> None:
-        p = self.procs.pop(i)
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-    def stop_all(self) -> None:
-        for i in list(self.procs):
-            self.stop(i)
-
-
-def statuses(homes: list[Path], procs: Processes) -> list[dict | None]:
-    out: list[dict | None] = []
-    for i, home in enumerate(homes):
-        try:
-            out.append(control.call(home, "status", timeout=10) if i in procs.procs else None)
-        except (control.ControlError, OSError):
-            out.append(None)
-    return out
+def statuses(homes: list[Path], daemons: Daemons) -> list[dict | None]:
+    return [status(h) if daemons.running(h) else None for h in homes]
 
 
 def render(title: str, homes: list[Path], st: list[dict | None], t0: float) -> Table:
@@ -162,13 +109,13 @@ def render(title: str, homes: list[Path], st: list[dict | None], t0: float) -> T
     return t
 
 
-def wait_until(title: str, homes: list[Path], procs: Processes, done: Callable[[list[dict | None]], bool],
+def wait_until(title: str, homes: list[Path], daemons: Daemons, done: Callable[[list[dict | None]], bool],
                deadline: float) -> list[dict]:
     t0 = time.time()
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while True:
-            procs.check()
-            st = statuses(homes, procs)
+            daemons.check()
+            st = statuses(homes, daemons)
             live.update(render(title, homes, st, t0))
             if done(st):
                 return st  # type: ignore[return-value]
@@ -218,7 +165,7 @@ def baselines(args: argparse.Namespace, parts: list[np.ndarray], train: Any, tes
 
 
 # -- unlearning ------------------------------------------------------------------------------------
-def unlearn(args: argparse.Namespace, homes: list[Path], procs: Processes, test: Any, parts: list[np.ndarray],
+def unlearn(args: argparse.Namespace, homes: list[Path], daemons: Daemons, test: Any, parts: list[np.ndarray],
             train: Any, before: dict[int, dict], deadline: float) -> dict:
     k = args.unlearn
     only_k = sorted(set(np.unique(train.labels[parts[k]]).tolist())
@@ -241,7 +188,7 @@ def unlearn(args: argparse.Namespace, homes: list[Path], procs: Processes, test:
                 return False
         return True
 
-    wait_until(f"node {k} leaves", homes, procs, converged, deadline)
+    wait_until(f"node {k} leaves", homes, daemons, converged, deadline)
     seconds = time.time() - t0
     proofs = [control.call(homes[i], "verify_unlearning", timeout=None) for i in others]
     retrained = sum(1 for i in others for r in control.call(homes[i], "artifacts")
@@ -259,11 +206,17 @@ def unlearn(args: argparse.Namespace, homes: list[Path], procs: Processes, test:
         "experts_retrained": retrained,
         "exact": all(p["bitwise_identical"] for p in proofs),
         "classes": only_k,
-        "class_accuracy_before": float(np.mean([accuracy(before[i]["preds"][mask], test.labels[mask])
-                                                 for i in others])),
-        "class_accuracy_after": float(np.mean([accuracy(after[i]["preds"][mask], test.labels[mask]) for i in others])),
+        "class_accuracy_before": class_accuracy(before, others, mask, test.labels),
+        "class_accuracy_after": class_accuracy(after, others, mask, test.labels),
         "seconds_to_converge": round(seconds, 1),
     }
+
+
+def class_accuracy(results: dict[int, dict], nodes: list[int], mask: np.ndarray, labels: np.ndarray) -> float | None:
+    """Mean PoE accuracy over `nodes` on the test images selected by `mask` (None if it selects none)."""
+    if not mask.any():
+        return None
+    return float(np.mean([accuracy(results[i]["preds"][mask], labels[mask]) for i in nodes]))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -273,19 +226,19 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: silo needs --nodes >= {len(classes)} (one class per site) for {args.dataset}")
     parts, train, test = split_data(args, classes)
     homes = make_homes(args, parts, train, classes)
-    procs = Processes()
+    daemons = Daemons()
     t0 = time.time()
     deadline = t0 + args.timeout
     try:
-        for i, home in enumerate(homes):
-            procs.start(i, home)
+        for home in homes:
+            daemons.start(home)
         n = len(homes)
-        wait_until(f"testnet: {n} nodes, {args.dataset}, {args.partition}", homes, procs,
+        wait_until(f"testnet: {n} nodes, {args.dataset}, {args.partition}", homes, daemons,
                    lambda st: all(s and s["phase"] == "ready" and s["artifacts"].get("expert_live", 0) == n
                                   for s in st), deadline)
         wall = time.time() - t0
         results = evaluate(homes, test, list(range(n)))
-        final = statuses(homes, procs)
+        final = statuses(homes, daemons)
         accs = [results[i]["accuracy"] for i in range(n)]
         report: dict[str, Any] = {
             "dataset": args.dataset,
@@ -298,9 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
             "bytes_sent_per_node": [s["bytes_sent"] for s in final],
         }
         if args.unlearn is not None:
-            report["unlearning"] = unlearn(args, homes, procs, test, parts, train, results, deadline)
+            report["unlearning"] = unlearn(args, homes, daemons, test, parts, train, results, deadline)
     finally:
-        procs.stop_all()
+        daemons.stop_all()
     if not args.no_baselines:
         report["baselines"] = baselines(args, parts, train, test, len(classes))
     print_report(report)
@@ -330,8 +283,9 @@ def print_report(r: dict) -> None:
         t.add_row(f"unlearning: node {u['node']} left", f"{len(u['revoked'])} artifacts revoked")
         t.add_row("dropped everywhere / exact", f"{u['dropped_everywhere']} / {u['exact']}")
         t.add_row("experts retrained", str(u["experts_retrained"]))
-        t.add_row("its classes' accuracy before -> after",
-                  f"{u['class_accuracy_before']:.3f} -> {u['class_accuracy_after']:.3f}")
+        if u["class_accuracy_before"] is not None:
+            t.add_row("its classes' accuracy before -> after",
+                      f"{u['class_accuracy_before']:.3f} -> {u['class_accuracy_after']:.3f}")
         t.add_row("seconds to converge", f"{u['seconds_to_converge']:.1f}")
     Console().print(t)
 

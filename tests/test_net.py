@@ -352,6 +352,11 @@ async def test_blob_server_stalling_mid_transfer_fails_within_the_stall_timeout(
             await b.host.fetch_blob(a.host.peer_id, blob_id, len(data), dest, stall_timeout=1.0)
         assert time.monotonic() - start < 4
         assert not dest.exists()
+        # A caller that gives up (asyncio.timeout) cancels the fetch; the partial file is gone too.
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await b.host.fetch_blob(a.host.peer_id, blob_id, len(data), dest)
+        assert not dest.exists()
         assert await b.host.request(a.host.peer_id, b"alive") == b"re:alive"
 
 
@@ -392,3 +397,9 @@ async def test_bootstrap_peer_that_restarts_is_reconnected(make_node) -> None:
         a2 = await make_node(seed=b"\xaa" * 32, listen=[port_addr])
         await until(lambda: b.peer_events.count((a.host.peer_id, True)) == 2)
         await gossip_reaches(a2, b, b"back")
+
+
+async def test_mdns_discovers_and_connects_local_peers(make_node) -> None:
+    async with asyncio.timeout(20):  # discovery on loopback takes 1.5-3.5 s
+        a, b = await make_node(mdns=True), await make_node(mdns=True)
+        await until(lambda: (b.host.peer_id, True) in a.peer_events and (a.host.peer_id, True) in b.peer_events)

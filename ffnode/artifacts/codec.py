@@ -24,6 +24,8 @@ class WireError(ValueError):
 
 
 def _canonical(value: Any) -> Any:
+    if isinstance(value, msgpack.ExtType):  # a namedtuple: it must not pass as a list
+        raise WireError("msgpack ext types are not allowed")
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise WireError("map keys must be strings")
@@ -43,9 +45,24 @@ def decode(data: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> Any:
     if len(data) > max_bytes:
         raise WireError(f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, object_pairs_hook=_unique_map)
+    except WireError:
+        raise
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
         raise WireError(f"malformed msgpack: {exc}") from None
+
+
+def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """Duplicate keys are rejected: decoders differ on which one wins, so nodes would disagree."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise WireError("malformed msgpack: duplicate map key")
+    return result
+
+
+def is_version(value: Any) -> bool:
+    """`v` must be the integer VERSION: true or 1.0 compare equal to 1 in Python but are other values."""
+    return type(value) is int and value == VERSION
 
 
 def signing_payload(kind: str, body: dict[str, Any]) -> bytes:
@@ -69,7 +86,7 @@ def open_envelope(data: bytes, kinds: tuple[str, ...]) -> tuple[str, dict[str, A
     env = decode(data)
     if not isinstance(env, dict) or set(env) != {"v", "t", "body", "sig"}:
         raise WireError("not an envelope: expected exactly the keys v, t, body, sig")
-    if env["v"] != VERSION:
+    if not is_version(env["v"]):
         raise WireError(f"unsupported version {env['v']!r} (this node speaks {VERSION})")
     kind, body, sig = env["t"], env["body"], env["sig"]
     if kind not in kinds:

@@ -14,7 +14,8 @@ from ffnode.identity import Identity
 
 KINDS = ("factory", "expert")
 MAX_CLASSES = 4096
-MAX_LINEAGE = 4096
+MAX_LINEAGE = 800  # 800 IDs of 67 bytes still fit a 64 KiB envelope
+MAX_BLOB_BYTES = 4 * 2**30  # a generous bound on weight files, so nobody can announce an endless blob
 
 _SCHEMA: dict[str, type | tuple[type, ...]] = {
     "kind": str,
@@ -68,8 +69,8 @@ class Manifest:
             raise WireError(f"unknown artifact kind {body['kind']!r}")
         if not is_hex_id(body["blob"]):
             raise WireError("blob must be a 64-character lowercase hex sha256")
-        if body["size"] < 0 or body["seq"] < 0:
-            raise WireError("size and seq must be non-negative")
+        if not 0 <= body["size"] <= MAX_BLOB_BYTES or body["seq"] < 0:
+            raise WireError(f"size must be 0..{MAX_BLOB_BYTES} and seq non-negative")
         classes, lineage = body["classes"], body["lineage"]
         if not classes or len(classes) > MAX_CLASSES or not all(type(c) is int and c >= 0 for c in classes):
             raise WireError("classes must be a non-empty list of label indices")

@@ -12,7 +12,7 @@ from typing import Any
 from ffnode.artifacts.codec import WireError, body_id, check_fields, is_hex_id, open_envelope, seal
 from ffnode.identity import Identity
 
-MAX_IDS = 4096
+MAX_IDS = 800  # 800 IDs of 67 bytes still fit a 64 KiB envelope
 MAX_REASON = 1024
 
 _SCHEMA: dict[str, type | tuple[type, ...]] = {

@@ -79,6 +79,7 @@ class Store:
         self._revocations: dict[str, Revocation] = {}
         self._revoked: dict[str, Revocation] = {}  # artifact ID -> its tombstone
         self._seqs: dict[tuple[str, int], str] = {}  # (owner, seq) -> message ID: catches replays
+        self._envelopes: set[bytes] = set()  # sha256 of every stored envelope
         self._load(repair)
 
     # -- loading -------------------------------------------------------------------------------------
@@ -86,13 +87,13 @@ class Store:
         for path in sorted((self.root / "manifests").glob("*.msgpack")):
             data = path.read_bytes()
             m = open_manifest(data)
-            self._manifests[m.id], self._raw[m.id] = m, data
-            self._seqs[(m.owner, m.seq)] = m.id
+            self._manifests[m.id] = m
+            self._remember(m, data)
         for path in sorted((self.root / "revocations").glob("*.msgpack")):
             data = path.read_bytes()
             r = open_revocation(data)
-            self._revocations[r.id], self._raw[r.id] = r, data
-            self._seqs[(r.owner, r.seq)] = r.id
+            self._revocations[r.id] = r
+            self._remember(r, data)
             for aid in r.ids:
                 self._revoked[aid] = r
         if not repair:
@@ -149,9 +150,13 @@ class Store:
                 for aid in msg.ids:
                     self._revoked[aid] = msg
                     self._delete_blob_if_unused(self._manifests[aid].blob)
-            self._raw[msg.id] = data
-            self._seqs[(msg.owner, msg.seq)] = msg.id
+            self._remember(msg, data)
             return msg
+
+    def _remember(self, msg: Manifest | Revocation, data: bytes) -> None:
+        self._raw[msg.id] = data
+        self._seqs[(msg.owner, msg.seq)] = msg.id
+        self._envelopes.add(hashlib.sha256(data).digest())
 
     def _delete_blob_if_unused(self, blob: str) -> None:
         if not any(m.blob == blob and aid not in self._revoked for aid, m in self._manifests.items()):
@@ -238,10 +243,16 @@ class Store:
             return 1 + max((seq for (o, seq) in self._seqs if o == owner), default=0)
 
     def inventory(self) -> tuple[list[bytes], list[bytes]]:
-        """Signed envelopes of every unrevoked manifest and every revocation: what sync serves."""
+        """Signed envelopes of every manifest and every revocation: what sync serves. Revoked manifests are
+        included so that a node that joins later can hold them with their tombstones (a revocation is only
+        accepted for an artifact the node knows) and refuse them when a stale peer offers them again."""
         with self._lock:
-            manifests = [self._raw[aid] for aid in self._manifests if aid not in self._revoked]
-            return manifests, [self._raw[rid] for rid in self._revocations]
+            return [self._raw[aid] for aid in self._manifests], [self._raw[rid] for rid in self._revocations]
+
+    def knows(self, data: bytes) -> bool:
+        """Whether this exact envelope is stored already: sync skips it without any log line."""
+        with self._lock:
+            return hashlib.sha256(data).digest() in self._envelopes
 
     def rows(self, classes: list[str]) -> list[dict]:
         """The artifact table (`ffnode artifacts`), from the store alone: also when the node is stopped."""

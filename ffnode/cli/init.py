@@ -8,9 +8,7 @@ import typer
 
 from ffnode.cli.output import JsonOption, abort, emit_json, err
 from ffnode.config import Config
-from ffnode.data.sources import DataError, default_classes, load_dataset
 from ffnode.identity import create_identity
-from ffnode.profiles import PROFILES
 
 
 def init(
@@ -21,13 +19,16 @@ def init(
     data: str = typer.Option("digits", "--data", help="digits | bloodmnist | retinamnist | cifar10 | PATH.npz | DIR"),
     split: str = typer.Option("train", "--split", help="Which split of --data this site trains on."),
     classes: str = typer.Option("", "--classes", help="Comma-separated federation classes (default: the data's)."),
-    profile: str = typer.Option("default", "--profile", help=f"Learning profile: {', '.join(PROFILES)}."),
+    profile: str = typer.Option("default", "--profile", help="Learning profile: tiny, default, cpu or gpu (docs/profiles.md)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch default)."),
     allow: list[str] = typer.Option([], "--allow", help="Only accept artifacts from this peer ID (repeatable)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Create a node home with a new identity and a config."""
+    from ffnode.data.sources import DataError, default_classes, load_dataset  # heavy: only for this command
+    from ffnode.profiles import PROFILES
+
     if profile not in PROFILES:
         abort(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
     if home.exists() and any(home.iterdir()):

@@ -149,17 +149,17 @@ def load_dataset(spec: str, *, split: str = "train", classes: Sequence[str] | No
             names = NAMED_FILES[spec][1]
     else:
         path = Path(spec).expanduser()
+        if not path.exists():
+            raise DataError(
+                f"dataset '{spec}' is not a known name (digits, {', '.join(NAMED_FILES)}) "
+                f"and no such file or folder exists: check the spelling or the path"
+            )
         if path.is_dir():
             images, labels, names = _load_folder(path, split)
         elif path.suffix == ".npz":
             images, labels, names = _load_npz(path, split)
-        elif path.exists():
-            raise DataError(f"{path} is neither an .npz file nor a folder of class folders: give one of those")
         else:
-            raise DataError(
-                f"dataset '{spec}' is not a known name (digits, {', '.join(NAMED_FILES)}) "
-                f"and no such file or folder exists"
-            )
+            raise DataError(f"{path} is neither an .npz file nor a folder of class folders: give one of those")
     if len(images) == 0:
         raise DataError(f"dataset '{spec}' has no images in split '{split}': add images or pick another split")
     if classes is not None:

@@ -54,6 +54,14 @@ PUBLISH_INTERVAL = 0.1
 # What our own nodes accept per forwarding peer: a forwarder relays everyone's announcements, so
 # the per-peer cap must cover the whole federation's rate, not one node's.
 MAX_INBOUND_MSGS_PER_SECOND = 200.0
+# Gossipsub mesh degree. The usual bound (D_high = 12) breaks a star: a hub that everyone
+# bootstrapped to prunes its mesh down to D, and in py-libp2p 0.8.1 a heartbeat PRUNE carries no
+# peer exchange while publishes go to mesh peers only, so a pruned node whose only connection is
+# the hub neither sends nor receives gossip (measured: 7 of 15 leaves got nothing). Federations
+# are small (tens of sites) and announcements a few KB, so we keep meshes unpruned up to 64 peers.
+MESH_DEGREE = 8
+MESH_DEGREE_LOW = 6
+MESH_DEGREE_HIGH = 64
 # Offered gossipsub versions, newest first; /meshsub/1.0.0 keeps old peers able to join.
 GOSSIP_PROTOCOLS = [PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID]
 # Bootstrap redial backoff (seconds): first retry, cap, and how often a live link is re-checked
@@ -175,7 +183,7 @@ class NetHost:
         self._host: IHost | None = None
         self._pubsub: Pubsub | None = None
         self._stop_event: trio.Event | None = None
-        self._conns: dict[str, set[int]] = {}
+        self._conns: dict[str, set[INetConn]] = {}
         self._peer_gone: dict[str, trio.Event] = {}
         self._publish_lock: trio.Lock | None = None
         self._last_publish = float("-inf")
@@ -340,6 +348,9 @@ class NetHost:
             log.exception("libp2p host %s crashed; it no longer serves or connects", self.peer_id)
         finally:
             self._running = False
+            # Every on_peer(True) gets its False, even when libp2p died without closing connections.
+            for peer in list(self._connected):
+                self._to_loop(self._handlers.on_peer, peer, False)
             self._connected.clear()
             # Wakes start() if the thread ended before readiness; a no-op otherwise.
             error = NetError(f"host {self.peer_id} ended while starting on {[str(a) for a in self._listen]}")
@@ -368,9 +379,9 @@ class NetHost:
         )
         gossipsub = GossipSub(
             protocols=GOSSIP_PROTOCOLS,
-            degree=6,
-            degree_low=4,
-            degree_high=12,
+            degree=MESH_DEGREE,
+            degree_low=MESH_DEGREE_LOW,
+            degree_high=MESH_DEGREE_HIGH,
             heartbeat_initial_delay=0.1,
             # The library default (120 s) leaves an underfilled mesh unrepaired for minutes.
             heartbeat_interval=1,
@@ -469,7 +480,7 @@ class NetHost:
     def _t_conn_opened(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id.to_base58()
         conns = self._conns.setdefault(peer, set())
-        conns.add(id(conn))
+        conns.add(conn)
         if peer not in self._connected:
             self._connected.add(peer)
             log.info("peer %s connected", peer)
@@ -478,7 +489,7 @@ class NetHost:
     def _t_conn_closed(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id.to_base58()
         conns = self._conns.get(peer, set())
-        conns.discard(id(conn))
+        conns.discard(conn)
         if conns or peer not in self._connected:
             return
         self._conns.pop(peer, None)

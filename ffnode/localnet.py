@@ -1,0 +1,106 @@
+"""Real `ffnode` daemons on 127.0.0.1, each a separate process with its own home: the testnet script and
+the integration tests share this, so both exercise exactly what an operator runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ffnode import control
+
+T = TypeVar("T")
+
+
+def ffnode_cmd(*words: str) -> list[str]:
+    """The CLI as a subprocess command, with this interpreter (works without the console script on PATH)."""
+    return [sys.executable, "-m", "ffnode", *words]
+
+
+def init_home(home: Path, *, port: int, data: Path | str, classes: Sequence[str], bootstrap: Sequence[str] = (),
+              federation: str = "testnet", profile: str = "default", seed: int = 0, threads: int = 1) -> str:
+    """`ffnode init` one node; returns its full multiaddr (with /p2p/) for others to bootstrap from."""
+    listen = f"/ip4/127.0.0.1/tcp/{port}"
+    cmd = ffnode_cmd("init", "--home", str(home), "--listen", listen, "--data", str(data),
+                     "--classes", ",".join(classes), "--federation", federation, "--profile", profile,
+                     "--seed", str(seed), "--threads", str(threads), "--json")
+    for b in bootstrap:
+        cmd += ["--bootstrap", b]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"ffnode init {home} failed: {out.stderr.strip()}")
+    return f"{listen}/p2p/{json.loads(out.stdout)['peer_id']}"
+
+
+class Daemons:
+    """Owns every daemon it starts; `stop_all` ends them all (SIGTERM, then SIGKILL after a grace time)."""
+
+    def __init__(self) -> None:
+        self.procs: dict[Path, subprocess.Popen] = {}
+
+    def start(self, home: Path) -> None:
+        log = open(home / "node.log", "ab")  # noqa: SIM115 - the child owns it until it exits
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
+        with log:
+            self.procs[home] = subprocess.Popen(
+                ffnode_cmd("start", "--home", str(home)), stdout=log, stderr=log, env=env, start_new_session=True
+            )
+
+    def running(self, home: Path) -> bool:
+        return home in self.procs and self.procs[home].poll() is None
+
+    def check(self) -> None:
+        """Raise if a daemon died: a crash must not look like slow convergence."""
+        for home, p in self.procs.items():
+            if p.poll() is not None:
+                raise RuntimeError(f"the node in {home} exited with code {p.returncode}: see {home / 'node.log'}")
+
+    def stop(self, home: Path, grace: float = 15.0) -> int:
+        p = self.procs.pop(home)
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return p.returncode
+
+    def stop_all(self) -> None:
+        for home in list(self.procs):
+            self.stop(home)
+
+    def __enter__(self) -> Daemons:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def status(home: Path) -> dict[str, Any] | None:
+    """The node's status, or None while it is not answering (starting, stopped)."""
+    try:
+        return control.call(home, "status", timeout=10)
+    except (control.ControlError, OSError, ValueError):
+        return None
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, daemons: Daemons | None = None,
+             interval: float = 0.5) -> T:
+    """Poll `check` until it returns something truthy; TimeoutError names `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if daemons is not None:
+            daemons.check()
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)

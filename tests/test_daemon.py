@@ -1,0 +1,151 @@
+"""Three real daemons as separate processes on 127.0.0.1 (tiny profile): discovery over a chained
+bootstrap, signed artifacts fetched and verified everywhere, PoE queries, inspection commands, a restart
+that keeps identity and store, and a late joiner that catches up by sync alone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ffnode import control
+from ffnode.data.sources import load_dataset
+from ffnode.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
+from tests.daemons import CLASSES, class_file, free_port
+
+TIMEOUT = 180.0
+
+
+@dataclass
+class Federation:
+    root: Path
+    homes: list[Path]
+    addrs: list[str]
+    daemons: Daemons
+
+
+def ready(homes: list[Path], experts: int) -> bool:
+    sts = [status(h) for h in homes]
+    return all(s and s["phase"] == "ready" and s["artifacts"].get("expert_live", 0) == experts for s in sts)
+
+
+def cli(*words: str) -> subprocess.CompletedProcess:
+    return subprocess.run(ffnode_cmd(*words), capture_output=True, text=True, timeout=120, check=False)
+
+
+def cli_json(*words: str) -> object:
+    out = cli(*words, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    root = tmp_path_factory.mktemp("fed")
+    homes, addrs = [root / n for n in "abc"], []
+    for i, home in enumerate(homes):
+        boot = addrs[-1:]  # chained: B -> A, C -> B
+        addrs.append(init_home(home, port=free_port(), data=class_file(root, [i], f"class{i}"), classes=CLASSES,
+                               bootstrap=boot, profile="tiny", seed=i))
+    with Daemons() as daemons:
+        for home in homes:
+            daemons.start(home)
+        wait_for(lambda: ready(homes, 3), timeout=TIMEOUT, what="3 nodes ready with 3 experts", daemons=daemons)
+        yield Federation(root, homes, addrs, daemons)
+
+
+def test_chained_bootstrap_everyone_sees_everyone(fed: Federation) -> None:
+    ids = [cli_json("id", "--home", str(h))["peer_id"] for h in fed.homes]
+    for i, home in enumerate(fed.homes):
+        peers = {p["peer_id"]: p for p in cli_json("peers", "--home", str(home))}
+        others = set(ids) - {ids[i]}
+        assert others <= set(peers), f"node {i} does not know {others - set(peers)}"
+        for pid in others:
+            assert peers[pid]["published"] == {"factory": 1, "expert": 1}
+    # direct links exist only along the chain, yet A and C know each other through gossip and sync
+    a_peers = {p["peer_id"]: p for p in cli_json("peers", "--home", str(fed.homes[0]))}
+    assert a_peers[ids[1]]["connected"]
+
+
+def test_artifacts_fetched_and_verified_everywhere(fed: Federation) -> None:
+    a_id = cli_json("id", "--home", str(fed.homes[0]))["peer_id"]
+    published = [r for r in cli_json("artifacts", "--home", str(fed.homes[0])) if r["owner"] == a_id]
+    assert {r["kind"] for r in published} == {"factory", "expert"}
+    for home in fed.homes[1:]:
+        rows = {r["id"]: r for r in cli_json("artifacts", "--home", str(home))}
+        for r in published:
+            assert rows[r["id"]]["state"] == "live" and rows[r["id"]]["verified"]
+            blob = home / "store" / "blobs" / r["blob"]
+            assert hashlib.sha256(blob.read_bytes()).hexdigest() == r["blob"]
+            assert blob.stat().st_size == r["size"]
+
+
+def test_query_by_product_of_experts(fed: Federation, tmp_path: Path) -> None:
+    test = load_dataset("digits", split="test", classes=[str(i) for i in range(10)])
+    image = test.images[np.flatnonzero(test.labels == 1)[0]]
+    png = tmp_path / "one.png"
+    Image.fromarray(image[..., 0]).save(png)
+    result = cli_json("query", "--home", str(fed.homes[0]), str(png))
+    assert len(result["experts"]) == 3
+    assert result["predictions"][0] in CLASSES
+    assert np.isclose(sum(result["probabilities"][0]), 1.0, atol=1e-4)
+    # bad inputs: one-line errors, exit code 1, no traceback
+    wrong = tmp_path / "big.png"
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(wrong)
+    text = tmp_path / "note.png"
+    text.write_text("not an image")
+    for bad, needle in [(wrong, "expected 8x8"), (text, "not an image"), (tmp_path / "missing.png", "does not exist")]:
+        out = cli("query", "--home", str(fed.homes[0]), str(bad))
+        assert out.returncode == 1 and needle in out.stderr and "Traceback" not in out.stderr
+
+
+def test_inspection_commands_json(fed: Federation) -> None:
+    home = str(fed.homes[1])
+    ident = cli_json("id", "--home", home)
+    st = cli_json("status", "--home", home)
+    assert ident["peer_id"] == st["peer_id"] and ident["running"]
+    assert any(a.endswith(f"/p2p/{ident['peer_id']}") for a in ident["addrs"])
+    assert st["phase"] == "ready" and st["local_classes"] == ["1"] and st["bytes_sent"] > 0
+    # tables go to stdout too, errors for a stopped node are one line
+    assert "ready" in cli("status", "--home", home).stdout
+    out = cli("status", "--home", str(fed.root / "nowhere"))
+    assert out.returncode == 1 and "error:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_restart_keeps_peer_id_and_store(fed: Federation) -> None:
+    b = fed.homes[1]
+    before = status(b)
+    artifacts_before = {r["id"]: r["state"] for r in cli_json("artifacts", "--home", str(b))}
+    assert fed.daemons.stop(b) == 0  # SIGTERM: clean shutdown
+    assert not (b / control.SOCKET_FILE).exists()
+    fed.daemons.start(b)
+    after = wait_for(lambda: (s := status(b)) and s["phase"] == "ready" and s, timeout=TIMEOUT, what="B back",
+                     daemons=fed.daemons)
+    assert after["peer_id"] == before["peer_id"]
+    assert after["current_expert"] == before["current_expert"]  # nothing retrained
+    assert {r["id"]: r["state"] for r in cli_json("artifacts", "--home", str(b))} == artifacts_before
+    wait_for(lambda: (s := status(b)) and s["connected_peers"] == 2, timeout=60, what="B reconnected to A and C")
+
+
+def test_late_joiner_converges_by_sync(fed: Federation) -> None:
+    """D starts after every announcement was gossiped: only the sync protocol can give it the artifacts."""
+    known = {r["id"] for r in cli_json("artifacts", "--home", str(fed.homes[2]))}
+    d = fed.root / "d"
+    init_home(d, port=free_port(), data=class_file(fed.root, [0], "late"), classes=CLASSES,
+              bootstrap=[fed.addrs[2]], profile="tiny", seed=9)
+    fed.daemons.start(d)
+
+    def has_all() -> bool:
+        if status(d) is None:
+            return False
+        rows = {r["id"]: r["state"] for r in cli_json("artifacts", "--home", str(d))}
+        # D's own factory makes the others retrain, so older experts may be revoked (superseded) by now
+        return all(rows.get(aid) in ("live", "revoked") for aid in known)
+
+    wait_for(has_all, timeout=TIMEOUT, what="the late joiner to hold every artifact", daemons=fed.daemons)

@@ -1,0 +1,81 @@
+"""Experts: bitwise-repeatable training (the daemon's unlearning proof relies on it), shapes, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load as load_weights
+from safetensors.torch import save as save_weights
+
+from ffnode.data import load_dataset
+from ffnode.expert import ExpertConfig, build_expert, expert_log_probs, load_expert, train_expert
+from ffnode.metrics import accuracy, macro_auroc
+from ffnode.profiles import PROFILES
+
+CFG = PROFILES["tiny"].expert
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8), rng.integers(0, 3, 40)
+
+
+def test_config_round_trip() -> None:
+    cfg = PROFILES["gpu"].expert
+    assert ExpertConfig.from_dict(cfg.to_dict()) == cfg
+    assert isinstance(cfg.to_dict()["blocks"], list)
+    with pytest.raises(ValueError, match="unknown ExpertConfig fields"):
+        ExpertConfig.from_dict({"depth": 3})
+
+
+def test_training_is_bitwise_deterministic(data: tuple[np.ndarray, np.ndarray]) -> None:
+    a, summary = train_expert(*data, 3, CFG, seed=1)
+    b, _ = train_expert(*data, 3, CFG, seed=1)
+    c, _ = train_expert(*data, 3, CFG, seed=2)
+    assert save_weights(a) == save_weights(b)  # the bytes the daemon compares
+    assert save_weights(a) != save_weights(c)
+    assert summary["n_train"] == 40 and summary["steps"] == CFG.epochs * 2
+
+
+def test_global_rng_does_not_leak_in(data: tuple[np.ndarray, np.ndarray]) -> None:
+    torch.manual_seed(123)
+    a, _ = train_expert(*data, 3, CFG, seed=1)
+    torch.manual_seed(456)
+    b, _ = train_expert(*data, 3, CFG, seed=1)
+    assert save_weights(a) == save_weights(b)
+
+
+def test_log_probs_shape_and_normalisation(data: tuple[np.ndarray, np.ndarray]) -> None:
+    weights, _ = train_expert(*data, 3, CFG, seed=1)
+    model = load_expert(load_weights(save_weights(weights)), CFG, 3, (8, 8, 1))
+    lp = expert_log_probs(model, data[0], batch_size=16)
+    assert lp.shape == (40, 3)
+    assert torch.allclose(lp.exp().sum(1), torch.ones(40), atol=1e-5)
+    with pytest.raises(ValueError, match="expects images of shape"):
+        expert_log_probs(model, np.zeros((2, 9, 9, 1), np.uint8))
+
+
+def test_bad_labels_are_rejected(data: tuple[np.ndarray, np.ndarray]) -> None:
+    with pytest.raises(ValueError, match="labels must be in 0..1"):
+        train_expert(data[0], data[1], 2, CFG, seed=0)
+
+
+def test_expert_learns_digits() -> None:
+    train, test = load_dataset("digits"), load_dataset("digits", split="test")
+    cfg = ExpertConfig(width=16, blocks=(1, 1), epochs=4, batch_size=32)
+    weights, _ = train_expert(train.images, train.labels, 10, cfg, seed=0)
+    model = build_expert(cfg, 10, (8, 8, 1))
+    model.load_state_dict(weights)
+    probs = expert_log_probs(model, test.images).exp().numpy()
+    assert accuracy(probs.argmax(1), test.labels) > 0.85
+    assert macro_auroc(probs, test.labels) > 0.95
+
+
+def test_macro_auroc_hand_example() -> None:
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0], [0.1, 0.9, 0.0]])
+    labels = np.array([0, 1, 1, 0])
+    # class 0 scores: positives {0.9, 0.1}, negatives {0.2, 0.6}: 2 of 4 pairs ordered -> 0.5; class 1 likewise
+    assert macro_auroc(probs, labels) == pytest.approx(0.5)  # class 2 has no positives and is left out
+    assert accuracy(probs.argmax(1), labels) == 0.5

@@ -1,0 +1,111 @@
+"""Factories: config round trip, deterministic training, crash-safe resume, sampling, synthesis, profiles."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load as load_weights
+from safetensors.torch import save as save_weights
+
+from ffnode.factory import FactoryConfig, build_unet, sample_factory, train_factory
+from ffnode.factory.train import CHECKPOINT_NAME
+from ffnode.profiles import PROFILES, profile_for
+from ffnode.synth import synthesize
+
+CFG = PROFILES["tiny"].factory  # 8x8x1, a few steps
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (20, 8, 8, 1), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def trained(images: np.ndarray) -> tuple[dict[str, torch.Tensor], dict]:
+    return train_factory(images, CFG, seed=3)
+
+
+def test_config_round_trip_is_plain_data() -> None:
+    cfg = PROFILES["gpu"].factory
+    d = cfg.to_dict()
+    assert all(isinstance(v, int | float | str | bool | list) for v in d.values())
+    assert FactoryConfig.from_dict(d) == cfg
+    with pytest.raises(ValueError, match="unknown FactoryConfig fields"):
+        FactoryConfig.from_dict(d | {"colour": 1})
+    with pytest.raises(ValueError, match="does not halve cleanly"):
+        FactoryConfig(image_size=10, block_out_channels=(8, 8, 8))
+
+
+def test_train_summary_and_weights(trained: tuple[dict, dict], images: np.ndarray) -> None:
+    weights, summary = trained
+    assert weights.keys() == build_unet(CFG).state_dict().keys()
+    assert all(w.dtype == torch.float32 for w in weights.values())
+    assert summary["n_train"] == len(images) and summary["steps"] == CFG.train_steps
+    assert summary["images_seen"] == CFG.train_steps * CFG.batch_size and np.isfinite(summary["final_loss"])
+
+
+def test_training_is_deterministic_given_seed(trained: tuple[dict, dict], images: np.ndarray) -> None:
+    again, _ = train_factory(images, CFG, seed=3)
+    other, _ = train_factory(images, CFG, seed=4)
+    assert all(torch.equal(trained[0][k], again[k]) for k in again)
+    assert not all(torch.equal(trained[0][k], other[k]) for k in other)
+
+
+def test_resume_after_crash_equals_uninterrupted(
+    tmp_path: Path, trained: tuple[dict, dict], images: np.ndarray
+) -> None:
+    class Crash(Exception):
+        pass
+
+    def crash_after_checkpoint(step: int, total: int) -> None:
+        if step == CFG.checkpoint_every + 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_factory(images, CFG, seed=3, checkpoint_dir=tmp_path, progress=crash_after_checkpoint)
+    assert (tmp_path / CHECKPOINT_NAME).exists()
+    seen: list[int] = []
+    resumed, summary = train_factory(
+        images, CFG, seed=3, checkpoint_dir=tmp_path, progress=lambda step, total: seen.append(step)
+    )
+    assert seen[0] == CFG.checkpoint_every + 1  # restarted after the saved step, not from zero
+    assert all(torch.equal(trained[0][k], resumed[k]) for k in resumed)
+    assert summary["final_loss"] == trained[1]["final_loss"]
+    with pytest.raises(ValueError, match="belongs to another run"):
+        train_factory(images, CFG, seed=5, checkpoint_dir=tmp_path)
+
+
+def test_sample_round_trip_through_bytes(trained: tuple[dict, dict]) -> None:
+    weights = load_weights(save_weights(trained[0]))  # what a peer gets over the wire
+    a = sample_factory(trained[0], CFG, 10, seed=7, batch_size=4)
+    b = sample_factory(weights, CFG, 10, seed=7, batch_size=4)
+    c = sample_factory(weights, CFG, 10, seed=8, batch_size=4)
+    assert a.shape == (10, 8, 8, 1) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_synthesize_is_class_balanced(trained: tuple[dict, dict]) -> None:
+    w = trained[0]
+    calls: list[tuple[int, int]] = []
+    x, y = synthesize([(4, w, CFG), (1, w, CFG), (4, w, CFG)], 5, seed=0, progress=lambda d, t: calls.append((d, t)))
+    assert x.shape == (10, 8, 8, 1) and y.tolist() == [1] * 5 + [4] * 5
+    assert calls[-1] == (10, 10) and len(calls) == 3  # class 4's five images come from two factories
+    x2, _ = synthesize([(4, w, CFG), (1, w, CFG), (4, w, CFG)], 5, seed=0)
+    assert np.array_equal(x, x2)
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 3), (32, 32, 3)])
+def test_profiles_adapt_to_image_shape(shape: tuple[int, int, int]) -> None:
+    for name in PROFILES:
+        if shape[0] % 2 ** (len(PROFILES[name].factory.block_out_channels) - 1):
+            continue
+        p = profile_for(name, shape)
+        assert (p.factory.image_size, p.factory.image_size, p.factory.channels) == shape
+        assert dataclasses.replace(p, factory=PROFILES[name].factory).expert == PROFILES[name].expert
+    with pytest.raises(ValueError, match="use one of tiny, default, cpu, gpu"):
+        profile_for("huge", shape)

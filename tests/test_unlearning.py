@@ -1,0 +1,115 @@
+"""Exact unlearning across real daemons (tiny profile): a revoked factory is dropped everywhere, the
+experts derived from it are retrained and pass the bitwise proof, a forged revocation deletes nothing,
+an offline node catches up by sync when it starts, and a re-gossiped revoked manifest is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ffnode import control
+from ffnode.artifacts.revocation import Revocation
+from ffnode.identity import Identity
+from ffnode.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
+from tests.daemons import CLASSES, Peer, class_file, free_port
+
+TIMEOUT = 180.0
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[str], Daemons]:
+    root = tmp_path_factory.mktemp("unlearn")
+    homes, addrs = [root / n for n in "abc"], []
+    for i, home in enumerate(homes):
+        addrs.append(init_home(home, port=free_port(), data=class_file(root, [i], f"c{i}"), classes=CLASSES,
+                               bootstrap=addrs[-1:], profile="tiny", seed=i))
+    with Daemons() as daemons:
+        for home in homes:
+            daemons.start(home)
+        wait_for(lambda: all((s := status(h)) and s["phase"] == "ready" and s["artifacts"].get("expert_live") == 3
+                             for h in homes), timeout=TIMEOUT, what="3 nodes ready", daemons=daemons)
+        yield homes, addrs, daemons
+
+
+def rows(home: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in control.call(home, "artifacts")}
+
+
+def own_factory(home: Path) -> dict:
+    me = status(home)["peer_id"]
+    return next(r for r in rows(home).values() if r["kind"] == "factory" and r["owner"] == me)
+
+
+async def test_forged_revocation_deletes_nothing(fed: tuple[list[Path], list[str], Daemons]) -> None:
+    homes, addrs, _ = fed
+    victim = own_factory(homes[0])
+    mallory = Identity(b"\x05" * 32)
+    forged = Revocation(owner=mallory.peer_id, owner_key=mallory.public_key, federation="testnet",
+                        ids=[victim["id"]], reason="forged", created=int(time.time() * 1000), seq=99)
+    peer = Peer(topic="/ffnode/1/testnet/announce", seed=b"\x05" * 32, inventory=[])
+    await peer.start(addrs[1])
+    try:
+        await peer.publish(forged.seal(mallory))
+        await asyncio.to_thread(wait_for, lambda: "not signed by its owner" in (homes[1] / "node.log").read_text(),
+                                timeout=30, what="B to reject the forged revocation")
+    finally:
+        await peer.stop()
+    for home in homes:
+        assert rows(home)[victim["id"]]["state"] == "live"
+
+
+def test_revocation_cascades_exactly_and_offline_node_catches_up(fed: tuple[list[Path], list[str], Daemons]) -> None:
+    homes, _, daemons = fed
+    a, b, c = homes
+    victim = own_factory(a)
+    old_experts = {h: status(h)["current_expert"] for h in (b, c)}
+    assert daemons.stop(c) == 0  # C is offline while A revokes
+
+    out = subprocess.run(ffnode_cmd("revoke", "--home", str(a), victim["id"][:16], "--json"), capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["ids"] == [victim["id"]]
+
+    def unlearned(home: Path) -> bool:
+        s = status(home)
+        if not s or s["phase"] != "ready" or s["current_expert"] == old_experts[home]:
+            return False
+        r = rows(home)
+        return r[victim["id"]]["state"] == "revoked" and victim["id"] not in r[s["current_expert"]]["lineage"]
+
+    wait_for(lambda: unlearned(b), timeout=TIMEOUT, what="B to drop the factory and retrain", daemons=daemons)
+    daemons.start(c)
+    wait_for(lambda: unlearned(c), timeout=TIMEOUT, what="C to catch up after restart", daemons=daemons)
+
+    for home in (b, c):
+        assert not (home / "store" / "blobs" / victim["blob"]).exists()
+        assert rows(home)[old_experts[home]]["state"] == "revoked"  # superseded everywhere
+        proof = control.call(home, "verify_unlearning", timeout=None)
+        assert proof["bitwise_identical"] is True
+        assert proof["live_lineage_clean"] is True
+        assert victim["id"] in proof["revoked_ids"]
+    for home in homes:  # the superseded experts no longer take part in queries
+        live = {r["id"] for r in rows(home).values() if r["kind"] == "expert" and r["state"] == "live"}
+        assert not live & set(old_experts.values())
+
+
+async def test_regossiped_revoked_manifest_is_refused(fed: tuple[list[Path], list[str], Daemons]) -> None:
+    homes, addrs, _ = fed
+    revoked = [r for r in rows(homes[0]).values() if r["kind"] == "factory" and r["state"] == "revoked"]
+    assert revoked, "runs after the cascade test"
+    envelope = (homes[0] / "store" / "manifests" / f"{revoked[0]['id']}.msgpack").read_bytes()
+    peer = Peer(topic="/ffnode/1/testnet/announce", seed=b"\x06" * 32, inventory=[envelope])
+    await peer.start(addrs[1])  # served by sync on connect, and gossiped
+    try:
+        await peer.publish(envelope)
+        await asyncio.to_thread(wait_for, lambda: "was revoked: refusing it" in (homes[1] / "node.log").read_text(),
+                                timeout=30, what="B to refuse the revoked manifest")
+    finally:
+        await peer.stop()
+    assert rows(homes[1])[revoked[0]["id"]]["state"] == "revoked"
+    assert not (homes[1] / "store" / "blobs" / revoked[0]["blob"]).exists()
