@@ -155,8 +155,14 @@ class Node:
         try:
             self.store.check(data)
         except WireError as exc:
+            self._count_rejection(peer, str(exc))
             return str(exc)
         return None
+
+    def _count_rejection(self, peer: str, reason: str) -> None:
+        state = self.peers.setdefault(peer, PeerState())
+        state.rejected += 1
+        state.last_rejection = reason
 
     def _on_gossip(self, data: bytes, peer: str) -> None:
         self._accept(data, peer)
@@ -167,8 +173,7 @@ class Node:
         try:
             msg = self.store.add(data)
         except WireError as exc:
-            state.rejected += 1
-            state.last_rejection = str(exc)
+            self._count_rejection(peer, str(exc))
             log.warning("rejected a message from %s: %s", peer, exc)
             return
         state.accepted += 1

@@ -36,8 +36,8 @@ import msgpack
 
 from ffnode.artifacts import codec
 from ffnode.artifacts.codec import WireError, canonical_bytes, signing_payload
-from ffnode.artifacts.manifest import MAX_CLASSES, Manifest
-from ffnode.artifacts.revocation import MAX_REASON, Revocation
+from ffnode.artifacts.manifest import MAX_BLOB_BYTES, MAX_CLASSES, MAX_LINEAGE, Manifest
+from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import open_announcement
 from ffnode.identity import Identity, peer_id_from_public_key
 from ffnode.net import streams
@@ -217,6 +217,21 @@ def revocation(**changes: Any) -> Revocation:
 BOB_REVOCATION = revocation()
 
 
+def fake_ids(n: int) -> list[str]:
+    """n well-formed artifact IDs of manifests nobody published (for the count limits)."""
+    return [hid(f"limit vector artifact {i}".encode()) for i in range(n)]
+
+
+def longest_lineage(n: int) -> Manifest:
+    """Bob's expert with n lineage entries: Alice's factory, then made-up factory IDs."""
+    return dataclasses.replace(BOB_EXPERT, lineage=[ALICE_FACTORY.id, *fake_ids(n - 1)], seq=10)
+
+
+def most_ids(n: int) -> Revocation:
+    """Bob revoking n artifacts (his expert among made-up IDs) with the longest reason, all above U+FFFF."""
+    return revocation(ids=sorted([BOB_EXPERT.id, *fake_ids(n - 1)]), reason="\U0001f600" * MAX_REASON, seq=11)
+
+
 def signed_case(name: str, description: str, kind: str, body: dict[str, Any], identity: Identity) -> dict[str, Any]:
     payload = signing_payload(kind, body)
     sig = identity.sign(payload)
@@ -392,15 +407,28 @@ def manifest_file() -> dict[str, Any]:
         ),
     ]
     pad = len(big.meta["pad"])
-    largest = {
-        "name": "largest",
-        "description": f"Alice's factory with seq 2, created {T0 + 1000} and meta = {{'pad': 'x' * {pad}}}: "
-        "exactly MAX_ENVELOPE_BYTES (65536) bytes, so it MUST be accepted (one byte more is invalid.json "
-        "'oversized'). Only the envelope is given, to keep this file small.",
-        "envelope_hex": big_env.hex(),
-        "envelope_bytes": len(big_env),
-        "id": big.id,
-    }
+    largest = limit_case(
+        "largest",
+        f"Alice's factory with seq 2, created {T0 + 1000} and meta = {{'pad': 'x' * {pad}}}: exactly "
+        "MAX_ENVELOPE_BYTES (65536) bytes, so it MUST be accepted (one byte more is invalid.json 'oversized').",
+        big_env,
+    )
+    assert len(big_env) == codec.MAX_ENVELOPE_BYTES
+    huge = dataclasses.replace(ALICE_FACTORY, size=MAX_BLOB_BYTES, blob=hid(b"a blob of 4 GiB"), seq=3)
+    largest_blob = limit_case(
+        "largest-blob-size",
+        f"Alice's factory with seq 3, blob = sha256('a blob of 4 GiB') and size = MAX_BLOB_BYTES = {MAX_BLOB_BYTES} "
+        "(2^32, encoded as uint64 0xcf: it does not fit a uint32). One more is invalid.json 'size-too-large'.",
+        huge.seal(ALICE),
+    )
+    lineage = longest_lineage(MAX_LINEAGE)
+    longest = limit_case(
+        "longest-lineage",
+        f"Bob's expert with seq 10 and MAX_LINEAGE = {MAX_LINEAGE} lineage entries: Alice's factory, then "
+        f"sha256('limit vector artifact <i>') for i = 0..{MAX_LINEAGE - 2}. One more is invalid.json "
+        "'lineage-too-long'.",
+        lineage.seal(BOB),
+    )
     loose = loose_pack(codec.decode(ALICE_FACTORY.seal(ALICE)))
     assert open_announcement(loose).id == ALICE_FACTORY.id
     noncanonical = {
@@ -419,7 +447,19 @@ def manifest_file() -> dict[str, Any]:
         "spec": f"{SPEC}#manifest-body",
         "cases": cases,
         "noncanonical": [noncanonical],
-        "size_limit": [largest],
+        "size_limit": [largest, largest_blob, longest],
+    }
+
+
+def limit_case(name: str, description: str, data: bytes) -> dict[str, Any]:
+    """A valid envelope at a limit; only the envelope is given, to keep the files small."""
+    assert len(data) <= codec.MAX_ENVELOPE_BYTES
+    return {
+        "name": name,
+        "description": description,
+        "envelope_hex": data.hex(),
+        "envelope_bytes": len(data),
+        "id": open_announcement(data).id,
     }
 
 
@@ -446,6 +486,17 @@ def revocation_file() -> dict[str, Any]:
                 "canonical_envelope_hex": BOB_REVOCATION.seal(BOB).hex(),
                 "id": BOB_REVOCATION.id,
             }
+        ],
+        "size_limit": [
+            limit_case(
+                "most-ids",
+                f"Bob revokes MAX_IDS = {MAX_IDS} artifacts with seq 11: his expert and "
+                f"sha256('limit vector artifact <i>') for i = 0..{MAX_IDS - 2}, sorted; the reason is U+1F600 "
+                f"{MAX_REASON} times: MAX_REASON code points, but {4 * MAX_REASON} UTF-8 bytes and "
+                f"{2 * MAX_REASON} UTF-16 units. Valid on its own (checks 1-8); a node holding none of the "
+                "artifacts rejects it at check 13.",
+                most_ids(MAX_IDS).seal(BOB),
+            )
         ],
     }
 
@@ -505,11 +556,41 @@ def acceptance_file() -> dict[str, Any]:
         step("Alice's factory (Alice is allowed)", ALICE_FACTORY.seal(ALICE), "accepted"),
         step("Bob's expert (Bob is not allowed)", BOB_EXPERT.seal(BOB), None, "not-allowed"),
     ]
+    # The inventory the lifecycle node serves: every manifest it holds (the revoked expert included) and
+    # every revocation. A node that joins later applies it manifests first, so it can accept the tombstone.
+    inventory = {
+        "manifests": [ALICE_FACTORY.seal(ALICE), BOB_EXPERT.seal(BOB)],
+        "revocations": [BOB_REVOCATION.seal(BOB)],
+    }
+    late_joiner = [
+        step(
+            "Bob's revocation arrives by gossip before this node holds the expert",
+            BOB_REVOCATION.seal(BOB),
+            None,
+            "revocation-unknown-artifact",
+        ),
+        step("sync with the lifecycle node, manifests first: Alice's factory", inventory["manifests"][0], "accepted"),
+        step(
+            "sync: Bob's expert, revoked but served so that its tombstone can be kept (its blob is never fetched: "
+            "the revocation follows in the same inventory)",
+            inventory["manifests"][1],
+            "accepted",
+        ),
+        step("sync: Bob's revocation, now that its target is held", inventory["revocations"][0], "accepted"),
+        step(
+            "a stale peer that missed the revocation offers Bob's expert again: tombstoned",
+            BOB_EXPERT.seal(BOB),
+            None,
+            "revoked",
+        ),
+    ]
+    inventory_after = {key + "_hex": [d.hex() for d in items] for key, items in inventory.items()}
     return {
         "description": "Stateful acceptance rules (README: Acceptance rules). Apply the steps of a scenario in "
         "order to one node that starts empty, with the given federation and allowed_publishers "
         "(empty = any signer). output: 'accepted' (stored; id given), 'duplicate' (already held, no change, "
-        "id given) or null (rejected, reason given).",
+        "id given) or null (rejected, reason given). inventory_after: what the node then serves on sync, every "
+        "manifest it holds (revoked ones included) and every revocation; item order carries no meaning.",
         "spec": f"{SPEC}#acceptance-rules",
         "scenarios": [
             {
@@ -517,10 +598,14 @@ def acceptance_file() -> dict[str, Any]:
                 "federation": FEDERATION,
                 "allowed_publishers": [],
                 "steps": lifecycle,
-                "inventory_after": {
-                    "manifests_hex": [ALICE_FACTORY.seal(ALICE).hex()],
-                    "revocations_hex": [BOB_REVOCATION.seal(BOB).hex()],
-                },
+                "inventory_after": inventory_after,
+            },
+            {
+                "name": "late-joiner",
+                "federation": FEDERATION,
+                "allowed_publishers": [],
+                "steps": late_joiner,
+                "inventory_after": inventory_after,
             },
             {
                 "name": "allowed-publishers",
@@ -539,7 +624,7 @@ def frame(body: bytes) -> bytes:
 def sync_file() -> dict[str, Any]:
     request = inventory_request(FEDERATION)
     assert parse_inventory_request(request) == FEDERATION
-    manifests, revocations = [ALICE_FACTORY.seal(ALICE)], [BOB_REVOCATION.seal(BOB)]
+    manifests, revocations = [ALICE_FACTORY.seal(ALICE), BOB_EXPERT.seal(BOB)], [BOB_REVOCATION.seal(BOB)]
     response = inventory_response(manifests, revocations)
     assert parse_inventory_response(response) == (manifests, revocations)
     empty = inventory_response([], [])
@@ -557,6 +642,14 @@ def sync_file() -> dict[str, Any]:
 
     invalid = [
         bad("request-version", "v is 2", {"t": "inv_req", "v": 2, "federation": FEDERATION}),
+        bad(
+            "request-version-true",
+            "v is true, not the integer 1",
+            {"t": "inv_req", "v": True, "federation": FEDERATION},
+        ),
+        bad(
+            "request-version-float", "v is 1.0, not the integer 1", {"t": "inv_req", "v": 1.0, "federation": FEDERATION}
+        ),
         bad("request-extra-key", "an unknown key", {"t": "inv_req", "v": 1, "federation": FEDERATION, "since": 0}),
         bad("request-missing-key", "no federation", {"t": "inv_req", "v": 1}),
         bad("request-federation-type", "federation is an integer", {"t": "inv_req", "v": 1, "federation": 7}),
@@ -573,7 +666,7 @@ def sync_file() -> dict[str, Any]:
         bad("response-missing-key", "no revocations", {"t": "inv", "v": 1, "manifests": []}),
         bad("response-malformed", "truncated msgpack", raw=response[:-1]),
     ]
-    assert len(bytes.fromhex(invalid[5]["body_hex"])) == 4097
+    assert len(bytes.fromhex(next(c for c in invalid if c["name"] == "request-oversized")["body_hex"])) == 4097
     return {
         "description": "Sync protocol /ffnode/sync/1.0.0 (README: Inventory request/response). Frames are a "
         "4-byte big-endian length + body. The client writes request_frame_hex and closes its write side; the "
@@ -586,8 +679,9 @@ def sync_file() -> dict[str, Any]:
             "frame_hex": frame(request).hex(),
         },
         "response": {
-            "description": "Alice's factory and Bob's revocation: the 'lifecycle' inventory of acceptance.json "
-            "(Bob's revoked expert is not served). Items are the envelopes as the server received them.",
+            "description": "The 'lifecycle' inventory of acceptance.json: Alice's factory, Bob's expert (revoked, "
+            "but served with its tombstone so that late joiners keep refusing it) and Bob's revocation. Items are "
+            "the envelopes as the server received them.",
             "value": to_json(codec.decode(response)),
             "body_hex": response.hex(),
             "frame_hex": frame(response).hex(),
@@ -845,6 +939,12 @@ def invalid_file() -> dict[str, Any]:
     add("blob-not-hex", "value", "blob contains 'g'", signed("manifest", body | {"blob": "g" + body["blob"][1:]}))
     add("blob-63-chars", "value", "blob is 63 hex characters", signed("manifest", body | {"blob": body["blob"][:63]}))
     add("size-negative", "value", "size is -1", signed("manifest", body | {"size": -1}))
+    add(
+        "size-too-large",
+        "value",
+        f"size is MAX_BLOB_BYTES + 1 = {MAX_BLOB_BYTES + 1} (limit 4 GiB)",
+        signed("manifest", body | {"size": MAX_BLOB_BYTES + 1}),
+    )
     add("seq-negative", "value", "seq is -1", signed("manifest", body | {"seq": -1}))
     add("classes-empty", "value", "classes is []", signed("manifest", body | {"classes": []}))
     add("class-negative", "value", "classes is [-1]", signed("manifest", body | {"classes": [-1]}))
@@ -869,6 +969,12 @@ def invalid_file() -> dict[str, Any]:
         "an expert whose lineage holds a peer ID instead of an artifact ID",
         signed("manifest", expert | {"lineage": [ALICE.peer_id]}, BOB),
     )
+    add(
+        "lineage-too-long",
+        "value",
+        f"an expert with {MAX_LINEAGE + 1} lineage entries (limit {MAX_LINEAGE}); the envelope is below 64 KiB",
+        longest_lineage(MAX_LINEAGE + 1).seal(BOB),
+    )
 
     # -- revocation schema (all correctly signed by Bob) --
     rev = dataclasses.asdict(BOB_REVOCATION)
@@ -878,6 +984,12 @@ def invalid_file() -> dict[str, Any]:
         "value",
         "ids holds a 12-character ID prefix",
         signed("revocation", rev | {"ids": [BOB_EXPERT.id[:12]]}, BOB),
+    )
+    add(
+        "revocation-too-many-ids",
+        "value",
+        f"a revocation of {MAX_IDS + 1} IDs (limit {MAX_IDS}); the envelope is below 64 KiB",
+        revocation(ids=sorted([BOB_EXPERT.id, *fake_ids(MAX_IDS)]), seq=11).seal(BOB),
     )
     add(
         "revocation-ids-as-str",
@@ -911,8 +1023,7 @@ def invalid_file() -> dict[str, Any]:
             open_announcement(data)
         except WireError:
             continue
-        if case["name"] not in KNOWN_ACCEPTED:
-            raise AssertionError(f"invalid vector {case['name']} is accepted by ffnode")
+        raise AssertionError(f"invalid vector {case['name']} is accepted by ffnode")
     return {
         "description": "Envelopes that a node MUST reject, each with one fault (README: Acceptance rules). A "
         "receiver gets input.envelope_hex as a gossip message or a sync item; output null means: reject, do not "
@@ -921,10 +1032,6 @@ def invalid_file() -> dict[str, Any]:
         "spec": f"{SPEC}#acceptance-rules",
         "cases": cases,
     }
-
-
-# Invalid vectors that ffnode r1 (Python) still accepts; README "Known deviations". Each is reported.
-KNOWN_ACCEPTED = {"ext-type", "duplicate-key", "version-true", "version-float"}
 
 
 def raw_envelope_with_int_key(env: dict[str, Any]) -> bytes:

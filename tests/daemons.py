@@ -48,6 +48,7 @@ class Peer:
             seed=self.seed,
             listen=[f"/ip4/127.0.0.1/tcp/{free_port()}"],
             topic=self.topic,
+            max_gossip_bytes=2**20,  # a hostile peer sends oversized messages too
             handlers=Handlers(
                 validate_gossip=lambda data, peer: None,
                 on_gossip=lambda data, peer: None,

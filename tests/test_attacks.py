@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ffnode import control
-from ffnode.artifacts.codec import VERSION, canonical_bytes, seal
+from ffnode.artifacts.codec import VERSION, canonical_bytes, decode, seal
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.identity import Identity
@@ -50,16 +50,15 @@ async def test_forged_and_malformed_gossip_is_rejected(node: tuple[Path, str], t
     own = control.call(home, "artifacts")
     victim = next(r for r in own if r["kind"] == "factory")
     good = manifest(b"weights", seq=1)
-    sealed = good.seal(ATTACKER)
-    flipped = bytearray(sealed)
-    flipped[-1] ^= 1
+    env = decode(good.seal(ATTACKER))
+    flipped = canonical_bytes({**env, "sig": bytes([env["sig"][0] ^ 1]) + env["sig"][1:]})
     impostor = Identity(b"\x09" * 32)
     body = {**good.body(), "owner": impostor.peer_id}  # claims another owner, signed with the attacker's key
     bad = {
         "malformed msgpack": b"\xc1\x00\xff",
         "unknown type": canonical_bytes({"v": VERSION, "t": "weird", "body": {}, "sig": b"\0" * 64}),
         "wrong version": canonical_bytes({"v": 99, "t": "manifest", "body": good.body(), "sig": b"\0" * 64}),
-        "bad signature": bytes(flipped),
+        "bad signature": flipped,
         "owner mismatch": seal("manifest", body, ATTACKER),
         "oversized": b"\x00" * (70 * 1024),
         "other federation": manifest(b"w", seq=2, federation="elsewhere").seal(ATTACKER),

@@ -50,6 +50,7 @@ async def make_node() -> AsyncIterator[Callable[..., Awaitable[Node]]]:
         *,
         serve_request: Callable[[str, bytes], bytes] | None = None,
         validate: Callable[[bytes, str], str | None] | None = None,
+        open_blob: Callable[[str], Path | None] | None = None,
         seed: bytes | None = None,
         listen: list[str] | None = None,
         **kwargs: object,
@@ -60,7 +61,7 @@ async def make_node() -> AsyncIterator[Callable[..., Awaitable[Node]]]:
             on_gossip=lambda data, peer: node.gossip.append((data, peer)),
             on_peer=lambda peer, up: node.peer_events.append((peer, up)),
             serve_request=serve_request or (lambda peer, body: b"re:" + body),
-            open_blob=lambda blob_id: node.blobs.get(blob_id),
+            open_blob=open_blob or (lambda blob_id: node.blobs.get(blob_id)),
         )
         host = NetHost(
             seed=seed or bytes([next(counter)]) * 32,
@@ -200,7 +201,7 @@ async def test_sync_request_round_trip_and_large_response(make_node) -> None:
         assert await b.host.request(a.host.peer_id, b"again") == b"re:again"
 
 
-async def test_failing_handler_resets_the_stream_but_keeps_the_connection(make_node) -> None:
+async def test_failing_handler_resets_the_stream_but_keeps_the_connection(make_node, tmp_path) -> None:
     async with asyncio.timeout(30):
 
         def serve(peer: str, body: bytes) -> bytes:
@@ -208,15 +209,18 @@ async def test_failing_handler_resets_the_stream_but_keeps_the_connection(make_n
                 raise RuntimeError("handler failed")
             return b"ok"
 
-        a = await make_node(serve_request=serve)
+        def open_blob(blob_id: str) -> Path | None:
+            raise OSError("disk on fire")
+
+        a = await make_node(serve_request=serve, open_blob=open_blob)
         b = await make_node()
         await connected(b, a)
         with pytest.raises(NetError, match="sync request"):
             await b.host.request(a.host.peer_id, b"boom")
         assert await b.host.request(a.host.peer_id, b"fine") == b"ok"
-        # A malformed blob request is another failing handler: same outcome.
-        with pytest.raises(NetError):
-            await b.host.fetch_blob(a.host.peer_id, "0" * 64, 10, Path(os.devnull + "-never"))
+        with pytest.raises(NetError, match="0" * 64):
+            await b.host.fetch_blob(a.host.peer_id, "0" * 64, 10, tmp_path / "never")
+        assert not (tmp_path / "never").exists()
         assert await b.host.request(a.host.peer_id, b"fine") == b"ok"
         assert a.host.peer_id in b.host.connected_peers()
 

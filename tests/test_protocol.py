@@ -25,19 +25,26 @@ from libp2p.peer.id import ID
 
 from ffnode.artifacts import codec
 from ffnode.artifacts.codec import WireError, canonical_bytes, signing_payload
-from ffnode.artifacts.manifest import Manifest
-from ffnode.artifacts.revocation import Revocation
+from ffnode.artifacts.manifest import MAX_BLOB_BYTES, MAX_CLASSES, MAX_LINEAGE, Manifest
+from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import Store, open_announcement
 from ffnode.identity import Identity, b58decode, peer_id_from_public_key, public_key_from_peer_id, verify
 from ffnode.net import streams
-from ffnode.sync import inventory_request, inventory_response, parse_inventory_request, parse_inventory_response
+from ffnode.sync import (
+    MAX_INVENTORY_BYTES,
+    MAX_INVENTORY_ITEMS,
+    inventory_request,
+    inventory_response,
+    parse_inventory_request,
+    parse_inventory_response,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "protocol" / "vectors"
 
 # What the WireError text says for each reason category: proves each vector fails for the reason it claims.
 REASONS = {
-    "malformed": r"malformed msgpack|map keys must be strings|cannot be encoded",
+    "malformed": r"malformed msgpack|map keys must be strings|cannot be encoded|ext types are not allowed",
     "oversized": r"exceeds the \d+-byte limit",
     "not-envelope": r"not an envelope|envelope body must be|unknown message type None",
     "version": r"unsupported version",
@@ -55,15 +62,6 @@ REASONS = {
     "revocation-unknown-artifact": r"names unknown artifact",
     "revocation-not-owner": r"not signed by its owner",
     "revocation-seq": r"is not newer than",
-}
-
-# Invalid vectors that ffnode r1 still accepts (protocol/README.md, "Known deviations in ffnode r1").
-# strict: once the code is fixed these xpass and fail, so this list must shrink with the fix.
-KNOWN_DEVIATIONS = {
-    "ext-type": "codec._canonical turns a msgpack ExtType (a namedtuple) into an array instead of rejecting it",
-    "duplicate-key": "msgpack-python keeps the last of repeated map keys; codec.decode does not reject them",
-    "version-true": "open_envelope compares v with ==, and True == 1 in Python",
-    "version-float": "open_envelope compares v with ==, and 1.0 == 1 in Python",
 }
 
 
@@ -188,33 +186,39 @@ def test_noncanonical_envelope_is_accepted(case: dict[str, Any]) -> None:
     assert canonical_bytes(codec.decode(data)) == h(case["canonical_envelope_hex"])
 
 
-def test_largest_envelope_is_accepted() -> None:
-    (case,) = load("manifest.json")["size_limit"]
+def size_limit_cases() -> list[Any]:
+    return [
+        pytest.param(c, id=f"{f}:{c['name']}")
+        for f in ("manifest.json", "revocation.json")
+        for c in load(f)["size_limit"]
+    ]
+
+
+@pytest.mark.parametrize("case", size_limit_cases())
+def test_envelope_at_a_limit_is_accepted(case: dict[str, Any]) -> None:
     data = h(case["envelope_hex"])
-    assert len(data) == case["envelope_bytes"] == codec.MAX_ENVELOPE_BYTES
+    assert len(data) == case["envelope_bytes"] <= codec.MAX_ENVELOPE_BYTES
     assert open_announcement(data).id == case["id"]
 
 
-def invalid_cases() -> list[Any]:
-    params = []
-    for c in load("invalid.json")["cases"]:
-        marks = []
-        if c["name"] in KNOWN_DEVIATIONS:
-            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_DEVIATIONS[c["name"]]))
-        params.append(pytest.param(c, id=c["name"], marks=marks))
-    return params
+def test_limit_vectors_sit_on_the_limits() -> None:
+    limits: dict[str, tuple[int, Any]] = {}
+    for f in ("manifest.json", "revocation.json"):
+        for c in load(f)["size_limit"]:
+            limits[c["name"]] = (len(h(c["envelope_hex"])), open_announcement(h(c["envelope_hex"])))
+    assert limits["largest"][0] == codec.MAX_ENVELOPE_BYTES
+    assert limits["largest-blob-size"][1].size == MAX_BLOB_BYTES == 4 * 2**30
+    assert len(limits["longest-lineage"][1].lineage) == MAX_LINEAGE
+    most = limits["most-ids"][1]
+    assert len(most.ids) == MAX_IDS and len(most.reason) == MAX_REASON
+    assert len(most.reason.encode("utf-16-le")) // 2 > MAX_REASON  # code points, not UTF-16 units
 
 
-@pytest.mark.parametrize("case", invalid_cases())
+@pytest.mark.parametrize("case", cases_of("invalid.json"))
 def test_invalid_envelope_is_rejected(case: dict[str, Any]) -> None:
     assert case["output"] is None
     with pytest.raises(WireError, match=REASONS[case["reason"]]):
         open_announcement(h(case["input"]["envelope_hex"]))
-
-
-def test_known_deviations_are_vectors() -> None:
-    names = {c["name"] for c in load("invalid.json")["cases"]}
-    assert set(KNOWN_DEVIATIONS) <= names
 
 
 # --- stateful acceptance -------------------------------------------------------------------------
@@ -222,9 +226,12 @@ def test_known_deviations_are_vectors() -> None:
 
 @pytest.mark.parametrize("scenario", cases_of("acceptance.json", "scenarios"))
 def test_acceptance(scenario: dict[str, Any], tmp_path: Path) -> None:
-    store = Store(tmp_path, federation=scenario["federation"], allowed=frozenset(scenario["allowed_publishers"]))
+    allowed = frozenset(scenario["allowed_publishers"])
+    store = Store(tmp_path, federation=scenario["federation"], allowed=allowed)
+    stored: set[bytes] = set()
     for step in scenario["steps"]:
         data = h(step["envelope_hex"])
+        assert store.knows(data) == (data in stored), step["description"]  # sync skips exactly these
         if step["output"] is None:
             with pytest.raises(WireError, match=REASONS[step["reason"]]):
                 store.add(data)
@@ -234,9 +241,32 @@ def test_acceptance(scenario: dict[str, Any], tmp_path: Path) -> None:
             assert step["output"] == "accepted"
             msg = store.add(data)
             assert msg is not None and msg.id == step["id"], step["description"]
+            stored.add(data)
     if "inventory_after" in scenario:
         expected = from_json(scenario["inventory_after"])
-        assert store.inventory() == (expected["manifests"], expected["revocations"])
+        expected = sorted(expected["manifests"]), sorted(expected["revocations"])
+        manifests, revocations = store.inventory()
+        assert (sorted(manifests), sorted(revocations)) == expected
+        # the inventory, revoked manifests included, survives a restart from the files on disk
+        manifests, revocations = Store(tmp_path, federation=scenario["federation"], allowed=allowed).inventory()
+        assert (sorted(manifests), sorted(revocations)) == expected
+        for data in manifests:
+            if store.is_revoked(open_announcement(data).id):
+                with pytest.raises(WireError, match=REASONS["revoked"]):
+                    store.check(data)
+
+
+def test_late_joiner_gets_what_lifecycle_serves() -> None:
+    """The late joiner applies the inventory of the lifecycle node, which holds the revoked expert."""
+    scenarios = {s["name"]: s for s in load("acceptance.json")["scenarios"]}
+    served = scenarios["lifecycle"]["inventory_after"]
+    steps = scenarios["late-joiner"]["steps"]
+    synced = [s["envelope_hex"] for s in steps if s["output"] == "accepted"]
+    assert synced == served["manifests_hex"] + served["revocations_hex"]  # manifests first
+    assert scenarios["late-joiner"]["inventory_after"] == served
+    response = from_json(load("sync.json")["response"]["value"])
+    assert [x.hex() for x in response["manifests"]] == served["manifests_hex"]
+    assert [x.hex() for x in response["revocations"]] == served["revocations_hex"]
 
 
 # --- in-memory libp2p stream for the stream protocols ---------------------------------------------
@@ -395,7 +425,31 @@ def test_vectors_are_up_to_date() -> None:
     assert sorted(rendered) == sorted(p.name for p in VECTORS.glob("*.json"))
     stale = [name for name, text in rendered.items() if (VECTORS / name).read_text() != text]
     assert not stale, f"rerun `python scripts/make_vectors.py`: {stale} differ"
-    assert set(module.KNOWN_ACCEPTED) == set(KNOWN_DEVIATIONS)
+
+
+def test_readme_limits_are_the_code_constants() -> None:
+    """The limits table of protocol/README.md ("Parameters and limits") states ffnode's constants."""
+    table = {}
+    for line in (ROOT / "protocol" / "README.md").read_text().splitlines():
+        if m := re.match(r"\|\s*`([A-Z_]+)`\s*\|.*\|\s*([^|]+?)\s*\|$", line):
+            table[m.group(1)] = m.group(2)
+
+    def number(cell: str) -> int:  # "16 MiB (16777216)" -> 16777216, "800" -> 800
+        inner = re.search(r"\((\d+)\)", cell)
+        return int(inner.group(1) if inner else re.match(r"\d+", cell).group(0))  # type: ignore[union-attr]
+
+    expected = {
+        "VERSION": codec.VERSION,
+        "MAX_ENVELOPE_BYTES": codec.MAX_ENVELOPE_BYTES,
+        "MAX_BLOB_BYTES": MAX_BLOB_BYTES,
+        "MAX_CLASSES": MAX_CLASSES,
+        "MAX_LINEAGE": MAX_LINEAGE,
+        "MAX_IDS": MAX_IDS,
+        "MAX_REASON": MAX_REASON,
+        "MAX_INVENTORY_BYTES": MAX_INVENTORY_BYTES,
+        "MAX_INVENTORY_ITEMS": MAX_INVENTORY_ITEMS,
+    }
+    assert {name: number(table[name]) for name in expected} == expected
 
 
 def test_every_reason_is_known() -> None:

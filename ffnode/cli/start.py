@@ -18,11 +18,13 @@ def start(
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Start the node: listen, gossip, learn and answer queries until stopped."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=True, tracebacks_show_locals=False)],
-    )
+    if err.is_terminal:
+        handler: logging.Handler = RichHandler(
+            console=err, show_path=False, rich_tracebacks=True, tracebacks_show_locals=False
+        )
+        logging.basicConfig(level=log_level.upper(), format="%(name)s: %(message)s", handlers=[handler])
+    else:  # a log file: one unwrapped line per record, greppable
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ffnode.node import Node  # torch and libp2p load only for the commands that need them
 
     node = Node(home)

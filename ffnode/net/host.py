@@ -422,18 +422,23 @@ class NetHost:
             async with background_trio_service(pubsub), background_trio_service(gossipsub):
                 await pubsub.wait_until_ready()
                 subscription = await pubsub.subscribe(self._topic)
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    nursery.start_soon(self._t_deliver_gossip, subscription)
-                    for addr in self._bootstrap:
-                        nursery.start_soon(self._t_keep_connected, addr)
-                    if self._mdns:
-                        await nursery.start(self._t_mdns_dialer)
-                    log.info("host %s listening on %s, topic %s", self.peer_id, self._addrs, self._topic)
-                    self._to_loop(_settle, ready, (None, None))
-                    await self._stop_event.wait()
+                # Two nurseries: `calls` owns the tasks run for asyncio callers, `background` the
+                # host's own loops. At stop the loops go first, so that no bootstrap redial races
+                # the disconnects; then connections close, ending any blocked call; then the calls.
+                async with trio.open_nursery() as calls:
+                    self._nursery = calls
+                    async with trio.open_nursery() as background:
+                        background.start_soon(self._t_deliver_gossip, subscription)
+                        for addr in self._bootstrap:
+                            background.start_soon(self._t_keep_connected, addr)
+                        if self._mdns:
+                            await background.start(self._t_mdns_dialer)
+                        log.info("host %s listening on %s, topic %s", self.peer_id, self._addrs, self._topic)
+                        self._to_loop(_settle, ready, (None, None))
+                        await self._stop_event.wait()
+                        background.cancel_scope.cancel()
                     await self._t_disconnect_all()
-                    nursery.cancel_scope.cancel()
+                    calls.cancel_scope.cancel()
         log.info("host %s stopped", self.peer_id)
 
     def _t_request_stop(self) -> None:
