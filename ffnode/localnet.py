@@ -23,13 +23,40 @@ def ffnode_cmd(*words: str) -> list[str]:
     return [sys.executable, "-m", "ffnode", *words]
 
 
-def init_home(home: Path, *, port: int, data: Path | str, classes: Sequence[str], bootstrap: Sequence[str] = (),
-              federation: str = "testnet", profile: str = "default", seed: int = 0, threads: int = 1) -> str:
+def init_home(
+    home: Path,
+    *,
+    port: int,
+    data: Path | str,
+    classes: Sequence[str],
+    bootstrap: Sequence[str] = (),
+    federation: str = "testnet",
+    profile: str = "default",
+    seed: int = 0,
+    threads: int = 1,
+) -> str:
     """`ffnode init` one node; returns its full multiaddr (with /p2p/) for others to bootstrap from."""
     listen = f"/ip4/127.0.0.1/tcp/{port}"
-    cmd = ffnode_cmd("init", "--home", str(home), "--listen", listen, "--data", str(data),
-                     "--classes", ",".join(classes), "--federation", federation, "--profile", profile,
-                     "--seed", str(seed), "--threads", str(threads), "--json")
+    cmd = ffnode_cmd(
+        "init",
+        "--home",
+        str(home),
+        "--listen",
+        listen,
+        "--data",
+        str(data),
+        "--classes",
+        ",".join(classes),
+        "--federation",
+        federation,
+        "--profile",
+        profile,
+        "--seed",
+        str(seed),
+        "--threads",
+        str(threads),
+        "--json",
+    )
     for b in bootstrap:
         cmd += ["--bootstrap", b]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -91,8 +118,9 @@ def status(home: Path) -> dict[str, Any] | None:
         return None
 
 
-def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, daemons: Daemons | None = None,
-             interval: float = 0.5) -> T:
+def wait_for(
+    check: Callable[[], T | None], *, timeout: float, what: str, daemons: Daemons | None = None, interval: float = 0.5
+) -> T:
     """Poll `check` until it returns something truthy; TimeoutError names `what` otherwise."""
     deadline = time.monotonic() + timeout
     while True:

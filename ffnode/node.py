@@ -73,9 +73,7 @@ class Node:
         self.config = Config.load(home)
         self.identity = load_identity(home)
         fed = self.config.federation
-        self.store = Store(
-            home / "store", federation=fed.name, allowed=frozenset(fed.allowed_publishers), repair=True
-        )
+        self.store = Store(home / "store", federation=fed.name, allowed=frozenset(fed.allowed_publishers), repair=True)
         self.learner = Learner(home, self.config, self.identity, self.store, self._publish)
         self.pool = ExpertPool(self.store)
         self.peers: dict[str, PeerState] = {}
@@ -141,7 +139,7 @@ class Node:
                 task.cancel()
 
     def _lock_home(self) -> Any:
-        f = open(self.home / "node.lock", "w") # held for the node's lifetime
+        f = open(self.home / "node.lock", "w")  # held for the node's lifetime
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -310,8 +308,12 @@ class Node:
             "current_expert": (e.id if (e := self.learner.current_expert()) else None),
             "connected_peers": len(self.net.connected_peers()),
             "bytes_sent": self.traffic.sent,
-            "traffic": {"blob": self.traffic.blob_bytes, "sync": self.traffic.sync_bytes,
-                        "gossip": self.traffic.gossip_bytes, "fetched": self.traffic.fetched_bytes},
+            "traffic": {
+                "blob": self.traffic.blob_bytes,
+                "sync": self.traffic.sync_bytes,
+                "gossip": self.traffic.gossip_bytes,
+                "fetched": self.traffic.fetched_bytes,
+            },
             "uptime_s": round(time.time() - self.started, 1),
         }
 
@@ -355,4 +357,3 @@ class Node:
 
     async def _verify(self, args: dict) -> dict[str, Any]:
         return await asyncio.to_thread(verify_unlearning, self.learner)
-

@@ -50,16 +50,13 @@ async def revoke(learner: Learner, ids: list[str], *, reason: str) -> Revocation
     return r
 
 
-async def leave(learner: Learner, *, reason: str = "left the federation") -> Revocation | None:
+async def leave(learner: Learner, *, reason: str = "left the federation") -> list[Revocation]:
     """The right to be forgotten: revoke everything this node ever published and stop taking part."""
     (learner.home / "left").touch()
-    live = [
-        e.manifest.id
-        for e in learner.store.entries()
-        if e.manifest.owner == learner.identity.peer_id and e.state != "revoked"
-    ]
+    me = learner.identity.peer_id
+    live = [e.manifest.id for e in learner.store.entries() if e.manifest.owner == me and e.state != "revoked"]
     learner.changed.set()
-    return await revoke(learner, live, reason=reason) if live else None
+    return [await revoke(learner, live[i : i + MAX_IDS], reason=reason) for i in range(0, len(live), MAX_IDS)]
 
 
 def apply_revocation(learner: Learner, r: Revocation) -> None:

@@ -84,8 +84,18 @@ def make_homes(args: argparse.Namespace, parts: list[np.ndarray], train: Any, cl
         save_npz(data, {"train": (train.images[idx], train.labels[idx])})
         home = args.workdir / f"node{i}"
         boot = sorted({addrs[0], addrs[-1]}) if addrs else []
-        addrs.append(init_home(home, port=args.base_port + i, data=data, classes=classes, bootstrap=boot,
-                               profile=args.profile, seed=args.seed + i, threads=args.threads))
+        addrs.append(
+            init_home(
+                home,
+                port=args.base_port + i,
+                data=data,
+                classes=classes,
+                bootstrap=boot,
+                profile=args.profile,
+                seed=args.seed + i,
+                threads=args.threads,
+            )
+        )
         homes.append(home)
     return homes
 
@@ -104,13 +114,22 @@ def render(title: str, homes: list[Path], st: list[dict | None], t0: float) -> T
             continue
         done, total = s["progress"]
         a = s["artifacts"]
-        t.add_row(str(i), ",".join(s["local_classes"])[:20], str(s["connected_peers"]), s["phase"], s["task"][:30],
-                  f"{done}/{total}" if total else "", str(a.get("factory_live", 0)), str(a.get("expert_live", 0)))
+        t.add_row(
+            str(i),
+            ",".join(s["local_classes"])[:20],
+            str(s["connected_peers"]),
+            s["phase"],
+            s["task"][:30],
+            f"{done}/{total}" if total else "",
+            str(a.get("factory_live", 0)),
+            str(a.get("expert_live", 0)),
+        )
     return t
 
 
-def wait_until(title: str, homes: list[Path], daemons: Daemons, done: Callable[[list[dict | None]], bool],
-               deadline: float) -> list[dict]:
+def wait_until(
+    title: str, homes: list[Path], daemons: Daemons, done: Callable[[list[dict | None]], bool], deadline: float
+) -> list[dict]:
     t0 = time.time()
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while True:
@@ -135,8 +154,12 @@ def evaluate(homes: list[Path], test: Any, live: list[int]) -> dict[int, dict]:
         r = query(homes[i], test.images)
         probs = np.asarray(r["probabilities"])
         preds = np.asarray(r["labels"])
-        result[i] = {"accuracy": accuracy(preds, test.labels), "auroc": macro_auroc(probs, test.labels),
-                     "experts": len(r["experts"]), "preds": preds}
+        result[i] = {
+            "accuracy": accuracy(preds, test.labels),
+            "auroc": macro_auroc(probs, test.labels),
+            "experts": len(r["experts"]),
+            "preds": preds,
+        }
     return result
 
 
@@ -157,19 +180,38 @@ def baselines(args: argparse.Namespace, parts: list[np.ndarray], train: Any, tes
     console.print("baselines: local only ...")
     local = [fit_eval(train.images[idx], train.labels[idx]) for idx in parts]
     console.print(f"baselines: FedAvg ({args.fl_rounds} rounds x {args.fl_local_epochs} local epochs) ...")
-    fedavg = run_fedavg([(train.images[idx], train.labels[idx]) for idx in parts], (test.images, test.labels),
-                        n_classes, cfg, rounds=args.fl_rounds, local_epochs=args.fl_local_epochs, seed=args.seed)
-    return {"centralized": {"accuracy": central},
-            "local_only": {"accuracy_mean": float(np.mean(local)), "per_node": local},
-            "fedavg": {k: v for k, v in fedavg.items() if k != "name"}}
+    fedavg = run_fedavg(
+        [(train.images[idx], train.labels[idx]) for idx in parts],
+        (test.images, test.labels),
+        n_classes,
+        cfg,
+        rounds=args.fl_rounds,
+        local_epochs=args.fl_local_epochs,
+        seed=args.seed,
+    )
+    return {
+        "centralized": {"accuracy": central},
+        "local_only": {"accuracy_mean": float(np.mean(local)), "per_node": local},
+        "fedavg": {k: v for k, v in fedavg.items() if k != "name"},
+    }
 
 
 # -- unlearning ------------------------------------------------------------------------------------
-def unlearn(args: argparse.Namespace, homes: list[Path], daemons: Daemons, test: Any, parts: list[np.ndarray],
-            train: Any, before: dict[int, dict], deadline: float) -> dict:
+def unlearn(
+    args: argparse.Namespace,
+    homes: list[Path],
+    daemons: Daemons,
+    test: Any,
+    parts: list[np.ndarray],
+    train: Any,
+    before: dict[int, dict],
+    deadline: float,
+) -> dict:
     k = args.unlearn
-    only_k = sorted(set(np.unique(train.labels[parts[k]]).tolist())
-                    - {int(c) for j, idx in enumerate(parts) if j != k for c in np.unique(train.labels[idx])})
+    only_k = sorted(
+        set(np.unique(train.labels[parts[k]]).tolist())
+        - {int(c) for j, idx in enumerate(parts) if j != k for c in np.unique(train.labels[idx])}
+    )
     mask = np.isin(test.labels, only_k)
     others = [i for i in range(len(homes)) if i != k]
     left = control.call(homes[k], "leave")
@@ -191,14 +233,18 @@ def unlearn(args: argparse.Namespace, homes: list[Path], daemons: Daemons, test:
     wait_until(f"node {k} leaves", homes, daemons, converged, deadline)
     seconds = time.time() - t0
     proofs = [control.call(homes[i], "verify_unlearning", timeout=None) for i in others]
-    retrained = sum(1 for i in others for r in control.call(homes[i], "artifacts")
-                    if r["kind"] == "expert" and r["state"] == "revoked" and r["reason"]
-                    and r["reason"].startswith("superseded"))
+    retrained = sum(
+        1
+        for i in others
+        for r in control.call(homes[i], "artifacts")
+        if r["kind"] == "expert" and r["state"] == "revoked" and r["reason"] and r["reason"].startswith("superseded")
+    )
     after = evaluate(homes, test, others)
     blobs = {r["blob"] for r in control.call(homes[k], "artifacts") if r["id"] in revoked}
     held = [i for i in others for b in blobs if (homes[i] / "store" / "blobs" / b).exists()]
-    not_tombstoned = [i for i in others for r in control.call(homes[i], "artifacts")
-                      if r["id"] in revoked and r["state"] != "revoked"]
+    not_tombstoned = [
+        i for i in others for r in control.call(homes[i], "artifacts") if r["id"] in revoked and r["state"] != "revoked"
+    ]
     return {
         "node": k,
         "revoked": sorted(revoked),
@@ -233,9 +279,13 @@ def main(argv: list[str] | None = None) -> dict:
         for home in homes:
             daemons.start(home)
         n = len(homes)
-        wait_until(f"testnet: {n} nodes, {args.dataset}, {args.partition}", homes, daemons,
-                   lambda st: all(s and s["phase"] == "ready" and s["artifacts"].get("expert_live", 0) == n
-                                  for s in st), deadline)
+        wait_until(
+            f"testnet: {n} nodes, {args.dataset}, {args.partition}",
+            homes,
+            daemons,
+            lambda st: all(s and s["phase"] == "ready" and s["artifacts"].get("expert_live", 0) == n for s in st),
+            deadline,
+        )
         wall = time.time() - t0
         results = evaluate(homes, test, list(range(n)))
         final = statuses(homes, daemons)
@@ -265,8 +315,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def print_report(r: dict) -> None:
-    t = Table(title=f"{r['dataset']}: {r['nodes']} nodes, {r['partition']}, profile {r['profile']}",
-              title_justify="left")
+    t = Table(
+        title=f"{r['dataset']}: {r['nodes']} nodes, {r['partition']}, profile {r['profile']}", title_justify="left"
+    )
     t.add_column("metric")
     t.add_column("value")
     t.add_row("wall time (federation)", f"{r['wall_s']:.0f} s")
@@ -284,8 +335,10 @@ def print_report(r: dict) -> None:
         t.add_row("dropped everywhere / exact", f"{u['dropped_everywhere']} / {u['exact']}")
         t.add_row("experts retrained", str(u["experts_retrained"]))
         if u["class_accuracy_before"] is not None:
-            t.add_row("its classes' accuracy before -> after",
-                      f"{u['class_accuracy_before']:.3f} -> {u['class_accuracy_after']:.3f}")
+            t.add_row(
+                "its classes' accuracy before -> after",
+                f"{u['class_accuracy_before']:.3f} -> {u['class_accuracy_after']:.3f}",
+            )
         t.add_row("seconds to converge", f"{u['seconds_to_converge']:.1f}")
     Console().print(t)
 

@@ -23,9 +23,18 @@ ATTACKER = Identity(b"\x07" * 32)
 
 
 def manifest(blob: bytes, *, seq: int, owner: Identity = ATTACKER, federation: str = "testnet") -> Manifest:
-    return Manifest(kind="factory", owner=owner.peer_id, owner_key=owner.public_key, federation=federation,
-                    classes=[0], arch={}, blob=hashlib.sha256(blob).hexdigest(), size=len(blob),
-                    created=int(time.time() * 1000), seq=seq)
+    return Manifest(
+        kind="factory",
+        owner=owner.peer_id,
+        owner_key=owner.public_key,
+        federation=federation,
+        classes=[0],
+        arch={},
+        blob=hashlib.sha256(blob).hexdigest(),
+        size=len(blob),
+        created=int(time.time() * 1000),
+        seq=seq,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +44,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     addr = init_home(home, port=free_port(), data=class_file(root, [0, 1, 2], "all"), classes=CLASSES, profile="tiny")
     with Daemons() as daemons:
         daemons.start(home)
-        wait_for(lambda: (s := status(home)) and s["phase"] == "ready", timeout=120, what="node ready",
-                 daemons=daemons)
+        wait_for(lambda: (s := status(home)) and s["phase"] == "ready", timeout=120, what="node ready", daemons=daemons)
         yield home, addr
         daemons.check()  # still alive after everything
 
@@ -62,8 +70,15 @@ async def test_forged_and_malformed_gossip_is_rejected(node: tuple[Path, str], t
         "owner mismatch": seal("manifest", body, ATTACKER),
         "oversized": b"\x00" * (70 * 1024),
         "other federation": manifest(b"w", seq=2, federation="elsewhere").seal(ATTACKER),
-        "forged revocation": Revocation(owner=ATTACKER.peer_id, owner_key=ATTACKER.public_key, federation="testnet",
-                                        ids=[victim["id"]], reason="forged", created=1, seq=3).seal(ATTACKER),
+        "forged revocation": Revocation(
+            owner=ATTACKER.peer_id,
+            owner_key=ATTACKER.public_key,
+            federation="testnet",
+            ids=[victim["id"]],
+            reason="forged",
+            created=1,
+            seq=3,
+        ).seal(ATTACKER),
     }
     peer = Peer(topic="/ffnode/1/testnet/announce")
     await peer.start(addr)
@@ -71,16 +86,27 @@ async def test_forged_and_malformed_gossip_is_rejected(node: tuple[Path, str], t
         for data in bad.values():
             await peer.publish(data)
         # the oversized one may be dropped by the transport before validation; the rest must be counted
-        await asyncio.to_thread(wait_for, lambda: attacker_row(home)["rejected"] >= len(bad) - 1, timeout=30,
-                                what="the node to reject the forged messages")
+        await asyncio.to_thread(
+            wait_for,
+            lambda: attacker_row(home)["rejected"] >= len(bad) - 1,
+            timeout=30,
+            what="the node to reject the forged messages",
+        )
     finally:
         await peer.stop()
     after = {r["id"]: r for r in control.call(home, "artifacts")}
     assert set(after) == {r["id"] for r in own}  # nothing stored
     assert after[victim["id"]]["state"] == "live"  # the forged revocation deleted nothing
     log = (home / "node.log").read_text()
-    for needle in ("malformed msgpack", "unknown message type", "unsupported version", "bad signature",
-                   "owner does not match", "is not this node's", "not signed by its owner"):
+    for needle in (
+        "malformed msgpack",
+        "unknown message type",
+        "unsupported version",
+        "bad signature",
+        "owner does not match",
+        "is not this node's",
+        "not signed by its owner",
+    ):
         assert needle in log, needle
     assert status(home)["phase"] == "ready"
 
@@ -98,6 +124,7 @@ async def test_blob_that_does_not_match_its_manifest_is_never_stored(
     peer = Peer(topic="/ffnode/1/testnet/announce", inventory=[good.seal(ATTACKER)], blobs={good.blob: blob_file})
     await peer.start(addr)  # the node asks for the inventory on connect and tries to fetch the blob
     try:
+
         def tried() -> bool:
             text = (home / "node.log").read_text()
             return f"fetching factory {good.id[:12]}" in text

@@ -51,8 +51,17 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     homes, addrs = [root / n for n in "abc"], []
     for i, home in enumerate(homes):
         boot = addrs[-1:]  # chained: B -> A, C -> B
-        addrs.append(init_home(home, port=free_port(), data=class_file(root, [i], f"class{i}"), classes=CLASSES,
-                               bootstrap=boot, profile="tiny", seed=i))
+        addrs.append(
+            init_home(
+                home,
+                port=free_port(),
+                data=class_file(root, [i], f"class{i}"),
+                classes=CLASSES,
+                bootstrap=boot,
+                profile="tiny",
+                seed=i,
+            )
+        )
     with Daemons() as daemons:
         for home in homes:
             daemons.start(home)
@@ -125,8 +134,9 @@ def test_restart_keeps_peer_id_and_store(fed: Federation) -> None:
     assert fed.daemons.stop(b) == 0  # SIGTERM: clean shutdown
     assert not (b / control.SOCKET_FILE).exists()
     fed.daemons.start(b)
-    after = wait_for(lambda: (s := status(b)) and s["phase"] == "ready" and s, timeout=TIMEOUT, what="B back",
-                     daemons=fed.daemons)
+    after = wait_for(
+        lambda: (s := status(b)) and s["phase"] == "ready" and s, timeout=TIMEOUT, what="B back", daemons=fed.daemons
+    )
     assert after["peer_id"] == before["peer_id"]
     assert after["current_expert"] == before["current_expert"]  # nothing retrained
     assert {r["id"]: r["state"] for r in cli_json("artifacts", "--home", str(b))} == artifacts_before
@@ -137,8 +147,15 @@ def test_late_joiner_converges_by_sync(fed: Federation) -> None:
     """D starts after every announcement was gossiped: only the sync protocol can give it the artifacts."""
     known = {r["id"] for r in cli_json("artifacts", "--home", str(fed.homes[2]))}
     d = fed.root / "d"
-    init_home(d, port=free_port(), data=class_file(fed.root, [0], "late"), classes=CLASSES,
-              bootstrap=[fed.addrs[2]], profile="tiny", seed=9)
+    init_home(
+        d,
+        port=free_port(),
+        data=class_file(fed.root, [0], "late"),
+        classes=CLASSES,
+        bootstrap=[fed.addrs[2]],
+        profile="tiny",
+        seed=9,
+    )
     fed.daemons.start(d)
 
     def has_all() -> bool:

@@ -26,13 +26,28 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[str]
     root = tmp_path_factory.mktemp("unlearn")
     homes, addrs = [root / n for n in "abc"], []
     for i, home in enumerate(homes):
-        addrs.append(init_home(home, port=free_port(), data=class_file(root, [i], f"c{i}"), classes=CLASSES,
-                               bootstrap=addrs[-1:], profile="tiny", seed=i))
+        addrs.append(
+            init_home(
+                home,
+                port=free_port(),
+                data=class_file(root, [i], f"c{i}"),
+                classes=CLASSES,
+                bootstrap=addrs[-1:],
+                profile="tiny",
+                seed=i,
+            )
+        )
     with Daemons() as daemons:
         for home in homes:
             daemons.start(home)
-        wait_for(lambda: all((s := status(h)) and s["phase"] == "ready" and s["artifacts"].get("expert_live") == 3
-                             for h in homes), timeout=TIMEOUT, what="3 nodes ready", daemons=daemons)
+        wait_for(
+            lambda: all(
+                (s := status(h)) and s["phase"] == "ready" and s["artifacts"].get("expert_live") == 3 for h in homes
+            ),
+            timeout=TIMEOUT,
+            what="3 nodes ready",
+            daemons=daemons,
+        )
         yield homes, addrs, daemons
 
 
@@ -49,14 +64,25 @@ async def test_forged_revocation_deletes_nothing(fed: tuple[list[Path], list[str
     homes, addrs, _ = fed
     victim = own_factory(homes[0])
     mallory = Identity(b"\x05" * 32)
-    forged = Revocation(owner=mallory.peer_id, owner_key=mallory.public_key, federation="testnet",
-                        ids=[victim["id"]], reason="forged", created=int(time.time() * 1000), seq=99)
+    forged = Revocation(
+        owner=mallory.peer_id,
+        owner_key=mallory.public_key,
+        federation="testnet",
+        ids=[victim["id"]],
+        reason="forged",
+        created=int(time.time() * 1000),
+        seq=99,
+    )
     peer = Peer(topic="/ffnode/1/testnet/announce", seed=b"\x05" * 32, inventory=[])
     await peer.start(addrs[1])
     try:
         await peer.publish(forged.seal(mallory))
-        await asyncio.to_thread(wait_for, lambda: "not signed by its owner" in (homes[1] / "node.log").read_text(),
-                                timeout=30, what="B to reject the forged revocation")
+        await asyncio.to_thread(
+            wait_for,
+            lambda: "not signed by its owner" in (homes[1] / "node.log").read_text(),
+            timeout=30,
+            what="B to reject the forged revocation",
+        )
     finally:
         await peer.stop()
     for home in homes:
@@ -70,8 +96,13 @@ def test_revocation_cascades_exactly_and_offline_node_catches_up(fed: tuple[list
     old_experts = {h: status(h)["current_expert"] for h in (b, c)}
     assert daemons.stop(c) == 0  # C is offline while A revokes
 
-    out = subprocess.run(ffnode_cmd("revoke", "--home", str(a), victim["id"][:16], "--json"), capture_output=True,
-                         text=True, timeout=60, check=False)
+    out = subprocess.run(
+        ffnode_cmd("revoke", "--home", str(a), victim["id"][:16], "--json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["ids"] == [victim["id"]]
 
@@ -107,8 +138,12 @@ async def test_regossiped_revoked_manifest_is_refused(fed: tuple[list[Path], lis
     await peer.start(addrs[1])  # served by sync on connect, and gossiped
     try:
         await peer.publish(envelope)
-        await asyncio.to_thread(wait_for, lambda: "was revoked: refusing it" in (homes[1] / "node.log").read_text(),
-                                timeout=30, what="B to refuse the revoked manifest")
+        await asyncio.to_thread(
+            wait_for,
+            lambda: "was revoked: refusing it" in (homes[1] / "node.log").read_text(),
+            timeout=30,
+            what="B to refuse the revoked manifest",
+        )
     finally:
         await peer.stop()
     assert rows(homes[1])[revoked[0]["id"]]["state"] == "revoked"

@@ -19,7 +19,7 @@ def init(
     data: str = typer.Option("digits", "--data", help="digits | bloodmnist | retinamnist | cifar10 | PATH.npz | DIR"),
     split: str = typer.Option("train", "--split", help="Which split of --data this site trains on."),
     classes: str = typer.Option("", "--classes", help="Comma-separated federation classes (default: the data's)."),
-    profile: str = typer.Option("default", "--profile", help="Learning profile: tiny, default, cpu or gpu (docs/profiles.md)."),
+    profile: str = typer.Option("default", "--profile", help="tiny, default, cpu or gpu (docs/operators.md)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch default)."),
     allow: list[str] = typer.Option([], "--allow", help="Only accept artifacts from this peer ID (repeatable)."),
@@ -54,5 +54,7 @@ def init(
     if as_json:
         emit_json(info)
     else:
-        err.print(f"initialised [bold]{home}[/]: peer {identity.peer_id}, federation {federation!r}, "
-                  f"{len(local.labels)} images of classes {held}")
+        err.print(
+            f"initialised [bold]{home}[/]: peer {identity.peer_id}, federation {federation!r}, "
+            f"{len(local.labels)} images of classes {held}"
+        )
