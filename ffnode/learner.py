@@ -316,9 +316,14 @@ class Learner:
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    """Summaries go into a signed manifest: keep msgpack-able scalars only."""
-    return {
-        k: (v if isinstance(v, bool | int | str) else float(v))
-        for k, v in d.items()
-        if isinstance(v, bool | int | float | str | np.floating | np.integer)
-    }
+    """Summaries go into a signed manifest: msgpack-able scalars only, and no NaN or infinity (other
+    runtimes may not re-encode them bit for bit, which would break the signature there)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, bool | str):
+            out[k] = v
+        elif isinstance(v, int | np.integer):
+            out[k] = int(v)
+        elif isinstance(v, float | np.floating) and np.isfinite(v):
+            out[k] = float(v)
+    return out

@@ -11,6 +11,8 @@ import typer
 from rich.logging import RichHandler
 
 from ffnode.cli.output import HomeOption, err
+from ffnode.config import Config
+from ffnode.identity import load_identity
 
 
 def start(
@@ -25,7 +27,9 @@ def start(
         logging.basicConfig(level=log_level.upper(), format="%(name)s: %(message)s", handlers=[handler])
     else:  # a log file: one unwrapped line per record, greppable
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ffnode.node import Node  # torch and libp2p load only for the commands that need them
+    Config.load(home)  # a bad home or config fails here in a moment, before torch and libp2p load
+    load_identity(home)
+    from ffnode.node import Node
 
     node = Node(home)
 

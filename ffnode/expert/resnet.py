@@ -20,11 +20,12 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class ExpertConfig:
     # model
-    width: int = 32  # channels of the first stage; each later stage doubles it
-    blocks: tuple[int, ...] = (1, 1, 1)  # residual blocks per stage; stages after the first halve the size
-    # training
-    epochs: int = 15
-    batch_size: int = 128
+    width: int = 16  # channels of the first stage; each later stage doubles it
+    blocks: tuple[int, ...] = (1, 1)  # residual blocks per stage; stages after the first halve the size
+    # training: small batches, because a site's set is small and steps matter more than batch size
+    # (digits, real data: batch 32 x 4 epochs 0.98 accuracy, batch 128 x 4 epochs 0.86)
+    epochs: int = 8
+    batch_size: int = 32
     lr: float = 0.05  # SGD with Nesterov momentum; peak lr after a one-epoch warmup, cosine to zero
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -29,7 +29,10 @@ class FactoryConfig:
     # diffusion
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"  # cosine: keeps small images from being all noise too early
-    prediction_type: str = "epsilon"  # "epsilon" or "v_prediction"
+    # v-prediction, not epsilon: with the cosine schedule alpha_bar(T) ~ 0, so an epsilon model's x0 estimate
+    # (x - sigma eps) / alpha explodes at the first solver step and DPM-Solver++ returns saturated noise
+    # (measured: 0.73 downstream accuracy with epsilon, 0.98 with v on digits)
+    prediction_type: str = "v_prediction"  # or "epsilon"
     # training
     train_steps: int = 400
     batch_size: int = 64  # on CPU, 64 beats 128 per image for these widths (factories.md)

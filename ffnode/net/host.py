@@ -388,28 +388,24 @@ class NetHost:
             max_messages_per_topic_per_second=MAX_INBOUND_MSGS_PER_SECOND,
         )
         pubsub = Pubsub(host, gossipsub)
-        # Pubsub registered pubsub.stream_handler for each /meshsub version; replace it with a guarded
-        # one. Unguarded, a malformed RPC (e.g. the 6 bytes 05ffffffffff) raises a protobuf
-        # DecodeError that escapes the handler into the connection's nursery and takes libp2p down
-        # for every peer; guarded, only the offending stream is reset. Guarding the entry point
-        # covers any other parse bug in the same code path, and needs no restart logic.
-        for protocol in gossipsub.get_protocols():
-            host.set_stream_handler(protocol, streams.guard_handler(protocol, pubsub.stream_handler))
         pubsub.set_topic_validator(self._topic, self._t_validate, False)
         host.set_stream_handler(
             self._sync_protocol,
-            streams.guard_handler(
-                self._sync_protocol,
-                functools.partial(streams.serve_sync, serve_request=self._handlers.serve_request),
-            ),
+            functools.partial(streams.serve_sync, serve_request=self._handlers.serve_request),
         )
         host.set_stream_handler(
             self._blob_protocol,
-            streams.guard_handler(
-                self._blob_protocol,
-                functools.partial(streams.serve_blob, open_blob=self._handlers.open_blob),
-            ),
+            functools.partial(streams.serve_blob, open_blob=self._handlers.open_blob),
         )
+        # Guard every stream handler, ours and py-libp2p's own (identify, ping, and the /meshsub/*
+        # handler Pubsub registered). An exception escaping a handler lands in the connection's
+        # nursery: for ours it breaks that connection; for pubsub's, a malformed RPC such as the 6
+        # bytes 05ffffffffff (a protobuf DecodeError it does not catch) takes libp2p down for every
+        # peer. Guarded, only the offending stream is reset. Wrapping the entry points covers any
+        # other parse bug on the same paths and needs no detect-and-restart logic.
+        for protocol, handler in list(host.get_mux().handlers.items()):
+            if handler is not None:
+                host.set_stream_handler(protocol, streams.guard_handler(protocol, handler))
         host.get_network().register_notifee(_ConnectionWatcher(self))
         self._host, self._pubsub = host, pubsub
 

@@ -48,8 +48,9 @@ log = logging.getLogger("ffnode.net")
 FRAME_HEADER = struct.Struct(">I")
 MAX_SYNC_REQUEST = 1 << 20
 MAX_BLOB_FRAME = 4096
-# 1 MiB chunks: 110-115 MB/s over noise+yamux vs 81-85 MB/s with 64 KiB (shared/notes/libp2p.md),
-# re-measured by scripts/bench_net.py --chunk.
+# Server write size. 64 KiB gave 81-85 MB/s vs 110-115 MB/s for 256 KiB-1 MiB (shared/notes/libp2p.md);
+# between those two, 1 MiB costs the sender 4.6-5.4 ms of CPU per MB vs 6.0-6.2 ms for 256 KiB
+# (scripts/bench_net.py --chunk, 2 cores), so 1 MiB.
 BLOB_CHUNK = 1 << 20
 # A shielded chunk write that makes no progress for this long is abandoned (stream reset);
 # it bounds how long a stalled reader can pin a server task.
@@ -59,6 +60,10 @@ BLOB_ID_RE = re.compile(r"[0-9a-f]{64}")
 
 class FrameError(Exception):
     """A peer broke the framing rules (oversized or truncated frame, bad message)."""
+
+
+class BlobError(Exception):
+    """A blob transfer failed; the message says what went wrong (the caller adds peer and blob)."""
 
 
 def peer_of(stream: INetStream) -> str:
@@ -156,7 +161,8 @@ async def serve_sync(stream: INetStream, serve_request: Callable[[str, bytes], b
     """Server side of one sync exchange; serve_request runs in a worker thread (it may touch disk)."""
     peer = peer_of(stream)
     body = await read_frame(stream, MAX_SYNC_REQUEST)
-    response = await trio.to_thread.run_sync(serve_request, peer, body)
+    # abandon_on_cancel: stop() must not wait for a slow daemon handler; its late result is dropped.
+    response = await trio.to_thread.run_sync(serve_request, peer, body, abandon_on_cancel=True)
     await write_frame(stream, response)
     await close_quietly(stream)
 
@@ -193,7 +199,7 @@ async def serve_blob(stream: INetStream, open_blob: Callable[[str], Path | None]
     blob_id = request.get("id")
     if not isinstance(blob_id, str) or not BLOB_ID_RE.fullmatch(blob_id):
         raise FrameError("blob_get without a valid 64-char lowercase hex id")
-    path = await trio.to_thread.run_sync(open_blob, blob_id)
+    path = await trio.to_thread.run_sync(open_blob, blob_id, abandon_on_cancel=True)
     if path is None:
         await write_frame(stream, _pack({"t": "blob_hdr", "v": 1, "ok": False, "error": "not found"}))
         await close_quietly(stream)
@@ -206,14 +212,10 @@ async def serve_blob(stream: INetStream, open_blob: Callable[[str], Path | None]
         while sent < size:
             chunk = await trio.to_thread.run_sync(f.read, min(BLOB_CHUNK, size - sent))
             if not chunk:
-                raise FrameError(f"blob {blob_id} file shrank while being sent ({sent} of {size})")
+                raise BlobError(f"blob {blob_id} file shrank while being sent ({sent} of {size})")
             await write_all(stream, chunk)
             sent += len(chunk)
     await close_quietly(stream)
-
-
-class BlobError(Exception):
-    """A blob fetch failed; the message says what went wrong (the caller adds peer and blob)."""
 
 
 async def fetch_blob(stream: INetStream, blob_id: str, size: int, dest: Path, stall_timeout: float) -> None:
