@@ -7,7 +7,7 @@ import sys
 import typer
 
 from ffnode.cli import init as init_cmd
-from ffnode.cli import inspect, query, start, unlearn
+from ffnode.cli import inspect, query, samples, start, unlearn
 from ffnode.cli.output import UserError, err
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.command("status")(inspect.status)
 app.command("peers")(inspect.peers)
 app.command("artifacts")(inspect.artifacts)
 app.command("query")(query.query)
+app.command("samples")(samples.samples)
 app.command("revoke")(unlearn.revoke)
 app.command("leave")(unlearn.leave)
 app.command("verify-unlearning")(unlearn.verify_unlearning)

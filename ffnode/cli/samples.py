@@ -1,0 +1,61 @@
+"""`ffnode samples`: a grid of a factory's synthetic images, what an operator checks before trusting a
+peer's module. It shows generated images only, never real data."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err
+
+
+def image_grid(images: np.ndarray, cell: int = 64) -> np.ndarray:
+    """(N, H, W, C) uint8 -> one (rows*cell, cols*cell, C) image; each sample scaled up by whole pixels."""
+    n, h, w, c = images.shape
+    scale = max(1, cell // max(h, w))
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.full((rows * h * scale, cols * w * scale, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        big = img.repeat(scale, axis=0).repeat(scale, axis=1)
+        grid[r * h * scale : (r + 1) * h * scale, k * w * scale : (k + 1) * w * scale] = big
+    return grid
+
+
+def samples(
+    home: Path = HomeOption,
+    factory: str = typer.Option(..., "--factory", help="Factory ID or unique prefix (ffnode artifacts)."),
+    out: Path = typer.Option(Path("grid.png"), "--out", help="PNG file to write."),
+    n: int = typer.Option(64, "--n", min=1, max=1024, help="How many samples."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write a PNG grid of synthetic samples from one factory held by this node."""
+    from PIL import Image
+    from safetensors.torch import load as load_safetensors
+
+    from ffnode.artifacts.store import Store
+    from ffnode.config import Config
+    from ffnode.factory.model import FactoryConfig
+    from ffnode.factory.sample import sample_factory
+
+    config = Config.load(home)
+    store = Store(home / "store", federation=config.federation.name)
+    m = store.get(store.resolve(factory))
+    if m is None or m.kind != "factory":
+        abort(f"{factory} is not a factory: pick a factory ID from `ffnode artifacts --home {home}`")
+    if store.blob_path(m.blob) is None:
+        abort(f"factory {m.id[:12]} is not held here (state {store.entry(m.id).state}): nothing to sample")
+    images = sample_factory(load_safetensors(store.read_blob(m)), FactoryConfig.from_dict(m.arch), n, seed=seed)
+    grid = image_grid(images)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(out)
+    label = config.federation.classes[m.classes[0]]
+    info = {"factory": m.id, "owner": m.owner, "class": label, "n": n, "seed": seed, "out": str(out)}
+    if as_json:
+        emit_json(info)
+    else:
+        err.print(f"wrote {n} samples of class {label!r} from factory {m.id[:12]} to {out}")
