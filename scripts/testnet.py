@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
+import platform
 import shutil
 import time
 from collections.abc import Callable
@@ -26,17 +28,24 @@ import numpy as np
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from safetensors.torch import load as load_safetensors
 
 from ffnode import control
+from ffnode.artifacts.store import Store
 from ffnode.baselines.fedavg import run_fedavg
+from ffnode.baselines.feddyn import run_feddyn
+from ffnode.baselines.fedprox import run_fedprox
+from ffnode.baselines.scaffold import run_scaffold
 from ffnode.data import partition
 from ffnode.data.sources import default_classes, load_dataset, save_npz
 from ffnode.expert.resnet import build_expert
 from ffnode.expert.train import train_expert
+from ffnode.factory.model import FactoryConfig
 from ffnode.localnet import Daemons, init_home, status
 from ffnode.metrics import accuracy, macro_auroc
 from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
+from ffnode.synth import synthesize
 
 console = Console(stderr=True)
 
@@ -164,35 +173,88 @@ def evaluate(homes: list[Path], test: Any, live: list[int]) -> dict[int, dict]:
 
 
 # -- baselines (in-process, same partition and classifier) -----------------------------------------
+FL_BASELINES = {"fedavg": run_fedavg, "fedprox": run_fedprox, "feddyn": run_feddyn, "scaffold": run_scaffold}
+
+
+def fit_eval(x: np.ndarray, y: np.ndarray, test: Any, n_classes: int, cfg: Any, seed: int) -> dict[str, float]:
+    """Train the expert's classifier on (x, y) and evaluate it alone on the test split."""
+    weights, _ = train_expert(x, y, n_classes, cfg, seed=seed)
+    model = build_expert(cfg, n_classes, test.images.shape[1:])
+    model.load_state_dict(weights)
+    preds, probs = poe_predict([model.eval()], test.images)
+    return {"accuracy": accuracy(preds, test.labels), "auroc": macro_auroc(probs, test.labels)}
+
+
 def baselines(args: argparse.Namespace, parts: list[np.ndarray], train: Any, test: Any, n_classes: int) -> dict:
     cfg = profile_for(args.profile, train.images.shape[1:]).expert
-    shape = train.images.shape[1:]
+    out: dict[str, Any] = {}
+    console.print("baselines: centralised (all real training data) ...")
+    out["centralized"] = fit_eval(train.images, train.labels, test, n_classes, cfg, args.seed)
+    console.print("baselines: local only (each site alone) ...")
+    local = [
+        fit_eval(train.images[idx], train.labels[idx], test, n_classes, cfg, args.seed)["accuracy"] for idx in parts
+    ]
+    out["local_only"] = {"accuracy_mean": float(np.mean(local)), "per_node": local}
+    clients = [(train.images[idx], train.labels[idx]) for idx in parts]
+    for name, run in FL_BASELINES.items():
+        console.print(f"baselines: {name} ({args.fl_rounds} rounds x {args.fl_local_epochs} local epochs) ...")
+        r = run(
+            clients,
+            (test.images, test.labels),
+            n_classes,
+            cfg,
+            rounds=args.fl_rounds,
+            local_epochs=args.fl_local_epochs,
+            seed=args.seed,
+        )
+        out[name] = {k: v for k, v in r.items() if k != "name"}
+    return out
 
-    def fit_eval(x: np.ndarray, y: np.ndarray) -> float:
-        weights, _ = train_expert(x, y, n_classes, cfg, seed=args.seed)
-        model = build_expert(cfg, n_classes, shape)
-        model.load_state_dict(weights)
-        preds, _ = poe_predict([model.eval()], test.images)
-        return accuracy(preds, test.labels)
 
-    console.print("baselines: centralised ...")
-    central = fit_eval(train.images, train.labels)
-    console.print("baselines: local only ...")
-    local = [fit_eval(train.images[idx], train.labels[idx]) for idx in parts]
-    console.print(f"baselines: FedAvg ({args.fl_rounds} rounds x {args.fl_local_epochs} local epochs) ...")
-    fedavg = run_fedavg(
-        [(train.images[idx], train.labels[idx]) for idx in parts],
-        (test.images, test.labels),
-        n_classes,
-        cfg,
-        rounds=args.fl_rounds,
-        local_epochs=args.fl_local_epochs,
-        seed=args.seed,
-    )
+def server_mode(args: argparse.Namespace, home: Path, test: Any, n_classes: int) -> dict:
+    """The paper's centralised protocol: one classifier trained only on synthetic data from every factory."""
+    store = Store(home / "store", federation="testnet")
+    factories = [
+        (m.classes[0], load_safetensors(store.read_blob(m)), FactoryConfig.from_dict(m.arch))
+        for m in store.live("factory")
+    ]
+    profile = profile_for(args.profile, test.images.shape[1:])
+    t0 = time.perf_counter()
+    x, y = synthesize(factories, profile.synth_per_class, seed=args.seed)
+    synth_s = time.perf_counter() - t0
+    result = fit_eval(x, y, test, n_classes, profile.expert, args.seed)
+    return {**result, "synthetic_images": len(y), "synthesis_img_per_s": round(len(y) / synth_s, 1)}
+
+
+def compute_used(home: Path) -> dict:
+    """Compute figures from the signed manifests' training summaries (every node holds all of them)."""
+    rows = [r for r in control.call(home, "artifacts") if r["state"] == "live"]
+    fac = [r["meta"] for r in rows if r["kind"] == "factory"]
+    exp = [r["meta"] for r in rows if r["kind"] == "expert"]
+
+    def mean(items: list[dict], key: str) -> float | None:
+        values = [m[key] for m in items if key in m]
+        return round(float(np.mean(values)), 2) if values else None
+
     return {
-        "centralized": {"accuracy": central},
-        "local_only": {"accuracy_mean": float(np.mean(local)), "per_node": local},
-        "fedavg": {k: v for k, v in fedavg.items() if k != "name"},
+        "factories": len(fac),
+        "factory_train_seconds_mean": mean(fac, "seconds"),
+        "factory_images_seen_mean": mean(fac, "images_seen"),
+        "expert_train_seconds_mean": mean(exp, "seconds"),
+        "expert_train_images_mean": mean(exp, "n_train"),
+    }
+
+
+def hardware() -> dict:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
     }
 
 
@@ -299,12 +361,16 @@ def main(argv: list[str] | None = None) -> dict:
             "poe_accuracy": {"mean": float(np.mean(accs)), "min": float(np.min(accs)), "per_node": accs},
             "poe_auroc": {"mean": float(np.mean([results[i]["auroc"] for i in range(n)]))},
             "bytes_sent_per_node": [s["bytes_sent"] for s in final],
+            "compute": compute_used(homes[0]),
+            "hardware": hardware(),
         }
         if args.unlearn is not None:
             report["unlearning"] = unlearn(args, homes, daemons, test, parts, train, results, deadline)
     finally:
         daemons.stop_all()
     if not args.no_baselines:
+        console.print("server mode: one classifier on synthetic data from every factory ...")
+        report["server_mode"] = server_mode(args, homes[0], test, len(classes))
         report["baselines"] = baselines(args, parts, train, test, len(classes))
     print_report(report)
     if args.json:
@@ -325,7 +391,9 @@ def print_report(r: dict) -> None:
     t.add_row("PoE macro AUROC mean", f"{r['poe_auroc']['mean']:.4f}")
     if "baselines" in r:
         b = r["baselines"]
-        t.add_row("FedAvg accuracy", f"{b['fedavg']['accuracy']:.4f}")
+        t.add_row("server mode accuracy (synthetic only)", f"{r['server_mode']['accuracy']:.4f}")
+        for name in FL_BASELINES:
+            t.add_row(f"{name} accuracy", f"{b[name]['accuracy']:.4f}")
         t.add_row("centralised accuracy", f"{b['centralized']['accuracy']:.4f}")
         t.add_row("local-only accuracy (mean)", f"{b['local_only']['accuracy_mean']:.4f}")
     t.add_row("bytes sent per node (mean)", f"{np.mean(r['bytes_sent_per_node']) / 1e6:.2f} MB")

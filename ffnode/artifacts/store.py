@@ -269,6 +269,7 @@ class Store:
                 "state": e.state,
                 "verified": e.state == "live",
                 "lineage": e.manifest.lineage,
+                "meta": e.manifest.meta,
                 "reason": e.reason,
             }
             for e in self.entries()
