@@ -40,6 +40,7 @@ from ffnode.synth import synthesize
 log = logging.getLogger("ffnode.learner")
 
 QUIET_S = 2.0  # wait this long after the last new factory before training: announcements come in bursts
+PENDING_GRACE_S = 60.0  # how long an announced factory whose blob has not arrived holds the expert back
 
 
 @dataclass
@@ -92,6 +93,8 @@ class Learner:
         self.progress = Progress()
         self.changed = asyncio.Event()  # set by the node whenever a factory goes live or anything is revoked
         self.data: ImageSet | None = None
+        self._pending_since: dict[str, float] = {}  # factory ID -> when its blob was first found missing
+        self._gave_up: set[str] = set()
 
     @property
     def classes(self) -> list[str]:
@@ -110,23 +113,24 @@ class Learner:
         return profile_for(self.config.learning.profile, self.data.images.shape[1:])
 
     # -- the loop ------------------------------------------------------------------------------------
-    async def run(self) -> None:
+    async def load_data(self) -> None:
+        """Load and check the local data; bad data fails here, before the node starts anything else."""
         cfg = self.config.data
         self.data = await asyncio.to_thread(load_dataset, cfg.spec, split=cfg.split, classes=self.classes)
-        log.info(
-            "local data %s: %d images of classes %s",
-            cfg.spec,
-            len(self.data.labels),
-            [self.classes[c] for c in self.local_classes()],
-        )
+        names = [self.classes[c] for c in self.local_classes()]
+        log.info("local data %s: %d images of classes %s", cfg.spec, len(self.data.labels), names)
+
+    async def run(self) -> None:
+        """Train what is due, then sleep until something changes (a factory goes live, a revocation)."""
+        assert self.data is not None, "load_data() first"
         started = time.monotonic()
         while True:
+            self.changed.clear()  # before the work: whatever arrives meanwhile wakes the next round
             if self.left:
                 self.progress = Progress(phase="left")
             else:
                 await self._train_own_factories()
                 await self._maybe_train_expert(deadline_passed=self._deadline_passed(started))
-            self.changed.clear()
             timeout = 5.0 if self.progress.phase == "waiting" else None
             try:
                 async with asyncio.timeout(timeout):
@@ -177,6 +181,24 @@ class Learner:
         missing = [self.classes[c] for c in range(len(self.classes)) if c not in covered | withdrawn]
         return factories, missing
 
+    def _blocking_pending(self) -> list[Manifest]:
+        """Announced factories whose blob has not arrived yet. Worth waiting for a while (the expert would
+        be retrained the moment they arrive), but not forever: a peer may announce a blob nobody serves."""
+        now = time.monotonic()
+        pending = [m for m in self.store.pending() if m.kind == "factory"]
+        self._pending_since = {m.id: self._pending_since.get(m.id, now) for m in pending}
+        blocking = [m for m in pending if now - self._pending_since[m.id] < PENDING_GRACE_S]
+        for m in pending:
+            if m not in blocking and m.id not in self._gave_up:
+                self._gave_up.add(m.id)
+                log.warning(
+                    "factory %s of %s has not arrived in %.0f s: going on without it",
+                    m.id[:12],
+                    m.owner,
+                    PENDING_GRACE_S,
+                )
+        return blocking
+
     def current_expert(self) -> Manifest | None:
         experts = [m for m in self.store.live("expert") if m.owner == self.identity.peer_id]
         return max(experts, key=lambda m: m.seq) if experts else None
@@ -188,7 +210,7 @@ class Learner:
         if current is not None and sorted(current.lineage) == lineage:
             self.progress = Progress(phase="ready")
             return
-        pending = [m for m in self.store.pending() if m.kind == "factory"]
+        pending = self._blocking_pending()
         if (missing or pending) and not deadline_passed:
             self.progress = Progress(phase="waiting", missing=missing)
             return

@@ -28,7 +28,6 @@ from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Store
 from ffnode.config import Config, ConfigError
-from ffnode.data.sources import load_dataset
 from ffnode.identity import load_identity
 from ffnode.learner import Learner
 from ffnode.net import Handlers, NetError, NetHost
@@ -105,10 +104,7 @@ class Node:
         try:
             if self.config.learning.threads:
                 torch.set_num_threads(self.config.learning.threads)
-            data = self.config.data  # bad data fails here, before anything starts
-            self.learner.data = await asyncio.to_thread(
-                load_dataset, data.spec, split=data.split, classes=self.config.federation.classes
-            )
+            await self.learner.load_data()
             await self.net.start()
             try:
                 await self._serve(stop)
