@@ -207,6 +207,8 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str
                 )
             images = npz[f"{split}_images"]
             labels = npz[f"{split}_labels"]
+            # generic names 0..K-1, K taken over all splits so train and test agree
+            k = max(int(npz[key].max()) + 1 for key in npz.files if key.endswith("_labels") and npz[key].size)
     except DataError:
         raise
     except (OSError, ValueError) as e:
@@ -220,9 +222,6 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str
         raise DataError(f"{path}: {len(images)} '{split}' images but {len(labels)} labels: fix the file")
     if labels.size and labels.min() < 0:
         raise DataError(f"{path}: '{split}_labels' has negative labels: labels must be 0..K-1")
-    # generic names 0..K-1, K taken over all splits so train and test agree
-    with np.load(path) as npz:
-        k = max(int(npz[key].max()) + 1 for key in npz.files if key.endswith("_labels") and npz[key].size)
     return images, labels, tuple(str(i) for i in range(k))
 
 
@@ -237,7 +236,7 @@ def _load_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[
         raise DataError(f"{root} has no class folders: lay images out as {root}/<class>/<image>.png")
     images: list[np.ndarray] = []
     labels: list[int] = []
-    first: Path | None = None
+    first_file: Path | None = None  # the file whose shape every other image must match
     for label, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -246,10 +245,10 @@ def _load_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[
             image = _read_image(file)
             if images and image.shape != images[0].shape:
                 raise DataError(
-                    f"{file} is {image.shape} (H, W, C) but {first} is {images[0].shape}: "
+                    f"{file} is {image.shape} (H, W, C) but {first_file} is {images[0].shape}: "
                     f"convert all images to one size and color mode"
                 )
-            first = first or file
+            first_file = first_file or file
             images.append(image)
             labels.append(label)
     return np.stack(images), np.asarray(labels, dtype=np.int64), tuple(p.name for p in class_dirs)
