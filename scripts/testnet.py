@@ -295,11 +295,13 @@ def unlearn(
     wait_until(f"node {k} leaves", homes, daemons, converged, deadline)
     seconds = time.time() - t0
     proofs = [control.call(homes[i], "verify_unlearning", timeout=None) for i in others]
-    retrained = sum(
-        1
-        for i in others
-        for r in control.call(homes[i], "artifacts")
-        if r["kind"] == "expert" and r["state"] == "revoked" and r["reason"] and r["reason"].startswith("superseded")
+    retrained = len(
+        {  # distinct experts superseded by their owners, as any node saw them
+            r["id"]
+            for i in others
+            for r in control.call(homes[i], "artifacts")
+            if r["kind"] == "expert" and r["state"] == "revoked" and (r["reason"] or "").startswith("superseded")
+        }
     )
     after = evaluate(homes, test, others)
     blobs = {r["blob"] for r in control.call(homes[k], "artifacts") if r["id"] in revoked}

@@ -43,6 +43,8 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamEOF
 
+from ffnode.artifacts.codec import WireError, decode, is_version
+
 log = logging.getLogger("ffnode.net")
 
 FRAME_HEADER = struct.Struct(">I")
@@ -180,15 +182,16 @@ async def sync_request(stream: INetStream, body: bytes, max_response: int) -> by
 
 
 def _pack(message: dict[str, Any]) -> bytes:
-    return msgpack.packb(message, use_bin_type=True)
+    return msgpack.packb(message, use_bin_type=True)  # unsigned: key order as written (protocol/README.md)
 
 
 def _unpack(body: bytes, expected_type: str) -> dict[str, Any]:
+    """The same decoding rules as every other message (codec.decode): no duplicate keys, v exactly 1."""
     try:
-        message = msgpack.unpackb(body, raw=False)
-    except Exception as exc:
-        raise FrameError(f"undecodable msgpack body: {exc!r}") from exc
-    if not isinstance(message, dict) or message.get("t") != expected_type or message.get("v") != 1:
+        message = decode(body, max_bytes=MAX_BLOB_FRAME)
+    except WireError as exc:
+        raise FrameError(f"undecodable msgpack body: {exc}") from exc
+    if not isinstance(message, dict) or message.get("t") != expected_type or not is_version(message.get("v")):
         raise FrameError(f"expected a v1 {expected_type!r} message")
     return message
 
@@ -242,7 +245,7 @@ async def fetch_blob(stream: INetStream, blob_id: str, size: int, dest: Path, st
         raise BlobError(f"stalled: no header within {stall_timeout:g} s")
     if header.get("ok") is not True:
         raise BlobError(f"peer refused: {header.get('error', 'no reason given')}")
-    if header.get("size") != size:
+    if type(header.get("size")) is not int or header["size"] != size:
         raise BlobError(f"peer declares {header.get('size')} bytes, expected {size}")
 
     digest = hashlib.sha256()
