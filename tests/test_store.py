@@ -16,20 +16,24 @@ from ffnode.identity import Identity
 ALICE = Identity(bytes(range(32)))
 
 
-def published(store: Store, data: bytes, seq: int) -> Manifest:
-    blob = store.put_blob_bytes(data)
-    m = Manifest(
+def manifest(data: bytes, seq: int) -> Manifest:
+    return Manifest(
         kind="factory",
         owner=ALICE.peer_id,
         owner_key=ALICE.public_key,
         federation="f",
         classes=[0],
         arch={},
-        blob=blob,
+        blob=hashlib.sha256(data).hexdigest(),
         size=len(data),
         created=1,
         seq=seq,
     )
+
+
+def published(store: Store, data: bytes, seq: int) -> Manifest:
+    store.put_blob_bytes(data)
+    m = manifest(data, seq)
     store.add(m.seal(ALICE))
     return m
 
@@ -53,18 +57,7 @@ def test_repair_discards_partial_and_corrupt_files(tmp_path: Path) -> None:
 def test_fetched_blob_must_match_manifest(tmp_path: Path) -> None:
     store = Store(tmp_path, federation="f")
     data = b"weights"
-    m = Manifest(
-        kind="factory",
-        owner=ALICE.peer_id,
-        owner_key=ALICE.public_key,
-        federation="f",
-        classes=[0],
-        arch={},
-        blob=hashlib.sha256(data).hexdigest(),
-        size=len(data),
-        created=1,
-        seq=1,
-    )
+    m = manifest(data, 1)
     store.add(m.seal(ALICE))
     for wrong in (b"weightz", b"weight", b"weights!"):
         tmp = store.tmp_path(m.blob)

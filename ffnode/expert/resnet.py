@@ -8,13 +8,14 @@ image without knowing any preprocessing convention.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ffnode.plainconfig import from_plain, to_plain
 
 
 @dataclass(frozen=True)
@@ -35,21 +36,11 @@ class ExpertConfig:
     bf16: bool = False  # off by default: fp32 keeps retraining bitwise repeatable across torch builds
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain ints/floats/bools/lists, for the msgpack-encoded signed manifest."""
-        d = dataclasses.asdict(self)
-        d["blocks"] = list(self.blocks)
-        return d
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExpertConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ExpertConfig fields {unknown}: the manifest was made by another version")
-        d = dict(d)
-        if "blocks" in d:
-            d["blocks"] = tuple(int(b) for b in d["blocks"])
-        return cls(**d)
+        return from_plain(cls, d)
 
 
 class BasicBlock(nn.Module):

@@ -8,11 +8,12 @@ The config travels in the signed manifest, so a peer rebuilds exactly the model 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+
+from ffnode.plainconfig import from_plain, to_plain
 
 
 @dataclass(frozen=True)
@@ -60,21 +61,11 @@ class FactoryConfig:
             raise ValueError(f"unknown sampler '{self.sampler}': use 'dpmsolver++' or 'ddim'")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain ints/floats/strs/bools/lists, for the msgpack-encoded signed manifest."""
-        d = dataclasses.asdict(self)
-        d["block_out_channels"] = list(self.block_out_channels)
-        return d
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FactoryConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown FactoryConfig fields {unknown}: the manifest was made by another version")
-        d = dict(d)
-        if "block_out_channels" in d:
-            d["block_out_channels"] = tuple(int(w) for w in d["block_out_channels"])
-        return cls(**d)
+        return from_plain(cls, d)
 
 
 def build_unet(cfg: FactoryConfig) -> UNet2DModel:

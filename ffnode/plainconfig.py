@@ -1,0 +1,26 @@
+"""Configs travel inside signed manifests as plain msgpack values; these two functions convert both ways.
+
+Tuples become lists on the wire and are restored from the field's default type; unknown fields are an
+error, so a manifest made by another version is refused instead of silently half-read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+
+
+def to_plain(cfg: Any) -> dict[str, Any]:
+    """Plain ints/floats/strs/bools/lists, for the msgpack-encoded signed manifest."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def from_plain(cls: type[C], d: dict[str, Any]) -> C:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}: the manifest was made by another version")
+    values = {k: tuple(v) if isinstance(fields[k].default, tuple) else v for k, v in d.items()}
+    return cls(**values)
