@@ -1,0 +1,124 @@
+"""A bar chart of a testnet report's accuracies, drawn with Pillow alone.
+
+Pillow is already a dependency (image loading); matplotlib would add ~40 MB for one picture. The chart puts
+FederatedFactory's two modes (decentralised PoE, server mode) beside the references (centralised, local
+only) and the federated-learning baselines, with the chance level, so a report reads at a glance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+# (report path, bar label, colour group); a bar whose path is missing from the report is left out
+BARS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("poe_accuracy", "mean"), "PoE\n(mean)", "ours"),
+    (("server_mode", "accuracy"), "server\nmode", "ours"),
+    (("baselines", "centralized", "accuracy"), "centralised", "reference"),
+    (("baselines", "local_only", "accuracy_mean"), "local\nonly", "reference"),
+    (("baselines", "fedavg", "accuracy"), "FedAvg", "fl"),
+    (("baselines", "fedprox", "accuracy"), "FedProx", "fl"),
+    (("baselines", "feddyn", "accuracy"), "FedDyn", "fl"),
+    (("baselines", "scaffold", "accuracy"), "SCAFFOLD", "fl"),
+)
+COLOURS = {"ours": (31, 119, 180), "reference": (140, 140, 140), "fl": (230, 126, 34)}
+CHANCE_COLOUR = (200, 30, 30)
+LEGEND = {
+    "ours": "FederatedFactory",
+    "reference": "references (real data pooled / own data only)",
+    "fl": "FL baselines",
+}
+
+WIDTH, HEIGHT = 1200, 700  # pixels; big enough for a README, small enough to skim in a terminal viewer
+LEFT, RIGHT, TOP, BOTTOM = 90, 30, 145, 130  # plot margins: axis labels left, bar labels and legend below
+
+
+def _get(report: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    node: Any = report
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, int | float) else None
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)  # Pillow's bundled scalable font; needs FreeType, as wheels ship
+
+
+def _fl_note(report: dict[str, Any]) -> str | None:
+    """'20 rounds x 1 local epoch' when the FL baselines agree on their budget (the testnet runs them alike)."""
+    budgets = {
+        (b.get("rounds"), b.get("local_epochs"))
+        for name in ("fedavg", "fedprox", "feddyn", "scaffold")
+        if isinstance(b := report.get("baselines", {}).get(name), dict)
+    }
+    if len(budgets) != 1:
+        return None
+    rounds, epochs = budgets.pop()
+    if rounds is None or epochs is None:
+        return None
+    return f"FL baselines: {rounds} rounds x {epochs} local epoch{'s' if epochs != 1 else ''}"
+
+
+def write_chart(report: dict[str, Any], path: Path, num_classes: int | None = None) -> None:
+    """Draw the report's accuracies as a PNG at `path`; with `num_classes`, a dashed chance line at 1/K."""
+    bars = [(label, value, group) for keys, label, group in BARS if (value := _get(report, keys)) is not None]
+    if not bars:
+        raise ValueError("the report has no accuracy figures to chart (expected at least poe_accuracy.mean)")
+    image = Image.new("RGB", (WIDTH, HEIGHT), "white")
+    draw = ImageDraw.Draw(image)
+    title_font, text_font, small_font = _font(28), _font(20), _font(17)
+
+    # title: what was run
+    title = (
+        f"{report.get('dataset', '?')}: {report.get('nodes', '?')} nodes, "
+        f"{report.get('partition', '?')} partition, profile {report.get('profile', '?')}"
+    )
+    draw.text((LEFT, 20), title, fill="black", font=title_font)
+    draw.text((LEFT, 60), "accuracy on the held-out test split", fill=(80, 80, 80), font=small_font)
+    if note := _fl_note(report):
+        draw.text((LEFT, 84), note, fill=(80, 80, 80), font=small_font)
+
+    # axes: y from 0 to 1, gridlines every 0.2
+    x0, x1, y0, y1 = LEFT, WIDTH - RIGHT, HEIGHT - BOTTOM, TOP  # y0 is the baseline (accuracy 0)
+
+    def y_of(value: float) -> float:
+        return y0 - (y0 - y1) * min(max(value, 0.0), 1.0)
+
+    for tick in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        y = y_of(tick)
+        draw.line([(x0, y), (x1, y)], fill=(225, 225, 225) if tick else "black", width=1)
+        draw.text((x0 - 12, y), f"{tick:.1f}", fill="black", font=small_font, anchor="rm")
+
+    # bars with their value above and their name below
+    slot = (x1 - x0) / len(bars)
+    for i, (label, value, group) in enumerate(bars):
+        left, right = x0 + i * slot + slot * 0.18, x0 + (i + 1) * slot - slot * 0.18
+        centre = (left + right) / 2
+        draw.rectangle([left, y_of(value), right, y0], fill=COLOURS[group])
+        draw.text((centre, y_of(value) - 6), f"{value:.3f}", fill="black", font=text_font, anchor="md")
+        draw.multiline_text((centre, y0 + 10), label, fill="black", font=text_font, anchor="ma", align="center")
+
+    # chance level, dashed, over the bars; named in the legend, where no bar can hide its label
+    if num_classes:
+        y = y_of(1.0 / num_classes)
+        for start in range(int(x0), int(x1), 16):
+            draw.line([(start, y), (min(start + 9, x1), y)], fill=CHANCE_COLOUR, width=2)
+
+    # legend: the groups that are drawn, then the chance line
+    x = float(x0)
+    for group in dict.fromkeys(g for _, _, g in bars):
+        draw.rectangle([x, HEIGHT - 34, x + 18, HEIGHT - 16], fill=COLOURS[group])
+        draw.text((x + 26, HEIGHT - 25), LEGEND[group], fill="black", font=small_font, anchor="lm")
+        x += 26 + draw.textlength(LEGEND[group], font=small_font) + 36
+    if num_classes:
+        for start in (0, 14):
+            draw.line([(x + start, HEIGHT - 25), (x + start + 9, HEIGHT - 25)], fill=CHANCE_COLOUR, width=2)
+        text = f"chance (1/{num_classes} = {1.0 / num_classes:.3f})"
+        draw.text((x + 32, HEIGHT - 25), text, fill="black", font=small_font, anchor="lm")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
