@@ -71,6 +71,7 @@ class Node:
         self.home = home
         self.config = Config.load(home)
         self.identity = load_identity(home)
+        self._lock = self._lock_home()  # before the store repairs anything: one node per home
         fed = self.config.federation
         self.store = Store(home / "store", federation=fed.name, allowed=frozenset(fed.allowed_publishers), repair=True)
         self.learner = Learner(home, self.config, self.identity, self.store, self._publish)
@@ -100,7 +101,6 @@ class Node:
     # -- lifecycle -----------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; a failing task stops the node with its error."""
-        lock = self._lock_home()
         try:
             if self.config.learning.threads:
                 torch.set_num_threads(self.config.learning.threads)
@@ -112,7 +112,7 @@ class Node:
                 await self.net.stop()
                 (self.home / control.RUNTIME_FILE).unlink(missing_ok=True)
         finally:
-            lock.close()
+            self._lock.close()
 
     async def _serve(self, stop: asyncio.Event) -> None:
         control_ready = asyncio.Event()

@@ -166,3 +166,9 @@ def test_late_joiner_converges_by_sync(fed: Federation) -> None:
         return all(rows.get(aid) in ("live", "revoked") for aid in known)
 
     wait_for(has_all, timeout=TIMEOUT, what="the late joiner to hold every artifact", daemons=fed.daemons)
+
+
+def test_second_node_on_the_same_home_is_refused(fed: Federation) -> None:
+    out = cli("start", "--home", str(fed.homes[0]))
+    assert out.returncode == 1 and "already running" in out.stderr and "Traceback" not in out.stderr
+    assert status(fed.homes[0])["phase"] == "ready"
