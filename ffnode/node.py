@@ -38,7 +38,8 @@ from ffnode.unlearn import apply_revocation, leave, revoke, verify_unlearning
 log = logging.getLogger("ffnode.node")
 
 FETCH_WORKERS = 2
-RETRY_S = 3.0  # how often blobs that failed to arrive are tried again
+RETRY_S = 3.0  # first retry of a blob that failed to arrive; doubles per failure up to RETRY_MAX_S
+RETRY_MAX_S = 300.0
 SYNC_TIMEOUT_S = 30.0
 FETCH_TIMEOUT_S = 600.0
 
@@ -82,6 +83,7 @@ class Node:
         self.ready = asyncio.Event()  # the control endpoint answers and the host listens
         self._fetch_q: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
         self._queued: set[str] = set()
+        self._retry: dict[str, tuple[float, float]] = {}  # artifact ID -> (current delay, next attempt)
         self._sync_q: asyncio.Queue[str] = asyncio.Queue()
         self.net = NetHost(
             seed=self.identity.seed,
@@ -182,6 +184,7 @@ class Node:
         state = self.peers.setdefault(peer, PeerState())
         state.connected, state.last_seen = connected, time.time()
         if connected:
+            self._retry.clear()  # a new peer may hold what nobody served so far
             self._sync_q.put_nowait(peer)
 
     def _serve_sync(self, peer: str, body: bytes) -> bytes:
@@ -231,16 +234,19 @@ class Node:
             try:
                 async with asyncio.timeout(FETCH_TIMEOUT_S):
                     await self.net.fetch_blob(peer, m.blob, m.size, tmp)
-                self.store.put_blob_file(tmp, m)
+                await asyncio.to_thread(self.store.put_blob_file, tmp, m)  # hashes the file: off the loop
             except (NetError, WireError, TimeoutError) as exc:
                 tmp.unlink(missing_ok=True)
                 log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc)
                 continue
             self.traffic.fetched_bytes += m.size
+            self._retry.pop(aid, None)
             log.info("verified %s %s (%d bytes) from %s", m.kind, aid[:12], m.size, peer)
             self.learner.changed.set()
             return
-        # nobody served it yet: `_maintenance` queues it again
+        # nobody served it yet: `_maintenance` queues it again, backing off so a blob nobody has costs little
+        delay = min(RETRY_MAX_S, 2 * self._retry.get(aid, (RETRY_S / 2, 0.0))[0])
+        self._retry[aid] = (delay, time.monotonic() + delay)
 
     async def _sync_worker(self) -> None:
         while True:
@@ -263,8 +269,10 @@ class Node:
             self._queue_fetch(m.id, None)
         while True:
             await asyncio.sleep(RETRY_S)
+            now = time.monotonic()
             for m in self.store.pending():
-                self._queue_fetch(m.id, None)
+                if self._retry.get(m.id, (0.0, 0.0))[1] <= now:
+                    self._queue_fetch(m.id, None)
             if time.monotonic() - last_sync > self.config.network.sync_interval_s:
                 last_sync = time.monotonic()
                 for peer in self.net.connected_peers():
