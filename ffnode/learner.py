@@ -54,6 +54,9 @@ class Progress:
     missing: list[str] | None = None  # classes no factory covers yet
 
     def update(self, done: int, total: int) -> None:
+        """Progress callback of long work (worker thread); also logs every quarter, so the log shows it."""
+        if total and 4 * done // total > 4 * self.done // max(self.total, 1):
+            log.info("%s %s: %d/%d", self.phase, self.task, done, total)
         self.done, self.total = done, total
 
 
