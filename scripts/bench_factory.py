@@ -376,8 +376,9 @@ def main(argv: list[str] | None = None) -> dict:
         "accuracy_not_worse": down["ffnode"]["accuracy"] >= down["naive"]["accuracy"],
     }
     targets["all_met"] = all(targets.values())
+    ffnode_precision = "bf16 autocast" if cfg.bf16 and bf16_pays(pick_device().type) else "fp32"
     samplers = {
-        "ffnode": {"sampler": cfg.sampler, "sample_steps": cfg.sample_steps, "precision": "bf16 autocast"},
+        "ffnode": {"sampler": cfg.sampler, "sample_steps": cfg.sample_steps, "precision": ffnode_precision},
         "naive": {"sampler": "ddim", "sample_steps": NAIVE_SAMPLE_STEPS, "precision": "fp32"},
     }
     report: dict[str, Any] = {

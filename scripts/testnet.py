@@ -45,6 +45,7 @@ from ffnode.localnet import Daemons, init_home, status
 from ffnode.metrics import accuracy, macro_auroc
 from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
+from ffnode.report_chart import write_chart
 from ffnode.synth import synthesize
 
 console = Console(stderr=True)
@@ -379,6 +380,10 @@ def main(argv: list[str] | None = None) -> dict:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
         console.print(f"report written to {args.json}")
+        if "baselines" in report:
+            chart = args.json.with_suffix(".png")
+            write_chart(report, chart, num_classes=len(classes))
+            console.print(f"chart written to {chart}")
     return report
 
 
