@@ -76,11 +76,14 @@ def call(home: Path, cmd: str, args: dict[str, Any] | None = None, *, timeout: f
             sock.connect(str(path))
         except (ConnectionRefusedError, FileNotFoundError):
             raise ControlError(f"the node at {home} is not running (stale {path}): start it again") from None
-        sock.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
-        chunks = []
-        while chunk := sock.recv(1 << 20):
-            chunks.append(chunk)
-    reply = json.loads(b"".join(chunks))
+        try:
+            sock.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(1 << 20):
+                chunks.append(chunk)
+            reply = json.loads(b"".join(chunks))
+        except (OSError, ValueError) as exc:  # socket.timeout is an OSError; a cut-off reply a ValueError
+            raise ControlError(f"the node at {home} did not answer {cmd!r} ({exc or 'timed out'})") from None
     if not reply["ok"]:
         raise ControlError(reply["error"])
     return reply["result"]

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ from safetensors.torch import save as save_safetensors
 
 from ffnode.artifacts.codec import canonical_bytes
 from ffnode.artifacts.manifest import Manifest
-from ffnode.artifacts.store import Store
-from ffnode.config import Config
+from ffnode.artifacts.store import Store, atomic_write
+from ffnode.config import Config, ConfigError
 from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.expert.resnet import ExpertConfig
 from ffnode.expert.train import train_expert
@@ -40,6 +41,7 @@ from ffnode.synth import synthesize
 log = logging.getLogger("ffnode.learner")
 
 QUIET_S = 2.0  # wait this long after the last new factory before training: announcements come in bursts
+RETRY_S = 30.0  # after a failed learning round
 PENDING_GRACE_S = 60.0  # how long an announced factory whose blob has not arrived holds the expert back
 
 
@@ -80,6 +82,14 @@ def expert_arch(profile: Profile, config: Config, num_classes: int, image_shape:
     }
 
 
+class FactoryLoadError(Exception):
+    """A peer's factory that cannot be loaded or sampled: skipped, never fatal."""
+
+    def __init__(self, factory_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.factory_id = factory_id
+
+
 class Learner:
     def __init__(
         self,
@@ -98,6 +108,8 @@ class Learner:
         self.data: ImageSet | None = None
         self._pending_since: dict[str, float] = {}  # factory ID -> when its blob was first found missing
         self._gave_up: set[str] = set()
+        self._unusable: dict[str, str] = {}  # factory ID -> why it is not sampled
+        self._build_lock = threading.Lock()  # one training at a time: torch seeding is process-global
 
     @property
     def classes(self) -> list[str]:
@@ -122,6 +134,11 @@ class Learner:
         self.data = await asyncio.to_thread(load_dataset, cfg.spec, split=cfg.split, classes=self.classes)
         names = [self.classes[c] for c in self.local_classes()]
         log.info("local data %s: %d images of classes %s", cfg.spec, len(self.data.labels), names)
+        try:
+            self.profile()  # an unknown profile name fails now, with the node's other start-up errors
+        except ValueError as exc:
+            raise ConfigError(f"{self.home / 'config.toml'} [learning]: {exc}") from None
+        self.purge_synthetic({aid for r in self.store.revocations() for aid in r.ids})  # after a crash
 
     async def run(self) -> None:
         """Train what is due, then sleep until something changes (a factory goes live, a revocation)."""
@@ -129,12 +146,16 @@ class Learner:
         started = time.monotonic()
         while True:
             self.changed.clear()  # before the work: whatever arrives meanwhile wakes the next round
-            if self.left:
-                self.progress = Progress(phase="left")
-            else:
-                await self._train_own_factories()
-                await self._maybe_train_expert(deadline_passed=self._deadline_passed(started))
-            timeout = 5.0 if self.progress.phase == "waiting" else None
+            try:
+                if self.left:
+                    self.progress = Progress(phase="left")
+                else:
+                    await self._train_own_factories()
+                    await self._maybe_train_expert(deadline_passed=self._deadline_passed(started))
+            except Exception as exc:  # a bad round must not take the node (and its network) down
+                log.exception("learning round failed; trying again in %.0f s or when something changes", RETRY_S)
+                self.progress = Progress(phase="error", task=str(exc)[:120])
+            timeout = 5.0 if self.progress.phase == "waiting" else RETRY_S if self.progress.phase == "error" else None
             try:
                 async with asyncio.timeout(timeout):
                     await self.changed.wait()
@@ -166,6 +187,8 @@ class Learner:
                 checkpoint_dir=checkpoints,
                 progress=self.progress.update,
             )
+            if self.left:  # `ffnode leave` while it trained: this model must never be published
+                return
             await self._publish_artifact("factory", [label], fcfg.to_dict(), weights, [], seed, summary)
 
     # -- expert --------------------------------------------------------------------------------------
@@ -173,8 +196,9 @@ class Learner:
         """Live factories this node's expert should be trained from, and classes nothing covers yet."""
         own = set(self.local_classes())
         synth_own = self.config.learning.synth_own_classes
-        factories = [m for m in self.store.live("factory") if synth_own or m.classes[0] not in own]
-        covered = own | {m.classes[0] for m in self.store.live("factory")}
+        usable = [m for m in self.store.live("factory") if self._usable(m)]
+        factories = [m for m in usable if synth_own or m.classes[0] not in own]
+        covered = own | {m.classes[0] for m in usable}
         withdrawn = {
             c
             for e in self.store.entries()
@@ -183,6 +207,27 @@ class Learner:
         } - covered
         missing = [self.classes[c] for c in range(len(self.classes)) if c not in covered | withdrawn]
         return factories, missing
+
+    def _usable(self, m: Manifest) -> bool:
+        """A peer's factory must fit this federation before it is sampled: a valid class, a config this
+        version understands and this federation's image shape; one that failed to load is skipped too."""
+        reason = self._unusable.get(m.id)
+        if reason is None:
+            assert self.data is not None
+            try:
+                cfg = FactoryConfig.from_dict(m.arch)
+                h, w, c = self.data.images.shape[1:]
+                if len(m.classes) != 1 or m.classes[0] >= len(self.classes):
+                    reason = f"class {m.classes} is not one of the federation's {len(self.classes)} classes"
+                elif (cfg.image_size, cfg.image_size, cfg.channels) != (h, w, c):
+                    reason = f"it makes {cfg.image_size}x{cfg.image_size}x{cfg.channels} images, not {h}x{w}x{c}"
+            except (TypeError, ValueError) as exc:
+                reason = f"its config is not understood ({exc})"
+            if reason is None:
+                return True
+            self._unusable[m.id] = reason
+            log.warning("skipping factory %s of %s: %s", m.id[:12], m.owner, reason)
+        return False
 
     def _blocking_pending(self) -> list[Manifest]:
         """Announced factories whose blob has not arrived yet. Worth waiting for a while (the expert would
@@ -211,6 +256,7 @@ class Learner:
         current = self.current_expert()
         lineage = sorted(m.id for m in factories)
         if current is not None and sorted(current.lineage) == lineage:
+            await self._revoke_stale_experts(current)
             self.progress = Progress(phase="ready")
             return
         pending = self._blocking_pending()
@@ -226,73 +272,96 @@ class Learner:
         profile = self.profile()
         arch = expert_arch(profile, self.config, len(self.classes), tuple(self.data.images.shape[1:]))
         seed = self.config.learning.seed
-        self.progress = Progress(phase="expert", task=f"expert from {len(factories)} factories")
-        weights, summary = await asyncio.to_thread(self.build_expert, factories, arch, seed, True)
+        self.progress = Progress(phase="synthesis", task=f"expert from {len(factories)} factories")
+        try:
+            weights, summary = await asyncio.to_thread(self.build_expert, factories, arch, seed, self.progress)
+        except FactoryLoadError as exc:
+            self._unusable[exc.factory_id] = str(exc)
+            log.warning("skipping factory %s: %s", exc.factory_id[:12], exc)
+            self.changed.set()
+            return
+        if self.left or any(self.store.is_revoked(aid) for aid in lineage):
+            self.changed.set()  # withdrawn while it trained: never publish it, train again from what is left
+            return
         new = await self._publish_artifact(
             "expert", list(range(len(self.classes))), arch, weights, lineage, seed, summary
         )
-        if current is not None:
-            from ffnode.unlearn import revoke  # the superseded expert is withdrawn like any other artifact
-
-            await revoke(self, [current.id], reason=f"superseded by {new.id[:12]}")
+        await self._revoke_stale_experts(new)
         self.progress = Progress(phase="ready")
 
+    async def _revoke_stale_experts(self, keep: Manifest) -> None:
+        """Every own live expert but `keep` is superseded: also after a crash between publishing and revoking."""
+        stale = [m.id for m in self.store.live("expert") if m.owner == self.identity.peer_id and m.id != keep.id]
+        if stale:
+            from ffnode.unlearn import revoke  # the superseded expert is withdrawn like any other artifact
+
+            await revoke(self, stale, reason=f"superseded by {keep.id[:12]}")
+
     def build_expert(
-        self, factories: list[Manifest], arch: dict, seed: int, use_cache: bool
+        self, factories: list[Manifest], arch: dict, seed: int, progress: Progress, use_cache: bool = True
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Synthesise from `factories` and train on real + synthetic data: a pure function of its inputs."""
+        """Synthesise from `factories` and train on real + synthetic data: a pure function of its inputs.
+        One build at a time (the proof may run beside the learner): torch's seeding is process-global."""
         assert self.data is not None
-        per_class = arch["synth_per_class"]
-        images, labels = [self.data.images], [self.data.labels]
-        by_class: dict[int, list[Manifest]] = {}
-        for m in factories:
-            by_class.setdefault(m.classes[0], []).append(m)
-        for i, (label, group) in enumerate(sorted(by_class.items())):
-            self.progress = Progress(
-                phase="synthesis", task=f"class {self.classes[label]}", done=i, total=len(by_class)
+        with self._build_lock:
+            per_class = arch["synth_per_class"]
+            images, labels = [self.data.images], [self.data.labels]
+            by_class: dict[int, list[Manifest]] = {}
+            for m in factories:
+                by_class.setdefault(m.classes[0], []).append(m)
+            for i, (label, group) in enumerate(sorted(by_class.items())):
+                progress.phase, progress.task = "synthesis", f"class {self.classes[label]} ({i + 1}/{len(by_class)})"
+                x, y = self._synthesise(label, group, per_class, seed, use_cache, progress)
+                images.append(x)
+                labels.append(y)
+            progress.phase, progress.task = "expert", "training"
+            t0 = time.perf_counter()
+            weights, summary = train_expert(
+                np.concatenate(images),
+                np.concatenate(labels),
+                arch["num_classes"],
+                ExpertConfig.from_dict(arch["expert"]),
+                seed=seed,
+                progress=progress.update,
             )
-            x, y = self._synthesise(label, group, per_class, seed, use_cache)
-            images.append(x)
-            labels.append(y)
-        self.progress = Progress(phase="expert", task="training")
-        ecfg = ExpertConfig.from_dict(arch["expert"])
-        t0 = time.perf_counter()
-        weights, summary = train_expert(
-            np.concatenate(images),
-            np.concatenate(labels),
-            arch["num_classes"],
-            ecfg,
-            seed=seed,
-            progress=self.progress.update,
-        )
         summary = {**summary, "n_real": int(len(self.data.labels)), "seconds_total": time.perf_counter() - t0}
         return weights, summary
 
     def _synthesise(
-        self, label: int, group: list[Manifest], per_class: int, seed: int, use_cache: bool
+        self, label: int, group: list[Manifest], per_class: int, seed: int, use_cache: bool, progress: Progress
     ) -> tuple[np.ndarray, np.ndarray]:
         ids = sorted(m.id for m in group)
         sseed = derive_seed(seed, "synth", label, ids, per_class)
         key = hashlib.sha256(canonical_bytes([label, ids, per_class, sseed])).hexdigest()[:16]
         path = self.work / "synth" / f"class{label}-{key}.npz"
-        if use_cache and path.exists():
+        if use_cache and path.exists() and path.with_suffix(".json").exists():
             with np.load(path) as z:
                 return z["images"], z["labels"]
-        factories = [
-            (label, load_safetensors(self.store.read_blob(m)), FactoryConfig.from_dict(m.arch))
-            for m in sorted(group, key=lambda m: m.id)
-        ]
-        images, labels = synthesize(factories, per_class, seed=sseed, progress=self.progress.update)
-        if use_cache:
-            (self.work / "synth" / f"{path.stem}.json").write_text(json.dumps({"factories": ids}))
+        factories = []
+        for m in sorted(group, key=lambda m: m.id):
+            try:
+                weights = load_safetensors(self.store.read_blob(m))
+            except Exception as exc:  # a signed but broken blob, or revoked meanwhile: skip, never crash
+                raise FactoryLoadError(m.id, f"cannot load its weights ({exc})") from exc
+            factories.append((label, weights, FactoryConfig.from_dict(m.arch)))
+        try:
+            images, labels = synthesize(factories, per_class, seed=sseed, progress=progress.update)
+        except RuntimeError as exc:  # weights that do not fit their config
+            raise FactoryLoadError(ids[0], f"cannot sample it ({exc})") from exc
+        if use_cache and not any(self.store.is_revoked(aid) for aid in ids):
             tmp = path.with_suffix(".tmp.npz")
             np.savez(tmp, images=images, labels=labels)
-            tmp.replace(path)
+            tmp.replace(path)  # the data first, then the index that purge_synthetic reads
+            atomic_write(path.with_suffix(".json"), json.dumps({"factories": ids}).encode())
         return images, labels
 
     def purge_synthetic(self, revoked: set[str]) -> int:
-        """Delete every cached synthetic set drawn from a revoked factory; returns how many."""
+        """Delete every cached synthetic set drawn from a revoked factory (and any set whose index was never
+        written: a crash between the two files); returns how many."""
         count = 0
+        for data in (self.work / "synth").glob("*.npz"):
+            if not data.with_suffix(".json").exists():
+                data.unlink()
         for meta in (self.work / "synth").glob("*.json"):
             if revoked & set(json.loads(meta.read_text())["factories"]):
                 meta.with_suffix(".npz").unlink(missing_ok=True)

@@ -76,7 +76,7 @@ class Node:
         fed = self.config.federation
         self.store = Store(home / "store", federation=fed.name, allowed=frozenset(fed.allowed_publishers), repair=True)
         self.learner = Learner(home, self.config, self.identity, self.store, self._publish)
-        self.pool = ExpertPool(self.store)
+        self.pool = ExpertPool(self.store, len(self.config.federation.classes))
         self.peers: dict[str, PeerState] = {}
         self.traffic = Traffic()
         self.started = time.time()
@@ -235,7 +235,7 @@ class Node:
                 async with asyncio.timeout(FETCH_TIMEOUT_S):
                     await self.net.fetch_blob(peer, m.blob, m.size, tmp)
                 await asyncio.to_thread(self.store.put_blob_file, tmp, m)  # hashes the file: off the loop
-            except (NetError, WireError, TimeoutError) as exc:
+            except (NetError, WireError, TimeoutError, OSError) as exc:
                 tmp.unlink(missing_ok=True)
                 log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc)
                 continue

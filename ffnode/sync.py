@@ -2,8 +2,9 @@
 
 Gossipsub drops bursts silently (32-message queues, 10 msg/s per topic per peer), and a node that was
 offline missed everything. On every connection, and periodically, a node asks each peer for the signed
-envelopes of all its live manifests and all revocations, and treats each one exactly as if it had
-arrived by gossip.
+envelopes of all its manifests (revoked ones included, so a late joiner holds them with their
+tombstones) and all revocations, and treats each one it does not hold exactly as if it had arrived by
+gossip.
 """
 
 from __future__ import annotations

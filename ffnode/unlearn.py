@@ -72,7 +72,7 @@ def apply_revocation(learner: Learner, r: Revocation) -> None:
 def verify_unlearning(learner: Learner) -> dict[str, Any]:
     """Retrain this node's current expert from scratch on its recorded lineage and compare bytes; check
     that no revoked ID appears in the lineage of any live expert this node holds."""
-    from ffnode.learner import weights_to_bytes
+    from ffnode.learner import Progress, weights_to_bytes
 
     store = learner.store
     revoked = {aid for r in store.revocations() for aid in r.ids}
@@ -96,7 +96,7 @@ def verify_unlearning(learner: Learner) -> dict[str, Any]:
         report["error"] = "some lineage factories are not held here, so the expert cannot be rebuilt"
         return report
     t0 = time.perf_counter()
-    weights, _ = learner.build_expert(held, current.arch, current.seed, use_cache=False)
+    weights, _ = learner.build_expert(held, current.arch, current.seed, Progress(), use_cache=False)
     rebuilt = weights_to_bytes(weights)
     report.update(
         bitwise_identical=hashlib.sha256(rebuilt).hexdigest() == current.blob,

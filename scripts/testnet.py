@@ -277,6 +277,7 @@ def unlearn(
     )
     mask = np.isin(test.labels, only_k)
     others = [i for i in range(len(homes)) if i != k]
+    live_before = {r["id"] for r in control.call(homes[others[0]], "artifacts") if r["state"] == "live"}
     left = control.call(homes[k], "leave")
     revoked = set(left["ids"])
     t0 = time.time()
@@ -297,11 +298,11 @@ def unlearn(
     seconds = time.time() - t0
     proofs = [control.call(homes[i], "verify_unlearning", timeout=None) for i in others]
     retrained = len(
-        {  # distinct experts superseded by their owners, as any node saw them
+        {  # experts live before the withdrawal that their owners have since superseded
             r["id"]
             for i in others
             for r in control.call(homes[i], "artifacts")
-            if r["kind"] == "expert" and r["state"] == "revoked" and (r["reason"] or "").startswith("superseded")
+            if r["id"] in live_before and r["state"] == "revoked" and (r["reason"] or "").startswith("superseded")
         }
     )
     after = evaluate(homes, test, others)

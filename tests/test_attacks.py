@@ -17,6 +17,7 @@ from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.identity import Identity
 from ffnode.localnet import Daemons, init_home, status, wait_for
+from ffnode.profiles import profile_for
 from tests.daemons import CLASSES, Peer, class_file, free_port
 
 ATTACKER = Identity(b"\x07" * 32)
@@ -137,3 +138,35 @@ async def test_blob_that_does_not_match_its_manifest_is_never_stored(
     assert not (home / "store" / "blobs" / good.blob).exists()
     assert not any((home / "store" / "tmp").iterdir())  # no partial file left behind
     assert status(home)["phase"] == "ready"
+
+
+async def test_a_signed_factory_that_cannot_be_loaded_is_skipped(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A node waiting for class 2 gets a validly signed factory for it whose blob (hash and size correct)
+    is garbage: the node skips it with a log line, keeps waiting for class 2, and stays up."""
+    root = tmp_path_factory.mktemp("garbage")
+    home = root / "a"
+    addr = init_home(home, port=free_port(), data=class_file(root, [0, 1], "two"), classes=CLASSES, profile="tiny")
+    garbage = root / "garbage.safetensors"
+    garbage.write_bytes(b"not safetensors at all")
+    bad = manifest(garbage.read_bytes(), seq=1)
+    bad = Manifest(**{**bad.body(), "classes": [2], "arch": profile_for("tiny", (8, 8, 1)).factory.to_dict()})
+    with Daemons() as daemons:
+        daemons.start(home)
+        wait_for(
+            lambda: (s := status(home)) and s["phase"] == "waiting", timeout=120, what="node waiting", daemons=daemons
+        )
+        peer = Peer(topic="/ffnode/1/testnet/announce", inventory=[bad.seal(ATTACKER)], blobs={bad.blob: garbage})
+        await peer.start(addr)
+        try:
+            await asyncio.to_thread(
+                wait_for,
+                lambda: "skipping factory" in (home / "node.log").read_text(),
+                timeout=60,
+                what="the node to skip the broken factory",
+                daemons=daemons,
+            )
+        finally:
+            await peer.stop()
+        s = status(home)
+        assert s["phase"] == "waiting" and s["missing_classes"] == ["2"]
+        daemons.check()

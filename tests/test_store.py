@@ -69,3 +69,16 @@ def test_fetched_blob_must_match_manifest(tmp_path: Path) -> None:
     tmp.write_bytes(data)
     store.put_blob_file(tmp, m)
     assert store.entry(m.id).state == "live"
+
+
+def test_a_blob_belongs_to_one_owner(tmp_path: Path) -> None:
+    """Otherwise anyone could name a victim's blob in a manifest of their own and keep it alive (and
+    served, and used) after the victim revokes it."""
+    store = Store(tmp_path, federation="f")
+    published(store, b"victim weights", 1)
+    mallory = Identity(b"\x05" * 32)
+    squat = Manifest(
+        **{**manifest(b"victim weights", 1).body(), "owner": mallory.peer_id, "owner_key": mallory.public_key}
+    )
+    with pytest.raises(WireError, match="already published by another owner"):
+        store.add(squat.seal(mallory))

@@ -7,6 +7,7 @@ protocol and are accepted only if their length and sha256 match what the owner s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from ffnode.artifacts.codec import WireError, body_id, check_fields, is_hex_id, open_envelope, seal
@@ -50,8 +51,8 @@ class Manifest:
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def id(self) -> str:
+    @cached_property
+    def id(self) -> str:  # hashing the canonical body is not free, and IDs are used in every lookup
         return body_id(self.body())
 
     def body(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,10 @@ class Store:
             if path.name.startswith(".") or sha256_file(path) != path.name:
                 log.warning("discarding blob %s: content does not match its name", path.name)
                 path.unlink()
+        for r in self._revocations.values():  # a crash between tombstone and delete must not keep the blob
+            for aid in r.ids:
+                if aid in self._manifests:
+                    self._delete_blob_if_unused(self._manifests[aid].blob)
 
     # -- acceptance rules ----------------------------------------------------------------------------
     def check(self, data: bytes) -> Manifest | Revocation:
@@ -118,6 +123,9 @@ class Store:
             if isinstance(msg, Manifest):
                 if msg.id in self._revoked:
                     raise WireError(f"artifact {msg.id[:12]} was revoked: refusing it")
+                # a blob belongs to one owner: else anyone could keep a revoked blob alive by naming it
+                if any(m.blob == msg.blob and m.owner != msg.owner for m in self._manifests.values()):
+                    raise WireError(f"blob {msg.blob[:12]} is already published by another owner")
             other = self._seqs.get((msg.owner, msg.seq))
             if other is not None and other != msg.id:
                 raise WireError(f"replayed sequence number {msg.seq} of {msg.owner}")
@@ -164,7 +172,8 @@ class Store:
 
     # -- blobs ---------------------------------------------------------------------------------------
     def tmp_path(self, name: str) -> Path:
-        return self.root / "tmp" / f"{name}.{threading.get_ident()}.part"
+        """A fresh temp path for one transfer: two fetches never share a file."""
+        return self.root / "tmp" / f"{name}.{uuid.uuid4().hex}.part"
 
     def put_blob_file(self, tmp: Path, m: Manifest) -> None:
         """Move a fetched file into place after checking it against the signed manifest."""

@@ -35,8 +35,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from ffnode.control import ControlError
     from ffnode.data.sources import DataError
     from ffnode.identity import IdentityError
+    from ffnode.net import NetError  # e.g. the listen port is taken
 
-    return UserError, ConfigError, ControlError, DataError, IdentityError, WireError, KeyError, PermissionError
+    errors = UserError, ConfigError, ControlError, DataError, IdentityError, WireError, NetError
+    return (*errors, KeyError, PermissionError)
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def query(
         from ffnode.query import ExpertPool
 
         store = Store(home / "store", federation=config.federation.name)
-        result = ExpertPool(store).query(batch, config.federation.classes)
+        result = ExpertPool(store, len(config.federation.classes)).query(batch, config.federation.classes)
     if as_json:
         emit_json({"images": [str(p) for p in images], **result})
         return

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.logging import RichHandler
 
-from ffnode.cli.output import HomeOption, err
+from ffnode.cli.output import HomeOption, abort, err
 from ffnode.config import Config
 from ffnode.identity import load_identity
 
@@ -20,6 +20,8 @@ def start(
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Start the node: listen, gossip, learn and answer queries until stopped."""
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        abort(f"--log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
     if err.is_terminal:
         handler: logging.Handler = RichHandler(
             console=err, show_path=False, rich_tracebacks=True, tracebacks_show_locals=False

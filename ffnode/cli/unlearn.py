@@ -37,9 +37,10 @@ def verify_unlearning(home: Path = HomeOption, as_json: bool = JsonOption) -> No
     """Retrain the current expert from its recorded lineage and compare bytes; check no live lineage
     names a revoked artifact."""
     r = control.call(home, "verify_unlearning", timeout=None)
+    passed = r["bitwise_identical"] is not False and r["live_lineage_clean"] and "error" not in r
     if as_json:
         emit_json(r)
-        return
+        raise typer.Exit(0 if passed else 1)
     table(
         "unlearning proof",
         ["check", "result"],
@@ -51,5 +52,6 @@ def verify_unlearning(home: Path = HomeOption, as_json: bool = JsonOption) -> No
             ["retrained bitwise identical", r["bitwise_identical"]],
         ],
     )
-    if r["bitwise_identical"] is False or not r["live_lineage_clean"]:
-        raise typer.Exit(1)
+    if "error" in r:
+        err.print(f"[red]error:[/] {r['error']}")
+    raise typer.Exit(0 if passed else 1)

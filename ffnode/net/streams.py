@@ -159,10 +159,18 @@ def guard_handler(protocol: str, handler: StreamHandler) -> StreamHandler:
 # --- sync protocol ---------------------------------------------------------------------------
 
 
+async def _read_request(stream: INetStream, limit: int) -> bytes:
+    """A server reads its one request frame within WRITE_STALL_TIMEOUT: a silent client must not pin a task."""
+    with trio.move_on_after(WRITE_STALL_TIMEOUT) as scope:
+        return await read_frame(stream, limit)
+    assert scope.cancelled_caught
+    raise FrameError(f"no request within {WRITE_STALL_TIMEOUT:.0f} s")
+
+
 async def serve_sync(stream: INetStream, serve_request: Callable[[str, bytes], bytes]) -> None:
     """Server side of one sync exchange; serve_request runs in a worker thread (it may touch disk)."""
     peer = peer_of(stream)
-    body = await read_frame(stream, MAX_SYNC_REQUEST)
+    body = await _read_request(stream, MAX_SYNC_REQUEST)
     # abandon_on_cancel: stop() must not wait for a slow daemon handler; its late result is dropped.
     response = await trio.to_thread.run_sync(serve_request, peer, body, abandon_on_cancel=True)
     await write_frame(stream, response)
@@ -198,7 +206,7 @@ def _unpack(body: bytes, expected_type: str) -> dict[str, Any]:
 
 async def serve_blob(stream: INetStream, open_blob: Callable[[str], Path | None]) -> None:
     """Server side: answer one blob_get with a header and the raw bytes."""
-    request = _unpack(await read_frame(stream, MAX_BLOB_FRAME), "blob_get")
+    request = _unpack(await _read_request(stream, MAX_BLOB_FRAME), "blob_get")
     blob_id = request.get("id")
     if not isinstance(blob_id, str) or not BLOB_ID_RE.fullmatch(blob_id):
         raise FrameError("blob_get without a valid 64-char lowercase hex id")
