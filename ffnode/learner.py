@@ -82,6 +82,11 @@ def expert_arch(profile: Profile, config: Config, num_classes: int, image_shape:
     }
 
 
+class Stopping(Exception):
+    """The node is shutting down: long work in a worker thread aborts at its next progress tick (a thread
+    cannot be cancelled, and asyncio.run waits for it); factory training resumes from its checkpoint."""
+
+
 class FactoryLoadError(Exception):
     """A peer's factory that cannot be loaded or sampled: skipped, never fatal."""
 
@@ -110,6 +115,7 @@ class Learner:
         self._gave_up: set[str] = set()
         self._unusable: dict[str, str] = {}  # factory ID -> why it is not sampled
         self._build_lock = threading.Lock()  # one training at a time: torch seeding is process-global
+        self.stopping = threading.Event()  # set by the node on shutdown
 
     @property
     def classes(self) -> list[str]:
@@ -152,6 +158,8 @@ class Learner:
                 else:
                     await self._train_own_factories()
                     await self._maybe_train_expert(deadline_passed=self._deadline_passed(started))
+            except Stopping:
+                return
             except Exception as exc:  # a bad round must not take the node (and its network) down
                 log.exception("learning round failed; trying again in %.0f s or when something changes", RETRY_S)
                 self.progress = Progress(phase="error", task=str(exc)[:120])
@@ -185,7 +193,7 @@ class Learner:
                 fcfg,
                 seed=seed,
                 checkpoint_dir=checkpoints,
-                progress=self.progress.update,
+                progress=self._ticker(self.progress),
             )
             if self.left:  # `ffnode leave` while it trained: this model must never be published
                 return
@@ -322,7 +330,7 @@ class Learner:
                 arch["num_classes"],
                 ExpertConfig.from_dict(arch["expert"]),
                 seed=seed,
-                progress=progress.update,
+                progress=self._ticker(progress),
             )
         summary = {**summary, "n_real": int(len(self.data.labels)), "seconds_total": time.perf_counter() - t0}
         return weights, summary
@@ -345,7 +353,7 @@ class Learner:
                 raise FactoryLoadError(m.id, f"cannot load its weights ({exc})") from exc
             factories.append((label, weights, FactoryConfig.from_dict(m.arch)))
         try:
-            images, labels = synthesize(factories, per_class, seed=sseed, progress=progress.update)
+            images, labels = synthesize(factories, per_class, seed=sseed, progress=self._ticker(progress))
         except RuntimeError as exc:  # weights that do not fit their config
             raise FactoryLoadError(ids[0], f"cannot sample it ({exc})") from exc
         if use_cache and not any(self.store.is_revoked(aid) for aid in ids):
@@ -354,6 +362,16 @@ class Learner:
             tmp.replace(path)  # the data first, then the index that purge_synthetic reads
             atomic_write(path.with_suffix(".json"), json.dumps({"factories": ids}).encode())
         return images, labels
+
+    def _ticker(self, progress: Progress) -> Callable[[int, int], None]:
+        """The progress callback for work in a worker thread: records progress, aborts on shutdown."""
+
+        def tick(done: int, total: int) -> None:
+            if self.stopping.is_set():
+                raise Stopping
+            progress.update(done, total)
+
+        return tick
 
     def purge_synthetic(self, revoked: set[str]) -> int:
         """Delete every cached synthetic set drawn from a revoked factory (and any set whose index was never

@@ -133,6 +133,7 @@ class Node:
             self.ready.set()
             await stop.wait()
             log.info("stopping")
+            self.learner.stopping.set()  # training threads abort at their next step
             for task in tasks:
                 task.cancel()
 
