@@ -368,13 +368,14 @@ def main(argv: list[str] | None = None) -> dict:
             "compute": compute_used(homes[0]),
             "hardware": hardware(),
         }
+        if not args.no_baselines:  # before any site leaves: it uses every factory of the federation
+            console.print("server mode: one classifier on synthetic data from every factory ...")
+            report["server_mode"] = server_mode(args, homes[0], test, len(classes))
         if args.unlearn is not None:
             report["unlearning"] = unlearn(args, homes, daemons, test, parts, train, results, deadline)
     finally:
         daemons.stop_all()
     if not args.no_baselines:
-        console.print("server mode: one classifier on synthetic data from every factory ...")
-        report["server_mode"] = server_mode(args, homes[0], test, len(classes))
         report["baselines"] = baselines(args, parts, train, test, len(classes))
     print_report(report)
     if args.json:
