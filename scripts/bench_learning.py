@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
 
-from ffnode.baselines.fedavg import run_fedavg
+from ffnode.baselines import FedAvg, run_federated
 from ffnode.data import load_dataset, silo
 from ffnode.expert import load_expert, train_expert
 from ffnode.factory import train_factory
@@ -133,7 +133,8 @@ def main() -> None:
         "poe_single_image_ms": 1000 * statistics.median(single),
     }
     if args.fedavg_rounds:
-        fed = run_fedavg(
+        fed = run_federated(
+            FedAvg(),
             shards,
             (test.images, test.labels),
             num_classes,

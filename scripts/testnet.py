@@ -32,10 +32,7 @@ from safetensors.torch import load as load_safetensors
 
 from ffnode import control
 from ffnode.artifacts.store import Store
-from ffnode.baselines.fedavg import run_fedavg
-from ffnode.baselines.feddyn import run_feddyn
-from ffnode.baselines.fedprox import run_fedprox
-from ffnode.baselines.scaffold import run_scaffold
+from ffnode.baselines import default_strategies, run_federated
 from ffnode.data import partition
 from ffnode.data.sources import default_classes, load_dataset, save_npz
 from ffnode.expert.resnet import build_expert
@@ -174,7 +171,6 @@ def evaluate(homes: list[Path], test: Any, live: list[int]) -> dict[int, dict]:
 
 
 # -- baselines (in-process, same partition and classifier) -----------------------------------------
-FL_BASELINES = {"fedavg": run_fedavg, "fedprox": run_fedprox, "feddyn": run_feddyn, "scaffold": run_scaffold}
 
 
 def fit_eval(x: np.ndarray, y: np.ndarray, test: Any, n_classes: int, cfg: Any, seed: int) -> dict[str, float]:
@@ -197,9 +193,11 @@ def baselines(args: argparse.Namespace, parts: list[np.ndarray], train: Any, tes
     ]
     out["local_only"] = {"accuracy_mean": float(np.mean(local)), "per_node": local}
     clients = [(train.images[idx], train.labels[idx]) for idx in parts]
-    for name, run in FL_BASELINES.items():
+    for strategy in default_strategies():
+        name = strategy.name
         console.print(f"baselines: {name} ({args.fl_rounds} rounds x {args.fl_local_epochs} local epochs) ...")
-        r = run(
+        r = run_federated(
+            strategy,
             clients,
             (test.images, test.labels),
             n_classes,
@@ -401,7 +399,7 @@ def print_report(r: dict) -> None:
     if "baselines" in r:
         b = r["baselines"]
         t.add_row("server mode accuracy (synthetic only)", f"{r['server_mode']['accuracy']:.4f}")
-        for name in FL_BASELINES:
+        for name in (s.name for s in default_strategies()):
             t.add_row(f"{name} accuracy", f"{b[name]['accuracy']:.4f}")
         t.add_row("centralised accuracy", f"{b['centralized']['accuracy']:.4f}")
         t.add_row("local-only accuracy (mean)", f"{b['local_only']['accuracy_mean']:.4f}")

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ffnode.baselines import run_fedavg, run_feddyn, run_fedprox, run_scaffold
+from ffnode.baselines import FedAvg, FedProx, Strategy, default_strategies, run_federated
 from ffnode.baselines.feddyn import FedDyn
 from ffnode.baselines.scaffold import Scaffold
-from ffnode.baselines.simulate import Strategy
 from ffnode.data import load_dataset, silo
 from ffnode.profiles import PROFILES
 
@@ -54,14 +53,14 @@ def silos() -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.n
     return parts, (test.images[tkeep], test.labels[tkeep])
 
 
-@pytest.mark.parametrize("run", [run_fedavg, run_fedprox, run_feddyn, run_scaffold])
-def test_simulation_runs(run, silos) -> None:
-    out = run(silos[0], silos[1], 3, CFG, rounds=2, local_epochs=1, seed=0)
+@pytest.mark.parametrize("strategy", default_strategies(), ids=lambda s: s.name)
+def test_simulation_runs(strategy: Strategy, silos) -> None:
+    out = run_federated(strategy, silos[0], silos[1], 3, CFG, rounds=2, local_epochs=1, seed=0)
     assert out["rounds"] == 2 and out["local_epochs"] == 1
     assert 0.0 <= out["accuracy"] <= 1.0 and 0.0 <= out["auroc"] <= 1.0
 
 
 def test_fedprox_with_zero_mu_is_fedavg(silos) -> None:
-    a = run_fedavg(silos[0], silos[1], 3, CFG, rounds=2, local_epochs=1, seed=0)
-    b = run_fedprox(silos[0], silos[1], 3, CFG, rounds=2, local_epochs=1, seed=0, mu=0.0)
+    a = run_federated(FedAvg(), silos[0], silos[1], 3, CFG, rounds=2, local_epochs=1, seed=0)
+    b = run_federated(FedProx(mu=0.0), silos[0], silos[1], 3, CFG, rounds=2, local_epochs=1, seed=0)
     assert a["accuracy"] == b["accuracy"] and a["auroc"] == b["auroc"]

@@ -1,8 +1,18 @@
-"""Classifier-federation baselines the paper compares against, simulated in one process."""
+"""Classifier-federation baselines the paper compares against, simulated in one process.
 
-from ffnode.baselines.fedavg import run_fedavg
-from ffnode.baselines.feddyn import run_feddyn
-from ffnode.baselines.fedprox import run_fedprox
-from ffnode.baselines.scaffold import run_scaffold
+Each algorithm is a `Strategy` in its own file; `run_federated(strategy, ...)` simulates it.
+`default_strategies()` gives them with the paper's hyper-parameters (FedProx mu 0.01, FedDyn alpha 0.001).
+"""
 
-__all__ = ["run_fedavg", "run_feddyn", "run_fedprox", "run_scaffold"]
+from ffnode.baselines.fedavg import FedAvg
+from ffnode.baselines.feddyn import FedDyn
+from ffnode.baselines.fedprox import FedProx
+from ffnode.baselines.scaffold import Scaffold
+from ffnode.baselines.simulate import Strategy, run_federated
+
+
+def default_strategies() -> list[Strategy]:
+    return [FedAvg(), FedProx(mu=0.01), FedDyn(alpha=0.001), Scaffold()]
+
+
+__all__ = ["FedAvg", "FedDyn", "FedProx", "Scaffold", "Strategy", "default_strategies", "run_federated"]

@@ -11,21 +11,10 @@ of such models is a poor classifier: the failure FederatedFactory is built to av
 
 from __future__ import annotations
 
-import numpy as np
-
-from ffnode.baselines.simulate import Strategy, run_federated
-from ffnode.expert.resnet import ExpertConfig
+from ffnode.baselines.simulate import Strategy
 
 
-def run_fedavg(
-    parts: list[tuple[np.ndarray, np.ndarray]],
-    test: tuple[np.ndarray, np.ndarray],
-    num_classes: int,
-    cfg: ExpertConfig,
-    *,
-    rounds: int,
-    local_epochs: int,
-    seed: int,
-) -> dict:
-    """Simulate FedAvg; returns accuracy, auroc, rounds, local_epochs (and the algorithm's name)."""
-    return run_federated(Strategy(), parts, test, num_classes, cfg, rounds=rounds, local_epochs=local_epochs, seed=seed)
+class FedAvg(Strategy):
+    """The plain algorithm: Strategy's defaults are exactly FedAvg; the other baselines override hooks."""
+
+    name = "fedavg"

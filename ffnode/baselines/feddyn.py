@@ -16,11 +16,9 @@ The paper's baseline setting is alpha = 0.001.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ffnode.baselines.simulate import Params, Strategy, run_federated, weighted_mean
-from ffnode.expert.resnet import ExpertConfig
+from ffnode.baselines.simulate import Params, Strategy, weighted_mean
 
 
 class FedDyn(Strategy):
@@ -48,20 +46,3 @@ class FedDyn(Strategy):
         self.h = [h - self.alpha * d for h, d in zip(self.h, drift, strict=True)]
         mean = weighted_mean(client_params, [1.0] * m)
         return [p - h / self.alpha for p, h in zip(mean, self.h, strict=True)]
-
-
-def run_feddyn(
-    parts: list[tuple[np.ndarray, np.ndarray]],
-    test: tuple[np.ndarray, np.ndarray],
-    num_classes: int,
-    cfg: ExpertConfig,
-    *,
-    rounds: int,
-    local_epochs: int,
-    seed: int,
-    alpha: float = 0.001,
-) -> dict:
-    """Simulate FedDyn with regulariser weight `alpha`; returns accuracy, auroc, rounds, local_epochs."""
-    return run_federated(
-        FedDyn(alpha), parts, test, num_classes, cfg, rounds=rounds, local_epochs=local_epochs, seed=seed
-    )

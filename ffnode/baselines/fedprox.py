@@ -10,10 +10,7 @@ Aggregation is FedAvg's data-size-weighted mean. The paper's baseline setting is
 
 from __future__ import annotations
 
-import numpy as np
-
-from ffnode.baselines.simulate import Params, Strategy, run_federated
-from ffnode.expert.resnet import ExpertConfig
+from ffnode.baselines.simulate import Params, Strategy
 
 
 class FedProx(Strategy):
@@ -24,20 +21,3 @@ class FedProx(Strategy):
 
     def correction(self, client: int, params: Params, global_params: Params) -> Params:
         return [self.mu * (p - g) for p, g in zip(params, global_params, strict=True)]
-
-
-def run_fedprox(
-    parts: list[tuple[np.ndarray, np.ndarray]],
-    test: tuple[np.ndarray, np.ndarray],
-    num_classes: int,
-    cfg: ExpertConfig,
-    *,
-    rounds: int,
-    local_epochs: int,
-    seed: int,
-    mu: float = 0.01,
-) -> dict:
-    """Simulate FedProx with proximal weight `mu`; returns accuracy, auroc, rounds, local_epochs."""
-    return run_federated(
-        FedProx(mu), parts, test, num_classes, cfg, rounds=rounds, local_epochs=local_epochs, seed=seed
-    )

@@ -14,11 +14,9 @@ After K local steps, with "option II" of the paper:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ffnode.baselines.simulate import Params, Strategy, run_federated, weighted_mean
-from ffnode.expert.resnet import ExpertConfig
+from ffnode.baselines.simulate import Params, Strategy, weighted_mean
 
 
 class Scaffold(Strategy):
@@ -46,17 +44,3 @@ class Scaffold(Strategy):
             self.c_k[k] = new_ck
         self.c = [c + d for c, d in zip(self.c, weighted_mean(deltas, [1.0] * m), strict=True)]
         return weighted_mean(client_params, [1.0] * m)  # theta^t + mean(theta_k - theta^t)
-
-
-def run_scaffold(
-    parts: list[tuple[np.ndarray, np.ndarray]],
-    test: tuple[np.ndarray, np.ndarray],
-    num_classes: int,
-    cfg: ExpertConfig,
-    *,
-    rounds: int,
-    local_epochs: int,
-    seed: int,
-) -> dict:
-    """Simulate SCAFFOLD; returns accuracy, auroc, rounds, local_epochs."""
-    return run_federated(Scaffold(), parts, test, num_classes, cfg, rounds=rounds, local_epochs=local_epochs, seed=seed)
