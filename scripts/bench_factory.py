@@ -50,7 +50,7 @@ from ffnode.expert.resnet import ExpertConfig, load_expert
 from ffnode.expert.train import train_expert
 from ffnode.factory.model import FactoryConfig, build_unet
 from ffnode.factory.sample import sample_factory
-from ffnode.factory.train import images_to_tensor, train_factory
+from ffnode.factory.train import images_to_tensor, noisy_batch, train_factory
 from ffnode.metrics import accuracy, macro_auroc
 from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
@@ -90,7 +90,6 @@ def naive_train(
     """
     device = pick_device()
     data = images_to_tensor(images).to(device)  # (N, C, H, W) in [-1, 1]
-    n = len(data)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_unet(cfg).to(device)
@@ -102,14 +101,7 @@ def naive_train(
     for step in range(cfg.train_steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        idx = torch.randint(n, (cfg.batch_size,), generator=generator)
-        x0 = data[idx.to(device)]  # (B, C, H, W)
-        if cfg.hflip:
-            flip = (torch.rand(cfg.batch_size, generator=generator) < 0.5).to(device)
-            x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-        noise = torch.randn(x0.shape, generator=generator).to(device)
-        t = torch.randint(cfg.num_train_timesteps, (cfg.batch_size,), generator=generator).to(device)
-        xt = noise_scheduler.add_noise(x0, noise, t)
+        _, noise, t, xt = noisy_batch(data, cfg, generator, noise_scheduler)  # the same draws as ffnode's
         loss = F.mse_loss(model(xt, t).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ffnode.data.sources import load_dataset, save_npz
+from ffnode.localnet import init_home, wait_for
 from ffnode.net import Handlers, NetHost
 
 CLASSES = ["0", "1", "2"]
@@ -28,6 +29,23 @@ def class_file(root: Path, labels: list[int], name: str) -> Path:
     path = root / f"{name}.npz"
     save_npz(path, {"train": (d.images[keep], d.labels[keep])})
     return path
+
+
+def chained_federation(root: Path) -> tuple[list[Path], list[str]]:
+    """Homes a, b, c holding the digits 0, 1, 2 (tiny profile), bootstrapped as a chain: B -> A, C -> B."""
+    homes, addrs = [root / n for n in "abc"], []
+    for i, home in enumerate(homes):
+        data = class_file(root, [i], f"class{i}")
+        addrs.append(
+            init_home(home, port=free_port(), data=data, classes=CLASSES, bootstrap=addrs[-1:], profile="tiny", seed=i)
+        )
+    return homes, addrs
+
+
+async def wait_for_log(home: Path, needle: str, what: str) -> None:
+    """Wait (off the event loop, 30 s at most) until the node's log contains `needle`: its line naming a
+    rejection."""
+    await asyncio.to_thread(wait_for, lambda: needle in (home / "node.log").read_text(), timeout=30, what=what)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from PIL import Image
 from ffnode import control
 from ffnode.data.sources import load_dataset
 from ffnode.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
-from tests.daemons import CLASSES, class_file, free_port
+from tests.daemons import CLASSES, chained_federation, class_file, free_port
 
 TIMEOUT = 180.0
 
@@ -48,20 +48,7 @@ def cli_json(*words: str) -> object:
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     root = tmp_path_factory.mktemp("fed")
-    homes, addrs = [root / n for n in "abc"], []
-    for i, home in enumerate(homes):
-        boot = addrs[-1:]  # chained: B -> A, C -> B
-        addrs.append(
-            init_home(
-                home,
-                port=free_port(),
-                data=class_file(root, [i], f"class{i}"),
-                classes=CLASSES,
-                bootstrap=boot,
-                profile="tiny",
-                seed=i,
-            )
-        )
+    homes, addrs = chained_federation(root)
     with Daemons() as daemons:
         for home in homes:
             daemons.start(home)

@@ -4,7 +4,6 @@ an offline node catches up by sync when it starts, and a re-gossiped revoked man
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import time
@@ -15,28 +14,15 @@ import pytest
 from ffnode import control
 from ffnode.artifacts.revocation import Revocation
 from ffnode.identity import Identity
-from ffnode.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
-from tests.daemons import CLASSES, Peer, class_file, free_port
+from ffnode.localnet import Daemons, ffnode_cmd, status, wait_for
+from tests.daemons import Peer, chained_federation, wait_for_log
 
 TIMEOUT = 180.0
 
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[str], Daemons]:
-    root = tmp_path_factory.mktemp("unlearn")
-    homes, addrs = [root / n for n in "abc"], []
-    for i, home in enumerate(homes):
-        addrs.append(
-            init_home(
-                home,
-                port=free_port(),
-                data=class_file(root, [i], f"c{i}"),
-                classes=CLASSES,
-                bootstrap=addrs[-1:],
-                profile="tiny",
-                seed=i,
-            )
-        )
+    homes, addrs = chained_federation(tmp_path_factory.mktemp("unlearn"))
     with Daemons() as daemons:
         for home in homes:
             daemons.start(home)
@@ -77,12 +63,7 @@ async def test_forged_revocation_deletes_nothing(fed: tuple[list[Path], list[str
     await peer.start(addrs[1])
     try:
         await peer.publish(forged.seal(mallory))
-        await asyncio.to_thread(
-            wait_for,
-            lambda: "not signed by its owner" in (homes[1] / "node.log").read_text(),
-            timeout=30,
-            what="B to reject the forged revocation",
-        )
+        await wait_for_log(homes[1], "not signed by its owner", "B to reject the forged revocation")
     finally:
         await peer.stop()
     for home in homes:
@@ -138,12 +119,7 @@ async def test_regossiped_revoked_manifest_is_refused(fed: tuple[list[Path], lis
     await peer.start(addrs[1])  # served by sync on connect, and gossiped
     try:
         await peer.publish(envelope)
-        await asyncio.to_thread(
-            wait_for,
-            lambda: "was revoked: refusing it" in (homes[1] / "node.log").read_text(),
-            timeout=30,
-            what="B to refuse the revoked manifest",
-        )
+        await wait_for_log(homes[1], "was revoked: refusing it", "B to refuse the revoked manifest")
     finally:
         await peer.stop()
     assert rows(homes[1])[revoked[0]["id"]]["state"] == "revoked"

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -31,6 +32,24 @@ CHECKPOINT_NAME = "factory_checkpoint.safetensors"
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 -> (N, C, H, W) float32 in [-1, 1], the range the diffusion model works in."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
+
+
+def noisy_batch(
+    data: torch.Tensor, cfg: FactoryConfig, generator: torch.Generator, scheduler: DDPMScheduler
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training batch: images (x0), noise, timesteps and the noised images x_t, all drawn from `generator`.
+
+    Drawn with replacement, so a class of 50 images and one of 5,000 cost the same per step.
+    """
+    device = data.device
+    idx = torch.randint(len(data), (cfg.batch_size,), generator=generator)
+    x0 = data[idx.to(device)]  # (B, C, H, W)
+    if cfg.hflip:
+        flip = (torch.rand(cfg.batch_size, generator=generator) < 0.5).to(device)
+        x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    t = torch.randint(cfg.num_train_timesteps, (cfg.batch_size,), generator=generator).to(device)
+    return x0, noise, t, scheduler.add_noise(x0, noise, t)
 
 
 def _lr_at(step: int, cfg: FactoryConfig) -> float:
@@ -98,15 +117,7 @@ def train_factory(
     while step < cfg.train_steps:
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        # batch: draw with replacement, so a class of 50 images and one of 5,000 cost the same per step
-        idx = torch.randint(n, (cfg.batch_size,), generator=generator)
-        x0 = data[idx.to(device)]  # (B, C, H, W)
-        if cfg.hflip:
-            flip = (torch.rand(cfg.batch_size, generator=generator) < 0.5).to(device)
-            x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-        noise = torch.randn(x0.shape, generator=generator).to(device)
-        t = torch.randint(cfg.num_train_timesteps, (cfg.batch_size,), generator=generator).to(device)
-        xt = noise_scheduler.add_noise(x0, noise, t)
+        x0, noise, t, xt = noisy_batch(data, cfg, generator, noise_scheduler)
         target = noise if cfg.prediction_type == "epsilon" else noise_scheduler.get_velocity(x0, noise, t)
         # forward/backward
         with autocast(device, cfg.bf16):
