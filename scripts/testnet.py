@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> dict:
         results = evaluate(homes, test, list(range(n)))
         final = statuses(homes, daemons)
         accs = [results[i]["accuracy"] for i in range(n)]
+        aurocs = [results[i]["auroc"] for i in range(n)]
         report: dict[str, Any] = {
             "dataset": args.dataset,
             "nodes": n,
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict:
             "profile": args.profile,
             "wall_s": round(wall, 1),
             "poe_accuracy": {"mean": float(np.mean(accs)), "min": float(np.min(accs)), "per_node": accs},
-            "poe_auroc": {"mean": float(np.mean([results[i]["auroc"] for i in range(n)]))},
+            "poe_auroc": {"mean": float(np.mean(aurocs)), "min": float(np.min(aurocs)), "per_node": aurocs},
             "bytes_sent_per_node": [s["bytes_sent"] for s in final],
             "compute": compute_used(homes[0]),
             "hardware": hardware(),

@@ -63,3 +63,4 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
     assert u["classes"] == [0] and len(u["revoked"]) == 2  # node 0's factory and expert
     assert u["class_accuracy_before"] >= 0.8 and u["class_accuracy_after"] <= 0.1
     assert not math.isnan(report["poe_auroc"]["mean"]) and np.isfinite(report["wall_s"])
+    assert len(report["poe_auroc"]["per_node"]) == 3 and all(0.5 < a <= 1.0 for a in report["poe_auroc"]["per_node"])
