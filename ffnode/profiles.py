@@ -63,7 +63,7 @@ PROFILES: dict[str, Profile] = {
         ),
         expert=ExpertConfig(width=16, blocks=(1, 1, 1), epochs=15, batch_size=64, hflip=True, bf16=True),
         synth_per_class=500,
-        description="28x28 medical images on a 2-core CPU: ~3 min of the machine per factory, ~1.5 per site's synthesis",
+        description="28x28 medical images on a 2-core CPU: ~3 min of the machine per factory",
     ),
     # one GPU: wider models, attention, longer runs, many samples
     "gpu": Profile(

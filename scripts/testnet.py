@@ -88,7 +88,7 @@ def make_homes(args: argparse.Namespace, parts: list[np.ndarray], train: Any, cl
     homes, addrs = [], []
     for i, idx in enumerate(parts):
         data = args.workdir / f"node{i}.npz"
-        save_npz(data, {"train": (train.images[idx], train.labels[idx])})
+        save_npz(data, {"train": (train.images[idx], train.labels[idx])}, classes)
         home = args.workdir / f"node{i}"
         boot = sorted({addrs[0], addrs[-1]}) if addrs else []
         addrs.append(

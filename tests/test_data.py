@@ -60,6 +60,18 @@ def test_npz_round_trip_and_errors(tmp_path: Path) -> None:
         load_dataset(str(tmp_path / "missing.npz"))
 
 
+def test_npz_class_names_name_a_share_of_a_named_dataset(tmp_path: Path) -> None:
+    """A silo site's file holds one class of eight; its class_names keep the label meaning the federation's."""
+    path = tmp_path / "site.npz"
+    names = ("basophil", "eosinophil", "erythroblast")
+    save_npz(path, {"train": (np.zeros((2, 4, 4, 3), np.uint8), np.array([2, 2]))}, names)
+    data = load_dataset(str(path), classes=("erythroblast", "basophil", "eosinophil"))
+    assert data.classes == ("erythroblast", "basophil", "eosinophil") and data.labels.tolist() == [0, 0]
+    save_npz(path, {"train": (np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 3]))}, names)
+    with pytest.raises(DataError, match="must be 0..2, one per class name"):
+        load_dataset(str(path))
+
+
 def test_grayscale_npz_gets_a_channel_axis(tmp_path: Path) -> None:
     path = tmp_path / "gray.npz"
     save_npz(path, {"train": (np.zeros((3, 5, 5), np.uint8), np.array([0, 1, 1]))})

@@ -7,7 +7,8 @@ A spec is one of:
   information (measured in ``scripts/bench_learning.py``).
 - ``bloodmnist`` / ``retinamnist`` / ``cifar10``: named files in the data dir (``$FFNODE_DATA_DIR``, else
   ``../shared/data`` from the cwd or from the repository root).
-- a path to a MedMNIST-format ``.npz`` (``train_images``, ``train_labels`` of shape (N, 1), ``val_*``, ``test_*``).
+- a path to a MedMNIST-format ``.npz`` (``train_images``, ``train_labels`` of shape (N, 1), ``val_*``, ``test_*``);
+  an optional ``class_names`` array names the labels (MedMNIST files have none: their labels are named 0..K-1).
 - a path to an image-folder tree: ``root/<class>/*.png|jpg|jpeg``, or ``root/<split>/<class>/...``.
 
 Every bad input raises :class:`DataError` with one sentence naming the file or class and what to do: a node
@@ -168,9 +169,15 @@ def load_dataset(spec: str, *, split: str = "train", classes: Sequence[str] | No
     return ImageSet(images=images, labels=labels.astype(np.int64), classes=tuple(names))
 
 
-def save_npz(path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Write splits as a MedMNIST-format .npz (`<split>_images` (N,H,W[,C]) uint8, `<split>_labels` (N, 1))."""
-    arrays: dict[str, np.ndarray] = {}
+def save_npz(
+    path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], classes: Sequence[str] | None = None
+) -> None:
+    """Write splits as a MedMNIST-format .npz (`<split>_images` (N,H,W[,C]) uint8, `<split>_labels` (N, 1)).
+
+    With `classes`, the names of labels 0..K-1 go in a `class_names` array, so a file holding only some
+    classes of a named dataset (a silo site's share) still says which classes they are.
+    """
+    arrays: dict[str, np.ndarray] = {} if classes is None else {"class_names": np.array(list(classes), dtype=str)}
     for split, (images, labels) in splits.items():
         arrays[f"{split}_images"] = np.asarray(images, dtype=np.uint8)
         arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64).reshape(-1, 1)
@@ -207,8 +214,11 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str
                 )
             images = npz[f"{split}_images"]
             labels = npz[f"{split}_labels"]
-            # generic names 0..K-1, K taken over all splits so train and test agree
-            k = max(int(npz[key].max()) + 1 for key in npz.files if key.endswith("_labels") and npz[key].size)
+            if "class_names" in keys:
+                names = tuple(str(c) for c in npz["class_names"])
+            else:  # generic names 0..K-1, K taken over all splits so train and test agree
+                k = max(int(npz[key].max()) + 1 for key in npz.files if key.endswith("_labels") and npz[key].size)
+                names = tuple(str(i) for i in range(k))
     except DataError:
         raise
     except (OSError, ValueError) as e:
@@ -220,9 +230,9 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str
     labels = labels.reshape(-1).astype(np.int64)
     if len(labels) != len(images):
         raise DataError(f"{path}: {len(images)} '{split}' images but {len(labels)} labels: fix the file")
-    if labels.size and labels.min() < 0:
-        raise DataError(f"{path}: '{split}_labels' has negative labels: labels must be 0..K-1")
-    return images, labels, tuple(str(i) for i in range(k))
+    if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
+        raise DataError(f"{path}: '{split}_labels' must be 0..{len(names) - 1}, one per class name: fix the file")
+    return images, labels, names
 
 
 def _load_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
