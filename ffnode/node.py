@@ -14,8 +14,9 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from ffnode.unlearn import apply_revocation, leave, revoke, verify_unlearning
 log = logging.getLogger("ffnode.node")
 
 FETCH_WORKERS = 2
+SYNC_WORKERS = 4  # a peer that never answers holds one worker for SYNC_TIMEOUT_S, not the whole round
 RETRY_S = 3.0  # first retry of a blob that failed to arrive; doubles per failure up to RETRY_MAX_S
 RETRY_MAX_S = 300.0
 SYNC_TIMEOUT_S = 30.0
@@ -61,6 +63,12 @@ class Traffic:
     sync_bytes: int = 0
     gossip_bytes: int = 0
     fetched_bytes: int = 0
+    # bumped from the loop, the network thread and worker threads: `+=` on an attribute is not atomic
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, kind: str, n: int) -> None:
+        with self._lock:
+            setattr(self, f"{kind}_bytes", getattr(self, f"{kind}_bytes") + n)
 
     @property
     def sent(self) -> int:
@@ -78,6 +86,7 @@ class Node:
         self.learner = Learner(home, self.config, self.identity, self.store, self._publish)
         self.pool = ExpertPool(self.store, len(self.config.federation.classes))
         self.peers: dict[str, PeerState] = {}
+        self._peers_lock = threading.Lock()  # rejections are counted on the network thread, the rest on the loop
         self.traffic = Traffic()
         self.started = time.time()
         self.ready = asyncio.Event()  # the control endpoint answers and the host listens
@@ -85,6 +94,7 @@ class Node:
         self._queued: set[str] = set()
         self._retry: dict[str, tuple[float, float]] = {}  # artifact ID -> (current delay, next attempt)
         self._sync_q: asyncio.Queue[str] = asyncio.Queue()
+        self._sync_queued: set[str] = set()  # a peer waits in the sync queue at most once
         self.net = NetHost(
             seed=self.identity.seed,
             listen=self.config.network.listen,
@@ -118,24 +128,33 @@ class Node:
 
     async def _serve(self, stop: asyncio.Event) -> None:
         control_ready = asyncio.Event()
-        async with asyncio.TaskGroup() as tg:
-            tasks = [
-                tg.create_task(control.serve(self.home, self._control_handlers(), control_ready)),
-                tg.create_task(self.learner.run()),
-                tg.create_task(self._sync_worker()),
-                tg.create_task(self._maintenance()),
-                *(tg.create_task(self._fetch_worker()) for _ in range(FETCH_WORKERS)),
-            ]
-            await control_ready.wait()
-            runtime = {"pid": os.getpid(), "peer_id": self.identity.peer_id, "addrs": self.net.addrs}
-            (self.home / control.RUNTIME_FILE).write_text(json.dumps(runtime))
-            log.info("node %s listening on %s", self.identity.peer_id, " ".join(self.net.addrs))
-            self.ready.set()
-            await stop.wait()
-            log.info("stopping")
-            self.learner.stopping.set()  # training threads abort at their next step
-            for task in tasks:
-                task.cancel()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(control.serve(self.home, self._control_handlers(), control_ready)),
+                    tg.create_task(self.learner.run()),
+                    tg.create_task(self._maintenance()),
+                    tg.create_task(self._watch_network()),
+                    *(tg.create_task(self._sync_worker()) for _ in range(SYNC_WORKERS)),
+                    *(tg.create_task(self._fetch_worker()) for _ in range(FETCH_WORKERS)),
+                ]
+                await control_ready.wait()
+                runtime = {"pid": os.getpid(), "peer_id": self.identity.peer_id, "addrs": self.net.addrs}
+                (self.home / control.RUNTIME_FILE).write_text(json.dumps(runtime))
+                log.info("node %s listening on %s", self.identity.peer_id, " ".join(self.net.addrs))
+                self.ready.set()
+                await stop.wait()
+                log.info("stopping")
+                self.learner.stopping.set()  # training threads abort at their next step
+                for task in tasks:
+                    task.cancel()
+        finally:
+            self.learner.stopping.set()  # also when a task failed: no training thread outlives the node
+
+    async def _watch_network(self) -> None:
+        """A node without its network would look alive and learn nothing: stop with an error instead."""
+        await self.net.wait_ended()
+        raise NetError("the libp2p host stopped on its own (its error is logged above): restart the node")
 
     def _lock_home(self) -> Any:
         f = open(self.home / "node.lock", "w")  # held for the node's lifetime
@@ -156,16 +175,21 @@ class Node:
             return str(exc)
         return None
 
+    def _peer(self, peer: str) -> PeerState:
+        with self._peers_lock:
+            return self.peers.setdefault(peer, PeerState())
+
     def _count_rejection(self, peer: str, reason: str) -> None:
-        state = self.peers.setdefault(peer, PeerState())
-        state.rejected += 1
-        state.last_rejection = reason
+        state = self._peer(peer)
+        with self._peers_lock:
+            state.rejected += 1
+            state.last_rejection = reason
 
     def _on_gossip(self, data: bytes, peer: str) -> None:
         self._accept(data, peer)
 
     def _accept(self, data: bytes, peer: str) -> None:
-        state = self.peers.setdefault(peer, PeerState())
+        state = self._peer(peer)
         state.last_seen = time.time()
         try:
             msg = self.store.add(data)
@@ -173,7 +197,8 @@ class Node:
             self._count_rejection(peer, str(exc))
             log.warning("rejected a message from %s: %s", peer, exc)
             return
-        state.accepted += 1
+        with self._peers_lock:
+            state.accepted += 1
         if isinstance(msg, Manifest):
             log.info("accepted %s %s of %s", msg.kind, msg.id[:12], msg.owner)
             self._queue_fetch(msg.id, peer)
@@ -182,30 +207,30 @@ class Node:
             apply_revocation(self.learner, msg)
 
     def _on_peer(self, peer: str, connected: bool) -> None:
-        state = self.peers.setdefault(peer, PeerState())
+        state = self._peer(peer)
         state.connected, state.last_seen = connected, time.time()
         if connected:
             self._retry.clear()  # a new peer may hold what nobody served so far
-            self._sync_q.put_nowait(peer)
+            self._queue_sync(peer)
 
     def _serve_sync(self, peer: str, body: bytes) -> bytes:
         federation = parse_inventory_request(body)
         if federation != self.config.federation.name:
             raise WireError(f"inventory request for federation {federation!r} from {peer}")
         reply = inventory_response(*self.store.inventory())
-        self.traffic.sync_bytes += len(reply)
+        self.traffic.add("sync", len(reply))
         return reply
 
     def _open_blob(self, blob: str) -> Path | None:
         path = self.store.blob_path(blob)
         if path is not None:
-            self.traffic.blob_bytes += path.stat().st_size
+            self.traffic.add("blob", path.stat().st_size)
         return path
 
     async def _publish(self, envelope: bytes) -> None:
         try:
             await self.net.publish(envelope)
-            self.traffic.gossip_bytes += len(envelope)
+            self.traffic.add("gossip", len(envelope))
         except NetError as exc:  # peers still get it by sync
             log.warning("publish failed (%s); peers will get it by sync", exc)
 
@@ -240,7 +265,7 @@ class Node:
                 tmp.unlink(missing_ok=True)
                 log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc)
                 continue
-            self.traffic.fetched_bytes += m.size
+            self.traffic.add("fetched", m.size)
             self._retry.pop(aid, None)
             log.info("verified %s %s (%d bytes) from %s", m.kind, aid[:12], m.size, peer)
             self.learner.changed.set()
@@ -248,6 +273,11 @@ class Node:
         # nobody served it yet: `_maintenance` queues it again, backing off so a blob nobody has costs little
         delay = min(RETRY_MAX_S, 2 * self._retry.get(aid, (RETRY_S / 2, 0.0))[0])
         self._retry[aid] = (delay, time.monotonic() + delay)
+
+    def _queue_sync(self, peer: str) -> None:
+        if peer not in self._sync_queued:
+            self._sync_queued.add(peer)
+            self._sync_q.put_nowait(peer)
 
     async def _sync_worker(self) -> None:
         while True:
@@ -259,6 +289,8 @@ class Node:
             except (NetError, WireError, TimeoutError) as exc:
                 log.warning("sync with %s failed: %s", peer, exc)
                 continue
+            finally:
+                self._sync_queued.discard(peer)
             for data in manifests + revocations:  # manifests first: a revocation needs its target known
                 if not self.store.knows(data):
                     self._accept(data, peer)
@@ -277,7 +309,7 @@ class Node:
             if time.monotonic() - last_sync > self.config.network.sync_interval_s:
                 last_sync = time.monotonic()
                 for peer in self.net.connected_peers():
-                    self._sync_q.put_nowait(peer)
+                    self._queue_sync(peer)
 
     # -- control endpoint ----------------------------------------------------------------------------
     def _control_handlers(self) -> dict[str, control.Handler]:
@@ -328,17 +360,19 @@ class Node:
             by_kind = published.setdefault(e.manifest.owner, {})
             by_kind[e.manifest.kind] = by_kind.get(e.manifest.kind, 0) + (e.state != "revoked")
         connected = set(self.net.connected_peers())
-        ids = (set(self.peers) | connected | set(published)) - {self.identity.peer_id}
+        with self._peers_lock:
+            known = dict(self.peers)
+        ids = (set(known) | connected | set(published)) - {self.identity.peer_id}
         return [
             {
                 "peer_id": pid,
                 "addrs": self.net.peer_addrs(pid),
                 "connected": pid in connected,
-                "last_seen": self.peers.get(pid, PeerState()).last_seen or None,
+                "last_seen": known.get(pid, PeerState()).last_seen or None,
                 "published": published.get(pid, {}),
-                "accepted": self.peers.get(pid, PeerState()).accepted,
-                "rejected": self.peers.get(pid, PeerState()).rejected,
-                "last_rejection": self.peers.get(pid, PeerState()).last_rejection,
+                "accepted": known.get(pid, PeerState()).accepted,
+                "rejected": known.get(pid, PeerState()).rejected,
+                "last_rejection": known.get(pid, PeerState()).last_rejection,
             }
             for pid in sorted(ids)
         ]

@@ -422,3 +422,26 @@ async def test_mdns_discovers_and_connects_local_peers(make_node) -> None:
     async with asyncio.timeout(20):  # discovery on loopback takes 1.5-3.5 s
         a, b = await make_node(mdns=True), await make_node(mdns=True)
         await until(lambda: (b.host.peer_id, True) in a.peer_events and (a.host.peer_id, True) in b.peer_events)
+
+
+def crash_trio_thread(host: NetHost) -> None:
+    """Make libp2p's trio world die the way an unguarded bug would: an exception escaping a callback."""
+
+    def boom() -> None:
+        raise RuntimeError("injected libp2p crash")
+
+    assert host._token is not None
+    host._token.run_sync_soon(boom)
+
+
+async def test_wait_ended_returns_when_libp2p_dies_on_its_own(make_node, caplog) -> None:
+    async with asyncio.timeout(10):
+        a, b = await make_node(), await make_node()
+        await connected(a, b)
+        waiter = asyncio.create_task(a.host.wait_ended())
+        await asyncio.sleep(0.2)
+        assert not waiter.done()  # a healthy host does not end
+        crash_trio_thread(a.host)
+        await waiter
+        await until(lambda: (b.host.peer_id, False) in a.peer_events)  # its peers are reported gone
+    assert "crashed" in caplog.text

@@ -178,6 +178,7 @@ class NetHost:
         self._stop_lock = threading.Lock()
         self._stopping = False
         self._running = False
+        self._ended: asyncio.Event | None = None  # set on the loop when the trio thread ends, for any reason
 
         # Trio-thread-only state.
         self._host: IHost | None = None
@@ -205,6 +206,7 @@ class NetHost:
         if self._thread is not None:
             raise NetError(f"host {self.peer_id} was already started")
         self._loop = asyncio.get_running_loop()
+        self._ended = asyncio.Event()
         ready: asyncio.Future[None] = self._loop.create_future()
         self._thread = threading.Thread(
             target=self._thread_main, args=(ready,), name=f"ffnode-net-{self.peer_id[-8:]}", daemon=True
@@ -233,6 +235,12 @@ class NetHost:
             except trio.RunFinishedError:
                 pass  # the trio thread already ended
         await asyncio.get_running_loop().run_in_executor(None, thread.join)
+
+    async def wait_ended(self) -> None:
+        """Return when the libp2p thread has ended: after stop(), or when libp2p crashed on its own."""
+        if self._ended is None:
+            raise NetError(f"host {self.peer_id} was never started")
+        await self._ended.wait()
 
     async def connect(self, addr: str) -> str:
         """Dial a /ip4/../tcp/../p2p/.. multiaddr; return the peer id."""
@@ -355,6 +363,8 @@ class NetHost:
             # Wakes start() if the thread ended before readiness; a no-op otherwise.
             error = NetError(f"host {self.peer_id} ended while starting on {[str(a) for a in self._listen]}")
             self._to_loop(_settle, ready, (error, None))
+            assert self._ended is not None
+            self._to_loop(self._ended.set)
 
     # --- trio side ----------------------------------------------------------------------------
 

@@ -1,0 +1,62 @@
+"""The daemon in-process on 127.0.0.1: what it does when its own parts fail, and its shared counters."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from ffnode.localnet import init_home
+from ffnode.net import NetError
+from ffnode.node import Node, Traffic
+from tests.daemons import CLASSES, class_file, free_port
+from tests.test_net import crash_trio_thread
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "node"
+    init_home(home, port=free_port(), data=class_file(tmp_path, [0], "zero"), classes=CLASSES, profile="tiny")
+    return home
+
+
+async def test_a_node_whose_network_dies_stops_with_an_error(home: Path) -> None:
+    node = Node(home)
+    stop = asyncio.Event()
+    run = asyncio.create_task(node.run(stop))
+    async with asyncio.timeout(60):
+        await node.ready.wait()
+        crash_trio_thread(node.net)
+        with pytest.raises(ExceptionGroup) as info:
+            await run
+    assert info.group_contains(NetError, match="libp2p host stopped on its own")
+    assert not (home / "node.json").exists()  # its runtime file is gone: `ffnode status` says it is down
+
+
+def test_a_peer_waits_in_the_sync_queue_once(home: Path) -> None:
+    node = Node(home)
+    try:
+        for _ in range(3):
+            node._queue_sync("peer-a")
+        node._queue_sync("peer-b")
+        assert node._sync_q.qsize() == 2
+    finally:
+        node._lock.close()
+
+
+def test_traffic_counts_every_byte_from_many_threads() -> None:
+    traffic = Traffic()
+
+    def bump() -> None:
+        for _ in range(20_000):
+            traffic.add("blob", 3)
+            traffic.add("sync", 1)
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (traffic.blob_bytes, traffic.sync_bytes, traffic.sent) == (240_000, 80_000, 320_000)
