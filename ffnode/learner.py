@@ -317,13 +317,15 @@ class Learner:
             by_class: dict[int, list[Manifest]] = {}
             for m in factories:
                 by_class.setdefault(m.classes[0], []).append(m)
+            sampled, sampling_s = 0, 0.0  # images drawn now (not from the cache), and the seconds that took
             for i, (label, group) in enumerate(sorted(by_class.items())):
                 progress.phase, progress.task = "synthesis", f"class {self.classes[label]} ({i + 1}/{len(by_class)})"
-                x, y = self._synthesise(label, group, per_class, seed, use_cache, progress)
+                x, y, seconds = self._synthesise(label, group, per_class, seed, use_cache, progress)
                 images.append(x)
                 labels.append(y)
+                if seconds:
+                    sampled, sampling_s = sampled + len(y), sampling_s + seconds
             progress.phase, progress.task = "expert", "training"
-            t0 = time.perf_counter()
             weights, summary = train_expert(
                 np.concatenate(images),
                 np.concatenate(labels),
@@ -332,19 +334,24 @@ class Learner:
                 seed=seed,
                 progress=self._ticker(progress),
             )
-        summary = {**summary, "n_real": int(len(self.data.labels)), "seconds_total": time.perf_counter() - t0}
+        summary |= {
+            "n_real": int(len(self.data.labels)),
+            "synth_sampled": sampled,
+            "synth_seconds": round(sampling_s, 3),
+        }
         return weights, summary
 
     def _synthesise(
         self, label: int, group: list[Manifest], per_class: int, seed: int, use_cache: bool, progress: Progress
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """The synthetic set of one class, and the seconds spent sampling it (0.0 when it came from the cache)."""
         ids = sorted(m.id for m in group)
         sseed = derive_seed(seed, "synth", label, ids, per_class)
         key = hashlib.sha256(canonical_bytes([label, ids, per_class, sseed])).hexdigest()[:16]
         path = self.work / "synth" / f"class{label}-{key}.npz"
         if use_cache and path.exists() and path.with_suffix(".json").exists():
             with np.load(path) as z:
-                return z["images"], z["labels"]
+                return z["images"], z["labels"], 0.0
         factories = []
         for m in sorted(group, key=lambda m: m.id):
             try:
@@ -352,6 +359,7 @@ class Learner:
             except Exception as exc:  # a signed but broken blob, or revoked meanwhile: skip, never crash
                 raise FactoryLoadError(m.id, f"cannot load its weights ({exc})") from exc
             factories.append((label, weights, FactoryConfig.from_dict(m.arch)))
+        t0 = time.perf_counter()
         try:
             images, labels = synthesize(factories, per_class, seed=sseed, progress=self._ticker(progress))
         except RuntimeError as exc:  # weights that do not fit their config
@@ -361,7 +369,7 @@ class Learner:
             np.savez(tmp, images=images, labels=labels)
             tmp.replace(path)  # the data first, then the index that purge_synthetic reads
             atomic_write(path.with_suffix(".json"), json.dumps({"factories": ids}).encode())
-        return images, labels
+        return images, labels, time.perf_counter() - t0
 
     def _ticker(self, progress: Progress) -> Callable[[int, int], None]:
         """The progress callback for work in a worker thread: records progress, aborts on shutdown."""

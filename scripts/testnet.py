@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ from safetensors.torch import load as load_safetensors
 from ffnode import control
 from ffnode.artifacts.store import Store
 from ffnode.baselines import default_strategies, run_federated
+from ffnode.config import Config
 from ffnode.data import partition
 from ffnode.data.sources import default_classes, load_dataset, save_npz
 from ffnode.expert.resnet import build_expert
@@ -64,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fl-local-epochs", type=int, default=1, help="FedAvg local epochs per round")
     p.add_argument("--no-baselines", action="store_true", help="skip FedAvg/centralised/local-only")
     p.add_argument("--threads", type=int, default=1, help="torch threads per node")
+    p.add_argument("--max-per-class", type=int, default=0, help="keep at most N training images per class (0: all)")
+    p.add_argument("--synth-per-class", type=int, default=0, help="synthetic images per missing class (0: profile's)")
     return p.parse_args(argv)
 
 
@@ -71,6 +75,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def split_data(args: argparse.Namespace, classes: list[str]) -> tuple[list[np.ndarray], Any, Any]:
     train = load_dataset(args.dataset, split="train", classes=classes)
     test = load_dataset(args.dataset, split="test", classes=classes)
+    if args.max_per_class:  # a seeded subsample of each class, for a quicker run on a big dataset
+        rng = np.random.default_rng(args.seed)
+        keep = np.sort(
+            np.concatenate(
+                [rng.permutation(np.flatnonzero(train.labels == c))[: args.max_per_class] for c in range(len(classes))]
+            )
+        )
+        train = dataclasses.replace(train, images=train.images[keep], labels=train.labels[keep])
     if args.partition == "silo":
         parts = partition.silo(train.labels, args.nodes)
     elif args.partition.startswith("dirichlet:"):
@@ -103,6 +115,10 @@ def make_homes(args: argparse.Namespace, parts: list[np.ndarray], train: Any, cl
                 threads=args.threads,
             )
         )
+        if args.synth_per_class:
+            config = Config.load(home)
+            config.learning.synth_per_class = args.synth_per_class
+            config.save(home)
         homes.append(home)
     return homes
 
@@ -219,7 +235,7 @@ def server_mode(args: argparse.Namespace, home: Path, test: Any, n_classes: int)
     ]
     profile = profile_for(args.profile, test.images.shape[1:])
     t0 = time.perf_counter()
-    x, y = synthesize(factories, profile.synth_per_class, seed=args.seed)
+    x, y = synthesize(factories, args.synth_per_class or profile.synth_per_class, seed=args.seed)
     synth_s = time.perf_counter() - t0
     result = fit_eval(x, y, test, n_classes, profile.expert, args.seed)
     return {**result, "synthetic_images": len(y), "synthesis_img_per_s": round(len(y) / synth_s, 1)}
@@ -240,6 +256,9 @@ def compute_used(home: Path) -> dict:
         "factory_train_seconds_mean": mean(fac, "seconds"),
         "factory_images_seen_mean": mean(fac, "images_seen"),
         "expert_train_seconds_mean": mean(exp, "seconds"),
+        "synthesis_img_per_s_per_node": round(
+            sum(m.get("synth_sampled", 0) for m in exp) / max(1e-9, sum(m.get("synth_seconds", 0.0) for m in exp)), 1
+        ),
         "expert_train_images_mean": mean(exp, "n_train"),
     }
 
@@ -360,6 +379,9 @@ def main(argv: list[str] | None = None) -> dict:
             "nodes": n,
             "partition": args.partition,
             "profile": args.profile,
+            "train_images": len(train.labels),
+            "synth_per_class": args.synth_per_class
+            or profile_for(args.profile, train.images.shape[1:]).synth_per_class,
             "wall_s": round(wall, 1),
             "poe_accuracy": {"mean": float(np.mean(accs)), "min": float(np.min(accs)), "per_node": accs},
             "poe_auroc": {"mean": float(np.mean(aurocs)), "min": float(np.min(aurocs)), "per_node": aurocs},

@@ -36,7 +36,7 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
     report = testnet.main([
         "--nodes", "3", "--dataset", str(three_digits(tmp_path / "digits012.npz")), "--partition", "silo",
         "--workdir", str(tmp_path / "net"), "--json", str(out), "--base-port", str(free_port()),
-        "--unlearn", "0", "--fl-rounds", "3", "--timeout", "400",
+        "--unlearn", "0", "--fl-rounds", "3", "--timeout", "400", "--max-per-class", "100", "--synth-per-class", "80",
     ])  # fmt: skip
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))  # the file is the report
     for key in (
@@ -58,6 +58,10 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
     assert report["baselines"]["fedavg"]["accuracy"] < acc["mean"] - 0.2  # FedAvg collapses on silos
     assert report["baselines"]["centralized"]["accuracy"] >= 0.9
     assert all(b > 0 for b in report["bytes_sent_per_node"])
+    # the knobs reached the daemons: each expert saw its 100 real images and 80 synthetic per missing class
+    assert report["train_images"] == 300 and report["synth_per_class"] == 80
+    assert report["compute"]["expert_train_images_mean"] == 100 + 2 * 80
+    assert report["compute"]["synthesis_img_per_s_per_node"] > 0
     u = report["unlearning"]
     assert u["dropped_everywhere"] and u["exact"] and u["experts_retrained"] == 2
     assert u["classes"] == [0] and len(u["revoked"]) == 2  # node 0's factory and expert
