@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +29,15 @@ def three_digits(path: Path) -> Path:
     return path
 
 
+def script(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("testnet", ROOT / "scripts" / "testnet.py")
-    testnet = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(testnet)
+    testnet = script("testnet")
     out = tmp_path / "report.json"
     report = testnet.main([
         "--nodes", "3", "--dataset", str(three_digits(tmp_path / "digits012.npz")), "--partition", "silo",
@@ -68,3 +74,5 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
     assert u["class_accuracy_before"] >= 0.8 and u["class_accuracy_after"] <= 0.1
     assert not math.isnan(report["poe_auroc"]["mean"]) and np.isfinite(report["wall_s"])
     assert len(report["poe_auroc"]["per_node"]) == 3 and all(0.5 < a <= 1.0 for a in report["poe_auroc"]["per_node"])
+    table = script("results_table").table([report])  # docs/results.md's table reads every figure it shows
+    assert "not in this report" not in table and f"**{acc['mean']:.3f}**" in table
