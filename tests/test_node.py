@@ -60,3 +60,23 @@ def test_traffic_counts_every_byte_from_many_threads() -> None:
     for t in threads:
         t.join()
     assert (traffic.blob_bytes, traffic.sync_bytes, traffic.sent) == (240_000, 80_000, 320_000)
+
+
+def test_ffnode_start_shows_a_failed_daemon_task_as_one_line(monkeypatch, capsys) -> None:
+    import ffnode.cli as cli
+
+    def failing_daemon(**_: object) -> None:
+        raise ExceptionGroup("unhandled errors in a TaskGroup", [NetError("the libp2p host stopped on its own")])
+
+    monkeypatch.setattr(cli, "app", failing_daemon)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip() == "error: the libp2p host stopped on its own"
+
+    def buggy_daemon(**_: object) -> None:
+        raise ExceptionGroup("unhandled errors in a TaskGroup", [ZeroDivisionError("a bug")])
+
+    monkeypatch.setattr(cli, "app", buggy_daemon)
+    with pytest.raises(ExceptionGroup):  # a bug keeps its traceback
+        cli.main()

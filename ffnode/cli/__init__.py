@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import typer
 
@@ -41,12 +42,23 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (*errors, KeyError, PermissionError)
 
 
+def _fail(exc: BaseException) -> NoReturn:
+    err.print(f"[red]error:[/] {exc.args[0] if exc.args else exc}", highlight=False)
+    sys.exit(1)
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
     except _user_errors() as exc:
-        err.print(f"[red]error:[/] {exc.args[0] if exc.args else exc}", highlight=False)
-        sys.exit(1)
+        _fail(exc)
+    except ExceptionGroup as group:  # a daemon task failed, e.g. its network thread died: show its cause
+        user = group.subgroup(_user_errors())
+        if user is None:
+            raise
+        while isinstance(user, ExceptionGroup):
+            user = user.exceptions[0]
+        _fail(user)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
     except typer.Exit as exc:
