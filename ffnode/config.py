@@ -46,6 +46,7 @@ class LearningConfig:
     profile: str = "default"  # named sizes and step counts: ffnode/profiles.py
     seed: int = 0  # factories, synthesis and the expert are deterministic given it
     synth_per_class: int = 0  # 0 = the profile's count
+    factory_steps: int = 0  # 0 = the profile's; fewer steps, faster and rougher factories
     synth_own_classes: bool = False  # also synthesise the classes this node holds real data for
     deadline_s: float = 0.0  # >0: train the expert after this many seconds even if classes are missing
     threads: int = 0  # torch CPU threads; 0 = torch's default

@@ -11,6 +11,7 @@ rebuild it bit for bit: that is how `ffnode verify-unlearning` proves a revoked 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -130,8 +131,12 @@ class Learner:
         return sorted({int(c) for c in np.unique(self.data.labels)})
 
     def profile(self) -> Profile:
+        """The configured profile, fitted to the local images, with the config's overrides applied."""
         assert self.data is not None
-        return profile_for(self.config.learning.profile, self.data.images.shape[1:])
+        profile = profile_for(self.config.learning.profile, self.data.images.shape[1:])
+        if steps := self.config.learning.factory_steps:
+            profile = dataclasses.replace(profile, factory=dataclasses.replace(profile.factory, train_steps=steps))
+        return profile
 
     # -- the loop ------------------------------------------------------------------------------------
     async def load_data(self) -> None:

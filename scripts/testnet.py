@@ -20,6 +20,8 @@ import json
 import os
 import platform
 import shutil
+import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads per node")
     p.add_argument("--max-per-class", type=int, default=0, help="keep at most N training images per class (0: all)")
     p.add_argument("--synth-per-class", type=int, default=0, help="synthetic images per missing class (0: profile's)")
+    p.add_argument("--factory-steps", type=int, default=0, help="factory training steps (0: the profile's)")
     return p.parse_args(argv)
 
 
@@ -115,9 +118,10 @@ def make_homes(args: argparse.Namespace, parts: list[np.ndarray], train: Any, cl
                 threads=args.threads,
             )
         )
-        if args.synth_per_class:
+        if args.synth_per_class or args.factory_steps:
             config = Config.load(home)
             config.learning.synth_per_class = args.synth_per_class
+            config.learning.factory_steps = args.factory_steps
             config.save(home)
         homes.append(home)
     return homes
@@ -442,4 +446,5 @@ def print_report(r: dict) -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SIGTERM too runs main's `finally`: no daemon left
     main()

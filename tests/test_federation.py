@@ -43,6 +43,7 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
         "--nodes", "3", "--dataset", str(three_digits(tmp_path / "digits012.npz")), "--partition", "silo",
         "--workdir", str(tmp_path / "net"), "--json", str(out), "--base-port", str(free_port()),
         "--unlearn", "0", "--fl-rounds", "3", "--timeout", "400", "--max-per-class", "100", "--synth-per-class", "80",
+        "--factory-steps", "120",
     ])  # fmt: skip
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))  # the file is the report
     for key in (
@@ -67,6 +68,7 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
     # the knobs reached the daemons: each expert saw its 100 real images and 80 synthetic per missing class
     assert report["train_images"] == 300 and report["synth_per_class"] == 80
     assert report["compute"]["expert_train_images_mean"] == 100 + 2 * 80
+    assert report["compute"]["factory_images_seen_mean"] == 120 * 64  # the default profile's batch of 64
     assert report["compute"]["synthesis_img_per_s_per_node"] > 0
     u = report["unlearning"]
     assert u["dropped_everywhere"] and u["exact"] and u["experts_retrained"] == 2
