@@ -401,17 +401,24 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         daemons.stop_all()
     if not args.no_baselines:
+        write_report(args, report)  # the federation's figures are safe if the long baselines are interrupted
         report["baselines"] = baselines(args, parts, train, test, len(classes))
     print_report(report)
+    write_report(args, report)
+    if args.json and "baselines" in report:
+        chart = args.json.with_suffix(".png")
+        write_chart(report, chart, num_classes=len(classes))
+        console.print(f"chart written to {chart}")
+    return report
+
+
+def write_report(args: argparse.Namespace, report: dict) -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=2))
+        tmp.replace(args.json)  # never a half-written report
         console.print(f"report written to {args.json}")
-        if "baselines" in report:
-            chart = args.json.with_suffix(".png")
-            write_chart(report, chart, num_classes=len(classes))
-            console.print(f"chart written to {chart}")
-    return report
 
 
 def print_report(r: dict) -> None:
