@@ -34,7 +34,7 @@ from rich.table import Table
 from safetensors.torch import load as load_safetensors
 
 from ffnode import control
-from ffnode.artifacts.store import Store
+from ffnode.artifacts.store import Store, atomic_write
 from ffnode.baselines import default_strategies, run_federated
 from ffnode.config import Config
 from ffnode.data import partition
@@ -239,10 +239,15 @@ def server_mode(args: argparse.Namespace, home: Path, test: Any, n_classes: int)
     ]
     profile = profile_for(args.profile, test.images.shape[1:])
     t0 = time.perf_counter()
-    x, y = synthesize(factories, args.synth_per_class or profile.synth_per_class, seed=args.seed)
+    x, y = synthesize(factories, synth_per_class(args, test.images.shape[1:]), seed=args.seed)
     synth_s = time.perf_counter() - t0
     result = fit_eval(x, y, test, n_classes, profile.expert, args.seed)
     return {**result, "synthetic_images": len(y), "synthesis_img_per_s": round(len(y) / synth_s, 1)}
+
+
+def synth_per_class(args: argparse.Namespace, image_shape: tuple[int, int, int]) -> int:
+    """Synthetic images per missing class, as the daemons use it: --synth-per-class, else the profile's."""
+    return args.synth_per_class or profile_for(args.profile, image_shape).synth_per_class
 
 
 def compute_used(home: Path) -> dict:
@@ -384,8 +389,7 @@ def main(argv: list[str] | None = None) -> dict:
             "partition": args.partition,
             "profile": args.profile,
             "train_images": len(train.labels),
-            "synth_per_class": args.synth_per_class
-            or profile_for(args.profile, train.images.shape[1:]).synth_per_class,
+            "synth_per_class": synth_per_class(args, train.images.shape[1:]),
             "wall_s": round(wall, 1),
             "poe_accuracy": {"mean": float(np.mean(accs)), "min": float(np.min(accs)), "per_node": accs},
             "poe_auroc": {"mean": float(np.mean(aurocs)), "min": float(np.min(aurocs)), "per_node": aurocs},
@@ -415,9 +419,7 @@ def main(argv: list[str] | None = None) -> dict:
 def write_report(args: argparse.Namespace, report: dict) -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        tmp.replace(args.json)  # never a half-written report
+        atomic_write(args.json, json.dumps(report, indent=2).encode())  # never a half-written report
         console.print(f"report written to {args.json}")
 
 
