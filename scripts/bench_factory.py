@@ -301,6 +301,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--windows", type=int, default=None, help="training timing windows per method (default 5)")
     p.add_argument("--window-steps", type=int, default=None, help="steps per timing window (default 20)")
     p.add_argument("--per-class", type=int, default=None, help="synthetic images per class (default: profile's)")
+    p.add_argument("--sample-steps", type=int, default=0, help="ffnode's DPM-Solver++ steps (0: the profile's)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke test on digits with tiny budgets (~2 min)")
@@ -331,6 +332,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {args.dataset} has no training images of class {missing}: pick others")
     profile = profile_for(args.profile, train.image_shape)
     cfg = profile.factory
+    if args.sample_steps:
+        cfg = dataclasses.replace(cfg, sample_steps=args.sample_steps)
     per_class = args.per_class or profile.synth_per_class
     n_params = sum(p.numel() for p in build_unet(cfg).parameters())
     console.print(

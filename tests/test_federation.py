@@ -39,8 +39,9 @@ def script(name: str) -> Any:
 def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
     testnet = script("testnet")
     out = tmp_path / "report.json"
+    data = three_digits(tmp_path / "digits012.npz")
     report = testnet.main([
-        "--nodes", "3", "--dataset", str(three_digits(tmp_path / "digits012.npz")), "--partition", "silo",
+        "--nodes", "3", "--dataset", str(data), "--partition", "silo",
         "--workdir", str(tmp_path / "net"), "--json", str(out), "--base-port", str(free_port()),
         "--unlearn", "0", "--fl-rounds", "3", "--timeout", "400", "--max-per-class", "100", "--synth-per-class", "80",
         "--factory-steps", "120",
@@ -78,3 +79,11 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
     assert len(report["poe_auroc"]["per_node"]) == 3 and all(0.5 < a <= 1.0 for a in report["poe_auroc"]["per_node"])
     table = script("results_table").table([report])  # docs/results.md's table reads every figure it shows
     assert "not in this report" not in table and f"**{acc['mean']:.3f}**" in table
+
+    # scripts/diagnose.py on a site that stayed: node 0 left, so two experts, none for class 0
+    diag = script("diagnose").diagnose(tmp_path / "net" / "node1", str(data))
+    confusion = np.array(diag["confusion"])
+    assert confusion.sum() == diag["test_images"] and diag["poe_accuracy"] == np.trace(confusion) / confusion.sum()
+    assert sorted(c for e in diag["experts"] for c in e["real_classes"]) == ["1", "2"]
+    assert diag["recall"][0] <= 0.1 and min(diag["recall"][1:]) >= 0.8
+    assert all(e["pull"] > 0 and 0 <= e["own_share"] <= 1 for e in diag["experts"])
