@@ -13,6 +13,7 @@ from pathlib import Path
 import tomli_w
 
 CONFIG_FILE = "config.toml"
+POE_RULES = ("prior", "product")  # how queries combine the experts (ffnode/poe.py)
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,7 @@ class LearningConfig:
     synth_own_classes: bool = False  # also synthesise the classes this node holds real data for
     deadline_s: float = 0.0  # >0: train the expert after this many seconds even if classes are missing
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    poe_rule: str = "prior"  # how queries combine the experts: "prior" or "product" (the paper's); ffnode/poe.py
 
 
 @dataclass
@@ -93,6 +95,8 @@ class Config:
         for addr in self.network.listen + self.network.bootstrap:
             if not addr.startswith("/"):
                 raise ConfigError(f"{where}: {addr!r} is not a multiaddr (like /ip4/127.0.0.1/tcp/4747)")
+        if self.learning.poe_rule not in POE_RULES:
+            raise ConfigError(f"{where}: learning.poe_rule {self.learning.poe_rule!r} is not one of {list(POE_RULES)}")
         for addr in self.network.bootstrap:
             if "/p2p/" not in addr:
                 raise ConfigError(f"{where}: bootstrap {addr!r} lacks /p2p/<peer id> (ask its operator: ffnode id)")

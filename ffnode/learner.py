@@ -331,9 +331,10 @@ class Learner:
                 if seconds:
                     sampled, sampling_s = sampled + len(y), sampling_s + seconds
             progress.phase, progress.task = "expert", "training"
+            all_labels = np.concatenate(labels)
             weights, summary = train_expert(
                 np.concatenate(images),
-                np.concatenate(labels),
+                all_labels,
                 arch["num_classes"],
                 ExpertConfig.from_dict(arch["expert"]),
                 seed=seed,
@@ -341,6 +342,9 @@ class Learner:
             )
         summary |= {
             "n_real": int(len(self.data.labels)),
+            # what the prior-corrected PoE divides out (ffnode.poe): this expert's label counts, real and all
+            "real_counts": np.bincount(self.data.labels, minlength=arch["num_classes"]).tolist(),
+            "label_counts": np.bincount(all_labels, minlength=arch["num_classes"]).tolist(),
             "synth_sampled": sampled,
             "synth_seconds": round(sampling_s, 3),
         }

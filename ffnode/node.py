@@ -383,7 +383,8 @@ class Node:
     async def _query(self, args: dict) -> dict[str, Any]:
         shape = args["shape"]
         images = np.frombuffer(base64.b64decode(args["images"]), dtype=np.uint8).reshape(shape)
-        return await asyncio.to_thread(self.pool.query, images, self.config.federation.classes)
+        rule = args.get("rule") or self.config.learning.poe_rule
+        return await asyncio.to_thread(self.pool.query, images, self.config.federation.classes, rule)
 
     async def _revoke(self, args: dict) -> dict[str, Any]:
         ids = [self.store.resolve(i) for i in args["ids"]]

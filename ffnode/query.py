@@ -12,8 +12,9 @@ from safetensors.torch import load as load_safetensors
 
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
+from ffnode.config import POE_RULES
 from ffnode.expert.resnet import ExpertConfig, build_expert
-from ffnode.poe import poe_predict
+from ffnode.poe import Priors, poe_predict
 
 log = logging.getLogger("ffnode.query")
 
@@ -50,8 +51,14 @@ class ExpertPool:
             log.warning("leaving expert %s of %s out of queries: %s", m.id[:12], m.owner, exc)
             return None
 
-    def query(self, images: np.ndarray, classes: list[str]) -> dict[str, Any]:
-        """images: (B, H, W, C) uint8. Returns predictions, per-class probabilities and the experts used."""
+    def query(self, images: np.ndarray, classes: list[str], rule: str = "prior") -> dict[str, Any]:
+        """images: (B, H, W, C) uint8. Returns predictions, per-class probabilities, the rule and experts used.
+
+        `rule` is "prior" (ffnode.poe's prior-corrected product) or "product" (the paper's); "prior" falls
+        back to "product" when an expert's manifest does not give the label counts it was trained on.
+        """
+        if rule not in POE_RULES:
+            raise ValueError(f"unknown PoE rule '{rule}': use one of {', '.join(POE_RULES)}")
         experts = self.experts()
         if not experts:
             raise NoExperts("no live experts yet: wait until `ffnode status` shows phase 'ready'")
@@ -59,14 +66,33 @@ class ExpertPool:
         experts = [(m, model) for m, model in experts if tuple(m.arch["image_shape"]) == shape]
         if images.ndim != 4 or tuple(images.shape[1:]) != shape:
             raise ValueError(f"images must be {shape[0]}x{shape[1]} with {shape[2]} channel(s), got {images.shape[1:]}")
-        preds, probs = poe_predict([model for _, model in experts], images)
+        priors = expert_priors([m for m, _ in experts], len(classes)) if rule == "prior" else None
+        preds, probs = poe_predict([model for _, model in experts], images, priors)
         return {
             "predictions": [classes[int(p)] for p in preds],
             "labels": [int(p) for p in preds],
             "probabilities": probs.round(6).tolist(),
             "classes": classes,
+            "rule": "product" if priors is None else "prior",
             "experts": [{"id": m.id, "owner": m.owner} for m, _ in experts],
         }
+
+
+def expert_priors(manifests: list[Manifest], num_classes: int) -> Priors | None:
+    """The label counts each expert's manifest records (`label_counts`, `real_counts`), or None if one lacks them.
+
+    The federation's real prior sums `real_counts` over the experts: every site's real data counted once.
+    """
+    try:
+        train = np.array([m.meta["label_counts"] for m in manifests], dtype=np.float64)
+        real = np.array([m.meta["real_counts"] for m in manifests], dtype=np.float64).sum(axis=0)
+    except (KeyError, ValueError, TypeError):
+        return None  # an older or foreign expert: the product rule needs no counts
+    if train.shape != (len(manifests), num_classes) or real.shape != (num_classes,):
+        return None
+    if (train < 0).any() or (real < 0).any():
+        return None
+    return Priors(train_counts=train, real_counts=real)
 
 
 def _load(store: Store, m: Manifest) -> torch.nn.Module:

@@ -33,7 +33,7 @@ from ffnode.data.sources import load_dataset
 from ffnode.expert.train import expert_log_probs
 from ffnode.metrics import accuracy
 from ffnode.poe import poe_combine
-from ffnode.query import ExpertPool
+from ffnode.query import ExpertPool, expert_priors
 
 
 def diagnose(home: Path, dataset: str) -> dict:
@@ -49,7 +49,8 @@ def diagnose(home: Path, dataset: str) -> dict:
     test = load_dataset(dataset, split="test", classes=classes)
     true_share = np.bincount(test.labels, minlength=len(classes)) / len(test.labels)
     log_probs = torch.stack([expert_log_probs(model, test.images) for _, model in experts])  # (K, B, C)
-    poe = poe_combine(log_probs).argmax(1).numpy()
+    priors = expert_priors([m for m, _ in experts], len(classes)) if config.learning.poe_rule == "prior" else None
+    poe = poe_combine(log_probs, priors).argmax(1).numpy()
     confusion = np.zeros((len(classes), len(classes)), dtype=int)
     np.add.at(confusion, (test.labels, poe), 1)
     rows = []
@@ -74,6 +75,7 @@ def diagnose(home: Path, dataset: str) -> dict:
         "dataset": dataset,
         "classes": classes,
         "test_images": len(test.labels),
+        "poe_rule": "product" if priors is None else "prior",
         "poe_accuracy": accuracy(poe, test.labels),
         "recall": [float(r[i] / r.sum()) if r.sum() else None for i, r in enumerate(confusion)],
         "confusion": confusion.tolist(),  # rows: true class, columns: PoE prediction

@@ -49,6 +49,11 @@ ROWS: list[tuple[str, Callable[[dict], Any]]] = [
     ("PoE accuracy per site", lambda r: per_site(r["poe_accuracy"]["per_node"])),
     ("PoE macro AUROC, mean (min)", lambda r: f"{r['poe_auroc']['mean']:.3f} ({r['poe_auroc']['min']:.3f})"),
     ("PoE macro AUROC per site", lambda r: per_site(r["poe_auroc"]["per_node"])),
+    ("PoE rule (ffnode/poe.py)", lambda r: f"`{r['poe_rule']}`"),
+    (
+        "the paper's product rule on the same experts: accuracy / AUROC, mean",
+        lambda r: f"{r['poe_product']['accuracy']['mean']:.3f} / {r['poe_product']['auroc']['mean']:.3f}",
+    ),
     (
         "server mode (synthetic only) accuracy / AUROC",
         lambda r: f"{r['server_mode']['accuracy']:.3f} / {r['server_mode']['auroc']:.3f}",

@@ -91,6 +91,11 @@ def test_query_by_product_of_experts(fed: Federation, tmp_path: Path) -> None:
     assert len(result["experts"]) == 3
     assert result["predictions"][0] in CLASSES
     assert np.isclose(sum(result["probabilities"][0]), 1.0, atol=1e-4)
+    assert result["rule"] == "prior"  # the experts' manifests carry the label counts that rule needs
+    product = cli_json("query", "--home", str(fed.homes[0]), "--rule", "product", str(png))
+    assert product["rule"] == "product" and product["probabilities"] != result["probabilities"]
+    bogus = cli("query", "--home", str(fed.homes[0]), "--rule", "sum", str(png))
+    assert bogus.returncode == 1 and "unknown --rule 'sum'" in bogus.stderr
     # bad inputs: one-line errors, exit code 1, no traceback
     wrong = tmp_path / "big.png"
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(wrong)

@@ -12,7 +12,8 @@ from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
 
 from ffnode.factory import FactoryConfig, build_unet, sample_factory, train_factory
-from ffnode.factory.train import CHECKPOINT_NAME
+from ffnode.factory.model import SAMPLERS, build_train_scheduler
+from ffnode.factory.train import CHECKPOINT_NAME, _weighted_mse
 from ffnode.profiles import PROFILES, profile_for
 from ffnode.synth import synthesize
 
@@ -80,6 +81,24 @@ def test_resume_after_crash_equals_uninterrupted(
         train_factory(images, CFG, seed=5, checkpoint_dir=tmp_path)
 
 
+def test_min_snr_weighting_clips_x0_loss_at_gamma() -> None:
+    """Per sample the weighted loss is min(SNR, gamma) x the x0 error, whichever the prediction target."""
+    torch.manual_seed(0)
+    pred, target = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    t = torch.tensor([10, 300, 600, 990])
+    per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))
+    for prediction_type, x0_factor in (("epsilon", lambda snr: snr), ("v_prediction", lambda snr: snr + 1)):
+        cfg = dataclasses.replace(CFG, prediction_type=prediction_type, snr_gamma=5.0)
+        sched = build_train_scheduler(cfg)
+        a = sched.alphas_cumprod[t]
+        snr = a / (1 - a)
+        assert snr[0] > 5 > snr[-1]  # the clip binds at small t only
+        expected = (snr.clamp(max=5.0) / x0_factor(snr) * per_sample).mean()
+        assert torch.allclose(_weighted_mse(pred, target, t, cfg, sched), expected)
+        plain = dataclasses.replace(cfg, snr_gamma=0.0)
+        assert torch.equal(_weighted_mse(pred, target, t, plain, sched), torch.nn.functional.mse_loss(pred, target))
+
+
 def test_sample_round_trip_through_bytes(trained: tuple[dict, dict]) -> None:
     weights = load_weights(save_weights(trained[0]))  # what a peer gets over the wire
     a = sample_factory(trained[0], CFG, 10, seed=7, batch_size=4)
@@ -87,6 +106,14 @@ def test_sample_round_trip_through_bytes(trained: tuple[dict, dict]) -> None:
     c = sample_factory(weights, CFG, 10, seed=8, batch_size=4)
     assert a.shape == (10, 8, 8, 1) and a.dtype == np.uint8
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_is_deterministic(trained: tuple[dict, dict], sampler: str) -> None:
+    cfg = dataclasses.replace(CFG, sampler=sampler)
+    a = sample_factory(trained[0], cfg, 6, seed=1, batch_size=4)
+    assert a.shape == (6, 8, 8, 1) and np.array_equal(a, sample_factory(trained[0], cfg, 6, seed=1, batch_size=4))
+    assert a.std() > 0  # the solver ran to images, not a constant
 
 
 def test_synthesize_is_class_balanced(trained: tuple[dict, dict]) -> None:

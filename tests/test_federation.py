@@ -63,6 +63,8 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
         assert key in report, key
     acc = report["poe_accuracy"]
     assert len(acc["per_node"]) == 3 and acc["min"] >= 0.8, acc  # chance is 1/3
+    assert report["poe_rule"] == "prior" and len(report["poe_product"]["accuracy"]["per_node"]) == 3
+    assert report["poe_product"]["accuracy"]["min"] >= 0.8  # the paper's rule works on the same experts
     assert report["baselines"]["fedavg"]["accuracy"] < acc["mean"] - 0.2  # FedAvg collapses on silos
     assert report["baselines"]["centralized"]["accuracy"] >= 0.9
     assert all(b > 0 for b in report["bytes_sent_per_node"])

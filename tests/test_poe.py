@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ffnode.poe import poe_combine, poe_predict
+from ffnode.poe import Priors, poe_combine, poe_predict
 
 
 def test_combine_matches_hand_computation() -> None:
@@ -32,6 +32,30 @@ def test_clamp_keeps_one_expert_from_vetoing() -> None:
 def test_combine_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match=r"\(K, B, C\)"):
         poe_combine(torch.zeros(3, 4))
+
+
+def test_prior_rule_matches_hand_computation() -> None:
+    """mean_k [log p_k - log pi_k] + log pi, renormalised: worked out for two experts and two classes."""
+    p = torch.tensor([[[0.8, 0.2]], [[0.4, 0.6]]])  # (K=2, B=1, C=2)
+    priors = Priors(train_counts=np.array([[100, 500], [500, 300]]), real_counts=np.array([100, 300]))
+    pi_k = torch.tensor([[1 / 6, 5 / 6], [5 / 8, 3 / 8]])
+    pi = torch.tensor([0.25, 0.75])
+    logits = (p[:, 0].log() - pi_k.log()).mean(0) + pi.log()
+    out = poe_combine(p.log(), priors)
+    assert torch.allclose(out[0], torch.log_softmax(logits, 0), atol=1e-6)
+    with pytest.raises(ValueError, match="priors must be"):
+        poe_combine(p.log(), Priors(np.ones((3, 2)), np.ones(2)))
+
+
+def test_prior_rule_weights_the_real_prior_once_against_the_mean_likelihood() -> None:
+    """Silo experts that each read the same evidence: the product lets it outvote the prior K-fold."""
+    k, n = 5, np.array([900, 100])  # class 0 is 9x as common; every expert trained class-balanced
+    evidence = torch.tensor([0.3, 0.7]).log()  # each expert alone: class 1 at 70 %
+    log_probs = evidence.expand(k, 1, 2)
+    priors = Priors(train_counts=np.full((k, 2), 500), real_counts=n)
+    assert poe_combine(log_probs).argmax(1).item() == 1  # (7/3)^5 = 69 > 9
+    assert poe_combine(log_probs, priors).argmax(1).item() == 0  # 7/3 < 9
+    assert torch.isfinite(poe_combine(log_probs, Priors(np.zeros((k, 2)), np.array([0, 10])))).all()
 
 
 class Fixed(nn.Module):

@@ -10,29 +10,33 @@ import typer
 
 from ffnode import control
 from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, table
-from ffnode.config import Config
+from ffnode.config import POE_RULES, Config
 
 
 def query(
     images: list[Path] = typer.Argument(..., help="Image files (PNG/JPEG) of the federation's size."),
     home: Path = HomeOption,
+    rule: str = typer.Option("", help="PoE rule: prior | product (default: the config's learning.poe_rule)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Predict each image's class; through the running node, or from the store when it is stopped."""
     from ffnode.data.images import load_image_file
 
     config = Config.load(home)
+    rule = rule or config.learning.poe_rule
+    if rule not in POE_RULES:
+        abort(f"unknown --rule '{rule}': use one of {', '.join(POE_RULES)}")
     shape = _image_shape(home, config)
     batch = np.stack([load_image_file(p, shape) for p in images])  # DataError names the bad file
     if (home / control.SOCKET_FILE).exists():
-        args = {"images": base64.b64encode(batch.tobytes()).decode(), "shape": list(batch.shape)}
+        args = {"images": base64.b64encode(batch.tobytes()).decode(), "shape": list(batch.shape), "rule": rule}
         result = control.call(home, "query", args, timeout=300)
     else:
         from ffnode.artifacts.store import Store
         from ffnode.query import ExpertPool
 
         store = Store(home / "store", federation=config.federation.name)
-        result = ExpertPool(store, len(config.federation.classes)).query(batch, config.federation.classes)
+        result = ExpertPool(store, len(config.federation.classes)).query(batch, config.federation.classes, rule)
     if as_json:
         emit_json({"images": [str(p) for p in images], **result})
         return
@@ -40,7 +44,7 @@ def query(
         [str(p), pred, f"{max(probs):.3f}"]
         for p, pred, probs in zip(images, result["predictions"], result["probabilities"], strict=True)
     ]
-    table(f"PoE over {len(result['experts'])} experts", ["image", "class", "p"], rows)
+    table(f"PoE ({result['rule']} rule) over {len(result['experts'])} experts", ["image", "class", "p"], rows)
 
 
 def _image_shape(home: Path, config: Config) -> tuple[int, int, int]:

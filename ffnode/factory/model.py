@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel, UniPCMultistepScheduler
 
 from ffnode.plainconfig import from_plain, to_plain
+
+SAMPLERS = ("unipc", "dpmsolver++", "ddim")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class FactoryConfig:
     # (x - sigma eps) / alpha explodes at the first solver step and DPM-Solver++ returns saturated noise
     # (measured: 0.73 downstream accuracy with epsilon, 0.98 with v on digits)
     prediction_type: str = "v_prediction"  # or "epsilon"
+    # Min-SNR-gamma loss weighting (Hang et al. 2023, arXiv 2303.09556): each timestep's loss is weighted as an
+    # x0 loss clipped at SNR gamma, so nearly clean timesteps stop dominating the gradient; 0: plain MSE
+    snr_gamma: float = 0.0
     # training
     train_steps: int = 400
     batch_size: int = 64  # on CPU, 64 beats 128 per image for these widths (factories.md)
@@ -45,8 +50,11 @@ class FactoryConfig:
     checkpoint_every: int = 200  # steps between crash-safe checkpoints
     bf16: bool = True  # autocast where the hardware has bf16 (see ffnode.device)
     # sampling
-    sampler: str = "dpmsolver++"  # "dpmsolver++" or "ddim"; both deterministic given the start noise
-    sample_steps: int = 20  # DPM-Solver++ is good at 10-25 steps
+    # "unipc", "dpmsolver++" or "ddim"; all deterministic given the start noise. Measured on a 400-step RetinaMNIST
+    # factory (cpu profile) against a 100-step solve from the same noise, RMSE in 0..255 pixel units: UniPC 8 steps 4.7,
+    # 10 steps 3.3; DPM-Solver++ 8 steps 7.1, 10 steps 5.7 (so UniPC-8 beats DPM-Solver++-10 at 0.8x the cost)
+    sampler: str = "dpmsolver++"
+    sample_steps: int = 20
 
     def __post_init__(self) -> None:
         levels = len(self.block_out_channels)
@@ -57,8 +65,8 @@ class FactoryConfig:
             )
         if any(w % self.norm_num_groups for w in self.block_out_channels):
             raise ValueError(f"norm_num_groups {self.norm_num_groups} must divide every block width")
-        if self.sampler not in ("dpmsolver++", "ddim"):
-            raise ValueError(f"unknown sampler '{self.sampler}': use 'dpmsolver++' or 'ddim'")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler '{self.sampler}': use one of {', '.join(SAMPLERS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -95,7 +103,9 @@ def build_train_scheduler(cfg: FactoryConfig) -> DDPMScheduler:
     )
 
 
-def build_sample_scheduler(cfg: FactoryConfig) -> DDIMScheduler | DPMSolverMultistepScheduler:
+def build_sample_scheduler(
+    cfg: FactoryConfig,
+) -> DDIMScheduler | DPMSolverMultistepScheduler | UniPCMultistepScheduler:
     """The deterministic reverse-time solver used for sampling (same betas as training)."""
     common = dict(
         num_train_timesteps=cfg.num_train_timesteps,
@@ -104,4 +114,6 @@ def build_sample_scheduler(cfg: FactoryConfig) -> DDIMScheduler | DPMSolverMulti
     )
     if cfg.sampler == "ddim":
         return DDIMScheduler(**common, clip_sample=False)
+    if cfg.sampler == "unipc":  # UniPC-bh2 (Zhao et al. 2023): predictor-corrector, no extra model calls
+        return UniPCMultistepScheduler(**common, solver_order=2)
     return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
