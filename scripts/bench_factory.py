@@ -4,7 +4,7 @@
 Both methods train the same UNet2DModel (the profile's factory config, same initial weights, same batch
 size, same AdamW recipe, same augmentation); they differ only in the choices ffnode makes:
 
-    ffnode: bf16 autocast, v-prediction on a cosine schedule, EMA weights, DPM-Solver++ (profile's steps)
+    ffnode: bf16 autocast, v-prediction on a cosine schedule, EMA weights, the profile's sampler and steps
     naive:  fp32, epsilon prediction on diffusers' default (linear) DDPMScheduler, raw weights, DDIM 50 steps
 
 Figures, in one process so machine noise hits both alike:
@@ -301,7 +301,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--windows", type=int, default=None, help="training timing windows per method (default 5)")
     p.add_argument("--window-steps", type=int, default=None, help="steps per timing window (default 20)")
     p.add_argument("--per-class", type=int, default=None, help="synthetic images per class (default: profile's)")
-    p.add_argument("--sample-steps", type=int, default=0, help="ffnode's DPM-Solver++ steps (0: the profile's)")
+    p.add_argument("--sample-steps", type=int, default=0, help="ffnode's sampler steps (0: the profile's)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke test on digits with tiny budgets (~2 min)")

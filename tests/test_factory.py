@@ -12,8 +12,8 @@ from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
 
 from ffnode.factory import FactoryConfig, build_unet, sample_factory, train_factory
-from ffnode.factory.model import SAMPLERS, build_train_scheduler
-from ffnode.factory.train import CHECKPOINT_NAME, _weighted_mse
+from ffnode.factory.model import SAMPLERS
+from ffnode.factory.train import CHECKPOINT_NAME
 from ffnode.profiles import PROFILES, profile_for
 from ffnode.synth import synthesize
 
@@ -79,24 +79,6 @@ def test_resume_after_crash_equals_uninterrupted(
     assert summary["final_loss"] == trained[1]["final_loss"]
     with pytest.raises(ValueError, match="belongs to another run"):
         train_factory(images, CFG, seed=5, checkpoint_dir=tmp_path)
-
-
-def test_min_snr_weighting_clips_x0_loss_at_gamma() -> None:
-    """Per sample the weighted loss is min(SNR, gamma) x the x0 error, whichever the prediction target."""
-    torch.manual_seed(0)
-    pred, target = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
-    t = torch.tensor([10, 300, 600, 990])
-    per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))
-    for prediction_type, x0_factor in (("epsilon", lambda snr: snr), ("v_prediction", lambda snr: snr + 1)):
-        cfg = dataclasses.replace(CFG, prediction_type=prediction_type, snr_gamma=5.0)
-        sched = build_train_scheduler(cfg)
-        a = sched.alphas_cumprod[t]
-        snr = a / (1 - a)
-        assert snr[0] > 5 > snr[-1]  # the clip binds at small t only
-        expected = (snr.clamp(max=5.0) / x0_factor(snr) * per_sample).mean()
-        assert torch.allclose(_weighted_mse(pred, target, t, cfg, sched), expected)
-        plain = dataclasses.replace(cfg, snr_gamma=0.0)
-        assert torch.equal(_weighted_mse(pred, target, t, plain, sched), torch.nn.functional.mse_loss(pred, target))
 
 
 def test_sample_round_trip_through_bytes(trained: tuple[dict, dict]) -> None:

@@ -36,9 +36,6 @@ class FactoryConfig:
     # (x - sigma eps) / alpha explodes at the first solver step and DPM-Solver++ returns saturated noise
     # (measured: 0.73 downstream accuracy with epsilon, 0.98 with v on digits)
     prediction_type: str = "v_prediction"  # or "epsilon"
-    # Min-SNR-gamma loss weighting (Hang et al. 2023, arXiv 2303.09556): each timestep's loss is weighted as an
-    # x0 loss clipped at SNR gamma, so nearly clean timesteps stop dominating the gradient; 0: plain MSE
-    snr_gamma: float = 0.0
     # training
     train_steps: int = 400
     batch_size: int = 64  # on CPU, 64 beats 128 per image for these widths (factories.md)

@@ -60,24 +60,6 @@ def _lr_at(step: int, cfg: FactoryConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def _weighted_mse(
-    pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, cfg: FactoryConfig, scheduler: DDPMScheduler
-) -> torch.Tensor:
-    """The batch's regression loss, Min-SNR-gamma weighted per sample when cfg.snr_gamma is set.
-
-    With SNR(t) = alpha_bar / (1 - alpha_bar), an epsilon loss is SNR x the x0 loss and a v loss is (SNR + 1) x
-    the x0 loss, so the weight that turns either into min(SNR, gamma) x the x0 loss is min(SNR, gamma) / SNR or
-    min(SNR, gamma) / (SNR + 1).
-    """
-    if not cfg.snr_gamma:
-        return F.mse_loss(pred, target)
-    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
-    snr = alpha_bar / (1.0 - alpha_bar)
-    weight = snr.clamp(max=cfg.snr_gamma) / (snr if cfg.prediction_type == "epsilon" else snr + 1.0)
-    per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))
-    return (weight * per_sample).mean()
-
-
 def _fingerprint(images: np.ndarray, cfg: FactoryConfig, seed: int) -> str:
     """Identifies the run a checkpoint belongs to: a checkpoint of other data or settings must not resume."""
     h = hashlib.sha256(images.tobytes())
@@ -140,7 +122,7 @@ def train_factory(
         # forward/backward
         with autocast(device, cfg.bf16):
             pred = model(xt, t).sample
-        loss = _weighted_mse(pred.float(), target, t, cfg, noise_scheduler)
+        loss = F.mse_loss(pred.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
