@@ -445,7 +445,7 @@ class Learner:
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    """Summaries go into a signed manifest: msgpack-able scalars only, and no NaN or infinity (other
+    """Summaries go into a signed manifest: msgpack-able scalars and int lists only, and no NaN or infinity (other
     runtimes may not re-encode them bit for bit, which would break the signature there)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -455,4 +455,6 @@ def _plain(d: dict[str, Any]) -> dict[str, Any]:
             out[k] = int(v)
         elif isinstance(v, float | np.floating) and np.isfinite(v):
             out[k] = float(v)
+        elif isinstance(v, list) and all(isinstance(x, int | np.integer) for x in v):
+            out[k] = [int(x) for x in v]  # per-class label counts
     return out
