@@ -27,7 +27,7 @@ class FactoryConfig:
     block_out_channels: tuple[int, ...] = (32, 64, 64)
     layers_per_block: int = 1  # 2 doubles the cost for little gain at these sizes
     norm_num_groups: int = 8  # GroupNorm groups; must divide every block width
-    attention: bool = False  # self-attention at the lowest resolution; worth it only on a GPU
+    attention: bool = False  # self-attention in the lowest down/up blocks too (the mid block always has one)
     dropout: float = 0.0  # the paper uses 0.3 for 25M-image runs; short runs underfit, so none
     # diffusion
     num_train_timesteps: int = 1000
