@@ -382,7 +382,7 @@ class Node:
 
     async def _query(self, args: dict) -> dict[str, Any]:
         shape = args["shape"]
-        images = np.frombuffer(base64.b64decode(args["images"]), dtype=np.uint8).reshape(shape)
+        images = np.frombuffer(bytearray(base64.b64decode(args["images"])), dtype=np.uint8).reshape(shape)  # writable
         rule = args.get("rule") or self.config.learning.poe_rule
         return await asyncio.to_thread(self.pool.query, images, self.config.federation.classes, rule)
 
