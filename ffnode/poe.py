@@ -41,25 +41,22 @@ class Priors:
     """Label counts behind a set of experts: what each was trained on, and the federation's real data."""
 
     train_counts: np.ndarray  # (K, C): expert k's training labels per class, real and synthetic
-    real_counts: np.ndarray  # (C,): real training images per class, summed over the sites
-
-    def log_train(self) -> torch.Tensor:
-        return _log_normalised(torch.as_tensor(self.train_counts, dtype=torch.float64))
-
-    def log_real(self) -> torch.Tensor:
-        return _log_normalised(torch.as_tensor(self.real_counts, dtype=torch.float64))
+    real_counts: np.ndarray  # (C,): real training images per class, each site counted once
 
 
-def _log_normalised(counts: torch.Tensor) -> torch.Tensor:
-    """log(counts / total) along the last axis; a zero count is read as one, so no class is -inf."""
-    counts = counts.clamp(min=1.0)
-    return (counts.log() - counts.sum(dim=-1, keepdim=True).log()).float()
+def _log_share(counts: np.ndarray) -> torch.Tensor:
+    """log(count / total) along the last axis, floored at LOG_FLOOR so a zero count stays finite."""
+    c = torch.as_tensor(counts, dtype=torch.float64)
+    return (c.log() - c.sum(dim=-1, keepdim=True).clamp(min=1.0).log()).clamp(min=LOG_FLOOR).float()
 
 
 def poe_combine(log_probs: torch.Tensor, priors: Priors | None = None) -> torch.Tensor:
     """(K, B, C) per-expert log-probabilities -> (B, C) normalised PoE log-probabilities.
 
-    Without `priors` the paper's product; with them the prior-corrected rule of the module docstring.
+    Without `priors` the paper's product; with them the prior-corrected rule of the module docstring. There,
+    the mean for class y runs over the experts that were trained on y only: an expert that never saw y says
+    nothing about it (label smoothing still gives y some mass, which divided by a zero prior would be a
+    large bonus). A class no expert saw, or with no real images anywhere, gets LOG_FLOOR.
     """
     if log_probs.ndim != 3 or log_probs.shape[0] == 0:
         raise ValueError(f"expected (K, B, C) log-probabilities with K >= 1, got {tuple(log_probs.shape)}")
@@ -68,9 +65,15 @@ def poe_combine(log_probs: torch.Tensor, priors: Priors | None = None) -> torch.
         return torch.log_softmax(clamped.sum(dim=0), dim=-1)
     k, _, c = log_probs.shape
     if priors.train_counts.shape != (k, c) or priors.real_counts.shape != (c,):
-        raise ValueError(f"priors must be ({k}, {c}) and ({c},) counts, got {priors.train_counts.shape}")
-    likelihoods = clamped - priors.log_train()[:, None, :]  # (K, B, C): log q_k(x|y) + const_k(x)
-    return torch.log_softmax(likelihoods.mean(dim=0) + priors.log_real(), dim=-1)
+        got = f"{priors.train_counts.shape} and {priors.real_counts.shape}"
+        raise ValueError(f"priors must be ({k}, {c}) and ({c},) counts, got {got}")
+    seen = torch.as_tensor(priors.train_counts > 0)  # (K, C)
+    likelihoods = clamped - _log_share(priors.train_counts)[:, None, :]  # (K, B, C): log q_k(x|y) + const_k(x)
+    n_seen = seen.sum(dim=0)  # (C,)
+    mean = torch.where(seen[:, None, :], likelihoods, 0.0).sum(dim=0) / n_seen.clamp(min=1)  # (B, C)
+    usable = (n_seen > 0) & torch.as_tensor(priors.real_counts > 0)  # (C,)
+    logits = torch.where(usable, mean + _log_share(priors.real_counts), LOG_FLOOR)
+    return torch.log_softmax(logits, dim=-1)
 
 
 @torch.no_grad()

@@ -51,7 +51,8 @@ PROFILES: dict[str, Profile] = {
     # after 117 s of compiling; channels_last: 118), so 400 x 64 images ~3 min of the machine per factory;
     # sampling ~40 img/s at 10 DPM-Solver++ steps (compiled: 58 after 52 s of compiling, not worth it per
     # process), and UniPC at 8 steps solves closer to the exact ODE than that for 0.8x the model calls (see
-    # FactoryConfig.sampler; RetinaMNIST PoE 0.455 vs 0.465 and AUROC 0.710 vs 0.702 on the same factories);
+    # FactoryConfig.sampler; on the same RetinaMNIST factories, product-rule PoE 0.455 with UniPC-8 against 0.465
+    # with DPM-Solver++-10, AUROC 0.710 against 0.702, prior-rule PoE 0.503 against 0.500: a wash in accuracy);
     # expert width 16 in bf16 1,380 img/s (width 32 in fp32: 316)
     "cpu": Profile(
         factory=FactoryConfig(

@@ -78,21 +78,44 @@ class ExpertPool:
         }
 
 
-def expert_priors(manifests: list[Manifest], num_classes: int) -> Priors | None:
-    """The label counts each expert's manifest records (`label_counts`, `real_counts`), or None if one lacks them.
+MAX_COUNT = 2**31  # label counts above this are not a real site's
 
-    The federation's real prior sums `real_counts` over the experts: every site's real data counted once.
+
+def expert_priors(manifests: list[Manifest], num_classes: int) -> Priors | None:
+    """The label counts the experts' manifests record, or None (use the product rule) if one lacks them.
+
+    A peer signs its own counts, so they are checked before they may weigh on every query: per-class
+    lists of non-negative ints that add up to the expert's `n_real` and `n_train`, real never above total.
+    The real prior counts each site once, from its newest expert (two can be live while one supersedes
+    the other).
     """
-    try:
-        train = np.array([m.meta["label_counts"] for m in manifests], dtype=np.float64)
-        real = np.array([m.meta["real_counts"] for m in manifests], dtype=np.float64).sum(axis=0)
-    except (KeyError, ValueError, TypeError):
-        return None  # an older or foreign expert: the product rule needs no counts
-    if train.shape != (len(manifests), num_classes) or real.shape != (num_classes,):
+    train, newest = [], {}
+    for m in manifests:
+        real, total = _counts(m.meta, "real_counts", num_classes), _counts(m.meta, "label_counts", num_classes)
+        if real is None or total is None or sum(real) != m.meta.get("n_real") or sum(total) != m.meta.get("n_train"):
+            log.warning(
+                "expert %s of %s gives no usable label counts: answering by the product rule", m.id[:12], m.owner
+            )
+            return None
+        if any(r > t for r, t in zip(real, total, strict=True)):
+            log.warning(
+                "expert %s of %s has more real than training images of a class: product rule", m.id[:12], m.owner
+            )
+            return None
+        train.append(total)
+        if m.owner not in newest or m.seq > newest[m.owner][0]:
+            newest[m.owner] = (m.seq, real)
+    real_sum = np.sum([real for _, real in newest.values()], axis=0)
+    return Priors(train_counts=np.array(train, dtype=np.float64), real_counts=real_sum.astype(np.float64))
+
+
+def _counts(meta: dict[str, Any], key: str, num_classes: int) -> list[int] | None:
+    value = meta.get(key)
+    if not isinstance(value, list) or len(value) != num_classes:
         return None
-    if (train < 0).any() or (real < 0).any():
+    if not all(type(x) is int and 0 <= x <= MAX_COUNT for x in value):
         return None
-    return Priors(train_counts=train, real_counts=real)
+    return value
 
 
 def _load(store: Store, m: Manifest) -> torch.nn.Module:

@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> dict:
             "train_images": len(train.labels),
             "synth_per_class": synth_per_class(args, train.images.shape[1:]),
             "wall_s": round(wall, 1),
-            "poe_rule": results[0]["rule"],
+            "poe_rule": "/".join(sorted({r["rule"] for r in results.values()})),  # one rule unless a site fell back
             "poe_accuracy": poe["accuracy"],
             "poe_auroc": poe["auroc"],
             "poe_product": product,  # the paper's rule on the same experts (ffnode/poe.py)

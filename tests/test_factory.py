@@ -12,7 +12,7 @@ from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
 
 from ffnode.factory import FactoryConfig, build_unet, sample_factory, train_factory
-from ffnode.factory.model import SAMPLERS
+from ffnode.factory.model import SAMPLERS, build_sample_scheduler
 from ffnode.factory.train import CHECKPOINT_NAME
 from ffnode.profiles import PROFILES, profile_for
 from ffnode.synth import synthesize
@@ -96,6 +96,12 @@ def test_every_sampler_is_deterministic(trained: tuple[dict, dict], sampler: str
     a = sample_factory(trained[0], cfg, 6, seed=1, batch_size=4)
     assert a.shape == (6, 8, 8, 1) and np.array_equal(a, sample_factory(trained[0], cfg, 6, seed=1, batch_size=4))
     assert a.std() > 0  # the solver ran to images, not a constant
+    solver = type(build_sample_scheduler(cfg)).__name__
+    assert solver == {"unipc": "UniPCMultistepScheduler", "dpmsolver++": "DPMSolverMultistepScheduler"}.get(
+        sampler, "DDIMScheduler"
+    )
+    other = dataclasses.replace(cfg, sampler=next(s for s in SAMPLERS if s != sampler))
+    assert not np.array_equal(a, sample_factory(trained[0], other, 6, seed=1, batch_size=4))  # another solver
 
 
 def test_synthesize_is_class_balanced(trained: tuple[dict, dict]) -> None:

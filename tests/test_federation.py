@@ -89,3 +89,11 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
     assert sorted(c for e in diag["experts"] for c in e["real_classes"]) == ["1", "2"]
     assert diag["recall"][0] <= 0.1 and min(diag["recall"][1:]) >= 0.8
     assert all(e["pull"] > 0 and 0 <= e["own_share"] <= 1 for e in diag["experts"])
+
+    # scripts/bench_sampler.py: each solver gets closer to the long solve with more steps
+    bench = script("bench_sampler").main(
+        ["--home", str(tmp_path / "net" / "node1"), "--n", "8", "--max-factories", "1"]
+    )
+    for sampler in ("dpmsolver++", "unipc"):
+        errors = [v["rmse"][0] for v in bench["variants"] if v["sampler"] == sampler]  # in order of steps
+        assert errors[-1] < errors[0], (sampler, errors)

@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from ffnode.artifacts.manifest import Manifest
 from ffnode.poe import Priors, poe_combine, poe_predict
+from ffnode.query import expert_priors
 
 
 def test_combine_matches_hand_computation() -> None:
@@ -56,6 +58,53 @@ def test_prior_rule_weights_the_real_prior_once_against_the_mean_likelihood() ->
     assert poe_combine(log_probs).argmax(1).item() == 1  # (7/3)^5 = 69 > 9
     assert poe_combine(log_probs, priors).argmax(1).item() == 0  # 7/3 < 9
     assert torch.isfinite(poe_combine(log_probs, Priors(np.zeros((k, 2)), np.array([0, 10])))).all()
+
+
+def test_prior_rule_ignores_an_expert_on_a_class_it_never_saw() -> None:
+    """Expert 2 had no class-2 images: its smoothed mass on class 2 must not become a bonus for class 2."""
+    log_probs = torch.tensor([[[0.6, 0.3, 0.1]], [[0.1, 0.1, 0.8]], [[0.5, 0.45, 0.05]]]).log()
+    counts = np.array([[300, 100, 100], [100, 100, 0], [100, 300, 100]])
+    priors = Priors(train_counts=counts, real_counts=np.array([300, 300, 100]))
+    out = poe_combine(log_probs, priors)[0]
+    assert out.argmax().item() == 0  # counting expert 2's 0.8 on class 2 against a zero prior would pick 2
+    share = torch.tensor(counts / counts.sum(1, keepdims=True)).log()  # (K, C) log pi_k
+    lik = log_probs[:, 0] - share.float()  # (K, C)
+    expected = torch.stack([lik[:, 0].mean(), lik[:, 1].mean(), lik[[0, 2], 2].mean()])  # class 2: experts 0, 2
+    expected += torch.tensor([0.3, 0.3, 0.1]).log()
+    assert torch.allclose(out, torch.log_softmax(expected, 0), atol=1e-5)
+    gone = poe_combine(log_probs, Priors(counts, np.array([300, 300, 0])))[0]
+    assert gone[2].exp() < 1e-9  # no real images of class 2 anywhere: the class is not predicted
+
+
+def expert_manifest(owner: str, seq: int, real: list, total: list, **meta: object) -> Manifest:
+    return Manifest(
+        kind="expert", owner=owner, owner_key=b"k", federation="f", classes=[0, 1], arch={}, blob="0" * 64,
+        size=1, created=0, seq=seq, meta={"real_counts": real, "label_counts": total, "n_real": sum(real),
+                                          "n_train": sum(total)} | meta,
+    )  # fmt: skip
+
+
+def test_expert_priors_from_manifests_are_checked() -> None:
+    a = expert_manifest("A", 1, [100, 0], [100, 50])
+    b = expert_manifest("B", 2, [0, 40], [50, 40])
+    b_new = expert_manifest("B", 5, [0, 30], [50, 30])
+    p = expert_priors([a, b, b_new], 2)
+    assert p is not None and p.train_counts.tolist() == [[100, 50], [50, 40], [50, 30]]
+    assert p.real_counts.tolist() == [100, 30]  # B counted once, from its newest expert
+    bad = [
+        expert_manifest("C", 1, [1, 2], [1, 2], n_real=99),  # counts that do not add up
+        expert_manifest("C", 1, [5, 0], [1, 4]),  # more real than total images of class 0
+        expert_manifest("C", 1, [1.0, 2], [1, 2]),  # floats
+        expert_manifest("C", 1, [True, 2], [1, 2]),  # bools
+        expert_manifest("C", 1, [2**40, 0], [2**40, 0]),  # absurd sizes
+        expert_manifest("C", 1, [1, 2, 3], [1, 2, 3]),  # the wrong number of classes
+        expert_manifest("C", 1, [-1, 2], [1, 2]),
+    ]
+    for m in bad:
+        assert expert_priors([a, m], 2) is None, m.meta
+    old = expert_manifest("D", 1, [1, 1], [1, 1])
+    old.meta.pop("label_counts")
+    assert expert_priors([a, old], 2) is None  # an older expert: the product rule
 
 
 class Fixed(nn.Module):
