@@ -91,7 +91,7 @@ def main() -> None:
     wall = time.perf_counter() - wall0
 
     models = [load_expert(load_weights(e["weights"]), profile.expert, num_classes, train.image_shape) for e in experts]
-    preds, probs = poe_predict(models, test.images)
+    preds, probs = poe_predict(models, test.images)  # the paper's product rule: this measures speed, not the rule
     solo = [accuracy(np.asarray(poe_predict([m], test.images)[0]), test.labels) for m in models]
     # PoE throughput: one big batch, and single-image latency (median of 50)
     batch = np.concatenate([test.images] * max(1, 4096 // len(test.images)))
