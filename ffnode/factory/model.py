@@ -47,9 +47,10 @@ class FactoryConfig:
     checkpoint_every: int = 200  # steps between crash-safe checkpoints
     bf16: bool = True  # autocast where the hardware has bf16 (see ffnode.device)
     # sampling
-    # "unipc", "dpmsolver++" or "ddim"; all deterministic given the start noise. Measured on a 400-step RetinaMNIST
-    # factory (cpu profile) against a 100-step solve from the same noise, RMSE in 0..255 pixel units: UniPC 8 steps 4.7,
-    # 10 steps 3.3; DPM-Solver++ 8 steps 7.1, 10 steps 5.7 (so UniPC-8 beats DPM-Solver++-10 at 0.8x the cost)
+    # "unipc", "dpmsolver++" or "ddim"; all deterministic given the start noise. Error against a 100-step solve from
+    # the same noise (scripts/bench_sampler.py, RMSE in 0..255 pixel units, three 400-step BloodMNIST factories of
+    # the cpu profile): UniPC 8 steps 3.52, 10 steps 2.95; DPM-Solver++ 8 steps 4.44, 10 steps 3.59. UniPC-8 is as
+    # close as DPM-Solver++-10 for 0.8x the model calls
     sampler: str = "dpmsolver++"
     sample_steps: int = 20
 
