@@ -51,14 +51,12 @@ class ExpertPool:
             log.warning("leaving expert %s of %s out of queries: %s", m.id[:12], m.owner, exc)
             return None
 
-    def query(self, images: np.ndarray, classes: list[str], rule: str = "prior") -> dict[str, Any]:
+    def query(self, images: np.ndarray, classes: list[str], rule: str) -> dict[str, Any]:
         """images: (B, H, W, C) uint8. Returns predictions, per-class probabilities, the rule and experts used.
 
         `rule` is "prior" (ffnode.poe's prior-corrected product) or "product" (the paper's); "prior" falls
         back to "product" when an expert's manifest does not give the label counts it was trained on.
         """
-        if rule not in POE_RULES:
-            raise ValueError(f"unknown PoE rule '{rule}': use one of {', '.join(POE_RULES)}")
         experts = self.experts()
         if not experts:
             raise NoExperts("no live experts yet: wait until `ffnode status` shows phase 'ready'")
@@ -66,7 +64,7 @@ class ExpertPool:
         experts = [(m, model) for m, model in experts if tuple(m.arch["image_shape"]) == shape]
         if images.ndim != 4 or tuple(images.shape[1:]) != shape:
             raise ValueError(f"images must be {shape[0]}x{shape[1]} with {shape[2]} channel(s), got {images.shape[1:]}")
-        priors = expert_priors([m for m, _ in experts], len(classes)) if rule == "prior" else None
+        priors = priors_for(rule, [m for m, _ in experts], len(classes))
         preds, probs = poe_predict([model for _, model in experts], images, priors)
         return {
             "predictions": [classes[int(p)] for p in preds],
@@ -76,6 +74,13 @@ class ExpertPool:
             "rule": "product" if priors is None else "prior",
             "experts": [{"id": m.id, "owner": m.owner} for m, _ in experts],
         }
+
+
+def priors_for(rule: str, manifests: list[Manifest], num_classes: int) -> Priors | None:
+    """What `poe_combine` needs for `rule`: the experts' label counts for "prior", None for "product"."""
+    if rule not in POE_RULES:
+        raise ValueError(f"unknown PoE rule '{rule}': use one of {', '.join(POE_RULES)}")
+    return expert_priors(manifests, num_classes) if rule == "prior" else None
 
 
 MAX_COUNT = 2**31  # label counts above this are not a real site's

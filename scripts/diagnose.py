@@ -33,7 +33,7 @@ from ffnode.data.sources import load_dataset
 from ffnode.expert.train import expert_log_probs
 from ffnode.metrics import accuracy
 from ffnode.poe import poe_combine
-from ffnode.query import ExpertPool, expert_priors
+from ffnode.query import ExpertPool, priors_for
 
 
 def diagnose(home: Path, dataset: str) -> dict:
@@ -49,7 +49,7 @@ def diagnose(home: Path, dataset: str) -> dict:
     test = load_dataset(dataset, split="test", classes=classes)
     true_share = np.bincount(test.labels, minlength=len(classes)) / len(test.labels)
     log_probs = torch.stack([expert_log_probs(model, test.images) for _, model in experts])  # (K, B, C)
-    priors = expert_priors([m for m, _ in experts], len(classes)) if config.learning.poe_rule == "prior" else None
+    priors = priors_for(config.learning.poe_rule, [m for m, _ in experts], len(classes))
     poe = poe_combine(log_probs, priors).argmax(1).numpy()
     confusion = np.zeros((len(classes), len(classes)), dtype=int)
     np.add.at(confusion, (test.labels, poe), 1)
