@@ -90,8 +90,14 @@ ROWS: list[tuple[str, Callable[[dict], Any]]] = [
 ]
 
 
+def column(r: dict) -> str:
+    """A report's column heading; the seed is named when the report has one (runs of one dataset differ by it)."""
+    seed = f", seed {r['seed']}" if "seed" in r else ""
+    return f"{r['dataset']}, {r['nodes']} sites{seed}"
+
+
 def table(reports: list[dict]) -> str:
-    head = "| figure | " + " | ".join(f"{r['dataset']}, {r['nodes']} sites" for r in reports) + " |"
+    head = "| figure | " + " | ".join(column(r) for r in reports) + " |"
     lines = [head, "|---" * (len(reports) + 1) + "|"]
     for name, cell in ROWS:
         cells = []

@@ -398,6 +398,7 @@ def main(argv: list[str] | None = None) -> dict:
             "nodes": n,
             "partition": args.partition,
             "profile": args.profile,
+            "seed": args.seed,  # nodes get seed + i: another seed, another draw of factories
             "train_images": len(train.labels),
             "synth_per_class": synth_per_class(args, train.images.shape[1:]),
             "wall_s": round(wall, 1),

@@ -81,6 +81,7 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
     assert len(report["poe_auroc"]["per_node"]) == 3 and all(0.5 < a <= 1.0 for a in report["poe_auroc"]["per_node"])
     table = script("results_table").table([report])  # docs/results.md's table reads every figure it shows
     assert "not in this report" not in table and f"**{acc['mean']:.3f}**" in table
+    assert report["seed"] == 0 and "3 sites, seed 0 |" in table.splitlines()[0]  # runs of one dataset told apart
 
     # scripts/diagnose.py on a site that stayed: node 0 left, so two experts, none for class 0
     diag = script("diagnose").diagnose(tmp_path / "net" / "node1", str(data))
