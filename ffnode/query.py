@@ -17,6 +17,7 @@ from ffnode.expert.resnet import ExpertConfig, build_expert
 from ffnode.poe import Priors, poe_predict
 
 log = logging.getLogger("ffnode.query")
+MAX_COUNT = 2**31  # label counts above this are not a real site's
 
 
 class NoExperts(RuntimeError):
@@ -83,9 +84,6 @@ def priors_for(rule: str, manifests: list[Manifest], num_classes: int) -> Priors
     return expert_priors(manifests, num_classes) if rule == "prior" else None
 
 
-MAX_COUNT = 2**31  # label counts above this are not a real site's
-
-
 def expert_priors(manifests: list[Manifest], num_classes: int) -> Priors | None:
     """The label counts the experts' manifests record, or None (use the product rule) if one lacks them.
 
@@ -96,16 +94,10 @@ def expert_priors(manifests: list[Manifest], num_classes: int) -> Priors | None:
     """
     train, newest = [], {}
     for m in manifests:
-        real, total = _counts(m.meta, "real_counts", num_classes), _counts(m.meta, "label_counts", num_classes)
-        if real is None or total is None or sum(real) != m.meta.get("n_real") or sum(total) != m.meta.get("n_train"):
-            log.warning(
-                "expert %s of %s gives no usable label counts: answering by the product rule", m.id[:12], m.owner
-            )
-            return None
-        if any(r > t for r, t in zip(real, total, strict=True)):
-            log.warning(
-                "expert %s of %s has more real than training images of a class: product rule", m.id[:12], m.owner
-            )
+        try:
+            real, total = _label_counts(m.meta, num_classes)
+        except ValueError as exc:
+            log.warning("expert %s of %s: %s: answering by the product rule", m.id[:12], m.owner, exc)
             return None
         train.append(total)
         if m.owner not in newest or m.seq > newest[m.owner][0]:
@@ -114,13 +106,22 @@ def expert_priors(manifests: list[Manifest], num_classes: int) -> Priors | None:
     return Priors(train_counts=np.array(train, dtype=np.float64), real_counts=real_sum.astype(np.float64))
 
 
-def _counts(meta: dict[str, Any], key: str, num_classes: int) -> list[int] | None:
-    value = meta.get(key)
-    if not isinstance(value, list) or len(value) != num_classes:
-        return None
-    if not all(type(x) is int and 0 <= x <= MAX_COUNT for x in value):
-        return None
-    return value
+def _label_counts(meta: dict[str, Any], num_classes: int) -> tuple[list[int], list[int]]:
+    """An expert's (real_counts, label_counts), or a ValueError that says what is wrong with them."""
+    counts = []
+    for key, total_key in (("real_counts", "n_real"), ("label_counts", "n_train")):
+        value = meta.get(key)
+        if not isinstance(value, list) or len(value) != num_classes:
+            raise ValueError(f"no {key} list of {num_classes} classes")
+        if not all(type(x) is int and 0 <= x <= MAX_COUNT for x in value):
+            raise ValueError(f"{key} holds something other than counts 0..{MAX_COUNT}")
+        if sum(value) != meta.get(total_key):
+            raise ValueError(f"{key} does not add up to {total_key}")
+        counts.append(value)
+    real, total = counts
+    if any(r > t for r, t in zip(real, total, strict=True)):
+        raise ValueError("more real than training images of a class")
+    return real, total
 
 
 def _load(store: Store, m: Manifest) -> torch.nn.Module:
