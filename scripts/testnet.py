@@ -183,9 +183,9 @@ def evaluate(homes: list[Path], test: Any, live: list[int], rule: str | None = N
     several at a time, one per CPU core: one at a time leaves the other cores idle.
     """
     with ThreadPoolExecutor(max_workers=max(1, min(len(live), os.cpu_count() or 1))) as pool:
-        answers = dict(zip(live, pool.map(lambda i: query(homes[i], test.images, rule), live), strict=True))
+        answers = list(pool.map(lambda i: query(homes[i], test.images, rule), live))
     result = {}
-    for i, r in answers.items():
+    for i, r in zip(live, answers, strict=True):
         probs = np.asarray(r["probabilities"])
         preds = np.asarray(r["labels"])
         result[i] = {
