@@ -1,3 +1,22 @@
-"""ffnode: a FederatedFactory node (arXiv 2603.16370) on libp2p."""
+"""ffnode: a FederatedFactory node (arXiv 2603.16370) on libp2p.
+
+The data path, top to bottom, one module (or package) a step:
+
+    data/        a site's images from a dataset spec, and query images            -> uint8 arrays
+    factory/     one small diffusion UNet per local class: config, training, sampling (the generative matrix Γ)
+    artifacts/   announce: canonical msgpack, signed manifests and revocations, the content-addressed store
+    net/         fetch/verify: the libp2p host in its trio thread, the blob and sync stream protocols
+    loaders.py   a verified manifest and its blob -> the factory or expert it describes
+    synth.py     synthesise: class-balanced samples from the peers' factories
+    expert/      each site's classifier: ResNet and its (bitwise repeatable) training
+    poe.py       Product of Experts: the paper's product and the prior-corrected rule
+    query.py     answer queries by PoE over every live expert held
+    daemon/      a site's lifecycle: node wiring, learner policy, builds, outbox, unlearning, control
+    cli/         the `ffnode` command: one module per command group
+
+Beside the path: config.py (the node's TOML), profiles.py (sizes per hardware), schedule.py (the lr
+schedule), device.py (cuda/cpu, bf16), identity.py (the Ed25519 key), plainconfig.py (configs in manifests).
+The research harness (testnet, baselines, charts) lives in scripts/harness/, never imported from here.
+"""
 
 __version__ = "0.1.0"

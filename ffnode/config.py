@@ -13,11 +13,18 @@ from pathlib import Path
 import tomli_w
 
 CONFIG_FILE = "config.toml"
-POE_RULES = ("prior", "product")  # how queries combine the experts (ffnode/poe.py)
+POE_RULES = ("prior", "product")  # how queries combine the experts: the math is in ffnode/poe.py
 
 
 class ConfigError(ValueError):
     """A config or home that cannot be used; the message says what to fix."""
+
+
+def check_poe_rule(rule: str, what: str = "PoE rule") -> str:
+    """`rule` if it names a PoE rule, else a ValueError listing them (config, CLI and queries all ask here)."""
+    if rule not in POE_RULES:
+        raise ValueError(f"unknown {what} '{rule}': use one of {', '.join(POE_RULES)}")
+    return rule
 
 
 @dataclass
@@ -95,8 +102,10 @@ class Config:
         for addr in self.network.listen + self.network.bootstrap:
             if not addr.startswith("/"):
                 raise ConfigError(f"{where}: {addr!r} is not a multiaddr (like /ip4/127.0.0.1/tcp/4747)")
-        if self.learning.poe_rule not in POE_RULES:
-            raise ConfigError(f"{where}: learning.poe_rule {self.learning.poe_rule!r} is not one of {list(POE_RULES)}")
+        try:
+            check_poe_rule(self.learning.poe_rule, "learning.poe_rule")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         for addr in self.network.bootstrap:
             if "/p2p/" not in addr:
                 raise ConfigError(f"{where}: bootstrap {addr!r} lacks /p2p/<peer id> (ask its operator: ffnode id)")

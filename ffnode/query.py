@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors
 
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
-from ffnode.config import POE_RULES
-from ffnode.expert.resnet import ExpertConfig, build_expert
+from ffnode.config import check_poe_rule
+from ffnode.loaders import expert_spec, load_expert
 from ffnode.poe import Priors, poe_predict
 
 log = logging.getLogger("ffnode.query")
@@ -45,9 +44,9 @@ class ExpertPool:
 
     def _load(self, m: Manifest) -> torch.nn.Module | None:
         try:
-            if m.arch["num_classes"] != self.num_classes:
-                raise ValueError(f"it has {m.arch['num_classes']} classes, the federation {self.num_classes}")
-            return _load(self.store, m)
+            if (n := expert_spec(m)[1]) != self.num_classes:
+                raise ValueError(f"it has {n} classes, the federation {self.num_classes}")
+            return load_expert(self.store, m)
         except Exception as exc:  # anything a peer signed can be wrong: leave that expert out
             log.warning("leaving expert %s of %s out of queries: %s", m.id[:12], m.owner, exc)
             return None
@@ -79,8 +78,7 @@ class ExpertPool:
 
 def priors_for(rule: str, manifests: list[Manifest], num_classes: int) -> Priors | None:
     """What `poe_combine` needs for `rule`: the experts' label counts for "prior", None for "product"."""
-    if rule not in POE_RULES:
-        raise ValueError(f"unknown PoE rule '{rule}': use one of {', '.join(POE_RULES)}")
+    check_poe_rule(rule)
     return expert_priors(manifests, num_classes) if rule == "prior" else None
 
 
@@ -122,9 +120,3 @@ def _label_counts(meta: dict[str, Any], num_classes: int) -> tuple[list[int], li
     if any(r > t for r, t in zip(real, total, strict=True)):
         raise ValueError("more real than training images of a class")
     return real, total
-
-
-def _load(store: Store, m: Manifest) -> torch.nn.Module:
-    model = build_expert(ExpertConfig.from_dict(m.arch["expert"]), m.arch["num_classes"], tuple(m.arch["image_shape"]))
-    model.load_state_dict(load_safetensors(store.read_blob(m)))
-    return model.eval()

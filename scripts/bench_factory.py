@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import statistics
@@ -46,14 +45,15 @@ from rich.table import Table
 
 from ffnode.data.sources import NAMED_FILES, ImageSet, data_dir, load_dataset
 from ffnode.device import bf16_pays, pick_device
-from ffnode.expert.resnet import ExpertConfig, load_expert
+from ffnode.expert.resnet import ExpertConfig, expert_from_weights
 from ffnode.expert.train import train_expert
 from ffnode.factory.model import FactoryConfig, build_unet
 from ffnode.factory.sample import sample_factory
 from ffnode.factory.train import images_to_tensor, noisy_batch, train_factory
-from ffnode.metrics import accuracy, macro_auroc
 from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
+from ffnode.schedule import warmup_cosine
+from harness.metrics import accuracy, macro_auroc
 
 console = Console(stderr=True)  # progress; the result table goes to stdout
 
@@ -69,16 +69,6 @@ QUICK = {"dataset": "digits", "classes": "0,1,2", "seconds": 5.0, "windows": 3, 
 
 # -----------------------------------------------------------------------------
 # the naive loop: what a first diffusers training script looks like
-
-
-# Copied from ffnode.factory.train._lr_at: the naive loop shares ffnode's optimiser recipe, so the
-# comparison isolates precision, objective, EMA and sampler rather than learning-rate tuning
-def _lr_at(step: int, cfg: FactoryConfig) -> float:
-    """Linear warmup, then cosine decay to 10% of the peak."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.train_steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def naive_train(
@@ -100,7 +90,8 @@ def naive_train(
     loss_value = float("nan")
     for step in range(cfg.train_steps):
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            # the same schedule as train_factory: the comparison isolates precision, objective, EMA and sampler
+            group["lr"] = warmup_cosine(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.train_steps, floor=0.1)
         _, noise, t, xt = noisy_batch(data, cfg, generator, noise_scheduler)  # the same draws as ffnode's
         loss = F.mse_loss(model(xt, t).sample, noise)
         optimizer.zero_grad(set_to_none=True)
@@ -277,7 +268,7 @@ def _expert_figures(
 ) -> dict[str, float]:
     """Train ffnode's expert on (x, y) and score it alone on the test images."""
     weights, summary = train_expert(x, y, k, cfg, seed=seed)
-    model = load_expert(weights, cfg, k, x.shape[1:])
+    model = expert_from_weights(weights, cfg, k, x.shape[1:])
     preds, probs = poe_predict([model], test_x)
     return {
         "accuracy": accuracy(preds, test_y),

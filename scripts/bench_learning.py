@@ -23,14 +23,15 @@ import torch
 from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
 
-from ffnode.baselines import FedAvg, run_federated
-from ffnode.data import load_dataset, silo
-from ffnode.expert import load_expert, train_expert
+from ffnode.data import load_dataset
+from ffnode.expert import expert_from_weights, train_expert
 from ffnode.factory import train_factory
-from ffnode.metrics import accuracy, macro_auroc
 from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
 from ffnode.synth import synthesize
+from harness.baselines import FedAvg, run_federated
+from harness.metrics import accuracy, macro_auroc
+from harness.partition import silo
 
 
 def _init_worker() -> None:
@@ -90,7 +91,9 @@ def main() -> None:
         experts = [fut.result() for fut in futures]
     wall = time.perf_counter() - wall0
 
-    models = [load_expert(load_weights(e["weights"]), profile.expert, num_classes, train.image_shape) for e in experts]
+    models = [
+        expert_from_weights(load_weights(e["weights"]), profile.expert, num_classes, train.image_shape) for e in experts
+    ]
     preds, probs = poe_predict(models, test.images)  # the paper's product rule: this measures speed, not the rule
     solo = [accuracy(np.asarray(poe_predict([m], test.images)[0]), test.labels) for m in models]
     # PoE throughput: one big batch, and single-image latency (median of 50)

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from safetensors.torch import load as load_safetensors
 
 from ffnode.artifacts.store import Store
 from ffnode.config import Config
 from ffnode.factory.model import FactoryConfig
 from ffnode.factory.sample import sample_factory
+from ffnode.loaders import load_factory
 
 VARIANTS = [("dpmsolver++", s) for s in (6, 8, 10, 15)] + [("unipc", s) for s in (6, 8, 10)]
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: no factory held at {args.home}: run a federation first")
     rows: dict[str, dict] = {}
     for m in factories:
-        weights, cfg = load_safetensors(store.read_blob(m)), FactoryConfig.from_dict(m.arch)
+        cfg, weights = load_factory(store, m)
 
         reference, _ = draw(weights, cfg, "dpmsolver++", args.reference_steps, args.n)
         for sampler, steps in VARIANTS:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ffnode.data.sources import DIGITS_CLASSES, NAMED_FILES
-from ffnode.report_chart import write_chart
+from harness.report_chart import write_chart
 
 
 def known_num_classes(dataset: str) -> int | None:

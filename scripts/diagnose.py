@@ -31,9 +31,9 @@ from ffnode.artifacts.store import Store
 from ffnode.config import Config
 from ffnode.data.sources import load_dataset
 from ffnode.expert.train import expert_log_probs
-from ffnode.metrics import accuracy
 from ffnode.poe import poe_combine
 from ffnode.query import ExpertPool, priors_for
+from harness.metrics import accuracy
 
 
 def diagnose(home: Path, dataset: str) -> dict:

@@ -14,7 +14,6 @@ report gains an `unlearning` section. Every process it starts is stopped on exit
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import json
 import os
@@ -32,23 +31,22 @@ import numpy as np
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-from safetensors.torch import load as load_safetensors
 
-from ffnode import control
 from ffnode.artifacts.store import Store, atomic_write
-from ffnode.baselines import default_strategies, run_federated
 from ffnode.config import Config
-from ffnode.data import partition
+from ffnode.daemon import control
 from ffnode.data.sources import default_classes, load_dataset, save_npz
-from ffnode.expert.resnet import build_expert
+from ffnode.expert.resnet import expert_from_weights
 from ffnode.expert.train import train_expert
-from ffnode.factory.model import FactoryConfig
-from ffnode.localnet import Daemons, init_home, status
-from ffnode.metrics import accuracy, macro_auroc
+from ffnode.loaders import load_factory
 from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
-from ffnode.report_chart import write_chart
 from ffnode.synth import synthesize
+from harness import partition
+from harness.baselines import default_strategies, run_federated
+from harness.localnet import Daemons, init_home, status
+from harness.metrics import accuracy, macro_auroc
+from harness.report_chart import write_chart
 
 console = Console(stderr=True)
 
@@ -172,8 +170,8 @@ def wait_until(
 
 
 def query(home: Path, images: np.ndarray, rule: str | None = None) -> dict:
-    args = {"images": base64.b64encode(np.ascontiguousarray(images).tobytes()).decode(), "shape": list(images.shape)}
-    return control.call(home, "query", args | ({"rule": rule} if rule else {}), timeout=600)
+    args = control.encode_images(images) | ({"rule": rule} if rule else {})
+    return control.call(home, "query", args, timeout=600)
 
 
 def evaluate(homes: list[Path], test: Any, live: list[int], rule: str | None = None) -> dict[int, dict]:
@@ -213,9 +211,8 @@ def poe_figures(results: dict[int, dict]) -> dict[str, dict]:
 def fit_eval(x: np.ndarray, y: np.ndarray, test: Any, n_classes: int, cfg: Any, seed: int) -> dict[str, float]:
     """Train the expert's classifier on (x, y) and evaluate it alone on the test split."""
     weights, _ = train_expert(x, y, n_classes, cfg, seed=seed)
-    model = build_expert(cfg, n_classes, test.images.shape[1:])
-    model.load_state_dict(weights)
-    preds, probs = poe_predict([model.eval()], test.images)
+    model = expert_from_weights(weights, cfg, n_classes, test.images.shape[1:])
+    preds, probs = poe_predict([model], test.images)
     return {"accuracy": accuracy(preds, test.labels), "auroc": macro_auroc(probs, test.labels)}
 
 
@@ -250,10 +247,10 @@ def baselines(args: argparse.Namespace, parts: list[np.ndarray], train: Any, tes
 def server_mode(args: argparse.Namespace, home: Path, test: Any, n_classes: int) -> dict:
     """The paper's centralised protocol: one classifier trained only on synthetic data from every factory."""
     store = Store(home / "store", federation="testnet")
-    factories = [
-        (m.classes[0], load_safetensors(store.read_blob(m)), FactoryConfig.from_dict(m.arch))
-        for m in store.live("factory")
-    ]
+    factories = []
+    for m in store.live("factory"):
+        cfg, weights = load_factory(store, m)
+        factories.append((m.classes[0], weights, cfg))
     profile = profile_for(args.profile, test.images.shape[1:])
     t0 = time.perf_counter()
     x, y = synthesize(factories, synth_per_class(args, test.images.shape[1:]), seed=args.seed)

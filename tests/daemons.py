@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ffnode.data.sources import load_dataset, save_npz
-from ffnode.localnet import init_home, wait_for
 from ffnode.net import Handlers, NetHost
+from harness.localnet import init_home, wait_for
 
 CLASSES = ["0", "1", "2"]
 
@@ -60,7 +60,7 @@ class Peer:
     host: NetHost | None = None
 
     async def start(self, bootstrap: str) -> None:
-        from ffnode.sync import inventory_response
+        from ffnode.net.sync import inventory_response
 
         self.host = NetHost(
             seed=self.seed,

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from ffnode import control
 from ffnode.artifacts.codec import VERSION, canonical_bytes, decode, seal
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
+from ffnode.daemon import control
 from ffnode.identity import Identity
-from ffnode.localnet import Daemons, init_home, status, wait_for
 from ffnode.profiles import profile_for
+from harness.localnet import Daemons, init_home, status, wait_for
 from tests.daemons import CLASSES, Peer, class_file, free_port
 
 ATTACKER = Identity(b"\x07" * 32)

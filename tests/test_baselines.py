@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from ffnode.baselines import FedAvg, FedProx, Strategy, default_strategies, run_federated
-from ffnode.baselines.feddyn import FedDyn
-from ffnode.baselines.scaffold import Scaffold
-from ffnode.data import load_dataset, silo
+from ffnode.data import load_dataset
 from ffnode.profiles import PROFILES
+from harness.baselines import FedAvg, FedProx, Strategy, default_strategies, run_federated
+from harness.baselines.feddyn import FedDyn
+from harness.baselines.scaffold import Scaffold
+from harness.partition import silo
 
 CFG = PROFILES["tiny"].expert
 

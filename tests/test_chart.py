@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ffnode.report_chart import HEIGHT, WIDTH, write_chart
+from harness.report_chart import HEIGHT, WIDTH, write_chart
 
 FL = {"rounds": 20, "local_epochs": 1}
 REPORT = {

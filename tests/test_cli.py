@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ffnode.localnet import ffnode_cmd
+from harness.localnet import ffnode_cmd
 
 
 def run(*words: str) -> subprocess.CompletedProcess:

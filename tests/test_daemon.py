@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ffnode import control
+from ffnode.daemon import control
 from ffnode.data.sources import load_dataset
-from ffnode.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
+from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
 from tests.daemons import CLASSES, chained_federation, class_file, free_port
 
 TIMEOUT = 180.0

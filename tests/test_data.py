@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ffnode.data import DataError, default_classes, dirichlet, load_dataset, load_image_file, save_npz, silo
+from ffnode.data import DataError, default_classes, load_dataset, load_image_file, save_npz
 from ffnode.data.sources import cache_dir, data_dir
+from harness.partition import dirichlet, silo
 
 
 def _png(path: Path, size: tuple[int, int] = (8, 8), mode: str = "L", value: int = 0) -> None:

@@ -9,9 +9,9 @@ from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
 
 from ffnode.data import load_dataset
-from ffnode.expert import ExpertConfig, build_expert, expert_log_probs, load_expert, train_expert
-from ffnode.metrics import accuracy, macro_auroc
+from ffnode.expert import ExpertConfig, build_expert, expert_from_weights, expert_log_probs, train_expert
 from ffnode.profiles import PROFILES
+from harness.metrics import accuracy, macro_auroc
 
 CFG = PROFILES["tiny"].expert
 
@@ -49,7 +49,7 @@ def test_global_rng_does_not_leak_in(data: tuple[np.ndarray, np.ndarray]) -> Non
 
 def test_log_probs_shape_and_normalisation(data: tuple[np.ndarray, np.ndarray]) -> None:
     weights, _ = train_expert(*data, 3, CFG, seed=1)
-    model = load_expert(load_weights(save_weights(weights)), CFG, 3, (8, 8, 1))
+    model = expert_from_weights(load_weights(save_weights(weights)), CFG, 3, (8, 8, 1))
     lp = expert_log_probs(model, data[0], batch_size=16)
     assert lp.shape == (40, 3)
     assert torch.allclose(lp.exp().sum(1), torch.ones(40), atol=1e-5)

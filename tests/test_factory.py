@@ -38,6 +38,9 @@ def test_config_round_trip_is_plain_data() -> None:
     assert FactoryConfig.from_dict(d) == cfg
     with pytest.raises(ValueError, match="unknown FactoryConfig fields"):
         FactoryConfig.from_dict(d | {"colour": 1})
+    for field in ("sampler", "prediction_type", "beta_schedule"):  # enum-like fields are checked when made
+        with pytest.raises(ValueError, match=f"unknown {field} 'bogus'"):
+            FactoryConfig.from_dict(d | {field: "bogus"})
     with pytest.raises(ValueError, match="does not halve cleanly"):
         FactoryConfig(image_size=10, block_out_channels=(8, 8, 8))
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ffnode.localnet import init_home
+from ffnode.daemon.node import Node, Traffic
 from ffnode.net import NetError
-from ffnode.node import Node, Traffic
+from harness.localnet import init_home
 from tests.daemons import CLASSES, class_file, free_port
 from tests.test_net import crash_trio_thread
 

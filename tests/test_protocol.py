@@ -30,7 +30,7 @@ from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import Store, open_announcement
 from ffnode.identity import Identity, b58decode, peer_id_from_public_key, public_key_from_peer_id, verify
 from ffnode.net import streams
-from ffnode.sync import (
+from ffnode.net.sync import (
     MAX_INVENTORY_BYTES,
     MAX_INVENTORY_ITEMS,
     inventory_request,
@@ -416,15 +416,15 @@ def test_blob_client_rejects_a_corrupt_blob(tmp_path: Path) -> None:
 
 
 def test_vectors_are_up_to_date() -> None:
-    """protocol/vectors/*.json are exactly what scripts/make_vectors.py produces from the current code."""
-    spec = importlib.util.spec_from_file_location("make_vectors", ROOT / "scripts" / "make_vectors.py")
+    """protocol/vectors/*.json are exactly what protocol/make_vectors.py produces from the current code."""
+    spec = importlib.util.spec_from_file_location("make_vectors", ROOT / "protocol" / "make_vectors.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     rendered = module.render()
     assert sorted(rendered) == sorted(p.name for p in VECTORS.glob("*.json"))
     stale = [name for name, text in rendered.items() if (VECTORS / name).read_text() != text]
-    assert not stale, f"rerun `python scripts/make_vectors.py`: {stale} differ"
+    assert not stale, f"rerun `python protocol/make_vectors.py`: {stale} differ"
 
 
 def test_readme_limits_are_the_code_constants() -> None:

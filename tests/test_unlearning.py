@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ffnode import control
 from ffnode.artifacts.revocation import Revocation
+from ffnode.daemon import control
 from ffnode.identity import Identity
-from ffnode.localnet import Daemons, ffnode_cmd, status, wait_for
+from harness.localnet import Daemons, ffnode_cmd, status, wait_for
 from tests.daemons import Peer, chained_federation, wait_for_log
 
 TIMEOUT = 180.0

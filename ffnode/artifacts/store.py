@@ -7,7 +7,9 @@ that is later taken for whole):
     manifests/<id>.msgpack    signed manifest envelopes, as received
     revocations/<id>.msgpack  signed revocations: tombstones, kept forever
 
-The store is shared by the asyncio loop and the network thread, so every method takes one lock.
+The store is shared by the asyncio loop and the network thread, so every method takes one lock. It is the
+single source of "something changed": `on_change` is called (from whichever thread made the change, after
+the lock is released) whenever a manifest or revocation is stored or a blob is verified into place.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +75,7 @@ class Store:
         """`repair` (the running node only): delete leftovers of interrupted writes and any blob whose
         content does not match its name. Readers such as the CLI never touch files."""
         self.root, self.federation, self.allowed = root, federation, allowed
+        self.on_change: Callable[[], None] = lambda: None  # the running node wakes its learner here
         for sub in ("blobs", "manifests", "revocations", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -159,7 +163,8 @@ class Store:
                     self._revoked[aid] = msg
                     self._delete_blob_if_unused(self._manifests[aid].blob)
             self._remember(msg, data)
-            return msg
+        self.on_change()
+        return msg
 
     def _remember(self, msg: Manifest | Revocation, data: bytes) -> None:
         self._raw[msg.id] = data
@@ -186,6 +191,7 @@ class Store:
                 tmp.unlink(missing_ok=True)
                 raise WireError(f"artifact {m.id[:12]} was revoked during the transfer")
             os.replace(tmp, self.root / "blobs" / m.blob)
+        self.on_change()
 
     def put_blob_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()

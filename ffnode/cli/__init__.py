@@ -33,7 +33,7 @@ app.command("verify-unlearning")(unlearn.verify_unlearning)
 def _user_errors() -> tuple[type[Exception], ...]:
     from ffnode.artifacts.codec import WireError
     from ffnode.config import ConfigError
-    from ffnode.control import ControlError
+    from ffnode.daemon.control import ControlError
     from ffnode.data.sources import DataError
     from ffnode.identity import IdentityError
     from ffnode.net import NetError  # e.g. the listen port is taken

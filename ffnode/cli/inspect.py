@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ffnode import control
 from ffnode.artifacts.store import Store
 from ffnode.cli.output import HomeOption, JsonOption, ago, emit_json, err, out, short, size, table
 from ffnode.config import Config
+from ffnode.daemon import control
 from ffnode.identity import load_identity
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import numpy as np
 import typer
 
-from ffnode import control
 from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, table
-from ffnode.config import POE_RULES, Config
+from ffnode.config import Config, check_poe_rule
+from ffnode.daemon import control
 
 
 def query(
@@ -23,14 +22,14 @@ def query(
     from ffnode.data.images import load_image_file
 
     config = Config.load(home)
-    rule = rule or config.learning.poe_rule
-    if rule not in POE_RULES:
-        abort(f"unknown --rule '{rule}': use one of {', '.join(POE_RULES)}")
+    try:
+        rule = check_poe_rule(rule or config.learning.poe_rule, "--rule")
+    except ValueError as exc:
+        abort(str(exc))
     shape = _image_shape(home, config)
     batch = np.stack([load_image_file(p, shape) for p in images])  # DataError names the bad file
     if (home / control.SOCKET_FILE).exists():
-        args = {"images": base64.b64encode(batch.tobytes()).decode(), "shape": list(batch.shape), "rule": rule}
-        result = control.call(home, "query", args, timeout=300)
+        result = control.call(home, "query", control.encode_images(batch) | {"rule": rule}, timeout=300)
     else:
         from ffnode.artifacts.store import Store
         from ffnode.query import ExpertPool

@@ -36,12 +36,11 @@ def samples(
 ) -> None:
     """Write a PNG grid of synthetic samples from one factory held by this node."""
     from PIL import Image
-    from safetensors.torch import load as load_safetensors
 
     from ffnode.artifacts.store import Store
     from ffnode.config import Config
-    from ffnode.factory.model import FactoryConfig
     from ffnode.factory.sample import sample_factory
+    from ffnode.loaders import LoadError, load_factory
 
     config = Config.load(home)
     store = Store(home / "store", federation=config.federation.name)
@@ -50,7 +49,11 @@ def samples(
         abort(f"{factory} is not a factory: pick a factory ID from `ffnode artifacts --home {home}`")
     if store.blob_path(m.blob) is None:
         abort(f"factory {m.id[:12]} is not held here (state {store.entry(m.id).state}): nothing to sample")
-    images = sample_factory(load_safetensors(store.read_blob(m)), FactoryConfig.from_dict(m.arch), n, seed=seed)
+    try:
+        cfg, weights = load_factory(store, m)
+        images = sample_factory(weights, cfg, n, seed=seed)
+    except (LoadError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the config
+        abort(f"cannot sample factory {m.id[:12]}: {exc}")
     grid = image_grid(images)
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(out)
     label = config.federation.classes[m.classes[0]]

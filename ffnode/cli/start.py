@@ -31,7 +31,7 @@ def start(
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     Config.load(home)  # a bad home or config fails here in a moment, before torch and libp2p load
     load_identity(home)
-    from ffnode.node import Node
+    from ffnode.daemon.node import Node
 
     node = Node(home)
 

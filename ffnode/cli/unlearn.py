@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ffnode import control
 from ffnode.cli.output import HomeOption, JsonOption, emit_json, err, table
+from ffnode.daemon import control
 
 
 def revoke(

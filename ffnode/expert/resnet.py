@@ -95,7 +95,7 @@ def build_expert(cfg: ExpertConfig, num_classes: int, image_shape: tuple[int, in
     return ResNet(cfg, num_classes, image_shape)
 
 
-def load_expert(
+def expert_from_weights(
     weights: dict[str, torch.Tensor], cfg: ExpertConfig, num_classes: int, image_shape: tuple[int, int, int]
 ) -> nn.Module:
     """Rebuild a published expert in eval mode (strict load: weights and config must match)."""

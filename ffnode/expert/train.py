@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ffnode.device import autocast, pick_device
 from ffnode.expert.resnet import ExpertConfig, build_expert
+from ffnode.schedule import warmup_cosine
 
 
 def augment(x: torch.Tensor, cfg: ExpertConfig, generator: torch.Generator) -> torch.Tensor:
@@ -89,12 +90,7 @@ def train_expert(
             idx = order[start : start + cfg.batch_size]
             x = augment(x_all[idx].float(), cfg, generator).to(device)  # (B, H, W, C) in 0..255
             y = y_all[idx].to(device)
-            # lr: linear warmup over the first epoch, then cosine to zero
-            lr = (
-                cfg.lr * (step + 1) / warmup
-                if step < warmup
-                else cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-            )
+            lr = warmup_cosine(step, peak=cfg.lr, warmup=warmup, total=total_steps)  # warmup: the first epoch
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast(device, cfg.bf16):

@@ -16,6 +16,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from ffnode.plainconfig import from_plain, to_plain
 
 SAMPLERS = ("unipc", "dpmsolver++", "ddim")
+PREDICTION_TYPES = ("v_prediction", "epsilon")
+BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")  # diffusers' names
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,13 @@ class FactoryConfig:
             )
         if any(w % self.norm_num_groups for w in self.block_out_channels):
             raise ValueError(f"norm_num_groups {self.norm_num_groups} must divide every block width")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler '{self.sampler}': use one of {', '.join(SAMPLERS)}")
+        for name, value, allowed in (
+            ("sampler", self.sampler, SAMPLERS),
+            ("prediction_type", self.prediction_type, PREDICTION_TYPES),
+            ("beta_schedule", self.beta_schedule, BETA_SCHEDULES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -114,4 +121,6 @@ def build_sample_scheduler(
         return DDIMScheduler(**common, clip_sample=False)
     if cfg.sampler == "unipc":  # UniPC-bh2 (Zhao et al. 2023): predictor-corrector, no extra model calls
         return UniPCMultistepScheduler(**common, solver_order=2)
-    return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    if cfg.sampler == "dpmsolver++":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    raise ValueError(f"unknown sampler {cfg.sampler!r}")

@@ -9,7 +9,7 @@ from ffnode.device import autocast, pick_device
 from ffnode.factory.model import FactoryConfig, build_sample_scheduler, build_unet
 
 
-def load_factory(weights: dict[str, torch.Tensor], cfg: FactoryConfig, device: torch.device) -> torch.nn.Module:
+def unet_from_weights(weights: dict[str, torch.Tensor], cfg: FactoryConfig, device: torch.device) -> torch.nn.Module:
     """Rebuild the UNet from its config and published weights, in eval mode on `device`."""
     model = build_unet(cfg)
     model.load_state_dict(weights)  # strict: a weights/config mismatch is an error, not a silent partial load
@@ -22,7 +22,7 @@ def sample_factory(
 ) -> np.ndarray:
     """Draw n images (n, H, W, C) uint8 from a factory; the same seed and batch_size give the same images."""
     device = pick_device()
-    model = load_factory(weights, cfg, device)
+    model = unet_from_weights(weights, cfg, device)
     scheduler = build_sample_scheduler(cfg)
     generator = torch.Generator().manual_seed(seed)
     out = np.empty((n, cfg.image_size, cfg.image_size, cfg.channels), dtype=np.uint8)

@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from ffnode.device import autocast, pick_device
 from ffnode.factory.model import FactoryConfig, build_train_scheduler, build_unet
+from ffnode.schedule import warmup_cosine
 
 CHECKPOINT_NAME = "factory_checkpoint.safetensors"
 
@@ -52,12 +54,15 @@ def noisy_batch(
     return x0, noise, t, scheduler.add_noise(x0, noise, t)
 
 
-def _lr_at(step: int, cfg: FactoryConfig) -> float:
-    """Linear warmup, then cosine decay to 10% of the peak (short runs gain from ending at a low lr)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.train_steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+def _target(
+    cfg: FactoryConfig, scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """What the UNet regresses: the noise (epsilon) or the velocity alpha_t * noise - sigma_t * x0 (v)."""
+    if cfg.prediction_type == "epsilon":
+        return noise
+    if cfg.prediction_type == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    raise ValueError(f"unknown prediction_type {cfg.prediction_type!r}")
 
 
 def _fingerprint(images: np.ndarray, cfg: FactoryConfig, seed: int) -> str:
@@ -110,15 +115,16 @@ def train_factory(
     step, seconds, loss_ema = 0, 0.0, float("nan")
     fingerprint = _fingerprint(images, cfg, seed)
     ckpt = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    run = _RunState(model, ema, optimizer, generator)
     if ckpt is not None and ckpt.exists():
-        step, seconds, loss_ema = _load_checkpoint(ckpt, fingerprint, model, ema, optimizer, generator)
+        step, seconds, loss_ema = run.restore(ckpt, fingerprint)
 
     t0 = time.perf_counter()
     while step < cfg.train_steps:
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = warmup_cosine(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.train_steps, floor=0.1)
         x0, noise, t, xt = noisy_batch(data, cfg, generator, noise_scheduler)
-        target = noise if cfg.prediction_type == "epsilon" else noise_scheduler.get_velocity(x0, noise, t)
+        target = _target(cfg, noise_scheduler, x0, noise, t)
         # forward/backward
         with autocast(device, cfg.bf16):
             pred = model(xt, t).sample
@@ -137,7 +143,7 @@ def train_factory(
         # checkpoint
         if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.train_steps):
             now = seconds + time.perf_counter() - t0
-            _write(ckpt, fingerprint, model, ema, optimizer, generator, step, now, loss_ema)
+            run.save(ckpt, fingerprint, step, now, loss_ema)
         if progress is not None:
             progress(step, cfg.train_steps)
     seconds += time.perf_counter() - t0
@@ -153,51 +159,42 @@ def train_factory(
     return weights, summary
 
 
-def _write(
-    path: Path,
-    fingerprint: str,
-    model: torch.nn.Module,
-    ema: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    step: int,
-    seconds: float,
-    loss_ema: float,
-) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors |= {f"ema.{k}": v for k, v in ema.items()}
-    for i, state in optimizer.state_dict()["state"].items():
-        tensors |= {f"optim.{i}.{k}": torch.as_tensor(v) for k, v in state.items()}
-    tensors["rng"] = generator.get_state()
-    meta = {"step": str(step), "seconds": repr(seconds), "loss_ema": repr(loss_ema), "fingerprint": fingerprint}
-    _save_checkpoint(path, tensors, meta)
+@dataclass
+class _RunState:
+    """Everything a resumed run needs to continue on the exact same stream: model, EMA, optimizer, RNG."""
 
+    model: torch.nn.Module
+    ema: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
 
-def _load_checkpoint(
-    path: Path,
-    fingerprint: str,
-    model: torch.nn.Module,
-    ema: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-) -> tuple[int, float, float]:
-    """Restore model, EMA, optimizer and RNG in place; return (step, seconds so far, loss EMA)."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    if meta.get("fingerprint") != fingerprint:
-        raise ValueError(
-            f"checkpoint {path} belongs to another run (different images, config or seed): delete it to start over"
-        )
-    tensors = load_file(str(path))
-    device = next(model.parameters()).device
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    for k in ema:
-        ema[k].copy_(tensors[f"ema.{k}"])
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, i, name = key.split(".", 2)
-            state.setdefault(int(i), {})[name] = value if name == "step" else value.to(device)
-    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-    generator.set_state(tensors["rng"])
-    return int(meta["step"]), float(meta["seconds"]), float(meta["loss_ema"])
+    def save(self, path: Path, fingerprint: str, step: int, seconds: float, loss_ema: float) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors |= {f"ema.{k}": v for k, v in self.ema.items()}
+        for i, state in self.optimizer.state_dict()["state"].items():
+            tensors |= {f"optim.{i}.{k}": torch.as_tensor(v) for k, v in state.items()}
+        tensors["rng"] = self.generator.get_state()
+        meta = {"step": str(step), "seconds": repr(seconds), "loss_ema": repr(loss_ema), "fingerprint": fingerprint}
+        _save_checkpoint(path, tensors, meta)
+
+    def restore(self, path: Path, fingerprint: str) -> tuple[int, float, float]:
+        """Restore in place from a checkpoint of this run; return (step, seconds so far, loss EMA)."""
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+        if meta.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"checkpoint {path} belongs to another run (different images, config or seed): delete it to start over"
+            )
+        tensors = load_file(str(path))
+        device = next(self.model.parameters()).device
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        for k in self.ema:
+            self.ema[k].copy_(tensors[f"ema.{k}"])
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, i, name = key.split(".", 2)
+                state.setdefault(int(i), {})[name] = value if name == "step" else value.to(device)
+        self.optimizer.load_state_dict({"state": state, "param_groups": self.optimizer.state_dict()["param_groups"]})
+        self.generator.set_state(tensors["rng"])
+        return int(meta["step"]), float(meta["seconds"]), float(meta["loss_ema"])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ffnode.baselines.simulate import Params, Strategy, weighted_mean
+from harness.baselines.simulate import Params, Strategy, weighted_mean
 
 
 class FedDyn(Strategy):

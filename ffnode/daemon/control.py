@@ -1,13 +1,15 @@
 """The local control endpoint: a Unix socket in the node's home that only the node's user can reach.
 
 One JSON request per connection, one JSON reply: `{"cmd": NAME, "args": {...}}` ->
-`{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`. File permissions are the access
+`{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`. A query's images travel as
+`encode_images` writes them (base64 of the uint8 pixels, and their shape). File permissions are the access
 control (socket 0600 inside a 0700 home), so no token is needed and nothing listens on the network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -15,6 +17,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 log = logging.getLogger("ffnode.control")
 
@@ -63,6 +67,23 @@ async def serve(home: Path, handlers: dict[str, Handler], ready: asyncio.Event) 
             await server.serve_forever()
     finally:
         path.unlink(missing_ok=True)
+
+
+def encode_images(images: np.ndarray) -> dict[str, Any]:
+    """A (B, H, W, C) uint8 batch as query args."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    return {"images": base64.b64encode(images.tobytes()).decode(), "shape": list(images.shape)}
+
+
+def decode_images(args: dict[str, Any]) -> np.ndarray:
+    """The batch `encode_images` wrote, as a writable array; ValueError if the shape does not fit the bytes."""
+    shape = args.get("shape")
+    if not isinstance(shape, list) or len(shape) != 4 or not all(type(x) is int and x > 0 for x in shape):
+        raise ValueError(f"query shape must be 4 positive ints (B, H, W, C), got {shape!r}")
+    pixels = bytearray(base64.b64decode(args.get("images", "")))
+    if len(pixels) != int(np.prod(shape)):
+        raise ValueError(f"query holds {len(pixels)} bytes, not the {int(np.prod(shape))} of shape {shape}")
+    return np.frombuffer(pixels, dtype=np.uint8).reshape(shape)
 
 
 def call(home: Path, cmd: str, args: dict[str, Any] | None = None, *, timeout: float | None = 30.0) -> Any:

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from ffnode.expert.resnet import ExpertConfig, build_expert
 from ffnode.expert.train import augment
-from ffnode.metrics import accuracy, macro_auroc
 from ffnode.poe import poe_predict
+from harness.metrics import accuracy, macro_auroc
 
 Params = list[torch.Tensor]
 

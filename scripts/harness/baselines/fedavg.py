@@ -11,7 +11,7 @@ of such models is a poor classifier: the failure FederatedFactory is built to av
 
 from __future__ import annotations
 
-from ffnode.baselines.simulate import Strategy
+from harness.baselines.simulate import Strategy
 
 
 class FedAvg(Strategy):

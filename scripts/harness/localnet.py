@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ffnode import control
+from ffnode.daemon import control
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ffnode.baselines.simulate import Params, Strategy, weighted_mean
+from harness.baselines.simulate import Params, Strategy, weighted_mean
 
 
 class Scaffold(Strategy):

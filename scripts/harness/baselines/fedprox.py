@@ -10,7 +10,7 @@ Aggregation is FedAvg's data-size-weighted mean. The paper's baseline setting is
 
 from __future__ import annotations
 
-from ffnode.baselines.simulate import Params, Strategy
+from harness.baselines.simulate import Params, Strategy
 
 
 class FedProx(Strategy):

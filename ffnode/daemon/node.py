@@ -3,13 +3,13 @@
 Every task is owned by one asyncio.TaskGroup in `Node.run`; the libp2p world lives in its own trio
 thread behind `NetHost`. Anything a peer sends goes through `Store.check`/`Store.add` (signature,
 schema, federation, trust, tombstones) before it is used, and every rejection is logged with its reason
-and the peer it came from.
+and the peer it came from. This module owns the network-facing workers (fetching blobs, syncing
+inventories) and the control handlers; what to learn is the learner's, what to sign the outbox's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import fcntl
 import json
 import logging
@@ -20,21 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ffnode import control
 from ffnode.artifacts.codec import WireError
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Store
 from ffnode.config import Config, ConfigError
+from ffnode.daemon import control
+from ffnode.daemon.build import SynthCache
+from ffnode.daemon.learner import Learner
+from ffnode.daemon.outbox import Outbox
+from ffnode.daemon.unlearn import Unlearning, verify_unlearning
+from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.identity import load_identity
-from ffnode.learner import Learner
 from ffnode.net import Handlers, NetError, NetHost
+from ffnode.net.sync import inventory_request, inventory_response, parse_inventory_request, parse_inventory_response
 from ffnode.query import ExpertPool
-from ffnode.sync import inventory_request, inventory_response, parse_inventory_request, parse_inventory_response
-from ffnode.unlearn import apply_revocation, leave, revoke, verify_unlearning
 
 log = logging.getLogger("ffnode.node")
 
@@ -83,8 +85,11 @@ class Node:
         self._lock = self._lock_home()  # before the store repairs anything: one node per home
         fed = self.config.federation
         self.store = Store(home / "store", federation=fed.name, allowed=frozenset(fed.allowed_publishers), repair=True)
-        self.learner = Learner(home, self.config, self.identity, self.store, self._publish)
-        self.pool = ExpertPool(self.store, len(self.config.federation.classes))
+        self.outbox = Outbox(home, self.identity, self.store, fed.name, fed.classes, self._publish)
+        self.cache = SynthCache(home / "work" / "synth")
+        self.unlearning = Unlearning(self.store, self.outbox, self.cache)
+        self.pool = ExpertPool(self.store, len(fed.classes))
+        self.learner: Learner | None = None  # made once the local data is loaded (Node.run)
         self.peers: dict[str, PeerState] = {}
         self._peers_lock = threading.Lock()  # rejections are counted on the network thread, the rest on the loop
         self.traffic = Traffic()
@@ -116,9 +121,15 @@ class Node:
         try:
             if self.config.learning.threads:
                 torch.set_num_threads(self.config.learning.threads)
-            await self.learner.load_data()
+            data = await asyncio.to_thread(self._load_data)
+            self.learner = Learner(
+                self.config, data, self.store, self.outbox, self.unlearning, self.cache, self.home / "work"
+            )
+            self.store.on_change = self.learner.notify
+            self.unlearning.forget_all_revoked()  # after a crash between a revocation and its purge
             await self.net.start()
             try:
+                await self.unlearning.finish_leaving()  # after a crash in the middle of `ffnode leave`
                 await self._serve(stop)
             finally:
                 await self.net.stop()
@@ -126,7 +137,16 @@ class Node:
         finally:
             self._lock.close()
 
+    def _load_data(self) -> ImageSet:
+        """Load and check the local data; bad data fails here, before the node starts anything else."""
+        cfg, classes = self.config.data, self.config.federation.classes
+        data = load_dataset(cfg.spec, split=cfg.split, classes=classes)
+        names = [classes[c] for c in sorted(set(data.labels.tolist()))]
+        log.info("local data %s: %d images of classes %s", cfg.spec, len(data.labels), names)
+        return data
+
     async def _serve(self, stop: asyncio.Event) -> None:
+        assert self.learner is not None
         control_ready = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -204,7 +224,7 @@ class Node:
             self._queue_fetch(msg.id, peer)
         elif isinstance(msg, Revocation):
             log.info("accepted revocation of %s by %s (%s)", [i[:12] for i in msg.ids], msg.owner, msg.reason)
-            apply_revocation(self.learner, msg)
+            self.unlearning.forget(msg.ids)
 
     def _on_peer(self, peer: str, connected: bool) -> None:
         state = self._peer(peer)
@@ -268,7 +288,6 @@ class Node:
             self.traffic.add("fetched", m.size)
             self._retry.pop(aid, None)
             log.info("verified %s %s (%d bytes) from %s", m.kind, aid[:12], m.size, peer)
-            self.learner.changed.set()
             return
         # nobody served it yet: `_maintenance` queues it again, backing off so a blob nobody has costs little
         delay = min(RETRY_MAX_S, 2 * self._retry.get(aid, (RETRY_S / 2, 0.0))[0])
@@ -324,25 +343,25 @@ class Node:
         }
 
     async def _status(self, args: dict) -> dict[str, Any]:
+        assert self.learner is not None
         p = self.learner.progress
         entries = self.store.entries()
         counts: dict[str, int] = {}
         for e in entries:
             key = f"{e.manifest.kind}_{e.state}"
             counts[key] = counts.get(key, 0) + 1
-        data = self.learner.data
         return {
             "peer_id": self.identity.peer_id,
             "addrs": self.net.addrs,
             "federation": self.config.federation.name,
             "classes": self.config.federation.classes,
-            "local_classes": [self.config.federation.classes[c] for c in self.learner.local_classes()] if data else [],
+            "local_classes": [self.config.federation.classes[c] for c in self.learner.local_classes()],
             "phase": p.phase,
             "task": p.task,
             "progress": [p.done, p.total],
             "missing_classes": p.missing or [],
             "artifacts": counts,
-            "current_expert": (e.id if (e := self.learner.current_expert()) else None),
+            "current_expert": (e.id if (e := self.outbox.current_expert()) else None),
             "connected_peers": len(self.net.connected_peers()),
             "bytes_sent": self.traffic.sent,
             "traffic": {
@@ -381,19 +400,20 @@ class Node:
         return self.store.rows(self.config.federation.classes)
 
     async def _query(self, args: dict) -> dict[str, Any]:
-        shape = args["shape"]
-        images = np.frombuffer(bytearray(base64.b64decode(args["images"])), dtype=np.uint8).reshape(shape)  # writable
+        images = control.decode_images(args)
         rule = args.get("rule") or self.config.learning.poe_rule
         return await asyncio.to_thread(self.pool.query, images, self.config.federation.classes, rule)
 
     async def _revoke(self, args: dict) -> dict[str, Any]:
         ids = [self.store.resolve(i) for i in args["ids"]]
-        r = await revoke(self.learner, ids, reason=args.get("reason") or "revoked by operator")
+        r = await self.unlearning.revoke(ids, reason=args.get("reason") or "revoked by operator")
         return {"revocation": r.id, "ids": r.ids}
 
     async def _leave(self, args: dict) -> dict[str, Any]:
-        revocations = await leave(self.learner)
+        revocations = await self.unlearning.leave()
         return {"revocations": [r.id for r in revocations], "ids": [i for r in revocations for i in r.ids]}
 
     async def _verify(self, args: dict) -> dict[str, Any]:
-        return await asyncio.to_thread(verify_unlearning, self.learner)
+        assert self.learner is not None
+        current, classes = self.outbox.current_expert(), self.config.federation.classes
+        return await asyncio.to_thread(verify_unlearning, self.store, self.learner.data, current, classes)

@@ -4,11 +4,11 @@ Each algorithm is a `Strategy` in its own file; `run_federated(strategy, ...)` s
 `default_strategies()` gives them with the paper's hyper-parameters (FedProx mu 0.01, FedDyn alpha 0.001).
 """
 
-from ffnode.baselines.fedavg import FedAvg
-from ffnode.baselines.feddyn import FedDyn
-from ffnode.baselines.fedprox import FedProx
-from ffnode.baselines.scaffold import Scaffold
-from ffnode.baselines.simulate import Strategy, run_federated
+from harness.baselines.fedavg import FedAvg
+from harness.baselines.feddyn import FedDyn
+from harness.baselines.fedprox import FedProx
+from harness.baselines.scaffold import Scaffold
+from harness.baselines.simulate import Strategy, run_federated
 
 
 def default_strategies() -> list[Strategy]:

@@ -1,9 +1,9 @@
 """Regenerate the wire-protocol test vectors in protocol/vectors/*.json (protocol/README.md, "Test vectors").
 
-    python scripts/make_vectors.py           # rewrite protocol/vectors/*.json
-    python scripts/make_vectors.py --check   # exit 1 if a file differs from what the code produces now
+    python protocol/make_vectors.py           # rewrite protocol/vectors/*.json
+    python protocol/make_vectors.py --check   # exit 1 if a file differs from what the code produces now
 
-Every byte comes from ffnode's own code (ffnode.identity, ffnode.artifacts, ffnode.sync,
+Every byte comes from ffnode's own code (ffnode.identity, ffnode.artifacts, ffnode.net.sync,
 ffnode.net.streams' framing) applied to fixed inputs: two test keys (seeds `bytes(range(32))` for
 "alice" and `b"\\x01" * 32` for "bob"), fixed timestamps around 2026-11-23T00:00:00Z and fixed blob
 contents. Ed25519 signatures are deterministic (RFC 8032), so a rerun rewrites every file byte for
@@ -41,7 +41,7 @@ from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import open_announcement
 from ffnode.identity import Identity, peer_id_from_public_key
 from ffnode.net import streams
-from ffnode.sync import inventory_request, inventory_response, parse_inventory_request, parse_inventory_response
+from ffnode.net.sync import inventory_request, inventory_response, parse_inventory_request, parse_inventory_response
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "protocol" / "vectors"

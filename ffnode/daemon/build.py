@@ -1,0 +1,241 @@
+"""What a site builds, as pure functions of their inputs: no asyncio, no scheduler, no network.
+
+    factory_c = TrainFactory(real_c, seed_c, cfg)                       one per local class c
+    expert    = TrainExpert(real ∪ ⋃_{Γ ∈ lineage} Sample(Γ, seed_Γ), seed, arch)
+
+The expert is a deterministic function of the site's real data, its lineage (the factory IDs it was
+trained from), its seed and its arch, so anyone holding the same inputs rebuilds it bit for bit: that is
+how `ffnode verify-unlearning` proves that a revoked factory left no trace (see unlearn.py). The
+synthetic sets are cached under the node's work folder, keyed by everything that determines them, and
+the cache is the one place derived data outlives a build, so revocation purges it (SynthCache.purge).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.torch import save as save_safetensors
+
+from ffnode.artifacts.codec import canonical_bytes
+from ffnode.artifacts.manifest import Manifest
+from ffnode.artifacts.store import Store, atomic_write
+from ffnode.config import Config, ConfigError
+from ffnode.daemon.progress import Progress, ticker
+from ffnode.data.sources import ImageSet
+from ffnode.expert.resnet import ExpertConfig
+from ffnode.expert.train import train_expert
+from ffnode.factory.model import FactoryConfig
+from ffnode.factory.train import train_factory
+from ffnode.loaders import LoadError, load_factory
+from ffnode.profiles import Profile, profile_for
+from ffnode.synth import synthesize
+
+# One training at a time in this process: torch's seeding (model init) is process-global, and the
+# unlearning proof may rebuild an expert while the learner trains.
+BUILD_LOCK = threading.Lock()
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from the node seed and the IDs it applies to: independent of everything else present."""
+    return int.from_bytes(hashlib.sha256(canonical_bytes(list(parts))).digest()[:8], "big") >> 1
+
+
+def weights_to_bytes(weights: dict[str, Any]) -> bytes:
+    """The blob of an artifact: safetensors, whose bytes depend on the tensors alone."""
+    return save_safetensors({k: v.contiguous() for k, v in weights.items()})
+
+
+def site_profile(config: Config, image_shape: tuple[int, int, int]) -> Profile:
+    """The configured profile, fitted to the site's images, with the config's overrides applied."""
+    try:
+        profile = profile_for(config.learning.profile, image_shape)
+    except ValueError as exc:
+        raise ConfigError(f"[learning] profile: {exc}") from None
+    if steps := config.learning.factory_steps:
+        profile = dataclasses.replace(profile, factory=dataclasses.replace(profile.factory, train_steps=steps))
+    return profile
+
+
+def expert_arch(config: Config, profile: Profile, num_classes: int, image_shape: tuple[int, int, int]) -> dict:
+    """Everything besides the lineage and seed that determines an expert's weights (signed in its manifest)."""
+    return {
+        "expert": profile.expert.to_dict(),
+        "num_classes": num_classes,
+        "image_shape": list(image_shape),
+        "synth_per_class": config.learning.synth_per_class or profile.synth_per_class,
+        "profile": config.learning.profile,
+    }
+
+
+# -- factories -------------------------------------------------------------------------------------------
+def make_factory(
+    data: ImageSet,
+    label: int,
+    cfg: FactoryConfig,
+    node_seed: int,
+    checkpoints: Path,
+    progress: Progress,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """Train the factory of one local class; returns (weights, summary, seed). Resumes from `checkpoints`."""
+    seed = derive_seed(node_seed, "factory", label)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    with BUILD_LOCK:
+        weights, summary = train_factory(
+            data.images[data.labels == label],
+            cfg,
+            seed=seed,
+            checkpoint_dir=checkpoints,
+            progress=ticker(progress, should_stop),
+        )
+    return weights, summary, seed
+
+
+# -- the synthetic cache -----------------------------------------------------------------------------------
+class SynthCache:
+    """Synthetic sets on disk: `class<label>-<key>.npz` with a `.json` index naming the factories drawn from.
+
+    The data file is written first and the index last, so a set without an index is a crash's leftover."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, label: int, ids: list[str], per_class: int, seed: int) -> Path:
+        key = hashlib.sha256(canonical_bytes([label, ids, per_class, seed])).hexdigest()[:16]
+        return self.folder / f"class{label}-{key}.npz"
+
+    def get(self, label: int, ids: list[str], per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self._path(label, ids, per_class, seed)
+        if not (path.exists() and path.with_suffix(".json").exists()):
+            return None
+        with np.load(path) as z:
+            return z["images"], z["labels"]
+
+    def put(
+        self, label: int, ids: list[str], per_class: int, seed: int, images: np.ndarray, labels: np.ndarray
+    ) -> None:
+        path = self._path(label, ids, per_class, seed)
+        tmp = path.with_suffix(".tmp.npz")
+        with open(tmp, "wb") as f:
+            np.savez(f, images=images, labels=labels)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)  # the data first, then the index that purge reads
+        atomic_write(path.with_suffix(".json"), json.dumps({"factories": ids}).encode())
+
+    def purge(self, revoked: set[str]) -> int:
+        """Delete every set drawn from a revoked factory (and any set whose index was never written);
+        returns how many sets were drawn from revoked factories."""
+        count = 0
+        for data in self.folder.glob("*.npz"):
+            if not data.with_suffix(".json").exists():
+                data.unlink()
+        for meta in self.folder.glob("*.json"):
+            if revoked & set(json.loads(meta.read_text())["factories"]):
+                meta.with_suffix(".npz").unlink(missing_ok=True)
+                meta.unlink()
+                count += 1
+        return count
+
+
+# -- experts ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExpertBuild:
+    """An expert's weights and what made them: the lineage and seed go into its signed manifest."""
+
+    weights: dict[str, Any]
+    summary: dict[str, Any]  # training figures and label counts (the manifest's meta)
+    lineage: list[str]  # sorted IDs of the factories sampled
+    seed: int
+    arch: dict[str, Any]
+
+
+def make_expert(
+    data: ImageSet,
+    store: Store,
+    factories: list[Manifest],
+    arch: dict[str, Any],
+    seed: int,
+    *,
+    cache: SynthCache | None,
+    progress: Progress,
+    class_names: list[str],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> ExpertBuild:
+    """Synthesise from `factories` (read from `store`) and train on real + synthetic data.
+
+    A pure function of (data, factories' blobs, arch, seed): `cache` only saves the sampling. Raises
+    LoadError naming a factory that cannot be loaded or sampled."""
+    per_class = arch["synth_per_class"]
+    by_class: dict[int, list[Manifest]] = {}
+    for m in factories:
+        by_class.setdefault(m.classes[0], []).append(m)
+    with BUILD_LOCK:
+        images, labels = [data.images], [data.labels]
+        sampled, sampling_s = 0, 0.0  # images drawn now (not from the cache), and the seconds that took
+        for i, (label, group) in enumerate(sorted(by_class.items())):
+            progress.phase, progress.task = "synthesis", f"class {class_names[label]} ({i + 1}/{len(by_class)})"
+            x, y, seconds = _synthesise(store, label, group, per_class, seed, cache, ticker(progress, should_stop))
+            images.append(x)
+            labels.append(y)
+            if seconds:
+                sampled, sampling_s = sampled + len(y), sampling_s + seconds
+        progress.phase, progress.task = "expert", "training"
+        all_labels = np.concatenate(labels)
+        weights, summary = train_expert(
+            np.concatenate(images),
+            all_labels,
+            arch["num_classes"],
+            ExpertConfig.from_dict(arch["expert"]),
+            seed=seed,
+            progress=ticker(progress, should_stop),
+        )
+    summary |= {
+        "n_real": int(len(data.labels)),
+        # what the prior-corrected PoE divides out (ffnode.poe): this expert's label counts, real and all
+        "real_counts": np.bincount(data.labels, minlength=arch["num_classes"]).tolist(),
+        "label_counts": np.bincount(all_labels, minlength=arch["num_classes"]).tolist(),
+        "synth_sampled": sampled,
+        "synth_seconds": round(sampling_s, 3),
+    }
+    return ExpertBuild(weights, summary, sorted(m.id for m in factories), seed, arch)
+
+
+def _synthesise(
+    store: Store,
+    label: int,
+    group: list[Manifest],
+    per_class: int,
+    seed: int,
+    cache: SynthCache | None,
+    tick: Callable[[int, int], None],
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The synthetic set of one class, and the seconds spent sampling it (0.0 when it came from the cache)."""
+    group = sorted(group, key=lambda m: m.id)
+    ids = [m.id for m in group]
+    sseed = derive_seed(seed, "synth", label, ids, per_class)
+    if cache is not None and (hit := cache.get(label, ids, per_class, sseed)) is not None:
+        return (*hit, 0.0)
+    factories = []
+    for m in group:
+        cfg, weights = load_factory(store, m)  # LoadError names the factory
+        factories.append((label, weights, cfg))
+    t0 = time.perf_counter()
+    try:
+        images, labels = synthesize(factories, per_class, seed=sseed, progress=tick)
+    except RuntimeError as exc:  # weights that do not fit their config
+        raise LoadError(group[0], f"cannot sample it ({exc})") from exc
+    if cache is not None and not any(store.is_revoked(aid) for aid in ids):
+        cache.put(label, ids, per_class, sseed, images, labels)
+    return images, labels, time.perf_counter() - t0

@@ -1,0 +1,228 @@
+"""The learning policy of one node: what is due, and when to wait for more.
+
+FederatedFactory (arXiv 2603.16370): site d trains one generator Γ_{d,c} per local class c, shares it,
+and trains its expert f_d on its real data plus class-balanced samples from the generators of the
+classes it lacks. This module decides only *when*: train the own factories that are due; train the
+expert once every class is covered (or the deadline passed) and announcements have settled; retrain it
+when its lineage changes; withdraw the superseded one. What is built is build.py's (in a worker thread,
+so the node keeps gossiping), what is signed the outbox's, and the store says when anything changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ffnode.artifacts.manifest import Manifest
+from ffnode.artifacts.store import Store
+from ffnode.config import Config
+from ffnode.daemon.build import ExpertBuild, SynthCache, expert_arch, make_expert, make_factory, site_profile
+from ffnode.daemon.outbox import HasLeft, Outbox
+from ffnode.daemon.progress import Progress, Stopping
+from ffnode.daemon.unlearn import Unlearning
+from ffnode.data.sources import ImageSet
+from ffnode.loaders import LoadError, factory_config
+
+log = logging.getLogger("ffnode.learner")
+
+QUIET_S = 2.0  # wait this long after the last new factory before training: announcements come in bursts
+RETRY_S = 30.0  # after a failed learning round
+WAITING_POLL_S = 5.0  # while waiting for classes: pending factories give up after PENDING_GRACE_S
+PENDING_GRACE_S = 60.0  # how long an announced factory whose blob has not arrived holds the expert back
+
+
+class Learner:
+    def __init__(
+        self,
+        config: Config,
+        data: ImageSet,
+        store: Store,
+        outbox: Outbox,
+        unlearning: Unlearning,
+        cache: SynthCache,
+        work: Path,
+    ) -> None:
+        self.config, self.data, self.store, self.outbox = config, data, store, outbox
+        self.unlearning, self.cache, self.work = unlearning, cache, work
+        self.classes = config.federation.classes
+        self.profile = site_profile(config, tuple(data.images.shape[1:]))
+        self.progress = Progress()
+        self.stopping = threading.Event()  # set by the node on shutdown: work in threads aborts
+        self._changed = asyncio.Event()  # set (thread-safely) whenever the store changes
+        self._loop = asyncio.get_running_loop()
+        self._pending_since: dict[str, float] = {}  # factory ID -> when its blob was first found missing
+        self._gave_up: set[str] = set()
+        self._unusable: dict[str, str] = {}  # factory ID -> why it is not sampled
+
+    def notify(self) -> None:
+        """The store changed (a factory went live, something was revoked): look again. Any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._changed.set)
+        except RuntimeError:  # the loop is closed: the node has stopped, nobody is waiting
+            pass
+
+    def local_classes(self) -> list[int]:
+        return sorted({int(c) for c in np.unique(self.data.labels)})
+
+    def _should_stop(self) -> bool:
+        return self.stopping.is_set() or self.outbox.left
+
+    # -- the loop ------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Train what is due, then sleep until something changes."""
+        started = time.monotonic()
+        while True:
+            self._changed.clear()  # before the work: whatever arrives meanwhile wakes the next round
+            try:
+                if self.outbox.left:
+                    self.progress = Progress(phase="left")
+                else:
+                    await self._train_own_factories()
+                    await self._maybe_train_expert(deadline_passed=self._deadline_passed(started))
+            except (Stopping, HasLeft):
+                if self.stopping.is_set():
+                    return
+                continue  # the node left while it trained: the next round says so
+            except Exception as exc:  # a bad round must not take the node (and its network) down
+                log.exception("learning round failed; trying again in %.0f s or when something changes", RETRY_S)
+                self.progress = Progress(phase="error", task=str(exc)[:120])
+            phase = self.progress.phase
+            timeout = WAITING_POLL_S if phase == "waiting" else RETRY_S if phase == "error" else None
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
+            except TimeoutError:
+                pass
+
+    def _deadline_passed(self, started: float) -> bool:
+        deadline = self.config.learning.deadline_s
+        return deadline > 0 and time.monotonic() - started > deadline
+
+    # -- factories -----------------------------------------------------------------------------------
+    async def _train_own_factories(self) -> None:
+        done = {c for m in self.outbox.own() if m.kind == "factory" for c in m.classes}  # revoked ones count
+        todo = [c for c in self.local_classes() if c not in done]
+        for i, label in enumerate(todo):
+            self.progress = Progress(phase="factories", task=f"factory {self.classes[label]} ({i + 1}/{len(todo)})")
+            fcfg = self.profile.factory
+            weights, summary, seed = await asyncio.to_thread(
+                make_factory,
+                self.data,
+                label,
+                fcfg,
+                self.config.learning.seed,
+                self.work / f"factory-{label}",  # training resumes from here after a crash
+                self.progress,
+                self._should_stop,
+            )
+            await self.outbox.publish("factory", [label], fcfg.to_dict(), weights, [], seed, summary)
+
+    # -- expert --------------------------------------------------------------------------------------
+    def expert_lineage(self) -> tuple[list[Manifest], list[str]]:
+        """Live factories this node's expert should be trained from, and classes nothing covers yet."""
+        own = set(self.local_classes())
+        synth_own = self.config.learning.synth_own_classes
+        usable = [m for m in self.store.live("factory") if self._usable(m)]
+        factories = [m for m in usable if synth_own or m.classes[0] not in own]
+        covered = own | {m.classes[0] for m in usable}
+        withdrawn = {
+            c
+            for e in self.store.entries()
+            if e.state == "revoked" and e.manifest.kind == "factory"
+            for c in e.manifest.classes
+        } - covered
+        missing = [self.classes[c] for c in range(len(self.classes)) if c not in covered | withdrawn]
+        return factories, missing
+
+    def _usable(self, m: Manifest) -> bool:
+        """A peer's factory must fit this federation before it is sampled: a valid class, a config this
+        version understands and this federation's image shape; one that failed to load is skipped too."""
+        reason = self._unusable.get(m.id)
+        if reason is None:
+            h, w, c = self.data.images.shape[1:]
+            try:
+                cfg = factory_config(m)
+                if len(m.classes) != 1 or m.classes[0] >= len(self.classes):
+                    reason = f"class {m.classes} is not one of the federation's {len(self.classes)} classes"
+                elif (cfg.image_size, cfg.image_size, cfg.channels) != (h, w, c):
+                    reason = f"it makes {cfg.image_size}x{cfg.image_size}x{cfg.channels} images, not {h}x{w}x{c}"
+            except LoadError as exc:
+                reason = str(exc)
+            if reason is None:
+                return True
+            self._unusable[m.id] = reason
+            log.warning("skipping factory %s of %s: %s", m.id[:12], m.owner, reason)
+        return False
+
+    def _blocking_pending(self) -> list[Manifest]:
+        """Announced factories whose blob has not arrived yet. Worth waiting for a while (the expert would
+        be retrained the moment they arrive), but not forever: a peer may announce a blob nobody serves."""
+        now = time.monotonic()
+        pending = [m for m in self.store.pending() if m.kind == "factory"]
+        self._pending_since = {m.id: self._pending_since.get(m.id, now) for m in pending}
+        blocking = [m for m in pending if now - self._pending_since[m.id] < PENDING_GRACE_S]
+        for m in pending:
+            if m not in blocking and m.id not in self._gave_up:
+                self._gave_up.add(m.id)
+                log.warning(
+                    "factory %s of %s has not arrived in %.0f s: going on without it",
+                    m.id[:12],
+                    m.owner,
+                    PENDING_GRACE_S,
+                )
+        return blocking
+
+    async def _maybe_train_expert(self, *, deadline_passed: bool) -> None:
+        factories, missing = self.expert_lineage()
+        current = self.outbox.current_expert()
+        lineage = sorted(m.id for m in factories)
+        if current is not None and sorted(current.lineage) == lineage:
+            await self._revoke_stale_experts(current)
+            self.progress = Progress(phase="ready")
+            return
+        if (missing or self._blocking_pending()) and not deadline_passed:
+            self.progress = Progress(phase="waiting", missing=missing)
+            return
+        if missing:
+            log.warning("deadline passed: training the expert without classes %s", missing)
+        await asyncio.sleep(QUIET_S)  # let a burst of announcements settle before an expensive training
+        if sorted(m.id for m in self.expert_lineage()[0]) != lineage:
+            return  # more arrived: the loop comes back
+        arch = expert_arch(self.config, self.profile, len(self.classes), tuple(self.data.images.shape[1:]))
+        self.progress = Progress(phase="synthesis", task=f"expert from {len(factories)} factories")
+        try:
+            built: ExpertBuild = await asyncio.to_thread(
+                make_expert,
+                self.data,
+                self.store,
+                factories,
+                arch,
+                self.config.learning.seed,
+                cache=self.cache,
+                progress=self.progress,
+                class_names=self.classes,
+                should_stop=self._should_stop,
+            )
+        except LoadError as exc:
+            self._unusable[exc.artifact_id] = str(exc)
+            log.warning("skipping %s", exc)
+            self.notify()  # train again without it
+            return
+        if any(self.store.is_revoked(aid) for aid in built.lineage):
+            return  # withdrawn while it trained: never publish it; the revocation woke the next round
+        new = await self.outbox.publish(
+            "expert", list(range(len(self.classes))), arch, built.weights, built.lineage, built.seed, built.summary
+        )
+        await self._revoke_stale_experts(new)
+        self.progress = Progress(phase="ready")
+
+    async def _revoke_stale_experts(self, keep: Manifest) -> None:
+        """Every own live expert but `keep` is superseded: also after a crash between publishing and revoking."""
+        stale = [m.id for m in self.store.live("expert") if m.owner == self.outbox.me and m.id != keep.id]
+        if stale:
+            await self.unlearning.revoke(stale, reason=f"superseded by {keep.id[:12]}")

@@ -1,0 +1,158 @@
+"""daemon/build.py without a daemon: an expert is a pure function of (real data, lineage, seed, arch), the
+synthetic cache changes nothing but time, and revocation purges exactly the sets drawn from revoked factories."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ffnode.artifacts.manifest import Manifest
+from ffnode.artifacts.revocation import Revocation
+from ffnode.artifacts.store import Store
+from ffnode.config import Config
+from ffnode.daemon.build import (
+    SynthCache,
+    derive_seed,
+    expert_arch,
+    make_expert,
+    make_factory,
+    site_profile,
+    weights_to_bytes,
+)
+from ffnode.daemon.progress import Progress, Stopping
+from ffnode.data.sources import ImageSet, load_dataset
+from ffnode.identity import Identity
+from ffnode.loaders import LoadError
+
+CLASSES = ["0", "1", "2"]
+
+
+def digits(labels: list[int]) -> ImageSet:
+    d = load_dataset("digits", split="train", classes=[str(i) for i in range(10)])
+    keep = np.isin(d.labels, labels)
+    return ImageSet(d.images[keep], d.labels[keep], CLASSES)
+
+
+def tiny_config() -> Config:
+    config = Config()
+    config.federation.name, config.federation.classes = "testnet", list(CLASSES)
+    config.learning.profile = "tiny"
+    return config
+
+
+def publish_factory(store: Store, peer: Identity, label: int, seq: int) -> Manifest:
+    """Train a tiny factory of `label` as `peer` would and put it, signed, into `store`."""
+    data = digits([label])
+    profile = site_profile(tiny_config(), data.images.shape[1:])
+    checkpoints = store.root / "ckpt" / f"{label}"
+    weights, summary, seed = make_factory(data, label, profile.factory, seq, checkpoints, Progress())
+    blob = weights_to_bytes(weights)
+    m = Manifest(
+        kind="factory",
+        owner=peer.peer_id,
+        owner_key=peer.public_key,
+        federation="testnet",
+        classes=[label],
+        arch=profile.factory.to_dict(),
+        blob=store.put_blob_bytes(blob),
+        size=len(blob),
+        created=int(time.time() * 1000),
+        seq=seq,
+        seed=seed,
+    )
+    store.add(m.seal(peer))
+    return m
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, list[Manifest], list[Identity], ImageSet, dict]:
+    root = tmp_path_factory.mktemp("build")
+    store = Store(root / "store", federation="testnet")
+    peers = [Identity(bytes([i + 1]) * 32) for i in range(2)]
+    factories = [publish_factory(store, peers[i], i + 1, seq=1) for i in range(2)]
+    data = digits([0])
+    arch = expert_arch(tiny_config(), site_profile(tiny_config(), data.images.shape[1:]), 3, data.images.shape[1:])
+    return store, factories, peers, data, arch
+
+
+def build(world: tuple, factories: list[Manifest], cache: SynthCache | None, seed: int = 7) -> bytes:
+    store, _, _, data, arch = world
+    built = make_expert(data, store, factories, arch, seed, cache=cache, progress=Progress(), class_names=CLASSES)
+    return weights_to_bytes(built.weights)
+
+
+def test_same_inputs_give_a_bitwise_identical_expert(world: tuple, tmp_path: Path) -> None:
+    _, factories, _, _, _ = world
+    cold = build(world, factories, SynthCache(tmp_path / "synth"))  # samples, fills the cache
+    warm = build(world, factories, SynthCache(tmp_path / "synth"))  # from the cache
+    uncached = build(world, list(reversed(factories)), None)  # another order, no cache
+    assert cold == warm == uncached
+    assert build(world, factories, None, seed=8) != cold  # the seed matters
+
+
+def test_the_expert_records_its_lineage_and_label_counts(world: tuple) -> None:
+    store, factories, _, data, arch = world
+    built = make_expert(data, store, factories, arch, 7, cache=None, progress=Progress(), class_names=CLASSES)
+    assert built.lineage == sorted(m.id for m in factories)
+    assert (built.seed, built.arch) == (7, arch)
+    per_class = arch["synth_per_class"]
+    assert built.summary["real_counts"] == [len(data.labels), 0, 0]
+    assert built.summary["label_counts"] == [len(data.labels), per_class, per_class]
+    assert built.summary["n_real"] == len(data.labels)
+
+
+def test_an_expert_without_a_factory_is_the_one_trained_without_it(world: tuple) -> None:
+    """The unlearning proof in miniature: dropping a factory gives what a build from scratch without it gives."""
+    _, factories, _, _, _ = world
+    assert build(world, factories[:1], None) == build(world, factories[:1], None)
+    assert build(world, factories[:1], None) != build(world, factories, None)
+
+
+def test_revocation_purges_exactly_the_sets_drawn_from_revoked_factories(world: tuple, tmp_path: Path) -> None:
+    _, factories, _, _, _ = world
+    cache = SynthCache(tmp_path / "synth")
+    build(world, factories, cache)
+    assert len(list(cache.folder.glob("*.json"))) == 2  # one set per class
+    (cache.folder / "class9-orphan.npz").write_bytes(b"a crash between data and index")
+    assert cache.purge({factories[0].id}) == 1
+    left = [p.name for p in cache.folder.iterdir()]
+    assert len(left) == 2 and all(name.startswith("class2-") for name in left)  # factory 1's set and index
+
+
+def test_a_factory_whose_blob_is_gone_is_named_in_the_error(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store", federation="testnet")
+    peer = Identity(b"\x09" * 32)
+    m = publish_factory(store, peer, 1, seq=1)
+    revocation = Revocation(
+        owner=peer.peer_id,
+        owner_key=peer.public_key,
+        federation="testnet",
+        ids=[m.id],
+        reason="test",
+        created=int(time.time() * 1000),
+        seq=2,
+    )
+    store.add(revocation.seal(peer))  # the store deletes the blob
+    data = digits([0])
+    arch = expert_arch(tiny_config(), site_profile(tiny_config(), data.images.shape[1:]), 3, data.images.shape[1:])
+    with pytest.raises(LoadError) as info:
+        make_expert(data, store, [m], arch, 7, cache=None, progress=Progress(), class_names=CLASSES)
+    assert info.value.artifact_id == m.id
+
+
+def test_work_stops_at_the_next_tick_when_told(tmp_path: Path) -> None:
+    data = digits([1])
+    profile = site_profile(tiny_config(), data.images.shape[1:])
+    cfg = dataclasses.replace(profile.factory, train_steps=50)
+    with pytest.raises(Stopping):
+        make_factory(data, 1, cfg, 0, tmp_path / "ckpt", Progress(), should_stop=lambda: True)
+
+
+def test_seeds_depend_on_what_they_are_for() -> None:
+    assert derive_seed(0, "factory", 1) == derive_seed(0, "factory", 1)
+    assert len({derive_seed(0, "factory", 1), derive_seed(0, "factory", 2), derive_seed(1, "factory", 1)}) == 3
+    assert 0 <= derive_seed("x") < 2**63
