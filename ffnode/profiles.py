@@ -1,7 +1,8 @@
 """Named bundles of factory, expert and synthesis settings, sized for the hardware they run on.
 
 Every setting here was chosen by measurement (scripts/bench_learning.py); the comments give the figures.
-A profile is written for one image size and adapted to the federation's images by `profile_for`.
+A profile is measured at one image size (its comment says which) and fitted to the federation's images by
+`profile_for`, which sets the factory's image_size and channels: a profile does not set them itself.
 """
 
 from __future__ import annotations
@@ -56,8 +57,6 @@ PROFILES: dict[str, Profile] = {
     # expert width 16 in bf16 1,380 img/s (width 32 in fp32: 316)
     "cpu": Profile(
         factory=FactoryConfig(
-            image_size=28,
-            channels=3,
             train_steps=400,
             batch_size=64,
             hflip=True,
@@ -69,11 +68,9 @@ PROFILES: dict[str, Profile] = {
         synth_per_class=500,
         description="28x28 medical images on a 2-core CPU: ~3 min of the machine per factory",
     ),
-    # one GPU: wider models, attention, longer runs, many samples
+    # one GPU, 32x32 RGB: wider models, attention, longer runs, many samples
     "gpu": Profile(
         factory=FactoryConfig(
-            image_size=32,
-            channels=3,
             block_out_channels=(64, 128, 128),
             layers_per_block=2,
             norm_num_groups=32,

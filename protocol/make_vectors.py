@@ -621,6 +621,11 @@ def frame(body: bytes) -> bytes:
     return streams.FRAME_HEADER.pack(len(body)) + body
 
 
+def framed(body: bytes, value: Any, **before: Any) -> dict[str, Any]:
+    """A stream message as the vectors show it: `before` keys, its decoded value, its body and its frame."""
+    return {**before, "value": to_json(value), "body_hex": body.hex(), "frame_hex": frame(body).hex()}
+
+
 def sync_file() -> dict[str, Any]:
     request = inventory_request(FEDERATION)
     assert parse_inventory_request(request) == FEDERATION
@@ -673,24 +678,15 @@ def sync_file() -> dict[str, Any]:
         "server answers with one response frame and closes. Bodies are canonical msgpack.",
         "spec": f"{SPEC}#inventory-request-and-response",
         "protocol_id": "/ffnode/sync/1.0.0",
-        "request": {
-            "value": to_json(codec.decode(request)),
-            "body_hex": request.hex(),
-            "frame_hex": frame(request).hex(),
-        },
-        "response": {
-            "description": "The 'lifecycle' inventory of acceptance.json: Alice's factory, Bob's expert (revoked, "
+        "request": framed(request, codec.decode(request)),
+        "response": framed(
+            response,
+            codec.decode(response),
+            description="The 'lifecycle' inventory of acceptance.json: Alice's factory, Bob's expert (revoked, "
             "but served with its tombstone so that late joiners keep refusing it) and Bob's revocation. Items are "
             "the envelopes as the server received them.",
-            "value": to_json(codec.decode(response)),
-            "body_hex": response.hex(),
-            "frame_hex": frame(response).hex(),
-        },
-        "empty_response": {
-            "value": to_json(codec.decode(empty)),
-            "body_hex": empty.hex(),
-            "frame_hex": frame(empty).hex(),
-        },
+        ),
+        "empty_response": framed(empty, codec.decode(empty)),
         "invalid": invalid,
     }
 
@@ -718,23 +714,10 @@ def blob_file() -> dict[str, Any]:
         "blob_hex": ALICE_BLOB.hex(),
         "blob_id": blob_id,
         "blob_size": len(ALICE_BLOB),
-        "request": {
-            "value": to_json(msgpack.unpackb(request)),
-            "body_hex": request.hex(),
-            "frame_hex": frame(request).hex(),
-        },
-        "header": {
-            "value": to_json(msgpack.unpackb(header)),
-            "body_hex": header.hex(),
-            "frame_hex": frame(header).hex(),
-        },
+        "request": framed(request, msgpack.unpackb(request)),
+        "header": framed(header, msgpack.unpackb(header)),
         "response_hex": (frame(header) + ALICE_BLOB).hex(),
-        "not_found": {
-            "request_frame_hex": frame(absent_request).hex(),
-            "value": to_json(msgpack.unpackb(missing)),
-            "body_hex": missing.hex(),
-            "frame_hex": frame(missing).hex(),
-        },
+        "not_found": framed(missing, msgpack.unpackb(missing), request_frame_hex=frame(absent_request).hex()),
         "invalid_requests": [
             bad_request(
                 "uppercase-id",

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -94,6 +95,16 @@ async def gossip_reaches(sender: Node, receiver: Node, data: bytes) -> None:
         await asyncio.sleep(0.3)
 
 
+async def chain(make_node, **middle: Any) -> tuple[Node, Node, Node]:
+    """A <- B <- C (each bootstraps to the one before), once C is connected and A has gossiped through to it."""
+    a = await make_node()
+    b = await make_node(bootstrap=a.host.addrs, **middle)
+    c = await make_node(bootstrap=b.host.addrs)
+    await until(lambda: b.host.peer_id in c.host.connected_peers())
+    await gossip_reaches(a, c, b"warm-up")
+    return a, b, c
+
+
 def add_blob(node: Node, tmp_path: Path, data: bytes) -> str:
     blob_id = hashlib.sha256(data).hexdigest()
     path = tmp_path / f"served-{blob_id[:8]}"
@@ -141,11 +152,7 @@ async def test_connect_to_nobody_raises_net_error(make_node) -> None:
 async def test_gossip_flows_both_ways_along_a_bootstrap_chain(make_node) -> None:
     """C bootstraps to B, B to A: an announcement from A reaches C and one from C reaches A."""
     async with asyncio.timeout(40):
-        a = await make_node()
-        b = await make_node(bootstrap=a.host.addrs)
-        c = await make_node(bootstrap=b.host.addrs)
-        await until(lambda: a.host.peer_id in b.host.connected_peers())
-        await until(lambda: b.host.peer_id in c.host.connected_peers())
+        a, b, c = await chain(make_node)
         await gossip_reaches(a, c, b"from-a")
         await gossip_reaches(c, a, b"from-c")
         assert (b"from-a", a.host.peer_id) in b.gossip
@@ -156,11 +163,7 @@ async def test_gossip_flows_both_ways_along_a_bootstrap_chain(make_node) -> None
 async def test_a_burst_of_publishes_is_paced_and_fully_delivered(make_node) -> None:
     """Unpaced, py-libp2p delivered 10 of a burst of 50 (queue sizes and its 10 msg/s spam cap)."""
     async with asyncio.timeout(30):
-        a = await make_node()
-        b = await make_node(bootstrap=a.host.addrs)
-        c = await make_node(bootstrap=b.host.addrs)
-        await until(lambda: b.host.peer_id in c.host.connected_peers())
-        await gossip_reaches(a, c, b"warm-up")
+        a, _, c = await chain(make_node)
         burst = [b"burst-%d" % i for i in range(30)]
         await asyncio.gather(*(a.host.publish(m) for m in burst))
         await until(lambda: all((m, a.host.peer_id) in c.gossip for m in burst))
@@ -174,11 +177,7 @@ async def test_rejected_gossip_is_neither_delivered_nor_forwarded(make_node, cap
         def no_bad(data: bytes, peer: str) -> str | None:
             return "contains bad" if b"bad" in data else None
 
-        a = await make_node()
-        b = await make_node(bootstrap=a.host.addrs, validate=no_bad)
-        c = await make_node(bootstrap=b.host.addrs)
-        await until(lambda: b.host.peer_id in c.host.connected_peers())
-        await gossip_reaches(a, c, b"good-1")
+        a, b, c = await chain(make_node, validate=no_bad)
         await a.host.publish(b"bad-1")
         await gossip_reaches(a, c, b"good-2")
         assert all(b"bad" not in data for data, _ in b.gossip + c.gossip)
