@@ -55,12 +55,12 @@ def weights_to_bytes(weights: dict[str, Any]) -> bytes:
     return save_safetensors({k: v.contiguous() for k, v in weights.items()})
 
 
-def site_profile(config: Config, image_shape: tuple[int, int, int]) -> Profile:
+def site_profile(config: Config, image_shape: tuple[int, int, int], where: Path | str = "config.toml") -> Profile:
     """The configured profile, fitted to the site's images, with the config's overrides applied."""
     try:
         profile = profile_for(config.learning.profile, image_shape)
     except ValueError as exc:
-        raise ConfigError(f"[learning] profile: {exc}") from None
+        raise ConfigError(f"{where} [learning]: {exc}") from None
     if steps := config.learning.factory_steps:
         profile = dataclasses.replace(profile, factory=dataclasses.replace(profile.factory, train_steps=steps))
     return profile
@@ -158,7 +158,6 @@ class ExpertBuild:
     summary: dict[str, Any]  # training figures and label counts (the manifest's meta)
     lineage: list[str]  # sorted IDs of the factories sampled
     seed: int
-    arch: dict[str, Any]
 
 
 def make_expert(
@@ -209,7 +208,7 @@ def make_expert(
         "synth_sampled": sampled,
         "synth_seconds": round(sampling_s, 3),
     }
-    return ExpertBuild(weights, summary, sorted(m.id for m in factories), seed, arch)
+    return ExpertBuild(weights, summary, sorted(m.id for m in factories), seed)
 
 
 def _synthesise(

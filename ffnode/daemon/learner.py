@@ -21,12 +21,13 @@ import numpy as np
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.config import Config
-from ffnode.daemon.build import ExpertBuild, SynthCache, expert_arch, make_expert, make_factory, site_profile
+from ffnode.daemon.build import ExpertBuild, SynthCache, expert_arch, make_expert, make_factory
 from ffnode.daemon.outbox import HasLeft, Outbox
 from ffnode.daemon.progress import Progress, Stopping
 from ffnode.daemon.unlearn import Unlearning
 from ffnode.data.sources import ImageSet
 from ffnode.loaders import LoadError, factory_config
+from ffnode.profiles import Profile
 
 log = logging.getLogger("ffnode.learner")
 
@@ -41,6 +42,7 @@ class Learner:
         self,
         config: Config,
         data: ImageSet,
+        profile: Profile,
         store: Store,
         outbox: Outbox,
         unlearning: Unlearning,
@@ -50,7 +52,7 @@ class Learner:
         self.config, self.data, self.store, self.outbox = config, data, store, outbox
         self.unlearning, self.cache, self.work = unlearning, cache, work
         self.classes = config.federation.classes
-        self.profile = site_profile(config, tuple(data.images.shape[1:]))
+        self.profile = profile  # build.site_profile: the config's, fitted to the local images
         self.progress = Progress()
         self.stopping = threading.Event()  # set by the node on shutdown: work in threads aborts
         self._changed = asyncio.Event()  # set (thread-safely) whenever the store changes

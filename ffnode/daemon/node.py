@@ -26,9 +26,9 @@ from ffnode.artifacts.codec import WireError
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Store
-from ffnode.config import Config, ConfigError
+from ffnode.config import CONFIG_FILE, Config, ConfigError
 from ffnode.daemon import control
-from ffnode.daemon.build import SynthCache
+from ffnode.daemon.build import SynthCache, site_profile
 from ffnode.daemon.learner import Learner
 from ffnode.daemon.outbox import Outbox
 from ffnode.daemon.unlearn import Unlearning, verify_unlearning
@@ -122,8 +122,9 @@ class Node:
             if self.config.learning.threads:
                 torch.set_num_threads(self.config.learning.threads)
             data = await asyncio.to_thread(self._load_data)
+            profile = site_profile(self.config, data.image_shape, where=self.home / CONFIG_FILE)
             self.learner = Learner(
-                self.config, data, self.store, self.outbox, self.unlearning, self.cache, self.home / "work"
+                self.config, data, profile, self.store, self.outbox, self.unlearning, self.cache, self.home / "work"
             )
             self.store.on_change = self.learner.notify
             self.unlearning.forget_all_revoked()  # after a crash between a revocation and its purge
@@ -416,4 +417,5 @@ class Node:
     async def _verify(self, args: dict) -> dict[str, Any]:
         assert self.learner is not None
         current, classes = self.outbox.current_expert(), self.config.federation.classes
-        return await asyncio.to_thread(verify_unlearning, self.store, self.learner.data, current, classes)
+        stopping = self.learner.stopping.is_set  # a proof running at shutdown must not hold the process
+        return await asyncio.to_thread(verify_unlearning, self.store, self.learner.data, current, classes, stopping)

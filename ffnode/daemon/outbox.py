@@ -56,6 +56,7 @@ class Outbox:
 
     def mark_left(self) -> None:
         (self.home / LEFT_FILE).touch()
+        self.store.on_change()  # the learner listens to the store: leaving changes what it must do
 
     # -- own artifacts -------------------------------------------------------------------------------
     def own(self) -> list[Manifest]:
@@ -108,8 +109,9 @@ class Outbox:
         await self.gossip(envelope)
         return m
 
-    async def revoke(self, ids: list[str], *, reason: str) -> Revocation:
-        """Sign, store (the tombstone: the store deletes the blobs) and gossip a revocation of own artifacts."""
+    def sign_revocation(self, ids: list[str], *, reason: str) -> tuple[Revocation, bytes]:
+        """Sign and store (the tombstone: the store deletes the blobs) a revocation of own artifacts; returns it
+        and its envelope, which the caller gossips once it has deleted what it derived (unlearn.py)."""
         for aid in ids:
             m = self.store.get(aid)
             if m is None:
@@ -130,8 +132,7 @@ class Outbox:
         envelope = r.seal(self.identity)
         self.store.add(envelope)
         log.info("revoked %s: %s", [i[:12] for i in r.ids], reason)
-        await self.gossip(envelope)
-        return r
+        return r, envelope
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ffnode.artifacts.manifest import Manifest
@@ -45,9 +46,10 @@ class Unlearning:
         self.forget({aid for r in self.store.revocations() for aid in r.ids})
 
     async def revoke(self, ids: list[str], *, reason: str) -> Revocation:
-        """Withdraw some of this node's own artifacts everywhere."""
-        r = await self.outbox.revoke(ids, reason=reason)
+        """Withdraw some of this node's own artifacts everywhere: sign and store, forget, then gossip."""
+        r, envelope = self.outbox.sign_revocation(ids, reason=reason)
         self.forget(r.ids)
+        await self.outbox.gossip(envelope)
         return r
 
     async def leave(self, *, reason: str = "left the federation") -> list[Revocation]:
@@ -66,9 +68,16 @@ class Unlearning:
         return [await self.revoke(live[i : i + MAX_IDS], reason=reason) for i in range(0, len(live), MAX_IDS)]
 
 
-def verify_unlearning(store: Store, data: ImageSet, current: Manifest | None, class_names: list[str]) -> dict[str, Any]:
+def verify_unlearning(
+    store: Store,
+    data: ImageSet,
+    current: Manifest | None,
+    class_names: list[str],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:
     """Retrain `current` (this node's expert) from scratch on its recorded lineage and compare bytes; check
-    that no revoked ID appears in the lineage of any live expert this node holds."""
+    that no revoked ID appears in the lineage of any live expert this node holds. `should_stop` aborts the
+    rebuild (Stopping) when the node shuts down."""
     revoked = {aid for r in store.revocations() for aid in r.ids}
     live_experts = store.live("expert")
     tainted = sorted({m.id for m in live_experts if revoked & set(m.lineage)})
@@ -90,7 +99,15 @@ def verify_unlearning(store: Store, data: ImageSet, current: Manifest | None, cl
         return report
     t0 = time.perf_counter()
     built = make_expert(
-        data, store, held, current.arch, current.seed, cache=None, progress=Progress(), class_names=class_names
+        data,
+        store,
+        held,
+        current.arch,
+        current.seed,
+        cache=None,
+        progress=Progress(),
+        class_names=class_names,
+        should_stop=should_stop,
     )
     rebuilt = hashlib.sha256(weights_to_bytes(built.weights)).hexdigest()
     report.update(

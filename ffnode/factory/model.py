@@ -16,8 +16,8 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from ffnode.plainconfig import from_plain, to_plain
 
 SAMPLERS = ("unipc", "dpmsolver++", "ddim")
-PREDICTION_TYPES = ("v_prediction", "epsilon")
-BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")  # diffusers' names
+PREDICTION_TYPES = ("v_prediction", "epsilon", "sample")  # what the UNet regresses: diffusers' names
+BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear", "sigmoid")  # diffusers' names
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class FactoryConfig:
     # v-prediction, not epsilon: with the cosine schedule alpha_bar(T) ~ 0, so an epsilon model's x0 estimate
     # (x - sigma eps) / alpha explodes at the first solver step and DPM-Solver++ returns saturated noise
     # (measured: 0.73 downstream accuracy with epsilon, 0.98 with v on digits)
-    prediction_type: str = "v_prediction"  # or "epsilon"
+    prediction_type: str = "v_prediction"  # or "epsilon", or "sample" (x0)
     # training
     train_steps: int = 400
     batch_size: int = 64  # on CPU, 64 beats 128 per image for these widths (factories.md)

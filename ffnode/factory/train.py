@@ -57,11 +57,13 @@ def noisy_batch(
 def _target(
     cfg: FactoryConfig, scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
 ) -> torch.Tensor:
-    """What the UNet regresses: the noise (epsilon) or the velocity alpha_t * noise - sigma_t * x0 (v)."""
+    """What the UNet regresses: the noise (epsilon), the velocity alpha_t * noise - sigma_t * x0 (v), or x0."""
     if cfg.prediction_type == "epsilon":
         return noise
     if cfg.prediction_type == "v_prediction":
         return scheduler.get_velocity(x0, noise, t)
+    if cfg.prediction_type == "sample":
+        return x0
     raise ValueError(f"unknown prediction_type {cfg.prediction_type!r}")
 
 
