@@ -6,6 +6,7 @@ the field and says what to write instead.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -40,7 +41,10 @@ class NetworkConfig:
 class FederationConfig:
     name: str = "digits"  # the gossip topic is derived from it; nodes of other federations are ignored
     classes: list[str] = field(default_factory=list)  # the same names in the same order on every node
+    image_shape: str = ""  # "HxWxC", the same on every node: queries and peers' models must fit it ("": the data's)
     allowed_publishers: list[str] = field(default_factory=list)  # peer IDs; empty = any signed peer
+    denied_publishers: list[str] = field(default_factory=list)  # peer IDs whose artifacts are never used (ffnode block)
+    quarantined: list[str] = field(default_factory=list)  # artifact IDs kept but never used (ffnode quarantine)
 
 
 @dataclass
@@ -62,11 +66,38 @@ class LearningConfig:
 
 
 @dataclass
+class LimitsConfig:
+    """What peers can make this node spend. Each bound is per publisher (an owner key) or per peer (a
+    connection), so one hostile party costs only its own share; docs/security.md gives the reasons."""
+
+    manifests_per_publisher: int = 256  # held manifests of one owner (an honest site: a factory per class + experts)
+    blob_mb_per_publisher: int = 4096  # weight bytes of one owner's unrevoked artifacts
+    store_mb: int = 32768  # weight bytes of all unrevoked artifacts
+    publishers: int = 1024  # distinct owners whose manifests are held
+    tombstones_per_publisher: int = 4096  # revoked IDs of one owner that name nothing held here (orphans)
+    factory_params: int = 50_000_000  # a peer's factory UNet (the gpu profile's: 6.5 M)
+    expert_params: int = 50_000_000  # a peer's expert ResNet (the gpu profile's: 1.2 M)
+    sample_steps: int = 100  # sampler steps a peer's factory may ask of this node per image batch
+    streams_per_peer: int = 8  # sync and blob requests one peer may have open at this node at once
+    peers_tracked: int = 4096  # peers remembered for `ffnode peers` (the least recently seen are forgotten)
+    bad_items: int = 8192  # rejected envelopes remembered, so a peer re-offering one costs no re-check
+
+
+@dataclass
 class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     data: DataConfig = field(default_factory=DataConfig)
     learning: LearningConfig = field(default_factory=LearningConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """The federation's image shape (H, W, C), or None when the config leaves it to the local data."""
+        if not self.federation.image_shape:
+            return None
+        h, w, c = (int(x) for x in self.federation.image_shape.split("x"))
+        return h, w, c
 
     @property
     def topic(self) -> str:
@@ -109,6 +140,12 @@ class Config:
         for addr in self.network.bootstrap:
             if "/p2p/" not in addr:
                 raise ConfigError(f"{where}: bootstrap {addr!r} lacks /p2p/<peer id> (ask its operator: ffnode id)")
+        shape = self.federation.image_shape
+        if shape and not re.fullmatch(r"[1-9]\d*x[1-9]\d*x[1-9]\d*", shape):
+            raise ConfigError(f"{where}: federation.image_shape {shape!r} is not HxWxC, like 28x28x3")
+        for f in fields(LimitsConfig):
+            if getattr(self.limits, f.name) <= 0:
+                raise ConfigError(f"{where}: limits.{f.name} must be positive (delete the line for the default)")
 
 
 _SECTIONS: dict[str, type] = {
@@ -116,6 +153,7 @@ _SECTIONS: dict[str, type] = {
     "federation": FederationConfig,
     "data": DataConfig,
     "learning": LearningConfig,
+    "limits": LimitsConfig,
 }
 
 

@@ -4,17 +4,31 @@ A manifest's `arch` and blob are the owner's word, signed but not checked by any
 turns one kind of artifact into what this node runs, and anything wrong with it (an arch this version
 does not understand, weights that do not fit it, a blob no longer held) becomes a LoadError naming the
 artifact, so callers leave that one artifact out instead of failing.
+
+`vet` runs before a manifest is even stored: it sizes the model the arch describes on torch's "meta"
+device (no memory, ~40 ms, cached per arch) and refuses one whose parameters, sampler steps or declared
+blob size exceed the node's limits, so a small signed manifest cannot make the node build a 37 GiB model
+or fetch 4 GiB for one.
 """
 
 from __future__ import annotations
 
-import torch
-from safetensors.torch import load as load_safetensors
+import functools
 
+import torch
+from safetensors.torch import load_file
+
+from ffnode.artifacts.blob import MAX_HEADER_BYTES
+from ffnode.artifacts.codec import WireError, canonical_bytes, decode
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
-from ffnode.expert.resnet import ExpertConfig, expert_from_weights
-from ffnode.factory.model import FactoryConfig
+from ffnode.config import LimitsConfig
+from ffnode.expert.resnet import ExpertConfig, build_expert, expert_from_weights
+from ffnode.factory.model import FactoryConfig, build_unet
+
+MAX_IMAGE_SIDE = 512  # pixels: the largest image a factory or expert of this version may be made for
+MAX_CHANNELS = 4
+MAX_TIMESTEPS = 10_000  # a factory's num_train_timesteps
 
 
 class LoadError(ValueError):
@@ -22,7 +36,7 @@ class LoadError(ValueError):
 
     def __init__(self, m: Manifest, reason: str) -> None:
         super().__init__(f"{m.kind} {m.id[:12]} of {m.owner}: {reason}")
-        self.artifact_id = m.id
+        self.artifact_id, self.reason = m.id, reason
 
 
 def factory_config(m: Manifest) -> FactoryConfig:
@@ -62,10 +76,55 @@ def load_expert(store: Store, m: Manifest) -> torch.nn.Module:
         raise LoadError(m, f"its weights do not fit its arch ({str(exc)[:200]})") from None
 
 
+def vet(m: Manifest, limits: LimitsConfig) -> None:
+    """WireError if the artifact's arch is not understood or costs more than `limits` allow."""
+    try:
+        params, tensor_bytes = _arch_cost(m.kind, canonical_bytes(m.arch))
+    except LoadError as exc:
+        raise WireError(f"{m.kind} {m.id[:12]}: {exc.reason}") from None
+    cap = limits.factory_params if m.kind == "factory" else limits.expert_params
+    if params > cap:
+        raise WireError(f"{m.kind} {m.id[:12]} has {params:,} parameters: over this node's limit of {cap:,}")
+    steps = m.arch.get("sample_steps", 0)
+    if m.kind == "factory" and steps > limits.sample_steps:
+        raise WireError(f"factory {m.id[:12]} asks {steps} sampler steps (limit sample_steps {limits.sample_steps})")
+    if m.size > tensor_bytes + MAX_HEADER_BYTES:
+        raise WireError(f"{m.kind} {m.id[:12]} declares {m.size} bytes for {tensor_bytes} bytes of weights")
+
+
+@functools.lru_cache(maxsize=256)
+def _arch_cost(kind: str, arch_bytes: bytes) -> tuple[int, int]:
+    """(parameters, bytes of the state dict) of the model an arch describes, measured on the meta device."""
+    probe = Manifest(kind, "-", b"", "-", [0], decode(arch_bytes), "0" * 64, 0, 0, 0)  # for the loaders' errors
+    if kind == "factory":
+        cfg = factory_config(probe)
+        if max(cfg.image_size, 1) > MAX_IMAGE_SIDE or cfg.channels > MAX_CHANNELS:
+            raise LoadError(probe, f"its images exceed {MAX_IMAGE_SIDE} px or {MAX_CHANNELS} channels")
+        if cfg.num_train_timesteps > MAX_TIMESTEPS:
+            raise LoadError(probe, f"its {cfg.num_train_timesteps} timesteps exceed {MAX_TIMESTEPS}")
+        build = functools.partial(build_unet, cfg)
+    else:
+        ecfg, num_classes, shape = expert_spec(probe)
+        if max(shape[:2]) > MAX_IMAGE_SIDE or shape[2] > MAX_CHANNELS or not 1 <= num_classes <= 4096:
+            raise LoadError(probe, f"image_shape {list(shape)} or num_classes {num_classes} is out of bounds")
+        if not 0 < ecfg.width <= 4096 or not 0 < len(ecfg.blocks) <= 8 or any(not 0 <= b <= 64 for b in ecfg.blocks):
+            raise LoadError(probe, f"width {ecfg.width} or blocks {list(ecfg.blocks)} is out of bounds")
+        build = functools.partial(build_expert, ecfg, num_classes, shape)
+    try:
+        with torch.device("meta"):
+            model = build()
+    except Exception as exc:  # a config the model constructors refuse
+        raise LoadError(probe, f"its arch builds no model ({str(exc)[:200]})") from None
+    params = sum(p.numel() for p in model.parameters())
+    return params, sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
 def _weights(store: Store, m: Manifest) -> dict[str, torch.Tensor]:
     try:
-        return load_safetensors(store.read_blob(m))  # safetensors: parsing a peer's file runs no code
+        path = store.blob_file(m)
     except KeyError as exc:
         raise LoadError(m, str(exc.args[0])) from None
+    try:
+        return load_file(path)  # safetensors maps the file (never read whole into memory) and runs no code
     except Exception as exc:  # a signed but malformed file: the safetensors parser's own error types
         raise LoadError(m, f"its weights cannot be read ({exc})") from None

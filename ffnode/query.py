@@ -16,7 +16,10 @@ from ffnode.loaders import expert_spec, load_expert
 from ffnode.poe import Priors, poe_predict
 
 log = logging.getLogger("ffnode.query")
-MAX_COUNT = 2**31  # label counts above this are not a real site's
+MAX_COUNT = 10**8  # label counts above this are not a real site's
+# No site's real data may weigh more than this many times the median site's in the federation prior, so one
+# liar (counts are the owner's word) shifts the prior by a bounded factor, however large its claims.
+PRIOR_CLIP = 4.0
 
 
 class NoExperts(RuntimeError):
@@ -26,26 +29,36 @@ class NoExperts(RuntimeError):
 class ExpertPool:
     """Live experts as torch modules, reloaded only when the set of live expert IDs changes.
 
-    An expert takes part only if it is live, none of its lineage is revoked (its owner may be offline and
-    never retrain it), it has the federation's classes, and it loads; the others are left out with a log
-    line, so one bad peer cannot break every query."""
+    No single publisher controls an answer: each owner has one vote (its newest live expert); an expert
+    takes part only if none of its lineage is revoked (its owner may be offline and never retrain it), it is
+    made for the federation's classes and image shape, its label counts are plausible, and it loads. The
+    others are left out with a log line, so one bad peer cannot break or steer every query."""
 
-    def __init__(self, store: Store, num_classes: int) -> None:
-        self.store, self.num_classes = store, num_classes
+    def __init__(self, store: Store, num_classes: int, image_shape: tuple[int, int, int]) -> None:
+        self.store, self.num_classes, self.image_shape = store, num_classes, tuple(image_shape)
         self._lock = threading.Lock()
         self._models: dict[str, torch.nn.Module | None] = {}  # None: could not be used
 
     def experts(self) -> list[tuple[Manifest, torch.nn.Module]]:
-        revoked = {aid for r in self.store.revocations() for aid in r.ids}
-        live = [m for m in self.store.live("expert") if not revoked & set(m.lineage)]
+        live = [m for m in self.store.live("expert") if not any(self.store.is_revoked(a) for a in m.lineage)]
+        newest: dict[str, Manifest] = {}
+        for m in live:
+            if m.owner not in newest or m.seq > newest[m.owner].seq:
+                newest[m.owner] = m
+        voters = sorted(newest.values(), key=lambda m: m.owner)
         with self._lock:
-            self._models = {m.id: self._models[m.id] if m.id in self._models else self._load(m) for m in live}
-            return [(m, model) for m in live if (model := self._models[m.id]) is not None]
+            self._models = {m.id: self._models[m.id] if m.id in self._models else self._load(m) for m in voters}
+            return [(m, model) for m in voters if (model := self._models[m.id]) is not None]
 
     def _load(self, m: Manifest) -> torch.nn.Module | None:
         try:
-            if (n := expert_spec(m)[1]) != self.num_classes:
+            _, n, shape = expert_spec(m)
+            if n != self.num_classes:
                 raise ValueError(f"it has {n} classes, the federation {self.num_classes}")
+            if shape != self.image_shape:
+                raise ValueError(f"it takes {list(shape)} images, the federation's are {list(self.image_shape)}")
+            if (reason := implausible_counts(self.store, m, self.num_classes)) is not None:
+                raise ValueError(reason)
             return load_expert(self.store, m)
         except Exception as exc:  # anything a peer signed can be wrong: leave that expert out
             log.warning("leaving expert %s of %s out of queries: %s", m.id[:12], m.owner, exc)
@@ -57,13 +70,12 @@ class ExpertPool:
         `rule` is "prior" (ffnode.poe's prior-corrected product) or "product" (the paper's); "prior" falls
         back to "product" when an expert's manifest does not give the label counts it was trained on.
         """
+        shape = self.image_shape
+        if images.ndim != 4 or tuple(images.shape[1:]) != shape:
+            raise ValueError(f"images must be {shape[0]}x{shape[1]} with {shape[2]} channel(s), got {images.shape[1:]}")
         experts = self.experts()
         if not experts:
             raise NoExperts("no live experts yet: wait until `ffnode status` shows phase 'ready'")
-        shape = tuple(experts[0][0].arch["image_shape"])
-        experts = [(m, model) for m, model in experts if tuple(m.arch["image_shape"]) == shape]
-        if images.ndim != 4 or tuple(images.shape[1:]) != shape:
-            raise ValueError(f"images must be {shape[0]}x{shape[1]} with {shape[2]} channel(s), got {images.shape[1:]}")
         priors = priors_for(rule, [m for m, _ in experts], len(classes))
         preds, probs = poe_predict([model for _, model in experts], images, priors)
         return {
@@ -100,8 +112,31 @@ def expert_priors(manifests: list[Manifest], num_classes: int) -> Priors | None:
         train.append(total)
         if m.owner not in newest or m.seq > newest[m.owner][0]:
             newest[m.owner] = (m.seq, real)
-    real_sum = np.sum([real for _, real in newest.values()], axis=0)
-    return Priors(train_counts=np.array(train, dtype=np.float64), real_counts=real_sum.astype(np.float64))
+    reals = np.array([real for _, real in newest.values()], dtype=np.float64)  # (owners, C)
+    totals = reals.sum(axis=1)
+    cap = PRIOR_CLIP * max(float(np.median(totals)), 1.0)
+    reals *= np.minimum(1.0, cap / np.maximum(totals, 1.0))[:, None]  # no owner outweighs the median site 4:1
+    return Priors(train_counts=np.array(train, dtype=np.float64), real_counts=reals.sum(axis=0))
+
+
+def implausible_counts(store: Store, m: Manifest, num_classes: int) -> str | None:
+    """Why an expert's label counts cannot be right, or None. Beyond their own consistency (_label_counts):
+    each class's synthetic count is 0 or the arch's synth_per_class, and the real counts agree with the
+    n_train of every factory the same owner published for a class."""
+    try:
+        real, total = _label_counts(m.meta, num_classes)
+    except ValueError as exc:
+        return str(exc)
+    per_class = m.arch.get("synth_per_class")
+    if any(t - r not in (0, per_class) for r, t in zip(real, total, strict=True)):
+        return f"synthetic counts other than 0 or synth_per_class {per_class!r}"
+    for e in store.entries():
+        f = e.manifest
+        if f.kind == "factory" and f.owner == m.owner and f.classes[0] < num_classes:
+            n = f.meta.get("n_train")
+            if type(n) is int and real[f.classes[0]] != n:
+                return f"{real[f.classes[0]]} real images of class {f.classes[0]}, its factory says {n}"
+    return None
 
 
 def _label_counts(meta: dict[str, Any], num_classes: int) -> tuple[list[int], list[int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -9,6 +10,14 @@ import torch
 
 from ffnode.factory.model import FactoryConfig
 from ffnode.factory.sample import sample_factory
+
+
+class SampleError(RuntimeError):
+    """One factory could not be sampled: `index` is its position among the factories of class `label`."""
+
+    def __init__(self, label: int, index: int, cause: Exception) -> None:
+        super().__init__(f"factory {index} of class {label} cannot be sampled: {cause}")
+        self.label, self.index = label, index
 
 
 def _child_seed(seed: int, label: int, index: int) -> int:
@@ -45,7 +54,11 @@ def synthesize(
         for index, ((weights, cfg), count) in enumerate(zip(group, counts, strict=True)):
             if count == 0:
                 continue
-            images.append(sample_factory(weights, cfg, count, seed=_child_seed(seed, label, index)))
+            step = None if progress is None else functools.partial(progress, done, total)  # aborts on shutdown
+            try:
+                images.append(sample_factory(weights, cfg, count, seed=_child_seed(seed, label, index), on_step=step))
+            except (RuntimeError, ValueError) as exc:  # e.g. weights that do not fit their config
+                raise SampleError(label, index, exc) from exc
             labels.append(np.full(count, label, dtype=np.int64))
             done += count
             if progress is not None:

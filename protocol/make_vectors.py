@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import numpy as np
+from safetensors.numpy import save as save_safetensors
 
 from ffnode.artifacts import codec
 from ffnode.artifacts.codec import WireError, canonical_bytes, signing_payload
@@ -41,7 +43,13 @@ from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import open_announcement
 from ffnode.identity import Identity, peer_id_from_public_key
 from ffnode.net import streams
-from ffnode.net.sync import inventory_request, inventory_response, parse_inventory_request, parse_inventory_response
+from ffnode.net.sync import (
+    inventory_page,
+    inventory_request,
+    inventory_response,
+    parse_inventory_request,
+    parse_inventory_response,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "protocol" / "vectors"
@@ -215,6 +223,10 @@ def revocation(**changes: Any) -> Revocation:
 
 
 BOB_REVOCATION = revocation()
+MALLORY = Identity(b"\x05" * 32)
+# Bob revokes an ID no node has seen (seq 9): a tombstone bound to Bob.
+BOB_ORPHAN_REVOCATION = revocation(ids=[hid(b"never announced")], seq=9)
+LIFECYCLE_REVOCATIONS = [r.seal(BOB) for r in sorted([BOB_ORPHAN_REVOCATION, BOB_REVOCATION], key=lambda r: r.id)]
 
 
 def fake_ids(n: int) -> list[str]:
@@ -525,10 +537,9 @@ def acceptance_file() -> dict[str, Any]:
             "revocation-not-owner",
         ),
         step(
-            "Bob revokes an artifact this node does not know",
-            revocation(ids=[hid(b"never announced")], seq=9).seal(BOB),
-            None,
-            "revocation-unknown-artifact",
+            "Bob revokes an artifact this node does not know: a tombstone bound to Bob, should it ever arrive",
+            BOB_ORPHAN_REVOCATION.seal(BOB),
+            "accepted",
         ),
         step(
             "Bob revokes his expert with seq 3, not above the expert's seq 7",
@@ -548,41 +559,67 @@ def acceptance_file() -> dict[str, Any]:
             None,
             "wrong-federation",
         ),
-        step("Bob revokes his expert (seq 8)", BOB_REVOCATION.seal(BOB), "accepted"),
+        step(
+            "Bob revokes his expert (seq 8): its blob is deleted and, an expert, its manifest compacted away",
+            BOB_REVOCATION.seal(BOB),
+            "accepted",
+        ),
         step("Bob's expert again, after its revocation: tombstoned", BOB_EXPERT.seal(BOB), None, "revoked"),
         step("the revocation again", BOB_REVOCATION.seal(BOB), "duplicate"),
     ]
     allowed = [
         step("Alice's factory (Alice is allowed)", ALICE_FACTORY.seal(ALICE), "accepted"),
         step("Bob's expert (Bob is not allowed)", BOB_EXPERT.seal(BOB), None, "not-allowed"),
-    ]
-    # The inventory the lifecycle node serves: every manifest it holds (the revoked expert included) and
-    # every revocation. A node that joins later applies it manifests first, so it can accept the tombstone.
-    inventory = {
-        "manifests": [ALICE_FACTORY.seal(ALICE), BOB_EXPERT.seal(BOB)],
-        "revocations": [BOB_REVOCATION.seal(BOB)],
-    }
-    late_joiner = [
         step(
-            "Bob's revocation arrives by gossip before this node holds the expert",
+            "Bob's revocation, which names nothing this node holds (Bob is not allowed)",
             BOB_REVOCATION.seal(BOB),
             None,
-            "revocation-unknown-artifact",
+            "not-allowed",
         ),
-        step("sync with the lifecycle node, manifests first: Alice's factory", inventory["manifests"][0], "accepted"),
+    ]
+    # The inventory the lifecycle node serves: every manifest it holds (its revoked expert is compacted away)
+    # and every revocation, manifests first, each list in ID order.
+    inventory = {"manifests": [ALICE_FACTORY.seal(ALICE)], "revocations": LIFECYCLE_REVOCATIONS}
+    late_joiner = [
         step(
-            "sync: Bob's expert, revoked but served so that its tombstone can be kept (its blob is never fetched: "
-            "the revocation follows in the same inventory)",
-            inventory["manifests"][1],
+            "Bob's revocation arrives by gossip before this node holds the expert: a tombstone bound to Bob",
+            BOB_REVOCATION.seal(BOB),
             "accepted",
         ),
-        step("sync: Bob's revocation, now that its target is held", inventory["revocations"][0], "accepted"),
+        step("sync with the lifecycle node, manifests first: Alice's factory", inventory["manifests"][0], "accepted"),
+        *(
+            step("sync: Bob's revocation of his expert, held already", data, "duplicate")
+            if data == BOB_REVOCATION.seal(BOB)
+            else step("sync: Bob's revocation of an ID nobody announced: a tombstone", data, "accepted")
+            for data in inventory["revocations"]
+        ),
         step(
-            "a stale peer that missed the revocation offers Bob's expert again: tombstoned",
+            "a stale peer that missed the revocation offers Bob's expert: tombstoned, never fetched",
             BOB_EXPERT.seal(BOB),
             None,
             "revoked",
         ),
+    ]
+    mallory_tombstone = revocation(
+        owner=MALLORY.peer_id, owner_key=MALLORY.public_key, ids=[ALICE_FACTORY.id], reason="forged", seq=1
+    )
+    forged_tombstone = [
+        step(
+            "Mallory revokes Alice's factory before this node knows it: accepted as Mallory's own tombstone",
+            mallory_tombstone.seal(MALLORY),
+            "accepted",
+        ),
+        step(
+            "Alice's factory: a tombstone binds only artifacts of its signer (IDs commit to the owner)",
+            ALICE_FACTORY.seal(ALICE),
+            "accepted",
+        ),
+        step(
+            "Alice's own revocation of her factory is honoured",
+            revocation(owner=ALICE.peer_id, owner_key=ALICE.public_key, ids=[ALICE_FACTORY.id], seq=2).seal(ALICE),
+            "accepted",
+        ),
+        step("Alice's factory again: now tombstoned", ALICE_FACTORY.seal(ALICE), None, "revoked"),
     ]
     inventory_after = {key + "_hex": [d.hex() for d in items] for key, items in inventory.items()}
     return {
@@ -590,7 +627,8 @@ def acceptance_file() -> dict[str, Any]:
         "order to one node that starts empty, with the given federation and allowed_publishers "
         "(empty = any signer). output: 'accepted' (stored; id given), 'duplicate' (already held, no change, "
         "id given) or null (rejected, reason given). inventory_after: what the node then serves on sync, every "
-        "manifest it holds (revoked ones included) and every revocation; item order carries no meaning.",
+        "manifest it holds (revoked factories included; revoked experts are compacted to their tombstone) and "
+        "every revocation, each list in ID order.",
         "spec": f"{SPEC}#acceptance-rules",
         "scenarios": [
             {
@@ -613,6 +651,12 @@ def acceptance_file() -> dict[str, Any]:
                 "allowed_publishers": [ALICE.peer_id],
                 "steps": allowed,
             },
+            {
+                "name": "forged-tombstone",
+                "federation": FEDERATION,
+                "allowed_publishers": [],
+                "steps": forged_tombstone,
+            },
         ],
     }
 
@@ -627,12 +671,23 @@ def framed(body: bytes, value: Any, **before: Any) -> dict[str, Any]:
 
 
 def sync_file() -> dict[str, Any]:
-    request = inventory_request(FEDERATION)
-    assert parse_inventory_request(request) == FEDERATION
-    manifests, revocations = [ALICE_FACTORY.seal(ALICE), BOB_EXPERT.seal(BOB)], [BOB_REVOCATION.seal(BOB)]
-    response = inventory_response(manifests, revocations)
-    assert parse_inventory_response(response) == (manifests, revocations)
-    empty = inventory_response([], [])
+    request = inventory_request(FEDERATION, "")
+    assert parse_inventory_request(request) == (FEDERATION, "")
+    manifests, revocations = [ALICE_FACTORY.seal(ALICE)], LIFECYCLE_REVOCATIONS
+    response = inventory_response(manifests, revocations, "")
+    assert parse_inventory_response(response) == (manifests, revocations, "")
+    empty = inventory_response([], [], "")
+    # The same inventory in pages of one item: a server whose page size holds one envelope at a time.
+    by_id = [(open_announcement(d).id, d) for d in manifests], [(open_announcement(d).id, d) for d in revocations]
+    pages, cursor = [], ""
+    while True:
+        body = inventory_request(FEDERATION, cursor)
+        reply = inventory_page(*by_id, cursor, max_bytes=1)
+        pages.append({"request": framed(body, codec.decode(body)), "response": framed(reply, codec.decode(reply))})
+        cursor = parse_inventory_response(reply)[2]
+        if not cursor:
+            break
+    assert len(pages) == 3
 
     def bad(name: str, message: str, value: Any | None = None, raw: bytes | None = None) -> dict[str, Any]:
         data = raw if raw is not None else canonical_bytes(value)
@@ -645,48 +700,52 @@ def sync_file() -> dict[str, Any]:
             raise AssertionError(f"sync vector {name} is accepted by ffnode")
         return {"name": name, "description": message, "body_hex": data.hex(), "output": None}
 
+    req = {"t": "inv_req", "v": 1, "federation": FEDERATION, "cursor": ""}
+    inv = {"t": "inv", "v": 1, "manifests": [], "revocations": [], "next": ""}
     invalid = [
-        bad("request-version", "v is 2", {"t": "inv_req", "v": 2, "federation": FEDERATION}),
-        bad(
-            "request-version-true",
-            "v is true, not the integer 1",
-            {"t": "inv_req", "v": True, "federation": FEDERATION},
-        ),
-        bad(
-            "request-version-float", "v is 1.0, not the integer 1", {"t": "inv_req", "v": 1.0, "federation": FEDERATION}
-        ),
-        bad("request-extra-key", "an unknown key", {"t": "inv_req", "v": 1, "federation": FEDERATION, "since": 0}),
-        bad("request-missing-key", "no federation", {"t": "inv_req", "v": 1}),
-        bad("request-federation-type", "federation is an integer", {"t": "inv_req", "v": 1, "federation": 7}),
-        bad("request-wrong-type", "t is 'inv' (a response)", {"t": "inv", "v": 1, "federation": FEDERATION}),
+        bad("request-version", "v is 2", req | {"v": 2}),
+        bad("request-version-true", "v is true, not the integer 1", req | {"v": True}),
+        bad("request-version-float", "v is 1.0, not the integer 1", req | {"v": 1.0}),
+        bad("request-extra-key", "an unknown key", req | {"since": 0}),
+        bad("request-missing-key", "no cursor", {k: v for k, v in req.items() if k != "cursor"}),
+        bad("request-federation-type", "federation is an integer", req | {"federation": 7}),
+        bad("request-cursor-type", "cursor is an integer", req | {"cursor": 0}),
+        bad("request-cursor-long", "a cursor of 257 characters (limit 256)", req | {"cursor": "m/" + "a" * 255}),
+        bad("request-wrong-type", "t is 'inv' (a response)", req | {"t": "inv"}),
         bad(
             "request-oversized",
             "a 4097-byte request body (limit 4096)",
-            raw=canonical_bytes({"t": "inv_req", "v": 1, "federation": "f" * 4069}),
+            raw=canonical_bytes(req | {"federation": "f" * 4061}),
         ),
-        bad(
-            "response-item-type", "an item is str, not bin", {"t": "inv", "v": 1, "manifests": ["x"], "revocations": []}
-        ),
-        bad("response-list-type", "manifests is a map", {"t": "inv", "v": 1, "manifests": {}, "revocations": []}),
-        bad("response-missing-key", "no revocations", {"t": "inv", "v": 1, "manifests": []}),
+        bad("response-item-type", "an item is str, not bin", inv | {"manifests": ["x"]}),
+        bad("response-list-type", "manifests is a map", inv | {"manifests": {}}),
+        bad("response-missing-key", "no next", {k: v for k, v in inv.items() if k != "next"}),
+        bad("response-next-type", "next is nil", inv | {"next": None}),
         bad("response-malformed", "truncated msgpack", raw=response[:-1]),
     ]
     assert len(bytes.fromhex(next(c for c in invalid if c["name"] == "request-oversized")["body_hex"])) == 4097
     return {
         "description": "Sync protocol /ffnode/sync/1.0.0 (README: Inventory request/response). Frames are a "
         "4-byte big-endian length + body. The client writes request_frame_hex and closes its write side; the "
-        "server answers with one response frame and closes. Bodies are canonical msgpack.",
+        "server answers with one response frame (a page of at most 1 MiB) and closes; the client asks again "
+        "with the page's `next` until it is ''. Bodies are canonical msgpack.",
         "spec": f"{SPEC}#inventory-request-and-response",
         "protocol_id": "/ffnode/sync/1.0.0",
         "request": framed(request, codec.decode(request)),
         "response": framed(
             response,
             codec.decode(response),
-            description="The 'lifecycle' inventory of acceptance.json: Alice's factory, Bob's expert (revoked, "
-            "but served with its tombstone so that late joiners keep refusing it) and Bob's revocation. Items are "
-            "the envelopes as the server received them.",
+            description="The 'lifecycle' inventory of acceptance.json in one page: Alice's factory and Bob's two "
+            "revocations (his revoked expert is compacted away: the tombstone is what late joiners need). Items "
+            "are the envelopes as the server received them; next is '' (no more pages).",
         ),
         "empty_response": framed(empty, codec.decode(empty)),
+        "pages": {
+            "description": "The same inventory served one envelope per page: each request carries the cursor the "
+            "previous response gave in `next`; '' starts and ends. ffnode's cursor is 'm/<ID>' or 'r/<ID>' of the "
+            "last item sent (manifests before revocations, each in ID order), but a client treats it as opaque.",
+            "exchanges": pages,
+        },
         "invalid": invalid,
     }
 
@@ -739,6 +798,44 @@ def blob_file() -> dict[str, Any]:
                 "declared length 4097 (limit 4096): the server resets without reading the body",
                 streams.FRAME_HEADER.pack(4097),
             ),
+        ],
+    }
+
+
+def owned_blob(owner: str | None) -> bytes:
+    """A tiny safetensors weight file whose header names `owner` (no owner metadata for None)."""
+    metadata = {"owner": owner} if owner is not None else None
+    return save_safetensors({"weight": np.arange(4, dtype=np.float32)}, metadata=metadata)
+
+
+def ownership_file() -> dict[str, Any]:
+    alice_weights = owned_blob(ALICE.peer_id)
+    anonymous = owned_blob(None)
+
+    def case(name: str, description: str, blob: bytes, owner: Identity, output: str | None) -> dict[str, Any]:
+        m = manifest(owner=owner.peer_id, owner_key=owner.public_key, blob=hid(blob), size=len(blob), seq=4)
+        row: dict[str, Any] = {
+            "name": name,
+            "description": description,
+            "blob_hex": blob.hex(),
+            "manifest_envelope_hex": m.seal(owner).hex(),
+            "output": output,
+        }
+        if output is None:
+            row["reason"] = "blob-owner"
+        return row
+
+    return {
+        "description": "Blob ownership (README: Blob ownership). A blob is a safetensors file whose header's "
+        "__metadata__ names its owner's peer ID under 'owner'. Store the manifest, then the blob (its size and "
+        "sha256 match): 'live' means the blob is accepted for that manifest; null means the manifest is invalid "
+        "and dropped (a byte-identical copy under another key, or a blob that names no owner).",
+        "spec": f"{SPEC}#blob-ownership",
+        "federation": FEDERATION,
+        "cases": [
+            case("owner", "Alice's manifest naming her own weights", alice_weights, ALICE, "live"),
+            case("copy", "Mallory's manifest naming Alice's weights byte for byte", alice_weights, MALLORY, None),
+            case("no-owner", "a weight file with no owner in its header", anonymous, ALICE, None),
         ],
     }
 
@@ -1056,6 +1153,7 @@ FILES = {
     "acceptance.json": acceptance_file,
     "sync.json": sync_file,
     "blob.json": blob_file,
+    "ownership.json": ownership_file,
     "invalid.json": invalid_file,
 }
 

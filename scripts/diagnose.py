@@ -40,13 +40,13 @@ def diagnose(home: Path, dataset: str) -> dict:
     config = Config.load(home)
     classes = list(config.federation.classes)
     store = Store(home / "store", federation=config.federation.name)
-    experts = ExpertPool(store, len(classes)).experts()
+    test = load_dataset(dataset, split="test", classes=classes)
+    experts = ExpertPool(store, len(classes), test.image_shape).experts()
     if not experts:
         raise SystemExit(f"error: no live experts at {home}: wait until the federation is ready")
     real_classes: dict[str, set[int]] = {}  # owner -> the classes it holds real images of (its factories)
     for f in store.live("factory"):
         real_classes.setdefault(f.owner, set()).update(f.classes)
-    test = load_dataset(dataset, split="test", classes=classes)
     true_share = np.bincount(test.labels, minlength=len(classes)) / len(test.labels)
     log_probs = torch.stack([expert_log_probs(model, test.images) for _, model in experts])  # (K, B, C)
     priors = priors_for(config.learning.poe_rule, [m for m, _ in experts], len(classes))

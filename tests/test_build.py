@@ -50,7 +50,7 @@ def publish_factory(store: Store, peer: Identity, label: int, seq: int) -> Manif
     profile = site_profile(tiny_config(), data.images.shape[1:])
     checkpoints = store.root / "ckpt" / f"{label}"
     weights, summary, seed = make_factory(data, label, profile.factory, seq, checkpoints, Progress())
-    blob = weights_to_bytes(weights)
+    blob = weights_to_bytes(weights, peer.peer_id)
     m = Manifest(
         kind="factory",
         owner=peer.peer_id,
@@ -82,7 +82,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, list[Manifes
 def build(world: tuple, factories: list[Manifest], cache: SynthCache | None, seed: int = 7) -> bytes:
     store, _, _, data, arch = world
     built = make_expert(data, store, factories, arch, seed, cache=cache, progress=Progress(), class_names=CLASSES)
-    return weights_to_bytes(built.weights)
+    return weights_to_bytes(built.weights, "owner")
 
 
 def test_same_inputs_give_a_bitwise_identical_expert(world: tuple, tmp_path: Path) -> None:

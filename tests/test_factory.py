@@ -112,7 +112,15 @@ def test_synthesize_is_class_balanced(trained: tuple[dict, dict]) -> None:
     calls: list[tuple[int, int]] = []
     x, y = synthesize([(4, w, CFG), (1, w, CFG), (4, w, CFG)], 5, seed=0, progress=lambda d, t: calls.append((d, t)))
     assert x.shape == (10, 8, 8, 1) and y.tolist() == [1] * 5 + [4] * 5
-    assert calls[-1] == (10, 10) and len(calls) == 3  # class 4's five images come from two factories
+    # images done after each factory (class 4's five come from two: 3 + 2), and again at every solver step
+    assert calls[-1] == (10, 10) and sorted({d for d, _ in calls}) == [0, 5, 8, 10]
+    assert len(calls) == 3 + 3 * CFG.sample_steps
+
+    def stop(done: int, total: int) -> None:
+        raise InterruptedError  # what a shutdown tick raises: sampling ends within one solver step
+
+    with pytest.raises(InterruptedError):
+        synthesize([(4, w, CFG)], 5, seed=0, progress=stop)
     x2, _ = synthesize([(4, w, CFG), (1, w, CFG), (4, w, CFG)], 5, seed=0)
     assert np.array_equal(x, x2)
 

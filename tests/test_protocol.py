@@ -24,15 +24,18 @@ from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.peer.id import ID
 
 from ffnode.artifacts import codec
+from ffnode.artifacts.blob import MAX_HEADER_BYTES
 from ffnode.artifacts.codec import WireError, canonical_bytes, signing_payload
 from ffnode.artifacts.manifest import MAX_BLOB_BYTES, MAX_CLASSES, MAX_LINEAGE, Manifest
 from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
-from ffnode.artifacts.store import Store, open_announcement
+from ffnode.artifacts.store import Store, Trust, open_announcement
 from ffnode.identity import Identity, b58decode, peer_id_from_public_key, public_key_from_peer_id, verify
 from ffnode.net import streams
 from ffnode.net.sync import (
-    MAX_INVENTORY_BYTES,
+    MAX_CURSOR,
     MAX_INVENTORY_ITEMS,
+    MAX_PAGE_BYTES,
+    inventory_page,
     inventory_request,
     inventory_response,
     parse_inventory_request,
@@ -56,7 +59,8 @@ REASONS = {
     "value": r"unknown artifact kind|blob must be|non-negative|classes must be|lineage must|has no lineage|"
     r"ids must be|reason longer",
     "wrong-federation": r"is not this node's",
-    "not-allowed": r"allowed_publishers",
+    "not-allowed": r"allowed_publishers|not trusted here",
+    "blob-owner": r"names owner|naming its owner",
     "revoked": r"was revoked",
     "replayed-seq": r"replayed sequence number",
     "revocation-unknown-artifact": r"names unknown artifact",
@@ -226,8 +230,8 @@ def test_invalid_envelope_is_rejected(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("scenario", cases_of("acceptance.json", "scenarios"))
 def test_acceptance(scenario: dict[str, Any], tmp_path: Path) -> None:
-    allowed = frozenset(scenario["allowed_publishers"])
-    store = Store(tmp_path, federation=scenario["federation"], allowed=allowed)
+    trust = Trust(allowed=frozenset(scenario["allowed_publishers"]))
+    store = Store(tmp_path, federation=scenario["federation"], trust=trust)
     stored: set[bytes] = set()
     for step in scenario["steps"]:
         data = h(step["envelope_hex"])
@@ -244,29 +248,57 @@ def test_acceptance(scenario: dict[str, Any], tmp_path: Path) -> None:
             stored.add(data)
     if "inventory_after" in scenario:
         expected = from_json(scenario["inventory_after"])
-        expected = sorted(expected["manifests"]), sorted(expected["revocations"])
-        manifests, revocations = store.inventory()
-        assert (sorted(manifests), sorted(revocations)) == expected
-        # the inventory, revoked manifests included, survives a restart from the files on disk
-        manifests, revocations = Store(tmp_path, federation=scenario["federation"], allowed=allowed).inventory()
-        assert (sorted(manifests), sorted(revocations)) == expected
-        for data in manifests:
+        expected = expected["manifests"], expected["revocations"]
+
+        def served(s: Store) -> tuple[list[bytes], list[bytes]]:
+            manifests, revocations = s.inventory()
+            return [d for _, d in manifests], [d for _, d in revocations]
+
+        assert served(store) == expected  # in ID order, as the pages serve it
+        # the inventory survives a restart from the files on disk
+        assert served(Store(tmp_path, federation=scenario["federation"], trust=trust)) == expected
+        for data in expected[0]:
             if store.is_revoked(open_announcement(data).id):
                 with pytest.raises(WireError, match=REASONS["revoked"]):
                     store.check(data)
 
 
 def test_late_joiner_gets_what_lifecycle_serves() -> None:
-    """The late joiner applies the inventory of the lifecycle node, which holds the revoked expert."""
+    """The late joiner applies the inventory of the lifecycle node (manifests first) and ends up serving the
+    same; the sync vectors serve exactly that inventory, in one page and in three."""
     scenarios = {s["name"]: s for s in load("acceptance.json")["scenarios"]}
     served = scenarios["lifecycle"]["inventory_after"]
     steps = scenarios["late-joiner"]["steps"]
-    synced = [s["envelope_hex"] for s in steps if s["output"] == "accepted"]
+    synced = [s["envelope_hex"] for s in steps[1:] if s["output"] in ("accepted", "duplicate")]
     assert synced == served["manifests_hex"] + served["revocations_hex"]  # manifests first
     assert scenarios["late-joiner"]["inventory_after"] == served
-    response = from_json(load("sync.json")["response"]["value"])
+    sync = load("sync.json")
+    response = from_json(sync["response"]["value"])
     assert [x.hex() for x in response["manifests"]] == served["manifests_hex"]
     assert [x.hex() for x in response["revocations"]] == served["revocations_hex"]
+    paged: dict[str, list[str]] = {"manifests": [], "revocations": []}
+    for exchange in sync["pages"]["exchanges"]:
+        page = from_json(exchange["response"]["value"])
+        for key in paged:
+            paged[key] += [x.hex() for x in page[key]]
+    assert paged == {"manifests": served["manifests_hex"], "revocations": served["revocations_hex"]}
+
+
+@pytest.mark.parametrize("case", cases_of("ownership.json", "cases"))
+def test_blob_ownership(case: dict[str, Any], tmp_path: Path) -> None:
+    store = Store(tmp_path, federation=load("ownership.json")["federation"])
+    m = store.add(h(case["manifest_envelope_hex"]))
+    tmp = store.tmp_path(m.blob)
+    tmp.write_bytes(h(case["blob_hex"]))
+    if case["output"] == "live":
+        store.put_blob_file(tmp, m)
+        assert store.entry(m.id).state == "live"
+    else:
+        with pytest.raises(WireError, match=REASONS[case["reason"]]):
+            store.put_blob_file(tmp, m)
+        assert store.get(m.id) is None and not (tmp_path / "blobs" / m.blob).exists()  # dropped, nothing kept
+        with pytest.raises(WireError, match="was refused here"):
+            store.add(h(case["manifest_envelope_hex"]))
 
 
 # --- in-memory libp2p stream for the stream protocols ---------------------------------------------
@@ -316,15 +348,23 @@ def test_sync_messages() -> None:
     vectors = load("sync.json")
     request, response, empty = vectors["request"], vectors["response"], vectors["empty_response"]
     federation = from_json(request["value"])["federation"]
-    assert inventory_request(federation).hex() == request["body_hex"]
-    assert parse_inventory_request(h(request["body_hex"])) == federation
+    assert inventory_request(federation, "").hex() == request["body_hex"]
+    assert parse_inventory_request(h(request["body_hex"])) == (federation, "")
 
     value = from_json(response["value"])
-    assert inventory_response(value["manifests"], value["revocations"]).hex() == response["body_hex"]
-    assert parse_inventory_response(h(response["body_hex"])) == (value["manifests"], value["revocations"])
+    parts = value["manifests"], value["revocations"], value["next"]
+    assert inventory_response(*parts).hex() == response["body_hex"]
+    assert parse_inventory_response(h(response["body_hex"])) == parts
     for item in value["manifests"] + value["revocations"]:
         open_announcement(item)  # each item is a valid envelope on its own
-    assert inventory_response([], []).hex() == empty["body_hex"]
+    assert inventory_response([], [], "").hex() == empty["body_hex"]
+
+    by_id = [(open_announcement(d).id, d) for d in value["manifests"]]
+    by_id_r = [(open_announcement(d).id, d) for d in value["revocations"]]
+    assert inventory_page(by_id, by_id_r, "").hex() == response["body_hex"]  # all of it fits one page
+    for exchange in vectors["pages"]["exchanges"]:  # and one envelope per page, cursor by cursor
+        _, cursor = parse_inventory_request(h(exchange["request"]["body_hex"]))
+        assert inventory_page(by_id, by_id_r, cursor, max_bytes=1).hex() == exchange["response"]["body_hex"]
 
     for entry in (request, response, empty):
         body = h(entry["body_hex"])
@@ -343,10 +383,9 @@ def test_sync_over_a_stream() -> None:
     request, response = vectors["request"], vectors["response"]
 
     def serve_request(peer: str, body: bytes) -> bytes:
-        federation = parse_inventory_request(body)
-        assert federation == "digits"
+        assert parse_inventory_request(body) == ("digits", "")
         value = from_json(response["value"])
-        return inventory_response(value["manifests"], value["revocations"])
+        return inventory_response(value["manifests"], value["revocations"], value["next"])
 
     server = MemoryStream(h(request["frame_hex"]))
     run(streams.serve_sync, server, serve_request)
@@ -446,8 +485,11 @@ def test_readme_limits_are_the_code_constants() -> None:
         "MAX_LINEAGE": MAX_LINEAGE,
         "MAX_IDS": MAX_IDS,
         "MAX_REASON": MAX_REASON,
-        "MAX_INVENTORY_BYTES": MAX_INVENTORY_BYTES,
+        "MAX_PAGE_BYTES": MAX_PAGE_BYTES,
         "MAX_INVENTORY_ITEMS": MAX_INVENTORY_ITEMS,
+        "MAX_CURSOR": MAX_CURSOR,
+        "MAX_DEPTH": codec.MAX_DEPTH,
+        "MAX_HEADER_BYTES": MAX_HEADER_BYTES,
     }
     assert {name: number(table[name]) for name in expected} == expected
 

@@ -1,84 +1,169 @@
-"""The store after a crash: partial transfers and blobs that do not match their name are discarded by the
-node at start; readers (the CLI) never touch files. Acceptance rules are covered by the protocol vectors."""
+"""The store on its own: repair after a crash, blob ownership against copies, tombstones that bind only their
+signer, compaction, trust applied to what is already held, and the per-publisher limits. The wire-level rules
+are covered by the protocol vectors (test_protocol.py)."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+from safetensors.numpy import save as save_safetensors
 
 from ffnode.artifacts.codec import WireError
 from ffnode.artifacts.manifest import Manifest
-from ffnode.artifacts.store import Store
+from ffnode.artifacts.revocation import Revocation
+from ffnode.artifacts.store import Limits, Store, Trust
 from ffnode.identity import Identity
 
 ALICE = Identity(bytes(range(32)))
+MALLORY = Identity(b"\x05" * 32)
 
 
-def manifest(data: bytes, seq: int) -> Manifest:
+def weights(tag: bytes, owner: Identity = ALICE) -> bytes:
+    """A small safetensors blob naming `owner`, different for every tag."""
+    values = np.frombuffer(hashlib.sha256(tag).digest(), dtype=np.float32)
+    return save_safetensors({"w": values.copy()}, metadata={"owner": owner.peer_id})
+
+
+def manifest(data: bytes, seq: int, owner: Identity = ALICE, kind: str = "factory") -> Manifest:
     return Manifest(
-        kind="factory",
-        owner=ALICE.peer_id,
-        owner_key=ALICE.public_key,
+        kind=kind,
+        owner=owner.peer_id,
+        owner_key=owner.public_key,
         federation="f",
         classes=[0],
         arch={},
         blob=hashlib.sha256(data).hexdigest(),
         size=len(data),
-        created=1,
+        created=seq,
         seq=seq,
     )
 
 
-def published(store: Store, data: bytes, seq: int) -> Manifest:
+def revocation(ids: list[str], seq: int, owner: Identity = ALICE) -> bytes:
+    r = Revocation(owner.peer_id, owner.public_key, "f", sorted(ids), "test", seq, seq)
+    return r.seal(owner)
+
+
+def published(store: Store, data: bytes, seq: int, owner: Identity = ALICE, kind: str = "factory") -> Manifest:
     store.put_blob_bytes(data)
-    m = manifest(data, seq)
-    store.add(m.seal(ALICE))
+    m = manifest(data, seq, owner, kind)
+    store.add(m.seal(owner))
     return m
 
 
-def test_repair_discards_partial_and_corrupt_files(tmp_path: Path) -> None:
+def fetched(store: Store, m: Manifest, data: bytes) -> None:
+    tmp = store.tmp_path(m.blob)
+    tmp.write_bytes(data)
+    store.put_blob_file(tmp, m)
+
+
+def test_repair_discards_partial_corrupt_and_orphan_files(tmp_path: Path) -> None:
     store = Store(tmp_path, federation="f")
-    good, bad = published(store, b"good weights", 1), published(store, b"bad weights", 2)
-    (tmp_path / "blobs" / bad.blob).write_bytes(b"bad weightz")  # bit rot / torn write
+    good, bad = published(store, weights(b"good"), 1), published(store, weights(b"bad"), 2)
+    (tmp_path / "blobs" / bad.blob).write_bytes(weights(b"bad!"))  # bit rot / torn write
     (tmp_path / "tmp" / "x.part").write_bytes(b"half a blob")
+    orphan = store.put_blob_bytes(weights(b"a crash before its manifest"))
 
     reader = Store(tmp_path, federation="f")  # the CLI: looks, changes nothing
     assert (tmp_path / "tmp" / "x.part").exists() and (tmp_path / "blobs" / bad.blob).exists()
+    assert (tmp_path / "blobs" / orphan).exists()
 
     node = Store(tmp_path, federation="f", repair=True)
     assert not any((tmp_path / "tmp").iterdir())
     assert node.entry(good.id).state == "live"
     assert node.entry(bad.id).state == "pending"  # fetched again from a peer
+    assert not (tmp_path / "blobs" / orphan).exists()
     assert reader.entry(good.id).state == "live"
 
 
 def test_fetched_blob_must_match_manifest(tmp_path: Path) -> None:
     store = Store(tmp_path, federation="f")
-    data = b"weights"
+    data = weights(b"w")
     m = manifest(data, 1)
     store.add(m.seal(ALICE))
-    for wrong in (b"weightz", b"weight", b"weights!"):
+    for wrong in (data[:-1] + b"!", data[:-1], data + b"!"):
         tmp = store.tmp_path(m.blob)
         tmp.write_bytes(wrong)
         with pytest.raises(WireError, match="manifest says"):
             store.put_blob_file(tmp, m)
         assert not tmp.exists() and store.entry(m.id).state == "pending"
-    tmp = store.tmp_path(m.blob)
-    tmp.write_bytes(data)
-    store.put_blob_file(tmp, m)
+    fetched(store, m, data)
     assert store.entry(m.id).state == "live"
 
 
-def test_a_blob_belongs_to_one_owner(tmp_path: Path) -> None:
-    """Otherwise anyone could name a victim's blob in a manifest of their own and keep it alive (and
-    served, and used) after the victim revokes it."""
+def test_a_copy_under_another_key_neither_shadows_nor_outlives_the_owner(tmp_path: Path) -> None:
+    """Mallory re-signs Alice's blob as his own before this node sees Alice's manifest."""
+    data = weights(b"alice's factory")
+    alice, copy = manifest(data, 1), manifest(data, 1, MALLORY)
     store = Store(tmp_path, federation="f")
-    published(store, b"victim weights", 1)
-    mallory = Identity(b"\x05" * 32)
-    squat = Manifest(
-        **{**manifest(b"victim weights", 1).body(), "owner": mallory.peer_id, "owner_key": mallory.public_key}
-    )
-    with pytest.raises(WireError, match="already published by another owner"):
-        store.add(squat.seal(mallory))
+    store.add(copy.seal(MALLORY))  # the blob is not held yet: nothing to check it against
+    store.add(alice.seal(ALICE))  # Alice's own is accepted, whoever was first
+    with pytest.raises(WireError, match="names owner"):
+        fetched(store, copy, data)  # the bytes name Alice: Mallory's manifest is invalid and dropped
+    assert store.get(copy.id) is None
+    fetched(store, alice, data)
+    assert store.entry(alice.id).state == "live"
+    with pytest.raises(WireError, match="names owner|was refused"):
+        store.add(copy.seal(MALLORY))  # offered again once the blob is held
+    store.add(revocation([alice.id], 2))  # Alice's revocation is honoured and nothing of hers stays
+    assert store.entry(alice.id).state == "revoked" and not (tmp_path / "blobs" / alice.blob).exists()
+    assert store.blob_path(alice.blob) is None
+
+
+def test_a_tombstone_binds_only_its_signer(tmp_path: Path) -> None:
+    store = Store(tmp_path, federation="f")
+    data = weights(b"w")
+    m = manifest(data, 1)
+    store.add(revocation([m.id], 5, MALLORY))  # Mallory "revokes" Alice's artifact before it is known
+    store.add(m.seal(ALICE))
+    fetched(store, m, data)
+    assert store.entry(m.id).state == "live" and not store.is_revoked(m.id)
+
+
+def test_a_revoked_expert_is_compacted_to_its_tombstone(tmp_path: Path) -> None:
+    store = Store(tmp_path, federation="f")
+    expert = published(store, weights(b"expert"), 1, kind="expert")
+    store.add(revocation([expert.id], 2))
+    assert store.get(expert.id) is None and store.is_revoked(expert.id)
+    assert not (tmp_path / "manifests" / f"{expert.id}.msgpack").exists()
+    row = next(r for r in store.rows(["0"]) if r["id"] == expert.id)
+    assert (row["kind"], row["state"]) == ("-", "revoked")
+    with pytest.raises(WireError, match="was revoked"):
+        Store(tmp_path, federation="f").add(expert.seal(ALICE))  # also after a restart
+    assert [aid for aid, _ in store.inventory()[0]] == []
+
+
+def test_trust_applies_to_what_is_held_and_revocations_still_count(tmp_path: Path) -> None:
+    store = Store(tmp_path, federation="f")
+    m = published(store, weights(b"mallory's", MALLORY), 1, MALLORY)
+    assert store.entry(m.id).state == "live"
+    store.set_trust(Trust(denied=frozenset({MALLORY.peer_id})))
+    assert store.entry(m.id).state == "untrusted" and store.live() == [] and store.blob_path(m.blob) is None
+    restarted = Store(tmp_path, federation="f", trust=Trust(allowed=frozenset({ALICE.peer_id})))
+    assert restarted.entry(m.id).state == "untrusted"
+    restarted.add(revocation([m.id], 2, MALLORY))  # an untrusted owner still withdraws what it published
+    assert restarted.entry(m.id).state == "revoked" and not (tmp_path / "blobs" / m.blob).exists()
+    quarantined = Store(tmp_path, federation="f", trust=Trust(quarantined=frozenset({m.id})))
+    assert quarantined.entry(m.id).state == "revoked"  # revocation outranks quarantine
+
+
+def test_one_publisher_cannot_fill_the_store(tmp_path: Path) -> None:
+    limits = Limits(manifests_per_publisher=3, blob_bytes_per_publisher=10_000, store_bytes=20_000, publishers=2)
+    store = Store(tmp_path, federation="f", limits=limits)
+    for seq in (1, 2, 3):
+        store.add(manifest(weights(b"%d" % seq, MALLORY), seq, MALLORY).seal(MALLORY))
+    with pytest.raises(WireError, match="manifests_per_publisher"):
+        store.add(manifest(weights(b"4", MALLORY), 4, MALLORY).seal(MALLORY))
+    big = Manifest(**{**manifest(weights(b"big"), 1).body(), "size": 10_001})
+    with pytest.raises(WireError, match="blob_mb_per_publisher"):
+        store.add(big.seal(ALICE))
+    store.add(manifest(weights(b"alice"), 2).seal(ALICE))  # Alice's share is her own
+    third = Identity(b"\x03" * 32)
+    with pytest.raises(WireError, match="publishers"):
+        store.add(manifest(weights(b"x", third), 1, third).seal(third))
+    many = revocation([hashlib.sha256(b"%d" % i).hexdigest() for i in range(5)], 9, ALICE)
+    with pytest.raises(WireError, match="tombstones_per_publisher"):
+        Store(tmp_path / "t", federation="f", limits=Limits(tombstones_per_publisher=4)).add(many)

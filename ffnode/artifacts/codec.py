@@ -16,6 +16,9 @@ from ffnode.identity import Identity, peer_id_from_public_key, verify
 
 VERSION = 1
 MAX_ENVELOPE_BYTES = 64 * 1024  # announcements carry manifests only; weights travel over the blob protocol
+# Nesting below the top-level value: an envelope needs 4 (envelope > body > arch > a list), an inventory 2.
+# Checked before anything recurses over a decoded value (canonical re-encoding, schema checks).
+MAX_DEPTH = 8
 DOMAIN = b"ffnode/v1/"  # domain separation: a signature over one message type never verifies as another
 
 
@@ -45,11 +48,27 @@ def decode(data: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> Any:
     if len(data) > max_bytes:
         raise WireError(f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, object_pairs_hook=_unique_map)
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True, object_pairs_hook=_unique_map)
     except WireError:
         raise
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as exc:
         raise WireError(f"malformed msgpack: {exc}") from None
+    _check_depth(value)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    """WireError if containers nest deeper than MAX_DEPTH; iterative, so hostile nesting costs no recursion.
+    (Container sizes need no separate bound: every element costs at least a byte of the bounded message.)"""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_DEPTH:
+                    raise WireError(f"containers nest deeper than {MAX_DEPTH} levels")
+                stack.append((child, depth + 1))
 
 
 def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:

@@ -1,15 +1,24 @@
 """The node's content-addressed artifact store, with the acceptance rules for everything peers send.
 
-Layout under `root` (all writes are temp file + fsync + rename, so a crash never leaves a partial file
-that is later taken for whole):
+Layout under `root` (every write is temp file + fsync + rename + fsync of the folder, so a crash never
+leaves a partial file that is later taken for whole, nor loses a rename it reported):
 
-    blobs/<sha256>            weight files (safetensors), named by their hash
+    blobs/<sha256>            weight files (safetensors naming their owner, artifacts/blob.py), named by their hash
     manifests/<id>.msgpack    signed manifest envelopes, as received
     revocations/<id>.msgpack  signed revocations: tombstones, kept forever
 
-The store is shared by the asyncio loop and the network thread, so every method takes one lock. It is the
-single source of "something changed": `on_change` is called (from whichever thread made the change, after
-the lock is released) whenever a manifest or revocation is stored or a blob is verified into place.
+Acceptance (protocol/README.md, "Acceptance rules"), in short: a message must be validly signed for this
+federation; an artifact of an owner this node does not trust is held but never live; a revocation is
+honoured from the owner of what it names, whatever anyone else published first, and its IDs this node
+does not know yet become tombstones bound to that owner; a blob is live only for manifests of the owner
+its header names. What one publisher can make the store hold is bounded (`Limits`), and a revoked expert's
+manifest is compacted away (its tombstone stays), so superseded experts do not pile up.
+
+The store is shared by the asyncio loop, worker threads and the network thread, so every method takes one
+lock, and none holds it across file I/O that peers cannot cause (the gossip validator must never wait on a
+disk). It is the single source of "something changed": `on_change` is called, from whichever thread made
+the change and after the lock is released, when a manifest or revocation is stored, a blob is verified
+into place, or the trust settings change.
 """
 
 from __future__ import annotations
@@ -19,24 +28,42 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ffnode.artifacts.blob import BlobFormatError, blob_owner
 from ffnode.artifacts.codec import WireError, decode
 from ffnode.artifacts.manifest import Manifest, open_manifest
 from ffnode.artifacts.revocation import Revocation, open_revocation
+from ffnode.config import Config
 
 log = logging.getLogger("ffnode.store")
 
+STATES = ("live", "pending", "revoked", "untrusted", "quarantined")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all, durably."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
 
 
 def sha256_file(path: Path) -> str:
@@ -59,22 +86,70 @@ def open_announcement(data: bytes) -> Manifest | Revocation:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What the store holds for peers at most (config [limits], in bytes here)."""
+
+    manifests_per_publisher: int = 256
+    blob_bytes_per_publisher: int = 4 * 2**30
+    store_bytes: int = 32 * 2**30
+    publishers: int = 1024
+    tombstones_per_publisher: int = 4096
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Whose artifacts this node uses: the operator's word, applied at load and on every change."""
+
+    allowed: frozenset[str] = frozenset()  # empty: any signed owner
+    denied: frozenset[str] = frozenset()
+    quarantined: frozenset[str] = frozenset()  # artifact IDs
+
+    def trusts(self, owner: str) -> bool:
+        return owner not in self.denied and (not self.allowed or owner in self.allowed)
+
+
+def trust_of(config: Config) -> Trust:
+    fed = config.federation
+    return Trust(frozenset(fed.allowed_publishers), frozenset(fed.denied_publishers), frozenset(fed.quarantined))
+
+
+def limits_of(config: Config) -> Limits:
+    c = config.limits
+    return Limits(
+        manifests_per_publisher=c.manifests_per_publisher,
+        blob_bytes_per_publisher=c.blob_mb_per_publisher * 2**20,
+        store_bytes=c.store_mb * 2**20,
+        publishers=c.publishers,
+        tombstones_per_publisher=c.tombstones_per_publisher,
+    )
+
+
+@dataclass(frozen=True)
 class Entry:
     """One manifest as this node sees it."""
 
     manifest: Manifest
-    state: str  # live (blob verified here) | pending (blob not fetched yet) | revoked
+    state: str  # one of STATES; live: blob verified here, bound to this owner, owner trusted
     revoked_by: str | None = None  # revocation ID
     reason: str | None = None
 
 
 class Store:
     def __init__(
-        self, root: Path, *, federation: str, allowed: frozenset[str] = frozenset(), repair: bool = False
+        self,
+        root: Path,
+        *,
+        federation: str,
+        trust: Trust = Trust(),
+        limits: Limits = Limits(),
+        repair: bool = False,
+        vet: Callable[[Manifest], None] | None = None,
     ) -> None:
-        """`repair` (the running node only): delete leftovers of interrupted writes and any blob whose
-        content does not match its name. Readers such as the CLI never touch files."""
-        self.root, self.federation, self.allowed = root, federation, allowed
+        """`repair` (the running node only): delete leftovers of interrupted writes, any blob whose content
+        does not match its name or that no manifest names. Readers such as the CLI never touch files.
+        `vet` (the running node only) checks a manifest's arch before it is accepted (raises WireError)."""
+        self.root, self.federation, self.trust, self.limits = root, federation, trust, limits
+        self.vet = vet
         self.on_change: Callable[[], None] = lambda: None  # the running node wakes its learner here
         for sub in ("blobs", "manifests", "revocations", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
@@ -82,70 +157,126 @@ class Store:
         self._manifests: dict[str, Manifest] = {}
         self._raw: dict[str, bytes] = {}
         self._revocations: dict[str, Revocation] = {}
-        self._revoked: dict[str, Revocation] = {}  # artifact ID -> its tombstone
+        # artifact ID -> tombstones naming it; one binds only if its signer owns the artifact (IDs commit to
+        # the owner, so a tombstone signed by anyone else can never bind)
+        self._revoked: dict[str, list[Revocation]] = {}
+        self._orphans: dict[str, int] = {}  # owner -> tombstoned IDs it revoked that named nothing held here
         self._seqs: dict[tuple[str, int], str] = {}  # (owner, seq) -> message ID: catches replays
         self._envelopes: set[bytes] = set()  # sha256 of every stored envelope
+        self._blobs: dict[str, str | None] = {}  # sha256 of a blob held here -> the owner its header names
+        self._by_owner: dict[str, set[str]] = {}  # owner -> IDs of its manifests held
+        self._refs: dict[str, set[str]] = {}  # blob -> IDs of the unrevoked manifests naming it
+        self._committed = 0  # bytes of the blobs in _refs: what the store may have to hold
+        self._refused: set[str] = set()  # manifests dropped because their blob is not their owner's
         self._load(repair)
 
     # -- loading -------------------------------------------------------------------------------------
     def _load(self, repair: bool) -> None:
-        for path in sorted((self.root / "manifests").glob("*.msgpack")):
-            data = path.read_bytes()
-            m = open_manifest(data)
-            self._manifests[m.id] = m
-            self._remember(m, data)
         for path in sorted((self.root / "revocations").glob("*.msgpack")):
             data = path.read_bytes()
-            r = open_revocation(data)
-            self._revocations[r.id] = r
-            self._remember(r, data)
-            for aid in r.ids:
-                self._revoked[aid] = r
-        if not repair:
-            return
-        for path in (self.root / "tmp").iterdir():  # leftovers of an interrupted transfer
-            path.unlink()
-        for path in (self.root / "blobs").iterdir():
-            if path.name.startswith(".") or sha256_file(path) != path.name:
-                log.warning("discarding blob %s: content does not match its name", path.name)
+            self._insert_revocation(open_revocation(data), data)
+        for path in sorted((self.root / "manifests").glob("*.msgpack")):  # after the tombstones: no blob is
+            data = path.read_bytes()  # referenced only to be deleted (a reader must not touch files)
+            self._insert_manifest(open_manifest(data), data)
+        self._orphans = {}
+        for aid, tombstones in self._revoked.items():
+            if aid not in self._manifests:
+                for r in tombstones:
+                    self._orphans[r.owner] = self._orphans.get(r.owner, 0) + 1
+        if repair:
+            for path in (self.root / "tmp").iterdir():  # leftovers of an interrupted transfer
                 path.unlink()
-        for r in self._revocations.values():  # a crash between tombstone and delete must not keep the blob
-            for aid in r.ids:
-                if aid in self._manifests:
-                    self._delete_blob_if_unused(self._manifests[aid].blob)
+            for path in (self.root / "blobs").iterdir():
+                if path.name.startswith(".") or sha256_file(path) != path.name:
+                    log.warning("discarding blob %s: content does not match its name", path.name)
+                    path.unlink()
+        for path in (self.root / "blobs").iterdir():
+            if not path.name.startswith("."):
+                self._blobs[path.name] = _owner_or_none(path)
+        if repair:
+            # a crash between an own blob and its manifest, or between a tombstone and the blob's deletion
+            for blob in set(self._blobs) - set(self._refs):
+                log.warning("discarding blob %s: no live manifest names it", blob[:12])
+                self._unlink_blob(blob)
+            for r in self._revocations.values():  # a crash between tombstone and compaction
+                self._compact(r)
 
     # -- acceptance rules ----------------------------------------------------------------------------
-    def check(self, data: bytes) -> Manifest | Revocation:
+    def check(self, data: bytes, *, wait: bool = True) -> Manifest | Revocation:
         """Everything that can be decided without changing state: signature, schema, federation, trust,
-        tombstones. Raises WireError with the reason. Safe to call from the network thread."""
+        tombstones, ownership, quotas. Raises WireError with the reason. With `wait=False` (the gossip
+        validator, on the network thread) the checks that need the lock are skipped while someone holds
+        it: the message is checked in full when it is stored."""
         msg = open_announcement(data)
         if msg.federation != self.federation:
             raise WireError(f"federation {msg.federation!r} is not this node's ({self.federation!r})")
-        if self.allowed and msg.owner not in self.allowed:
-            raise WireError(f"owner {msg.owner} is not in this node's allowed_publishers")
-        with self._lock:
+        if isinstance(msg, Manifest) and self.vet is not None:
+            self.vet(msg)
+        if not self._lock.acquire(blocking=wait):
+            return msg
+        try:
             if isinstance(msg, Manifest):
-                if msg.id in self._revoked:
-                    raise WireError(f"artifact {msg.id[:12]} was revoked: refusing it")
-                # a blob belongs to one owner: else anyone could keep a revoked blob alive by naming it
-                if any(m.blob == msg.blob and m.owner != msg.owner for m in self._manifests.values()):
-                    raise WireError(f"blob {msg.blob[:12]} is already published by another owner")
+                self._check_manifest(msg)
+            else:
+                self._check_revocation(msg)
             other = self._seqs.get((msg.owner, msg.seq))
             if other is not None and other != msg.id:
                 raise WireError(f"replayed sequence number {msg.seq} of {msg.owner}")
-            if isinstance(msg, Revocation):
-                self._check_revocation(msg)
+        finally:
+            self._lock.release()
         return msg
 
+    def _tombstone(self, m: Manifest) -> Revocation | None:
+        return next((r for r in self._revoked.get(m.id, ()) if r.owner == m.owner), None)
+
+    def _tombstoned(self, m: Manifest) -> bool:
+        return self._tombstone(m) is not None
+
+    def _check_manifest(self, m: Manifest) -> None:
+        if self._tombstoned(m):
+            raise WireError(f"artifact {m.id[:12]} was revoked: refusing it")
+        if m.id in self._raw:
+            return  # a duplicate: nothing more to check
+        if m.id in self._refused:
+            raise WireError(f"manifest {m.id[:12]} was refused here: its blob is not its owner's")
+        if not self.trust.trusts(m.owner):
+            raise WireError(f"owner {m.owner} is not trusted here (allowed_publishers / denied_publishers)")
+        held = self._blobs.get(m.blob, "absent")
+        if held != "absent" and held != m.owner:
+            raise WireError(f"blob {m.blob[:12]} names owner {held}, not the manifest's {m.owner}")
+        mine = [self._manifests[aid] for aid in self._by_owner.get(m.owner, ())]
+        if len(mine) >= self.limits.manifests_per_publisher:
+            raise WireError(f"{m.owner} already has {len(mine)} manifests here (limit manifests_per_publisher)")
+        if not mine and len(self._by_owner) >= self.limits.publishers:
+            raise WireError(f"this node already holds the artifacts of {self.limits.publishers} publishers")
+        live = {x.blob: x.size for x in mine if not self._tombstoned(x)}
+        if m.blob not in live:
+            used = sum(live.values()) + m.size
+            if used > self.limits.blob_bytes_per_publisher:
+                raise WireError(f"{m.owner}'s blobs would exceed blob_mb_per_publisher ({used} bytes)")
+            if m.blob not in self._refs and self._committed + m.size > self.limits.store_bytes:
+                raise WireError(f"the store would exceed store_mb ({self._committed + m.size} bytes)")
+
     def _check_revocation(self, r: Revocation) -> None:
+        """An owner's revocation is honoured whatever anyone else published; IDs not held become tombstones
+        bound to the owner, which count against its quota unless the revocation also frees something here."""
+        frees = False
         for aid in r.ids:
             m = self._manifests.get(aid)
             if m is None:
-                raise WireError(f"revocation names unknown artifact {aid[:12]}")
+                continue
             if m.owner != r.owner:
                 raise WireError(f"revocation of {aid[:12]} is not signed by its owner")
             if r.seq <= m.seq:
                 raise WireError(f"revocation seq {r.seq} is not newer than artifact {aid[:12]} (seq {m.seq})")
+            frees = True
+        if r.id in self._raw or frees:
+            return
+        if not self.trust.trusts(r.owner):
+            raise WireError(f"owner {r.owner} is not trusted here and its revocation names nothing held")
+        orphans = self._orphans.get(r.owner, 0)
+        if orphans + len(r.ids) > self.limits.tombstones_per_publisher:
+            raise WireError(f"{r.owner} has {orphans} tombstones of IDs unknown here (limit tombstones_per_publisher)")
 
     def add(self, data: bytes) -> Manifest | Revocation | None:
         """Accept a signed message; returns it, or None if it was already known (a duplicate)."""
@@ -155,25 +286,100 @@ class Store:
                 return None
             if isinstance(msg, Manifest):
                 atomic_write(self.root / "manifests" / f"{msg.id}.msgpack", data)
-                self._manifests[msg.id] = msg
+                self._insert_manifest(msg, data)
             else:
                 atomic_write(self.root / "revocations" / f"{msg.id}.msgpack", data)
-                self._revocations[msg.id] = msg
-                for aid in msg.ids:
-                    self._revoked[aid] = msg
-                    self._delete_blob_if_unused(self._manifests[aid].blob)
-            self._remember(msg, data)
+                self._insert_revocation(msg, data)
+                self._compact(msg)
         self.on_change()
         return msg
+
+    def _insert_manifest(self, m: Manifest, data: bytes) -> None:
+        self._manifests[m.id] = m
+        self._by_owner.setdefault(m.owner, set()).add(m.id)
+        self._remember(m, data)
+        if not self._tombstoned(m):
+            self._ref(m)
+
+    def _insert_revocation(self, r: Revocation, data: bytes) -> None:
+        self._revocations[r.id] = r
+        self._remember(r, data)
+        orphans = 0
+        for aid in r.ids:
+            self._revoked.setdefault(aid, []).append(r)
+            m = self._manifests.get(aid)
+            if m is None:
+                orphans += 1
+            elif m.owner == r.owner:
+                self._unref(m)
+        if orphans:
+            self._orphans[r.owner] = self._orphans.get(r.owner, 0) + orphans
+
+    def _ref(self, m: Manifest) -> None:
+        refs = self._refs.setdefault(m.blob, set())
+        if not refs:
+            self._committed += m.size
+        refs.add(m.id)
+
+    def _unref(self, m: Manifest) -> None:
+        """A manifest no longer names its blob: delete the blob once no manifest of its owner does."""
+        refs = self._refs.get(m.blob, set())
+        refs.discard(m.id)
+        if not refs:
+            self._refs.pop(m.blob, None)
+            self._committed -= m.size
+        if m.blob in self._blobs:
+            owner = self._blobs[m.blob]
+            if not any(self._manifests[aid].owner == owner for aid in refs):
+                self._unlink_blob(m.blob)
+
+    def _compact(self, r: Revocation) -> None:
+        """Forget the manifests of revoked experts: only the tombstone is needed to refuse them again. Revoked
+        factories stay (served, so a late joiner learns that their class was withdrawn)."""
+        for aid in r.ids:
+            m = self._manifests.get(aid)
+            if m is not None and m.kind == "expert" and self._tombstoned(m):
+                del self._manifests[aid]
+                self._by_owner[m.owner].discard(aid)
+                if not self._by_owner[m.owner]:
+                    del self._by_owner[m.owner]
+                del self._raw[aid]  # its envelope hash stays in _envelopes: sync skips a re-offer silently
+                (self.root / "manifests" / f"{aid}.msgpack").unlink(missing_ok=True)
+
+    def _drop(self, m: Manifest) -> None:
+        """Forget an invalid manifest (its blob is not its owner's); its envelope is remembered as refused."""
+        with self._lock:
+            if self._manifests.pop(m.id, None) is None:
+                return
+            self._by_owner[m.owner].discard(m.id)
+            if not self._by_owner[m.owner]:
+                del self._by_owner[m.owner]
+            refs = self._refs.get(m.blob, set())
+            if m.id in refs:
+                refs.discard(m.id)
+                if not refs:
+                    self._refs.pop(m.blob, None)
+                    self._committed -= m.size
+            self._raw.pop(m.id, None)
+            self._refused.add(m.id)
+            (self.root / "manifests" / f"{m.id}.msgpack").unlink(missing_ok=True)
+        # the envelope stays in _envelopes: `knows` keeps it from being offered to `add` again
 
     def _remember(self, msg: Manifest | Revocation, data: bytes) -> None:
         self._raw[msg.id] = data
         self._seqs[(msg.owner, msg.seq)] = msg.id
         self._envelopes.add(hashlib.sha256(data).digest())
 
-    def _delete_blob_if_unused(self, blob: str) -> None:
-        if not any(m.blob == blob and aid not in self._revoked for aid, m in self._manifests.items()):
-            (self.root / "blobs" / blob).unlink(missing_ok=True)
+    def _unlink_blob(self, blob: str) -> None:
+        (self.root / "blobs" / blob).unlink(missing_ok=True)
+        self._blobs.pop(blob, None)
+
+    # -- trust ---------------------------------------------------------------------------------------
+    def set_trust(self, trust: Trust) -> None:
+        """Apply new trust settings to everything held (not only to what arrives from now on)."""
+        with self._lock:
+            self.trust = trust
+        self.on_change()
 
     # -- blobs ---------------------------------------------------------------------------------------
     def tmp_path(self, name: str) -> Path:
@@ -181,57 +387,93 @@ class Store:
         return self.root / "tmp" / f"{name}.{uuid.uuid4().hex}.part"
 
     def put_blob_file(self, tmp: Path, m: Manifest) -> None:
-        """Move a fetched file into place after checking it against the signed manifest."""
-        size, digest = tmp.stat().st_size, sha256_file(tmp)
-        if size != m.size or digest != m.blob:
+        """Move a fetched file into place after checking it against the signed manifest: size, sha256, and
+        the owner its header names. A manifest whose (correct) blob names another owner, or none, is invalid:
+        it is dropped from the store, and the WireError says so."""
+        try:
+            size, digest = tmp.stat().st_size, sha256_file(tmp)
+            if size != m.size or digest != m.blob:
+                raise WireError(f"blob {m.blob[:12]}: got {size} bytes sha256 {digest[:12]}, manifest says {m.size}")
+            try:
+                owner: str | None = blob_owner(tmp)
+                wrong = None if owner == m.owner else f"names owner {owner}, not the manifest's {m.owner}"
+            except BlobFormatError as exc:
+                owner, wrong = None, f"is not a weight file naming its owner ({exc})"
+            if wrong is not None:
+                self._drop(m)
+                raise WireError(f"blob {m.blob[:12]} {wrong}: manifest {m.id[:12]} dropped")
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            with self._lock:
+                if self._tombstoned(m):
+                    raise WireError(f"artifact {m.id[:12]} was revoked during the transfer")
+                os.replace(tmp, self.root / "blobs" / m.blob)
+                self._blobs[m.blob] = owner
+            fsync_dir(self.root / "blobs")
+        finally:
             tmp.unlink(missing_ok=True)
-            raise WireError(f"blob {m.blob[:12]}: got {size} bytes sha256 {digest[:12]}, manifest says {m.size}")
-        with self._lock:
-            if m.id in self._revoked:
-                tmp.unlink(missing_ok=True)
-                raise WireError(f"artifact {m.id[:12]} was revoked during the transfer")
-            os.replace(tmp, self.root / "blobs" / m.blob)
         self.on_change()
 
     def put_blob_bytes(self, data: bytes) -> str:
+        """Store one of this node's own blobs (before its manifest); returns its sha256."""
         digest = hashlib.sha256(data).hexdigest()
-        atomic_write(self.root / "blobs" / digest, data)
+        path = self.root / "blobs" / digest
+        atomic_write(path, data)
+        with self._lock:
+            self._blobs[digest] = _owner_or_none(path)
         return digest
 
     def blob_path(self, blob: str) -> Path | None:
-        """The file of a live blob (served to peers, loaded for training), None if absent or revoked."""
+        """The file of a blob some live artifact names (served to peers, loaded for training), else None."""
         with self._lock:
-            if not any(m.blob == blob and aid not in self._revoked for aid, m in self._manifests.items()):
+            if not any(self._state(self._manifests[aid]) == "live" for aid in self._refs.get(blob, ())):
                 return None
         path = self.root / "blobs" / blob
         return path if path.exists() else None
 
-    def read_blob(self, m: Manifest) -> bytes:
-        path = self.blob_path(m.blob)
-        if path is None:
-            raise KeyError(f"blob of artifact {m.id[:12]} is not held")
-        return path.read_bytes()
+    def blob_file(self, m: Manifest) -> Path:
+        """The file of a live artifact's blob; KeyError if it is not live here."""
+        with self._lock:
+            live = self._state(m) == "live"
+        path = self.root / "blobs" / m.blob
+        if not live or not path.exists():
+            raise KeyError(f"blob of artifact {m.id[:12]} is not held live here")
+        return path
 
     # -- queries -------------------------------------------------------------------------------------
+    def _state(self, m: Manifest) -> str:
+        if self._tombstoned(m):
+            return "revoked"
+        if not self.trust.trusts(m.owner):
+            return "untrusted"
+        if m.id in self.trust.quarantined:
+            return "quarantined"
+        return "live" if self._blobs.get(m.blob, "absent") == m.owner else "pending"
+
+    def _live_manifests(self) -> Iterable[Manifest]:
+        return (m for m in self._manifests.values() if self._state(m) == "live")
+
     def entry(self, aid: str) -> Entry:
         with self._lock:
             m = self._manifests[aid]
-            if (r := self._revoked.get(aid)) is not None:
-                return Entry(m, "revoked", r.id, r.reason)
-            return Entry(m, "live" if (self.root / "blobs" / m.blob).exists() else "pending")
+            state = self._state(m)
+            if state == "revoked" and (r := self._tombstone(m)) is not None:
+                return Entry(m, state, r.id, r.reason)
+            return Entry(m, state)
 
     def entries(self) -> list[Entry]:
         with self._lock:
             return [self.entry(aid) for aid in sorted(self._manifests, key=lambda a: self._manifests[a].created)]
 
     def live(self, kind: str | None = None) -> list[Manifest]:
-        """Verified, unrevoked artifacts (optionally of one kind), in a stable order."""
-        out = [e.manifest for e in self.entries() if e.state == "live"]
-        out = [m for m in out if kind is None or m.kind == kind]
+        """Verified, unrevoked, trusted artifacts (optionally of one kind), in a stable order."""
+        with self._lock:
+            out = [m for m in self._live_manifests() if kind is None or m.kind == kind]
         return sorted(out, key=lambda m: (m.classes, m.owner, m.id))
 
     def pending(self) -> list[Manifest]:
-        return [e.manifest for e in self.entries() if e.state == "pending"]
+        with self._lock:
+            return [m for m in self._manifests.values() if self._state(m) == "pending"]
 
     def get(self, aid: str) -> Manifest | None:
         with self._lock:
@@ -246,8 +488,10 @@ class Store:
         return hits[0]
 
     def is_revoked(self, aid: str) -> bool:
+        """Whether a tombstone of this artifact's owner names it (an unknown ID: whether any tombstone does)."""
         with self._lock:
-            return aid in self._revoked
+            m = self._manifests.get(aid)
+            return self._tombstoned(m) if m is not None else aid in self._revoked
 
     def revocations(self) -> list[Revocation]:
         with self._lock:
@@ -257,12 +501,14 @@ class Store:
         with self._lock:
             return 1 + max((seq for (o, seq) in self._seqs if o == owner), default=0)
 
-    def inventory(self) -> tuple[list[bytes], list[bytes]]:
-        """Signed envelopes of every manifest and every revocation: what sync serves. Revoked manifests are
-        included so that a node that joins later can hold them with their tombstones (a revocation is only
-        accepted for an artifact the node knows) and refuse them when a stale peer offers them again."""
+    def inventory(self) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+        """(ID, envelope) of every manifest and every revocation held, each sorted by ID: what sync serves,
+        page by page (net/sync.py). Revoked factories are included, so that a node that joins later holds
+        them with their tombstones and knows their class was withdrawn."""
         with self._lock:
-            return [self._raw[aid] for aid in self._manifests], [self._raw[rid] for rid in self._revocations]
+            manifests = sorted((aid, self._raw[aid]) for aid in self._manifests)
+            revocations = sorted((rid, self._raw[rid]) for rid in self._revocations)
+        return manifests, revocations
 
     def knows(self, data: bytes) -> bool:
         """Whether this exact envelope is stored already: sync skips it without any log line."""
@@ -270,7 +516,10 @@ class Store:
             return hashlib.sha256(data).digest() in self._envelopes
 
     def rows(self, classes: list[str]) -> list[dict]:
-        """The artifact table (`ffnode artifacts`), from the store alone: also when the node is stopped."""
+        """The artifact table (`ffnode artifacts`), from the store alone: also when the node is stopped. IDs
+        known only by their tombstone (compacted experts, revocations that came first) are rows of kind "-"."""
+        with self._lock:
+            stubs = [(aid, rs[0]) for aid, rs in self._revoked.items() if aid not in self._manifests]
         return [
             {
                 "id": e.manifest.id,
@@ -288,4 +537,28 @@ class Store:
                 "reason": e.reason,
             }
             for e in self.entries()
+        ] + [
+            {
+                "id": aid,
+                "kind": "-",
+                "owner": r.owner,
+                "classes": [],
+                "size": 0,
+                "blob": "",
+                "seq": None,
+                "created": r.created,
+                "state": "revoked",
+                "verified": False,
+                "lineage": [],
+                "meta": {},
+                "reason": r.reason,
+            }
+            for aid, r in sorted(stubs)
         ]
+
+
+def _owner_or_none(path: Path) -> str | None:
+    try:
+        return blob_owner(path)
+    except (BlobFormatError, OSError):
+        return None

@@ -41,6 +41,7 @@ def init(
     config = Config()
     config.network.listen, config.network.bootstrap = list(listen), list(bootstrap)
     config.federation.name, config.federation.classes = federation, names
+    config.federation.image_shape = "x".join(str(x) for x in local.image_shape)
     config.federation.allowed_publishers = list(allow)
     config.data.spec, config.data.split = data, split
     config.learning.profile, config.learning.seed, config.learning.threads = profile, seed, threads

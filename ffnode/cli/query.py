@@ -26,16 +26,17 @@ def query(
         rule = check_poe_rule(rule or config.learning.poe_rule, "--rule")
     except ValueError as exc:
         abort(str(exc))
-    shape = _image_shape(home, config)
+    shape = _image_shape(config)
     batch = np.stack([load_image_file(p, shape) for p in images])  # DataError names the bad file
     if (home / control.SOCKET_FILE).exists():
         result = control.call(home, "query", control.encode_images(batch) | {"rule": rule}, timeout=300)
     else:
-        from ffnode.artifacts.store import Store
+        from ffnode.artifacts.store import Store, trust_of
         from ffnode.query import ExpertPool
 
-        store = Store(home / "store", federation=config.federation.name)
-        result = ExpertPool(store, len(config.federation.classes)).query(batch, config.federation.classes, rule)
+        store = Store(home / "store", federation=config.federation.name, trust=trust_of(config))
+        pool = ExpertPool(store, len(config.federation.classes), shape)
+        result = pool.query(batch, config.federation.classes, rule)
     if as_json:
         emit_json({"images": [str(p) for p in images], **result})
         return
@@ -46,11 +47,10 @@ def query(
     table(f"PoE ({result['rule']} rule) over {len(result['experts'])} experts", ["image", "class", "p"], rows)
 
 
-def _image_shape(home: Path, config: Config) -> tuple[int, int, int]:
-    from ffnode.artifacts.store import Store
+def _image_shape(config: Config) -> tuple[int, int, int]:
+    """The federation's image shape: from the config, else (a home made before it recorded one) the local data."""
+    if (shape := config.image_shape) is not None:
+        return shape
+    from ffnode.data.sources import load_dataset
 
-    store = Store(home / "store", federation=config.federation.name)
-    experts = store.live("expert")
-    if not experts:
-        abort(f"no live experts at {home} yet: wait until `ffnode status --home {home}` shows phase 'ready'")
-    return tuple(experts[0].arch["image_shape"])
+    return load_dataset(config.data.spec, split=config.data.split, classes=config.federation.classes).image_shape

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from safetensors.torch import save as save_safetensors
 
+from ffnode.artifacts.blob import OWNER_KEY
 from ffnode.artifacts.codec import canonical_bytes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store, atomic_write
@@ -38,7 +39,7 @@ from ffnode.factory.model import FactoryConfig
 from ffnode.factory.train import train_factory
 from ffnode.loaders import LoadError, load_factory
 from ffnode.profiles import Profile, profile_for
-from ffnode.synth import synthesize
+from ffnode.synth import SampleError, synthesize
 
 # One training at a time in this process: torch's seeding (model init) is process-global, and the
 # unlearning proof may rebuild an expert while the learner trains.
@@ -50,9 +51,10 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(canonical_bytes(list(parts))).digest()[:8], "big") >> 1
 
 
-def weights_to_bytes(weights: dict[str, Any]) -> bytes:
-    """The blob of an artifact: safetensors, whose bytes depend on the tensors alone."""
-    return save_safetensors({k: v.contiguous() for k, v in weights.items()})
+def weights_to_bytes(weights: dict[str, Any], owner: str) -> bytes:
+    """The blob of an artifact: safetensors naming its owner in the header (artifacts/blob.py); its bytes
+    depend on the tensors and the owner alone."""
+    return save_safetensors({k: v.contiguous() for k, v in weights.items()}, metadata={OWNER_KEY: owner})
 
 
 def site_profile(config: Config, image_shape: tuple[int, int, int], where: Path | str = "config.toml") -> Profile:
@@ -233,8 +235,8 @@ def _synthesise(
     t0 = time.perf_counter()
     try:
         images, labels = synthesize(factories, per_class, seed=sseed, progress=tick)
-    except RuntimeError as exc:  # weights that do not fit their config
-        raise LoadError(group[0], f"cannot sample it ({exc})") from exc
+    except SampleError as exc:  # the factory that failed, not another of its class
+        raise LoadError(group[exc.index], f"cannot sample it ({exc.__cause__})") from exc
     if cache is not None and not any(store.is_revoked(aid) for aid in ids):
         cache.put(label, ids, per_class, sseed, images, labels)
     return images, labels, time.perf_counter() - t0

@@ -58,7 +58,7 @@ class Learner:
         self._changed = asyncio.Event()  # set (thread-safely) whenever the store changes
         self._loop = asyncio.get_running_loop()
         self._pending_since: dict[str, float] = {}  # factory ID -> when its blob was first found missing
-        self._gave_up: set[str] = set()
+        self._gave_up: set[str] = set()  # publishers whose pending factories no longer hold the expert back
         self._unusable: dict[str, str] = {}  # factory ID -> why it is not sampled
 
     def notify(self) -> None:
@@ -126,10 +126,14 @@ class Learner:
 
     # -- expert --------------------------------------------------------------------------------------
     def expert_lineage(self) -> tuple[list[Manifest], list[str]]:
-        """Live factories this node's expert should be trained from, and classes nothing covers yet."""
+        """Live factories this node's expert should be trained from, and classes nothing covers yet. A class
+        whose factories were all revoked or found unusable is not waited for: nobody is going to fix it, and
+        a peer that announces a broken factory must not hold the expert back (it is retrained if a usable
+        one arrives)."""
         own = set(self.local_classes())
         synth_own = self.config.learning.synth_own_classes
-        usable = [m for m in self.store.live("factory") if self._usable(m)]
+        live = self.store.live("factory")
+        usable = [m for m in live if self._usable(m)]
         factories = [m for m in usable if synth_own or m.classes[0] not in own]
         covered = own | {m.classes[0] for m in usable}
         withdrawn = {
@@ -137,7 +141,7 @@ class Learner:
             for e in self.store.entries()
             if e.state == "revoked" and e.manifest.kind == "factory"
             for c in e.manifest.classes
-        } - covered
+        } | {c for m in live if m.id in self._unusable for c in m.classes}
         missing = [self.classes[c] for c in range(len(self.classes)) if c not in covered | withdrawn]
         return factories, missing
 
@@ -161,18 +165,23 @@ class Learner:
             log.warning("skipping factory %s of %s: %s", m.id[:12], m.owner, reason)
         return False
 
-    def _blocking_pending(self) -> list[Manifest]:
-        """Announced factories whose blob has not arrived yet. Worth waiting for a while (the expert would
-        be retrained the moment they arrive), but not forever: a peer may announce a blob nobody serves."""
+    def _blocking_pending(self, covered: set[int]) -> list[Manifest]:
+        """Announced factories, for a class nothing covers yet, whose blob has not arrived. Worth waiting for
+        a while (the expert would be retrained the moment they arrive), but not forever: a peer may announce
+        blobs nobody serves. Each publisher gets PENDING_GRACE_S once: after one of its factories failed to
+        arrive in time, its pending factories hold nothing back (one every minute would, for ever)."""
         now = time.monotonic()
-        pending = [m for m in self.store.pending() if m.kind == "factory"]
+        pending = [m for m in self.store.pending() if m.kind == "factory" and m.classes[0] not in covered]
         self._pending_since = {m.id: self._pending_since.get(m.id, now) for m in pending}
-        blocking = [m for m in pending if now - self._pending_since[m.id] < PENDING_GRACE_S]
+        blocking = []
         for m in pending:
-            if m not in blocking and m.id not in self._gave_up:
-                self._gave_up.add(m.id)
+            if m.owner not in self._gave_up and now - self._pending_since[m.id] < PENDING_GRACE_S:
+                blocking.append(m)
+            elif m.owner not in self._gave_up:
+                self._gave_up.add(m.owner)
                 log.warning(
-                    "factory %s of %s has not arrived in %.0f s: going on without it",
+                    "factory %s of %s has not arrived in %.0f s: going on without it, and without waiting for "
+                    "that publisher again",
                     m.id[:12],
                     m.owner,
                     PENDING_GRACE_S,
@@ -187,7 +196,8 @@ class Learner:
             await self._revoke_stale_experts(current)
             self.progress = Progress(phase="ready")
             return
-        if (missing or self._blocking_pending()) and not deadline_passed:
+        covered = set(self.local_classes()) | {m.classes[0] for m in factories}
+        if (missing or self._blocking_pending(covered)) and not deadline_passed:
             self.progress = Progress(phase="waiting", missing=missing)
             return
         if missing:

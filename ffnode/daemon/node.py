@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
+import hashlib
 import json
 import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ import torch
 from ffnode.artifacts.codec import WireError
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
-from ffnode.artifacts.store import Store
+from ffnode.artifacts.store import Store, atomic_write, limits_of, trust_of
 from ffnode.config import CONFIG_FILE, Config, ConfigError
 from ffnode.daemon import control
 from ffnode.daemon.build import SynthCache, site_profile
@@ -34,8 +37,16 @@ from ffnode.daemon.outbox import Outbox
 from ffnode.daemon.unlearn import Unlearning, verify_unlearning
 from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.identity import load_identity
+from ffnode.loaders import vet
 from ffnode.net import Handlers, NetError, NetHost
-from ffnode.net.sync import inventory_request, inventory_response, parse_inventory_request, parse_inventory_response
+from ffnode.net.sync import (
+    MAX_PAGE_BYTES,
+    MAX_PAGES,
+    inventory_page,
+    inventory_request,
+    parse_inventory_request,
+    parse_inventory_response,
+)
 from ffnode.query import ExpertPool
 
 log = logging.getLogger("ffnode.node")
@@ -83,15 +94,29 @@ class Node:
         self.config = Config.load(home)
         self.identity = load_identity(home)
         self._lock = self._lock_home()  # before the store repairs anything: one node per home
-        fed = self.config.federation
-        self.store = Store(home / "store", federation=fed.name, allowed=frozenset(fed.allowed_publishers), repair=True)
+        fed, limits = self.config.federation, self.config.limits
+        if fed.allowed_publishers and self.identity.peer_id not in fed.allowed_publishers:
+            raise ConfigError(
+                f"{home / CONFIG_FILE}: federation.allowed_publishers does not name this node "
+                f"({self.identity.peer_id}): it would refuse its own artifacts; add it"
+            )
+        self.store = Store(
+            home / "store",
+            federation=fed.name,
+            trust=trust_of(self.config),
+            limits=limits_of(self.config),
+            repair=True,
+            vet=functools.partial(vet, limits=limits),
+        )
         self.outbox = Outbox(home, self.identity, self.store, fed.name, fed.classes, self._publish)
         self.cache = SynthCache(home / "work" / "synth")
         self.unlearning = Unlearning(self.store, self.outbox, self.cache)
-        self.pool = ExpertPool(self.store, len(fed.classes))
+        self.pool: ExpertPool | None = None  # made once the image shape is known (Node.run)
         self.learner: Learner | None = None  # made once the local data is loaded (Node.run)
-        self.peers: dict[str, PeerState] = {}
+        self.peers: OrderedDict[str, PeerState] = OrderedDict()  # least recently seen first
         self._peers_lock = threading.Lock()  # rejections are counted on the network thread, the rest on the loop
+        self._bad: OrderedDict[bytes, str] = OrderedDict()  # sha256 of rejected envelopes -> why (an LRU)
+        self.fault: str | None = None  # a local fault (disk full, ...): the node stops accepting until it clears
         self.traffic = Traffic()
         self.started = time.time()
         self.ready = asyncio.Event()  # the control endpoint answers and the host listens
@@ -101,6 +126,7 @@ class Node:
         self._sync_q: asyncio.Queue[str] = asyncio.Queue()
         self._sync_queued: set[str] = set()  # a peer waits in the sync queue at most once
         self.net = NetHost(
+            streams_per_peer=limits.streams_per_peer,
             seed=self.identity.seed,
             listen=self.config.network.listen,
             topic=self.config.topic,
@@ -122,6 +148,13 @@ class Node:
             if self.config.learning.threads:
                 torch.set_num_threads(self.config.learning.threads)
             data = await asyncio.to_thread(self._load_data)
+            shape = self.config.image_shape or data.image_shape
+            if data.image_shape != shape:
+                raise ConfigError(
+                    f"{self.home / CONFIG_FILE}: federation.image_shape is {self.config.federation.image_shape} but "
+                    f"the local data is {'x'.join(map(str, data.image_shape))}: fix one of them"
+                )
+            self.pool = ExpertPool(self.store, len(self.config.federation.classes), shape)
             profile = site_profile(self.config, data.image_shape, where=self.home / CONFIG_FILE)
             self.learner = Learner(
                 self.config, data, profile, self.store, self.outbox, self.unlearning, self.cache, self.home / "work"
@@ -187,24 +220,58 @@ class Node:
         return f
 
     # -- what peers send -----------------------------------------------------------------------------
+    # Every path of peer input ends here, and none lets an exception out: a message that breaks a rule costs
+    # that message (WireError: logged with the peer, counted against it); one that hits a bug costs that
+    # message too (logged with its traceback); a local fault (OSError: the disk) degrades the node until
+    # `_maintenance` sees the disk work again, and is not the peer's fault.
     def _validate(self, data: bytes, peer: str) -> str | None:
-        """Gossip validator, called on the network thread: reject before anything is forwarded."""
+        """Gossip validator, called on the network thread: reject before anything is forwarded. Never waits
+        for the store's lock (the loop may hold it across a disk write)."""
+        if (reason := self._known_bad(data)) is not None:
+            return reason
         try:
-            self.store.check(data)
+            self.store.check(data, wait=False)
         except WireError as exc:
-            self._count_rejection(peer, str(exc))
+            self._reject(peer, str(exc), data, quiet=True)  # the network thread logs it
             return str(exc)
+        except Exception as exc:  # a bug reachable from peer input: drop the message, keep the node
+            log.exception("checking a message from %s failed", peer)
+            self._reject(peer, f"internal error on its message: {exc!r}", data, quiet=True)
+            return repr(exc)
         return None
 
     def _peer(self, peer: str) -> PeerState:
+        """The peer's row, created if new; the table keeps the `peers_tracked` most recently seen."""
         with self._peers_lock:
-            return self.peers.setdefault(peer, PeerState())
+            state = self.peers.get(peer)
+            if state is None:
+                state = self.peers[peer] = PeerState()
+                while len(self.peers) > self.config.limits.peers_tracked:
+                    self.peers.popitem(last=False)
+            self.peers.move_to_end(peer)
+            return state
 
-    def _count_rejection(self, peer: str, reason: str) -> None:
+    def _known_bad(self, data: bytes) -> str | None:
+        with self._peers_lock:
+            return self._bad.get(hashlib.sha256(data).digest())
+
+    def _reject(self, peer: str, reason: str, data: bytes | None = None, *, quiet: bool = False) -> None:
+        """Count a rejection against the peer; remember the envelope so that a re-offer costs no re-check."""
         state = self._peer(peer)
         with self._peers_lock:
             state.rejected += 1
             state.last_rejection = reason
+            if data is not None:
+                self._bad[hashlib.sha256(data).digest()] = reason
+                while len(self._bad) > self.config.limits.bad_items:
+                    self._bad.popitem(last=False)
+        if not quiet:
+            log.warning("rejected a message from %s: %s", peer, reason)
+
+    def _local_fault(self, what: str, exc: OSError) -> None:
+        if self.fault is None:
+            log.error("local fault while %s: %s; accepting nothing until it clears", what, exc)
+        self.fault = f"{what}: {exc}"
 
     def _on_gossip(self, data: bytes, peer: str) -> None:
         self._accept(data, peer)
@@ -212,11 +279,19 @@ class Node:
     def _accept(self, data: bytes, peer: str) -> None:
         state = self._peer(peer)
         state.last_seen = time.time()
+        if self.fault is not None or self._known_bad(data) is not None:
+            return  # a fault: peers offer it again by sync once it clears; a known bad one: counted already
         try:
             msg = self.store.add(data)
         except WireError as exc:
-            self._count_rejection(peer, str(exc))
-            log.warning("rejected a message from %s: %s", peer, exc)
+            self._reject(peer, str(exc), data)
+            return
+        except OSError as exc:
+            self._local_fault(f"storing a message from {peer}", exc)
+            return
+        except Exception as exc:  # a bug reachable from peer input: drop the message, keep the node
+            log.exception("storing a message from %s failed", peer)
+            self._reject(peer, f"internal error on its message: {exc!r}", data, quiet=True)
             return
         with self._peers_lock:
             state.accepted += 1
@@ -235,10 +310,11 @@ class Node:
             self._queue_sync(peer)
 
     def _serve_sync(self, peer: str, body: bytes) -> bytes:
-        federation = parse_inventory_request(body)
+        """One page of the inventory (worker thread; a WireError resets the stream and is logged there)."""
+        federation, cursor = parse_inventory_request(body)
         if federation != self.config.federation.name:
             raise WireError(f"inventory request for federation {federation!r} from {peer}")
-        reply = inventory_response(*self.store.inventory())
+        reply = inventory_page(*self.store.inventory(), cursor)
         self.traffic.add("sync", len(reply))
         return reply
 
@@ -266,11 +342,18 @@ class Node:
             aid, hint = await self._fetch_q.get()
             try:
                 await self._fetch(aid, hint)
+            except Exception:  # a bug must cost this fetch, never the node (peers' bytes reach this code)
+                log.exception("fetching %s failed", aid[:12])
             finally:
                 self._queued.discard(aid)
 
     async def _fetch(self, aid: str, hint: str | None) -> None:
-        entry = self.store.entry(aid)
+        if self.fault is not None:
+            return  # `_maintenance` queues it again once the fault clears
+        try:
+            entry = self.store.entry(aid)
+        except KeyError:
+            return  # dropped or compacted meanwhile
         if entry.state != "pending":
             return
         m = entry.manifest
@@ -282,7 +365,17 @@ class Node:
                 async with asyncio.timeout(FETCH_TIMEOUT_S):
                     await self.net.fetch_blob(peer, m.blob, m.size, tmp)
                 await asyncio.to_thread(self.store.put_blob_file, tmp, m)  # hashes the file: off the loop
-            except (NetError, WireError, TimeoutError, OSError) as exc:
+            except WireError as exc:
+                tmp.unlink(missing_ok=True)
+                self._reject(peer, f"its blob for {m.kind} {aid[:12]}: {exc}")
+                if self.store.get(aid) is None:
+                    return  # the manifest itself was invalid (its blob is not its owner's): dropped
+                continue
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                self._local_fault(f"fetching {m.kind} {aid[:12]}", exc)
+                return
+            except (NetError, TimeoutError) as exc:
                 tmp.unlink(missing_ok=True)
                 log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc)
                 continue
@@ -303,25 +396,47 @@ class Node:
         while True:
             peer = await self._sync_q.get()
             try:
-                async with asyncio.timeout(SYNC_TIMEOUT_S):
-                    reply = await self.net.request(peer, inventory_request(self.config.federation.name))
-                manifests, revocations = parse_inventory_response(reply)
-            except (NetError, WireError, TimeoutError) as exc:
-                log.warning("sync with %s failed: %s", peer, exc)
-                continue
+                await self._sync(peer)
+            except Exception:  # a bug must cost this round with this peer, never the node
+                log.exception("sync with %s failed", peer)
             finally:
                 self._sync_queued.discard(peer)
-            for data in manifests + revocations:  # manifests first: a revocation needs its target known
+
+    async def _sync(self, peer: str) -> None:
+        """Read the peer's inventory page by page; accept each envelope not held yet, as if gossiped."""
+        cursor = ""
+        for _ in range(MAX_PAGES):
+            try:
+                async with asyncio.timeout(SYNC_TIMEOUT_S):
+                    request = inventory_request(self.config.federation.name, cursor)
+                    reply = await self.net.request(peer, request, max_response=MAX_PAGE_BYTES)
+                manifests, revocations, cursor = parse_inventory_response(reply)
+            except WireError as exc:
+                self._reject(peer, f"its inventory: {exc}")
+                return
+            except (NetError, TimeoutError) as exc:
+                log.warning("sync with %s failed: %s", peer, exc)
+                return
+            for data in manifests + revocations:  # manifests first: a revocation frees what it names
                 if not self.store.knows(data):
                     self._accept(data, peer)
+            if not cursor:
+                return
+            await asyncio.sleep(0)  # a long inventory must not hold the loop
+        log.warning("sync with %s stopped after %d pages; the rest waits for the next round", peer, MAX_PAGES)
 
     async def _maintenance(self) -> None:
-        """Retry blobs that did not arrive; re-ask every peer for its inventory now and then."""
+        """Retry blobs that did not arrive; re-ask every peer for its inventory now and then; clear a local
+        fault once the disk takes a write again (and then ask every peer again for what was dropped)."""
         last_sync = time.monotonic()
         for m in self.store.pending():
             self._queue_fetch(m.id, None)
         while True:
             await asyncio.sleep(RETRY_S)
+            if self.fault is not None and await asyncio.to_thread(self._disk_works):
+                log.info("local fault cleared (%s): accepting again", self.fault)
+                self.fault = None
+                last_sync = 0.0
             now = time.monotonic()
             for m in self.store.pending():
                 if self._retry.get(m.id, (0.0, 0.0))[1] <= now:
@@ -330,6 +445,15 @@ class Node:
                 last_sync = time.monotonic()
                 for peer in self.net.connected_peers():
                     self._queue_sync(peer)
+
+    def _disk_works(self) -> bool:
+        probe = self.store.root / "tmp" / "probe"
+        try:
+            atomic_write(probe, b"\0" * 65536)  # about one manifest
+            probe.unlink()
+            return True
+        except OSError:
+            return False
 
     # -- control endpoint ----------------------------------------------------------------------------
     def _control_handlers(self) -> dict[str, control.Handler]:
@@ -372,6 +496,7 @@ class Node:
                 "fetched": self.traffic.fetched_bytes,
             },
             "uptime_s": round(time.time() - self.started, 1),
+            "fault": self.fault,
         }
 
     async def _peers(self, args: dict) -> list[dict[str, Any]]:
@@ -401,6 +526,7 @@ class Node:
         return self.store.rows(self.config.federation.classes)
 
     async def _query(self, args: dict) -> dict[str, Any]:
+        assert self.pool is not None
         images = control.decode_images(args)
         rule = args.get("rule") or self.config.learning.poe_rule
         return await asyncio.to_thread(self.pool.query, images, self.config.federation.classes, rule)

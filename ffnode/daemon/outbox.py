@@ -85,7 +85,7 @@ class Outbox:
         """Store the blob, sign and store its manifest, gossip it."""
         if self.left:
             raise HasLeft(f"this node left the federation: it does not publish the {kind} it made")
-        data = weights_to_bytes(weights)
+        data = weights_to_bytes(weights, self.me)
         blob = self.store.put_blob_bytes(data)
         m = Manifest(
             kind=kind,

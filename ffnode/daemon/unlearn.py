@@ -109,7 +109,7 @@ def verify_unlearning(
         class_names=class_names,
         should_stop=should_stop,
     )
-    rebuilt = hashlib.sha256(weights_to_bytes(built.weights)).hexdigest()
+    rebuilt = hashlib.sha256(weights_to_bytes(built.weights, current.owner)).hexdigest()
     report.update(
         bitwise_identical=rebuilt == current.blob,
         rebuilt_sha256=rebuilt,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -18,9 +20,16 @@ def unet_from_weights(weights: dict[str, torch.Tensor], cfg: FactoryConfig, devi
 
 @torch.no_grad()
 def sample_factory(
-    weights: dict[str, torch.Tensor], cfg: FactoryConfig, n: int, *, seed: int, batch_size: int = 256
+    weights: dict[str, torch.Tensor],
+    cfg: FactoryConfig,
+    n: int,
+    *,
+    seed: int,
+    batch_size: int = 256,
+    on_step: Callable[[], None] | None = None,
 ) -> np.ndarray:
-    """Draw n images (n, H, W, C) uint8 from a factory; the same seed and batch_size give the same images."""
+    """Draw n images (n, H, W, C) uint8 from a factory; the same seed and batch_size give the same images.
+    `on_step` is called after every solver step (it may raise to abort: a peer's factory sets the step count)."""
     device = pick_device()
     model = unet_from_weights(weights, cfg, device)
     scheduler = build_sample_scheduler(cfg)
@@ -35,6 +44,8 @@ def sample_factory(
             with autocast(device, cfg.bf16):
                 model_out = model(x, t).sample
             x = scheduler.step(model_out.float(), t, x).prev_sample
+            if on_step is not None:
+                on_step()
         pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, C, H, W)
         out[start : start + b] = pixels.permute(0, 2, 3, 1).cpu().numpy()
     return out

@@ -151,6 +151,7 @@ class NetHost:
         sync_protocol: str = "/ffnode/sync/1.0.0",
         blob_protocol: str = "/ffnode/blob/1.0.0",
         max_gossip_bytes: int = 64 * 1024,
+        streams_per_peer: int = 8,
     ) -> None:
         if len(seed) != 32:
             raise ValueError(f"seed must be 32 bytes, got {len(seed)}")
@@ -166,6 +167,7 @@ class NetHost:
         self._sync_protocol = sync_protocol
         self._blob_protocol = blob_protocol
         self._max_gossip_bytes = max_gossip_bytes
+        self._streams_per_peer = streams_per_peer
 
         # Shared between threads: set once by the trio thread before readiness, then read-only.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -399,13 +401,16 @@ class NetHost:
         )
         pubsub = Pubsub(host, gossipsub)
         pubsub.set_topic_validator(self._topic, self._t_validate, False)
+        # Our two protocols make the node read disk and hold buffers for a peer: at most streams_per_peer
+        # of them run for one peer at once (a peer opening 120 streams it never reads cost 2 GB unbounded).
+        limit = streams.PerPeerLimit(self._streams_per_peer)
         host.set_stream_handler(
             self._sync_protocol,
-            functools.partial(streams.serve_sync, serve_request=self._handlers.serve_request),
+            limit.wrap(functools.partial(streams.serve_sync, serve_request=self._handlers.serve_request)),
         )
         host.set_stream_handler(
             self._blob_protocol,
-            functools.partial(streams.serve_blob, open_blob=self._handlers.open_blob),
+            limit.wrap(functools.partial(streams.serve_blob, open_blob=self._handlers.open_blob)),
         )
         # Guard every stream handler, ours and py-libp2p's own (identify, ping, and the /meshsub/*
         # handler Pubsub registered). An exception escaping a handler lands in the connection's

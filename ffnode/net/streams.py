@@ -156,6 +156,32 @@ def guard_handler(protocol: str, handler: StreamHandler) -> StreamHandler:
     return guarded
 
 
+class PerPeerLimit:
+    """At most `limit` concurrent server streams per remote peer; a stream over the limit is reset at once.
+    Trio-thread state only."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active: dict[str, int] = {}
+
+    def wrap(self, handler: StreamHandler) -> StreamHandler:
+        async def limited(stream: INetStream) -> None:
+            peer = peer_of(stream)
+            if self.active.get(peer, 0) >= self.limit:
+                log.warning("%s opened more than %d streams at once: stream reset", peer, self.limit)
+                await reset_quietly(stream)
+                return
+            self.active[peer] = self.active.get(peer, 0) + 1
+            try:
+                await handler(stream)
+            finally:
+                self.active[peer] -= 1
+                if not self.active[peer]:
+                    del self.active[peer]
+
+        return limited
+
+
 # --- sync protocol ---------------------------------------------------------------------------
 
 

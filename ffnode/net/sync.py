@@ -1,10 +1,14 @@
-"""The sync protocol's messages: ask a peer for its inventory, so convergence never depends on gossip.
+"""The sync protocol's messages: ask a peer for its inventory, page by page, so convergence never depends on
+gossip.
 
 Gossipsub drops bursts silently (32-message queues, 10 msg/s per topic per peer), and a node that was
 offline missed everything. On every connection, and periodically, a node asks each peer for the signed
-envelopes of all its manifests (revoked ones included, so a late joiner holds them with their
-tombstones) and all revocations, and treats each one it does not hold exactly as if it had arrived by
-gossip.
+envelopes of its manifests (revoked factories included, so a late joiner holds them with their
+tombstones) and of all revocations, and treats each one it does not hold exactly as if it had arrived by
+gossip. An inventory can outgrow any one frame, so it is served in pages: the request names a cursor (""
+for the start), the response carries at most MAX_PAGE_BYTES and the cursor of the next page ("" at the
+end). The cursor is the server's business; ffnode's is "m/<last manifest ID>" or "r/<last revocation ID>",
+with manifests served before revocations, each in ID order.
 """
 
 from __future__ import annotations
@@ -13,34 +17,69 @@ from typing import Any
 
 from ffnode.artifacts.codec import VERSION, WireError, canonical_bytes, decode, is_version
 
-MAX_INVENTORY_BYTES = 16 * 2**20
-MAX_INVENTORY_ITEMS = 65536
+MAX_PAGE_BYTES = 1 << 20  # one response body; envelopes are at most 64 KiB, so a page holds at least 15
+MAX_INVENTORY_ITEMS = 65536  # per page and list
+MAX_CURSOR = 256  # characters
+MAX_PAGES = 4096  # a client reads at most this many pages of one peer per sync round (4 GiB)
+_LIST_OVERHEAD = 5  # msgpack bin 32 header of one item
 
 
-def inventory_request(federation: str) -> bytes:
-    return canonical_bytes({"t": "inv_req", "v": VERSION, "federation": federation})
+def inventory_request(federation: str, cursor: str = "") -> bytes:
+    return canonical_bytes({"t": "inv_req", "v": VERSION, "federation": federation, "cursor": cursor})
 
 
-def parse_inventory_request(data: bytes) -> str:
-    msg = _message(data, "inv_req", {"t", "v", "federation"})
-    if not isinstance(msg["federation"], str):
-        raise WireError("federation must be a string")
-    return msg["federation"]
+def parse_inventory_request(data: bytes) -> tuple[str, str]:
+    """(federation, cursor) of a request."""
+    msg = _message(data, "inv_req", {"t", "v", "federation", "cursor"})
+    if not isinstance(msg["federation"], str) or not isinstance(msg["cursor"], str):
+        raise WireError("federation and cursor must be strings")
+    if len(msg["cursor"]) > MAX_CURSOR:
+        raise WireError(f"cursor longer than {MAX_CURSOR} characters")
+    return msg["federation"], msg["cursor"]
 
 
-def inventory_response(manifests: list[bytes], revocations: list[bytes]) -> bytes:
-    return canonical_bytes({"t": "inv", "v": VERSION, "manifests": manifests, "revocations": revocations})
+def inventory_response(manifests: list[bytes], revocations: list[bytes], next_cursor: str = "") -> bytes:
+    body = {"t": "inv", "v": VERSION, "manifests": manifests, "revocations": revocations, "next": next_cursor}
+    return canonical_bytes(body)
 
 
-def parse_inventory_response(data: bytes) -> tuple[list[bytes], list[bytes]]:
-    msg = _message(data, "inv", {"t", "v", "manifests", "revocations"}, max_bytes=MAX_INVENTORY_BYTES)
+def parse_inventory_response(data: bytes) -> tuple[list[bytes], list[bytes], str]:
+    """(manifests, revocations, next cursor) of one page."""
+    msg = _message(data, "inv", {"t", "v", "manifests", "revocations", "next"}, max_bytes=MAX_PAGE_BYTES)
     lists = msg["manifests"], msg["revocations"]
     for items in lists:
         if not isinstance(items, list) or len(items) > MAX_INVENTORY_ITEMS:
             raise WireError(f"inventory lists must hold at most {MAX_INVENTORY_ITEMS} envelopes")
         if not all(isinstance(x, bytes) for x in items):
             raise WireError("inventory items must be envelope bytes")
-    return lists
+    if not isinstance(msg["next"], str) or len(msg["next"]) > MAX_CURSOR:
+        raise WireError(f"next must be a cursor of at most {MAX_CURSOR} characters")
+    return *lists, msg["next"]
+
+
+def inventory_page(
+    manifests: list[tuple[str, bytes]],
+    revocations: list[tuple[str, bytes]],
+    cursor: str,
+    max_bytes: int = MAX_PAGE_BYTES,
+) -> bytes:
+    """The page after `cursor` of an inventory given as (ID, envelope) lists sorted by ID."""
+    kind, _, after = cursor.partition("/")
+    if cursor and (kind not in ("m", "r") or not after):
+        raise WireError(f"unknown cursor {cursor[:40]!r}")
+    items = [("m", aid, env) for aid, env in manifests] + [("r", rid, env) for rid, env in revocations]
+    start = 0
+    if cursor:  # the first item past the cursor, in the order above
+        start = next((i for i, (k, aid, _) in enumerate(items) if (k, aid) > (kind, after)), len(items))
+    page: dict[str, list[bytes]] = {"m": [], "r": []}
+    size, end = 128, start  # 128: the map around the lists
+    while end < len(items) and (end == start or size + len(items[end][2]) + _LIST_OVERHEAD <= max_bytes):
+        k, _, env = items[end]
+        page[k].append(env)
+        size += len(env) + _LIST_OVERHEAD
+        end += 1
+    next_cursor = f"{items[end - 1][0]}/{items[end - 1][1]}" if end < len(items) else ""
+    return inventory_response(page["m"], page["r"], next_cursor)
 
 
 def _message(data: bytes, kind: str, keys: set[str], max_bytes: int = 4096) -> dict[str, Any]:
