@@ -81,6 +81,7 @@ class LimitsConfig:
     streams_per_peer: int = 8  # sync and blob requests one peer may have open at this node at once
     peers_tracked: int = 4096  # peers remembered for `ffnode peers` (the least recently seen are forgotten)
     bad_items: int = 8192  # rejected envelopes remembered, so a peer re-offering one costs no re-check
+    pending_grace_s: float = 60.0  # how long one publisher's unarrived factory may hold the expert back, once
 
 
 @dataclass

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ffnode.artifacts.manifest import Manifest
+from ffnode.daemon.build import weights_to_bytes
 from ffnode.data.sources import load_dataset, save_npz
+from ffnode.identity import Identity
 from ffnode.net import Handlers, NetHost
 from harness.localnet import init_home, wait_for
 
@@ -59,9 +65,16 @@ class Peer:
     blobs: dict[str, Path] = field(default_factory=dict)
     host: NetHost | None = None
 
-    async def start(self, bootstrap: str) -> None:
-        from ffnode.net.sync import inventory_response
+    def serve(self, peer: str, body: bytes) -> bytes:
+        """Its inventory, page by page, as a conforming node serves one (in the order given)."""
+        from ffnode.artifacts.codec import decode
+        from ffnode.net.sync import inventory_page
 
+        cursor = decode(body, max_bytes=4096)["cursor"]
+        items = [(f"{i:08d}", env) for i, env in enumerate(self.inventory)]  # its own cursor: the item's position
+        return inventory_page(items, [], cursor)
+
+    async def start(self, bootstrap: str) -> None:
         self.host = NetHost(
             seed=self.seed,
             listen=[f"/ip4/127.0.0.1/tcp/{free_port()}"],
@@ -71,7 +84,7 @@ class Peer:
                 validate_gossip=lambda data, peer: None,
                 on_gossip=lambda data, peer: None,
                 on_peer=lambda peer, up: None,
-                serve_request=lambda peer, body: inventory_response(self.inventory, []),
+                serve_request=self.serve,
                 open_blob=self.blobs.get,
             ),
         )
@@ -86,3 +99,29 @@ class Peer:
     async def stop(self) -> None:
         if self.host is not None:
             await self.host.stop()
+
+
+def owned_blob(path: Path, weights: dict, owner: str) -> Path:
+    """Write `weights` (name -> tensor) as a blob naming `owner`, as ffnode writes its own."""
+    path.write_bytes(weights_to_bytes(weights, owner))
+    return path
+
+
+def signed_manifest(
+    identity: Identity, blob: Path, *, kind: str, classes: list[int], arch: dict, seq: int, **extra: Any
+) -> Manifest:
+    """A manifest `identity` signs for the blob file (size and sha256 from the file unless given)."""
+    data = blob.read_bytes()
+    fields = dict(
+        kind=kind,
+        owner=identity.peer_id,
+        owner_key=identity.public_key,
+        federation="testnet",
+        classes=classes,
+        arch=arch,
+        blob=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        created=int(time.time() * 1000),
+        seq=seq,
+    )
+    return Manifest(**(fields | extra))

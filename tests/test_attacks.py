@@ -142,7 +142,8 @@ async def test_blob_that_does_not_match_its_manifest_is_never_stored(
 
 async def test_a_signed_factory_that_cannot_be_loaded_is_skipped(tmp_path_factory: pytest.TempPathFactory) -> None:
     """A node waiting for class 2 gets a validly signed factory for it whose blob (hash and size correct)
-    is garbage: the node skips it with a log line, keeps waiting for class 2, and stays up."""
+    is garbage, not a weight file naming its owner: the node drops that manifest at the fetch with a log
+    line, keeps waiting for class 2, and stays up."""
     root = tmp_path_factory.mktemp("garbage")
     home = root / "a"
     addr = init_home(home, port=free_port(), data=class_file(root, [0, 1], "two"), classes=CLASSES, profile="tiny")
@@ -160,13 +161,14 @@ async def test_a_signed_factory_that_cannot_be_loaded_is_skipped(tmp_path_factor
         try:
             await asyncio.to_thread(
                 wait_for,
-                lambda: "skipping factory" in (home / "node.log").read_text(),
+                lambda: "not a weight file naming its owner" in (home / "node.log").read_text(),
                 timeout=60,
-                what="the node to skip the broken factory",
+                what="the node to drop the broken factory",
                 daemons=daemons,
             )
         finally:
             await peer.stop()
         s = status(home)
         assert s["phase"] == "waiting" and s["missing_classes"] == ["2"]
+        assert bad.id not in {r["id"] for r in control.call(home, "artifacts")}  # dropped, not kept pending
         daemons.check()

@@ -8,7 +8,7 @@ from typing import NoReturn
 import typer
 
 from ffnode.cli import init as init_cmd
-from ffnode.cli import inspect, query, samples, start, unlearn
+from ffnode.cli import inspect, query, samples, start, trust, unlearn
 from ffnode.cli.output import UserError, err
 
 app = typer.Typer(
@@ -28,6 +28,10 @@ app.command("samples")(samples.samples)
 app.command("revoke")(unlearn.revoke)
 app.command("leave")(unlearn.leave)
 app.command("verify-unlearning")(unlearn.verify_unlearning)
+app.command("block")(trust.block)
+app.command("unblock")(trust.unblock)
+app.command("quarantine")(trust.quarantine)
+app.command("unquarantine")(trust.unquarantine)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

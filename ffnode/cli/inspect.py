@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ffnode.artifacts.store import Store
+from ffnode.artifacts.store import Store, trust_of
 from ffnode.cli.output import HomeOption, JsonOption, ago, emit_json, err, out, short, size, table
 from ffnode.config import Config
 from ffnode.daemon import control
@@ -61,7 +61,7 @@ def peers(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
         return
     table(
         "peers",
-        ["peer", "addresses", "connected", "last seen", "published", "accepted/rejected"],
+        ["peer", "addresses", "connected", "last seen", "published", "accepted/rejected", "trusted"],
         [
             [
                 p["peer_id"],
@@ -69,7 +69,8 @@ def peers(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
                 "yes" if p["connected"] else "no",
                 ago(p["last_seen"]),
                 ", ".join(f"{v} {k}" for k, v in sorted(p["published"].items())) or "-",
-                f"{p['accepted']}/{p['rejected']}",
+                f"{p['accepted']}/{p['rejected']}" + (f"\n{p['last_rejection'][:60]}" if p["last_rejection"] else ""),
+                "yes" if p["trusted"] else "[red]blocked[/]",
             ]
             for p in rows
         ],
@@ -77,9 +78,9 @@ def peers(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
 
 
 def artifacts(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
-    """Every artifact this node knows, with its state (live, pending, revoked) and whether it is verified."""
+    """Every artifact this node knows, with its state (live, pending, revoked, untrusted, quarantined)."""
     config = Config.load(home)
-    store = Store(home / "store", federation=config.federation.name)
+    store = Store(home / "store", federation=config.federation.name, trust=trust_of(config))
     rows = store.rows(config.federation.classes)
     if as_json:
         emit_json(rows)

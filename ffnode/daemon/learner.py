@@ -33,8 +33,7 @@ log = logging.getLogger("ffnode.learner")
 
 QUIET_S = 2.0  # wait this long after the last new factory before training: announcements come in bursts
 RETRY_S = 30.0  # after a failed learning round
-WAITING_POLL_S = 5.0  # while waiting for classes: pending factories give up after PENDING_GRACE_S
-PENDING_GRACE_S = 60.0  # how long an announced factory whose blob has not arrived holds the expert back
+WAITING_POLL_S = 5.0  # while waiting for classes: pending factories give up after limits.pending_grace_s
 
 
 class Learner:
@@ -168,14 +167,14 @@ class Learner:
     def _blocking_pending(self, covered: set[int]) -> list[Manifest]:
         """Announced factories, for a class nothing covers yet, whose blob has not arrived. Worth waiting for
         a while (the expert would be retrained the moment they arrive), but not forever: a peer may announce
-        blobs nobody serves. Each publisher gets PENDING_GRACE_S once: after one of its factories failed to
-        arrive in time, its pending factories hold nothing back (one every minute would, for ever)."""
-        now = time.monotonic()
+        blobs nobody serves. Each publisher gets limits.pending_grace_s once: after one of its factories failed
+        to arrive in time, its pending factories hold nothing back (one every minute would, for ever)."""
+        now, grace = time.monotonic(), self.config.limits.pending_grace_s
         pending = [m for m in self.store.pending() if m.kind == "factory" and m.classes[0] not in covered]
         self._pending_since = {m.id: self._pending_since.get(m.id, now) for m in pending}
         blocking = []
         for m in pending:
-            if m.owner not in self._gave_up and now - self._pending_since[m.id] < PENDING_GRACE_S:
+            if m.owner not in self._gave_up and now - self._pending_since[m.id] < grace:
                 blocking.append(m)
             elif m.owner not in self._gave_up:
                 self._gave_up.add(m.owner)
@@ -184,7 +183,7 @@ class Learner:
                     "that publisher again",
                     m.id[:12],
                     m.owner,
-                    PENDING_GRACE_S,
+                    grace,
                 )
         return blocking
 

@@ -365,9 +365,10 @@ class Node:
                 async with asyncio.timeout(FETCH_TIMEOUT_S):
                     await self.net.fetch_blob(peer, m.blob, m.size, tmp)
                 await asyncio.to_thread(self.store.put_blob_file, tmp, m)  # hashes the file: off the loop
-            except WireError as exc:
+            except WireError as exc:  # the bytes the peer served break a rule: counted against it
                 tmp.unlink(missing_ok=True)
-                self._reject(peer, f"its blob for {m.kind} {aid[:12]}: {exc}")
+                log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc)
+                self._reject(peer, f"its blob for {m.kind} {aid[:12]}: {exc}", quiet=True)
                 if self.store.get(aid) is None:
                     return  # the manifest itself was invalid (its blob is not its owner's): dropped
                 continue
@@ -465,6 +466,7 @@ class Node:
             "revoke": self._revoke,
             "leave": self._leave,
             "verify_unlearning": self._verify,
+            "reload_trust": self._reload_trust,
         }
 
     async def _status(self, args: dict) -> dict[str, Any]:
@@ -518,9 +520,22 @@ class Node:
                 "accepted": known.get(pid, PeerState()).accepted,
                 "rejected": known.get(pid, PeerState()).rejected,
                 "last_rejection": known.get(pid, PeerState()).last_rejection,
+                "trusted": self.store.trust.trusts(pid),
             }
             for pid in sorted(ids)
         ]
+
+    async def _reload_trust(self, args: dict) -> dict[str, Any]:
+        """Apply the trust settings of config.toml (ffnode block / quarantine edited it) to everything held."""
+        fresh = Config.load(self.home)
+        fed = self.config.federation
+        fed.allowed_publishers = fresh.federation.allowed_publishers
+        fed.denied_publishers = fresh.federation.denied_publishers
+        fed.quarantined = fresh.federation.quarantined
+        self.store.set_trust(trust_of(self.config))
+        log.info("trust changed: %d allowed, %d denied, %d quarantined", *(len(x) for x in (
+            fed.allowed_publishers, fed.denied_publishers, fed.quarantined)))  # fmt: skip
+        return {"denied_publishers": fed.denied_publishers, "quarantined": fed.quarantined}
 
     async def _artifacts(self, args: dict) -> list[dict[str, Any]]:
         return self.store.rows(self.config.federation.classes)

@@ -1,0 +1,88 @@
+"""Operator control over whom this node trusts: `ffnode block` / `unblock` a publisher, `ffnode quarantine` /
+`unquarantine` one artifact. Each edits config.toml (so it survives restarts) and, when the node runs, makes it
+apply the change at once to everything it holds: a blocked publisher's or quarantined artifact's modules stop
+being used and served, and experts trained from them are retrained without them. Revocations from a blocked
+publisher are still honoured (it may always withdraw what it published)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err
+from ffnode.config import Config
+from ffnode.daemon import control
+from ffnode.identity import load_identity, public_key_from_peer_id
+
+
+def _apply(home: Path, config: Config, what: str, as_json: bool) -> None:
+    config.validate(home / "config.toml")
+    config.save(home)
+    running = (home / control.SOCKET_FILE).exists()
+    if running:
+        control.call(home, "reload_trust")
+    fed = config.federation
+    if as_json:
+        emit_json({"denied_publishers": fed.denied_publishers, "quarantined": fed.quarantined, "applied": running})
+    else:
+        err.print(f"{what}; " + ("the running node applied it" if running else "applies when the node starts"))
+
+
+def _edit(home: Path, field: str, value: str, add: bool) -> Config:
+    config = Config.load(home)
+    items: list[str] = getattr(config.federation, field)
+    if add and value not in items:
+        items.append(value)
+    elif not add:
+        if value not in items:
+            abort(f"{value} is not in federation.{field} of {home / 'config.toml'}")
+        items.remove(value)
+    return config
+
+
+def _peer(home: Path, peer: str) -> str:
+    try:
+        public_key_from_peer_id(peer)
+    except ValueError as exc:
+        abort(f"{exc}: give a peer ID as `ffnode peers` shows it")
+    if peer == load_identity(home).peer_id:
+        abort("that is this node's own peer ID: a node cannot block itself")
+    return peer
+
+
+def block(peer: str = typer.Argument(..., help="Peer ID of a publisher."), home: Path = HomeOption,
+          as_json: bool = JsonOption) -> None:  # fmt: skip
+    """Stop using and serving everything this publisher signed (its revocations still count)."""
+    peer = _peer(home, peer)
+    _apply(home, _edit(home, "denied_publishers", peer, add=True), f"blocked {peer}", as_json)
+
+
+def unblock(peer: str = typer.Argument(..., help="Peer ID of a blocked publisher."), home: Path = HomeOption,
+            as_json: bool = JsonOption) -> None:  # fmt: skip
+    """Trust a blocked publisher again."""
+    _apply(home, _edit(home, "denied_publishers", peer, add=False), f"unblocked {peer}", as_json)
+
+
+def _artifact(home: Path, prefix: str) -> str:
+    from ffnode.artifacts.store import Store
+
+    config = Config.load(home)
+    try:
+        return Store(home / "store", federation=config.federation.name).resolve(prefix)
+    except KeyError as exc:
+        abort(f"{exc.args[0]}: pick an ID from `ffnode artifacts --home {home}`")
+
+
+def quarantine(artifact: str = typer.Argument(..., help="Artifact ID or unique prefix."), home: Path = HomeOption,
+               as_json: bool = JsonOption) -> None:  # fmt: skip
+    """Keep one artifact but never use or serve it (e.g. a factory whose samples look wrong)."""
+    aid = _artifact(home, artifact)
+    _apply(home, _edit(home, "quarantined", aid, add=True), f"quarantined {aid[:12]}", as_json)
+
+
+def unquarantine(artifact: str = typer.Argument(..., help="Artifact ID or unique prefix."), home: Path = HomeOption,
+                 as_json: bool = JsonOption) -> None:  # fmt: skip
+    """Use a quarantined artifact again."""
+    aid = _artifact(home, artifact)
+    _apply(home, _edit(home, "quarantined", aid, add=False), f"released {aid[:12]} from quarantine", as_json)
