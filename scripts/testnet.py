@@ -318,6 +318,8 @@ def unlearn(
     mask = np.isin(test.labels, only_k)
     others = [i for i in range(len(homes)) if i != k]
     live_before = {r["id"] for r in control.call(homes[others[0]], "artifacts") if r["state"] == "live"}
+    k_id = control.call(homes[k], "status")["peer_id"]
+    blobs = {r["blob"] for r in control.call(homes[k], "artifacts") if r["owner"] == k_id and r["blob"]}
     left = control.call(homes[k], "leave")
     revoked = set(left["ids"])
     t0 = time.time()
@@ -346,7 +348,6 @@ def unlearn(
         }
     )
     after = evaluate(homes, test, others)
-    blobs = {r["blob"] for r in control.call(homes[k], "artifacts") if r["id"] in revoked}
     held = [i for i in others for b in blobs if (homes[i] / "store" / "blobs" / b).exists()]
     not_tombstoned = [
         i for i in others for r in control.call(homes[i], "artifacts") if r["id"] in revoked and r["state"] != "revoked"

@@ -36,7 +36,7 @@ from ffnode.profiles import profile_for
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
 from tests.daemons import CLASSES, Peer, class_file, free_port, owned_blob, signed_manifest
 
-BOMBER, FLOODER, STEERER, SHAPER, COUNTER, BREAKER = (Identity(bytes([i]) * 32) for i in range(11, 17))
+BOMBER, FLOODER, STEERER, SHAPER, COUNTER, BREAKER, COPIER = (Identity(bytes([i]) * 32) for i in range(11, 18))
 TINY = profile_for("tiny", (8, 8, 1))
 TOPIC = "/ffnode/1/testnet/announce"
 TIMEOUT = 120.0
@@ -388,3 +388,47 @@ def test_a_late_joiner_still_syncs_and_converges(fed: Fed) -> None:
     flooded = [r for r in c_rows.values() if r["owner"] == FLOODER.peer_id]
     assert len(flooded) == MANIFEST_LIMIT  # A's whole inventory arrived, page by page (far above one frame)
     assert os.path.exists(c / "node.json")
+
+
+# -- blob squatting: a byte-identical copy under another key ------------------------------------------------
+def test_a_copy_under_another_key_neither_shadows_nor_outlives_the_owner(fed: Fed, tmp_path: Path) -> None:
+    """COPIER re-signs A's class-2 factory blob, byte for byte, as its own class-0 factory and serves it to a
+    joining site first. The joiner still accepts A's factory, drops the copy (its blob names A), and A's
+    revocation deletes the blob there: nothing of A's stays live under COPIER's name."""
+    a_id = status(fed.a)["peer_id"]
+    original = next(
+        r for r in control.call(fed.a, "artifacts") if r["owner"] == a_id and r["kind"] == "factory" and
+        r["classes"] == ["2"]
+    )  # fmt: skip
+    blob = tmp_path / "copied"
+    blob.write_bytes((fed.a / "store" / "blobs" / original["blob"]).read_bytes())
+    copy = signed_manifest(COPIER, blob, kind="factory", classes=[0], arch=TINY.factory.to_dict(), seq=1)
+    assert copy.blob == original["blob"]
+
+    async def serve_then_join() -> Path:
+        peer = Peer(topic=TOPIC, seed=COPIER.seed, inventory=[copy.seal(COPIER)], blobs={copy.blob: blob})
+        await peer.start(fed.addr_a)
+        d = fed.root / "d"
+        init_home(d, port=free_port(), data=class_file(fed.root, [1], "one-more"), classes=CLASSES,
+                  bootstrap=[peer.host.addrs[0], fed.addr_a], profile="tiny", seed=7)  # fmt: skip
+        fed.daemons.start(d)
+        try:
+            await until(lambda: f"manifest {copy.id[:12]} dropped" in log_of(d), "D to drop the copy", fed.daemons)
+        finally:
+            await peer.stop()
+        return d
+
+    d = asyncio.run(serve_then_join())
+    wait_for(lambda: ready(d), timeout=TIMEOUT, what="D ready", daemons=fed.daemons)
+    rows = {r["id"]: r for r in control.call(d, "artifacts")}
+    assert rows[original["id"]]["state"] == "live" and copy.id not in rows
+    assert rejected_by(d, COPIER.peer_id)["rejected"] >= 1
+    cli("revoke", original["id"], "--home", str(fed.a))
+    wait_for(
+        lambda: {r["id"]: r for r in control.call(d, "artifacts")}[original["id"]]["state"] == "revoked",
+        timeout=60,
+        what="D to honour A's revocation",
+        daemons=fed.daemons,
+    )
+    assert not (d / "store" / "blobs" / original["blob"]).exists()
+    assert copy.id not in {r["id"] for r in control.call(d, "artifacts")}

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from ffnode.artifacts.manifest import Manifest
 from ffnode.poe import Priors, poe_combine, poe_predict
-from ffnode.query import expert_priors
+from ffnode.query import PRIOR_CLIP, expert_priors
 
 
 def test_combine_matches_hand_computation() -> None:
@@ -125,3 +125,14 @@ def test_predict_combines_models() -> None:
     assert preds.tolist() == [1] * 5 and np.allclose(probs[0], expected, atol=1e-6)
     with pytest.raises(ValueError, match="at least one expert"):
         poe_predict([], np.zeros((1, 4, 4, 1), np.uint8))
+
+
+def test_one_liar_cannot_outweigh_the_median_site_more_than_prior_clip_to_one() -> None:
+    honest = [expert_manifest(o, 1, [100 if i == j else 0 for j in range(3)], [100 if i == j else 50 for j in range(3)])
+              for i, o in enumerate("ABC")]  # fmt: skip
+    liar = expert_manifest("M", 1, [10**7, 0, 0], [10**7, 50, 50])
+    p = expert_priors([*honest, liar], 3)
+    assert p is not None
+    # the median site holds 100 images: the liar's 10^7 count as PRIOR_CLIP x 100
+    assert np.allclose(p.real_counts, [100 + PRIOR_CLIP * 100, 100, 100])
+    assert expert_priors(honest, 3).real_counts.tolist() == [100, 100, 100]  # honest sites are untouched

@@ -50,6 +50,8 @@ def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
         ["bytes sent", size(s["bytes_sent"])],
         ["uptime", f"{s['uptime_s']:.0f} s"],
     ]
+    if s.get("fault"):
+        rows.insert(3, ["[red]fault[/]", s["fault"] + " (accepting nothing until it clears)"])
     table(f"ffnode {home}", ["", ""], rows)
 
 
