@@ -42,14 +42,7 @@ from ffnode.artifacts.manifest import MAX_BLOB_BYTES, MAX_CLASSES, MAX_LINEAGE, 
 from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import open_announcement
 from ffnode.identity import Identity, peer_id_from_public_key
-from ffnode.net import streams
-from ffnode.net.sync import (
-    inventory_page,
-    inventory_request,
-    inventory_response,
-    parse_inventory_request,
-    parse_inventory_response,
-)
+from ffnode.net import streams, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "protocol" / "vectors"
@@ -671,27 +664,27 @@ def framed(body: bytes, value: Any, **before: Any) -> dict[str, Any]:
 
 
 def sync_file() -> dict[str, Any]:
-    request = inventory_request(FEDERATION, "")
-    assert parse_inventory_request(request) == (FEDERATION, "")
+    request = sync.inventory_request(FEDERATION, "")
+    assert sync.parse_inventory_request(request) == (FEDERATION, "")
     manifests, revocations = [ALICE_FACTORY.seal(ALICE)], LIFECYCLE_REVOCATIONS
-    response = inventory_response(manifests, revocations, "")
-    assert parse_inventory_response(response) == (manifests, revocations, "")
-    empty = inventory_response([], [], "")
+    response = sync.inventory_response(manifests, revocations, "")
+    assert sync.parse_inventory_response(response) == (manifests, revocations, "")
+    empty = sync.inventory_response([], [], "")
     # The same inventory in pages of one item: a server whose page size holds one envelope at a time.
     by_id = [(open_announcement(d).id, d) for d in manifests], [(open_announcement(d).id, d) for d in revocations]
     pages, cursor = [], ""
     while True:
-        body = inventory_request(FEDERATION, cursor)
-        reply = inventory_page(*by_id, cursor, max_bytes=1)
+        body = sync.inventory_request(FEDERATION, cursor)
+        reply = sync.inventory_page(*by_id, cursor, max_bytes=1)
         pages.append({"request": framed(body, codec.decode(body)), "response": framed(reply, codec.decode(reply))})
-        cursor = parse_inventory_response(reply)[2]
+        cursor = sync.parse_inventory_response(reply)[2]
         if not cursor:
             break
     assert len(pages) == 3
 
     def bad(name: str, message: str, value: Any | None = None, raw: bytes | None = None) -> dict[str, Any]:
         data = raw if raw is not None else canonical_bytes(value)
-        parse = parse_inventory_request if name.startswith("request") else parse_inventory_response
+        parse = sync.parse_inventory_request if name.startswith("request") else sync.parse_inventory_response
         try:
             parse(data)
         except WireError:

@@ -323,6 +323,7 @@ async def test_a_stream_flood_costs_the_flooder_only(fed: Fed) -> None:
             await honest.stop()
     finally:
         await peer.stop()
+    print(f"stream flood: A's resident memory grew {grown:.1f} MB (from {rss:.0f} MB)")  # for the record (-s)
     assert grown < 150, f"A grew {grown:.0f} MB under the flood"
     fed.daemons.check()
 
@@ -357,7 +358,7 @@ async def test_blocking_a_publisher_applies_to_what_is_held_and_its_revocations_
                     "A to honour the blocked publisher's revocation", fed.daemons)  # fmt: skip
     finally:
         await peer.stop()
-    cli("unblock", STEERER.peer_id, "--home", str(fed.a))
+    cli("block", "--undo", STEERER.peer_id, "--home", str(fed.a))
     assert "denied_publishers = []" in (fed.a / "config.toml").read_text()
 
 

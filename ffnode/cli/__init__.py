@@ -17,21 +17,23 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # the process holds a private key
     help="ffnode: a FederatedFactory node. Sites share signed per-class generators, not classifier weights.",
 )
-app.command("init")(init_cmd.init)
-app.command("start")(start.start)
-app.command("id")(inspect.node_id)
-app.command("status")(inspect.status)
-app.command("peers")(inspect.peers)
-app.command("artifacts")(inspect.artifacts)
-app.command("query")(query.query)
-app.command("samples")(samples.samples)
-app.command("revoke")(unlearn.revoke)
-app.command("leave")(unlearn.leave)
-app.command("verify-unlearning")(unlearn.verify_unlearning)
-app.command("block")(trust.block)
-app.command("unblock")(trust.unblock)
-app.command("quarantine")(trust.quarantine)
-app.command("unquarantine")(trust.unquarantine)
+COMMANDS = {  # name -> function; one module per command group
+    "init": init_cmd.init,
+    "start": start.start,
+    "id": inspect.node_id,
+    "status": inspect.status,
+    "peers": inspect.peers,
+    "artifacts": inspect.artifacts,
+    "query": query.query,
+    "samples": samples.samples,
+    "revoke": unlearn.revoke,
+    "leave": unlearn.leave,
+    "verify-unlearning": unlearn.verify_unlearning,
+    "block": trust.block,
+    "quarantine": trust.quarantine,
+}
+for _name, _command in COMMANDS.items():
+    app.command(_name)(_command)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

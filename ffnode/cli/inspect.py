@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ffnode.artifacts.store import Store, trust_of
-from ffnode.cli.output import HomeOption, JsonOption, ago, emit_json, err, out, short, size, table
+from ffnode.cli.output import HomeOption, JsonOption, ago, emit_json, err, listing, out, short, size, table
 from ffnode.config import Config
 from ffnode.daemon import control
 from ffnode.identity import load_identity
@@ -56,50 +56,41 @@ def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
 
 
 def peers(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
-    """Peers this node knows: addresses, connection, last seen, what each published."""
-    rows = control.call(home, "peers")
-    if as_json:
-        emit_json(rows)
-        return
-    table(
-        "peers",
-        ["peer", "addresses", "connected", "last seen", "published", "accepted/rejected", "trusted"],
-        [
-            [
-                p["peer_id"],
-                "\n".join(p["addrs"]),
-                "yes" if p["connected"] else "no",
-                ago(p["last_seen"]),
-                ", ".join(f"{v} {k}" for k, v in sorted(p["published"].items())) or "-",
-                f"{p['accepted']}/{p['rejected']}" + (f"\n{p['last_rejection'][:60]}" if p["last_rejection"] else ""),
-                "yes" if p["trusted"] else "[red]blocked[/]",
-            ]
-            for p in rows
-        ],
-    )
+    """Peers this node knows: addresses, connection, last seen, what each published, whether it is trusted."""
+    columns = ["peer", "addresses", "connected", "last seen", "published", "accepted/rejected", "trusted"]
+    listing(control.call(home, "peers"), as_json, "peers", columns, _peer_row)
+
+
+def _peer_row(p: dict) -> list:
+    rejection = f"\n{p['last_rejection'][:60]}" if p["last_rejection"] else ""
+    return [
+        p["peer_id"],
+        "\n".join(p["addrs"]),
+        "yes" if p["connected"] else "no",
+        ago(p["last_seen"]),
+        ", ".join(f"{v} {k}" for k, v in sorted(p["published"].items())) or "-",
+        f"{p['accepted']}/{p['rejected']}{rejection}",
+        "yes" if p["trusted"] else "[red]blocked[/]",
+    ]
 
 
 def artifacts(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
     """Every artifact this node knows, with its state (live, pending, revoked, untrusted, quarantined)."""
     config = Config.load(home)
     store = Store(home / "store", federation=config.federation.name, trust=trust_of(config))
-    rows = store.rows(config.federation.classes)
-    if as_json:
-        emit_json(rows)
-        return
-    table(
-        "artifacts",
-        ["id", "kind", "owner", "classes", "size", "state", "verified"],
-        [
-            [
-                short(r["id"]),
-                r["kind"],
-                short(r["owner"], 16),
-                ",".join(r["classes"]) if len(r["classes"]) <= 3 else f"{len(r['classes'])} classes",
-                size(r["size"]),
-                r["state"] + (f" ({r['reason']})" if r["reason"] else ""),
-                "yes" if r["verified"] else "no",
-            ]
-            for r in rows
-        ],
-    )
+    columns = ["id", "kind", "owner", "classes", "size", "state", "verified"]
+    listing(store.rows(config.federation.classes), as_json, "artifacts", columns, _artifact_row)
+
+
+def _artifact_row(r: dict) -> list:
+    classes = ",".join(r["classes"]) if len(r["classes"]) <= 3 else f"{len(r['classes'])} classes"
+    state = r["state"] + (f" ({r['reason']})" if r["reason"] else "")
+    return [
+        short(r["id"]),
+        r["kind"],
+        short(r["owner"], 16),
+        classes,
+        size(r["size"]),
+        state,
+        "yes" if r["verified"] else "no",
+    ]

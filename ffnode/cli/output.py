@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import typer
@@ -25,6 +26,14 @@ def abort(message: str) -> NoReturn:
 
 def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, sort_keys=True) + "\n")
+
+
+def listing(items: list[dict], as_json: bool, title: str, columns: list[str], row: Callable[[dict], list]) -> None:
+    """An inspection command's output: the items as one JSON document, or a table of one row per item."""
+    if as_json:
+        emit_json(items)
+    else:
+        table(title, columns, [row(item) for item in items])
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:

@@ -1,5 +1,5 @@
-"""Operator control over whom this node trusts: `ffnode block` / `unblock` a publisher, `ffnode quarantine` /
-`unquarantine` one artifact. Each edits config.toml (so it survives restarts) and, when the node runs, makes it
+"""Operator control over whom this node trusts: `ffnode block PEER` a publisher, `ffnode quarantine ID` one
+artifact, each undone with `--undo`. Each edits config.toml (so it survives restarts) and, when the node runs, makes it
 apply the change at once to everything it holds: a blocked publisher's or quarantined artifact's modules stop
 being used and served, and experts trained from them are retrained without them. Revocations from a blocked
 publisher are still honoured (it may always withdraw what it published)."""
@@ -51,38 +51,30 @@ def _peer(home: Path, peer: str) -> str:
     return peer
 
 
-def block(peer: str = typer.Argument(..., help="Peer ID of a publisher."), home: Path = HomeOption,
-          as_json: bool = JsonOption) -> None:  # fmt: skip
-    """Stop using and serving everything this publisher signed (its revocations still count)."""
-    peer = _peer(home, peer)
-    _apply(home, _edit(home, "denied_publishers", peer, add=True), f"blocked {peer}", as_json)
+def block(
+    peer: str = typer.Argument(..., help="Peer ID of a publisher (as `ffnode peers` shows it)."),
+    undo: bool = typer.Option(False, "--undo", help="Trust the publisher again."),
+    home: Path = HomeOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Stop using and serving everything this publisher signed (its revocations still count); --undo reverts."""
+    peer = peer if undo else _peer(home, peer)
+    _apply(home, _edit(home, "denied_publishers", peer, add=not undo), f"{'un' if undo else ''}blocked {peer}", as_json)
 
 
-def unblock(peer: str = typer.Argument(..., help="Peer ID of a blocked publisher."), home: Path = HomeOption,
-            as_json: bool = JsonOption) -> None:  # fmt: skip
-    """Trust a blocked publisher again."""
-    _apply(home, _edit(home, "denied_publishers", peer, add=False), f"unblocked {peer}", as_json)
-
-
-def _artifact(home: Path, prefix: str) -> str:
+def quarantine(
+    artifact: str = typer.Argument(..., help="Artifact ID or unique prefix (ffnode artifacts)."),
+    home: Path = HomeOption,
+    undo: bool = typer.Option(False, "--undo", help="Use the artifact again."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Keep one artifact but never use or serve it (e.g. a factory whose samples look wrong); --undo reverts."""
     from ffnode.artifacts.store import Store
 
     config = Config.load(home)
     try:
-        return Store(home / "store", federation=config.federation.name).resolve(prefix)
+        aid = Store(home / "store", federation=config.federation.name).resolve(artifact)
     except KeyError as exc:
         abort(f"{exc.args[0]}: pick an ID from `ffnode artifacts --home {home}`")
-
-
-def quarantine(artifact: str = typer.Argument(..., help="Artifact ID or unique prefix."), home: Path = HomeOption,
-               as_json: bool = JsonOption) -> None:  # fmt: skip
-    """Keep one artifact but never use or serve it (e.g. a factory whose samples look wrong)."""
-    aid = _artifact(home, artifact)
-    _apply(home, _edit(home, "quarantined", aid, add=True), f"quarantined {aid[:12]}", as_json)
-
-
-def unquarantine(artifact: str = typer.Argument(..., help="Artifact ID or unique prefix."), home: Path = HomeOption,
-                 as_json: bool = JsonOption) -> None:  # fmt: skip
-    """Use a quarantined artifact again."""
-    aid = _artifact(home, artifact)
-    _apply(home, _edit(home, "quarantined", aid, add=False), f"released {aid[:12]} from quarantine", as_json)
+    done = "released from quarantine" if undo else "quarantined"
+    _apply(home, _edit(home, "quarantined", aid, add=not undo), f"{done}: {aid[:12]}", as_json)
