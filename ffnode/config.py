@@ -72,12 +72,12 @@ class LimitsConfig:
 
     manifests_per_publisher: int = 256  # held manifests of one owner (an honest site: a factory per class + experts)
     blob_mb_per_publisher: int = 4096  # weight bytes of one owner's unrevoked artifacts
-    store_mb: int = 32768  # weight bytes of all unrevoked artifacts
+    store_mb: int = 32768  # weight bytes of all verified, unrevoked artifacts
     publishers: int = 1024  # distinct owners whose manifests are held
-    tombstones_per_publisher: int = 4096  # revoked IDs of one owner that name nothing held here (orphans)
-    factory_params: int = 50_000_000  # a peer's factory UNet (the gpu profile's: 6.5 M)
-    expert_params: int = 50_000_000  # a peer's expert ResNet (the gpu profile's: 1.2 M)
-    sample_steps: int = 100  # sampler steps a peer's factory may ask of this node per image batch
+    tombstones_per_publisher: int = 16384  # IDs one owner may revoke here (revoking only held ones: always)
+    factory_params: int = 20_000_000  # a peer's factory UNet (the gpu profile's: 6.5 M)
+    expert_params: int = 20_000_000  # a peer's expert ResNet (the gpu profile's: 1.2 M)
+    sample_steps: int = 50  # sampler steps a peer's factory may ask of this node per image batch (profiles: 8-25)
     streams_per_peer: int = 8  # sync and blob requests one peer may have open at this node at once
     peers_tracked: int = 4096  # peers remembered for `ffnode peers` (the least recently seen are forgotten)
     bad_items: int = 8192  # rejected envelopes remembered, so a peer re-offering one costs no re-check

@@ -29,6 +29,8 @@ from ffnode.factory.model import FactoryConfig, build_unet
 MAX_IMAGE_SIDE = 512  # pixels: the largest image a factory or expert of this version may be made for
 MAX_CHANNELS = 4
 MAX_TIMESTEPS = 10_000  # a factory's num_train_timesteps
+MAX_LEVELS = 6  # UNet levels (the profiles use 2 or 3)
+MAX_WIDTH = 1024  # channels of one level or of an expert's first stage (the gpu profile: 128 and 64)
 
 
 class LoadError(ValueError):
@@ -98,16 +100,28 @@ def _arch_cost(kind: str, arch_bytes: bytes) -> tuple[int, int]:
     probe = Manifest(kind, "-", b"", "-", [0], decode(arch_bytes), "0" * 64, 0, 0, 0)  # for the loaders' errors
     if kind == "factory":
         cfg = factory_config(probe)
-        if max(cfg.image_size, 1) > MAX_IMAGE_SIDE or cfg.channels > MAX_CHANNELS:
+        if not 1 <= cfg.image_size <= MAX_IMAGE_SIDE or not 1 <= cfg.channels <= MAX_CHANNELS:
             raise LoadError(probe, f"its images exceed {MAX_IMAGE_SIDE} px or {MAX_CHANNELS} channels")
-        if cfg.num_train_timesteps > MAX_TIMESTEPS:
-            raise LoadError(probe, f"its {cfg.num_train_timesteps} timesteps exceed {MAX_TIMESTEPS}")
+        if not 1 <= cfg.num_train_timesteps <= MAX_TIMESTEPS or cfg.sample_steps < 1:
+            raise LoadError(
+                probe, f"its {cfg.num_train_timesteps} timesteps or {cfg.sample_steps} steps are out of bounds"
+            )
+        # bounded before anything is built: building itself costs time per layer (a million layers: 35 min)
+        widths, layers = cfg.block_out_channels, cfg.layers_per_block
+        if not 1 <= len(widths) <= MAX_LEVELS or not all(1 <= w <= MAX_WIDTH for w in widths) or not 1 <= layers <= 8:
+            raise LoadError(
+                probe, f"{len(widths)} levels of widths {list(widths)[:8]} x {layers} layers is out of bounds"
+            )
         build = functools.partial(build_unet, cfg)
     else:
         ecfg, num_classes, shape = expert_spec(probe)
         if max(shape[:2]) > MAX_IMAGE_SIDE or shape[2] > MAX_CHANNELS or not 1 <= num_classes <= 4096:
             raise LoadError(probe, f"image_shape {list(shape)} or num_classes {num_classes} is out of bounds")
-        if not 0 < ecfg.width <= 4096 or not 0 < len(ecfg.blocks) <= 8 or any(not 0 <= b <= 64 for b in ecfg.blocks):
+        if (
+            not 0 < ecfg.width <= MAX_WIDTH
+            or not 0 < len(ecfg.blocks) <= 8
+            or any(not 0 <= b <= 16 for b in ecfg.blocks)
+        ):
             raise LoadError(probe, f"width {ecfg.width} or blocks {list(ecfg.blocks)} is out of bounds")
         build = functools.partial(build_expert, ecfg, num_classes, shape)
     try:

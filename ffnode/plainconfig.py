@@ -23,4 +23,18 @@ def from_plain(cls: type[C], d: dict[str, Any]) -> C:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}: the manifest was made by another version")
     values = {k: tuple(v) if isinstance(fields[k].default, tuple) else v for k, v in d.items()}
+    for k, v in values.items():  # a peer's config: each value of its field's type (8.0 is not an image size)
+        default = fields[k].default
+        if not _same_type(v, default):
+            raise ValueError(f"{cls.__name__}.{k} = {v!r} is not a {type(default).__name__} like {default!r}")
     return cls(**values)
+
+
+def _same_type(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return type(value) is type(default)
+    if isinstance(default, float):
+        return type(value) in (int, float)
+    if isinstance(default, tuple):
+        return isinstance(value, tuple) and all(type(x) is int for x in value)
+    return type(value) is type(default)

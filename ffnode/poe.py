@@ -60,7 +60,8 @@ def poe_combine(log_probs: torch.Tensor, priors: Priors | None = None) -> torch.
     """
     if log_probs.ndim != 3 or log_probs.shape[0] == 0:
         raise ValueError(f"expected (K, B, C) log-probabilities with K >= 1, got {tuple(log_probs.shape)}")
-    clamped = log_probs.clamp(min=LOG_FLOOR)
+    # a peer's expert may answer NaN or +-inf: as sure-it-is-not (the floor) rather than poisoning every class
+    clamped = torch.nan_to_num(log_probs, nan=LOG_FLOOR, posinf=0.0, neginf=LOG_FLOOR).clamp(min=LOG_FLOOR, max=0.0)
     if priors is None:
         return torch.log_softmax(clamped.sum(dim=0), dim=-1)
     k, _, c = log_probs.shape

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,6 +17,21 @@ class SampleError(RuntimeError):
     def __init__(self, label: int, index: int, cause: Exception) -> None:
         super().__init__(f"factory {index} of class {label} cannot be sampled: {cause}")
         self.label, self.index = label, index
+
+
+class _Ticks:
+    """The per-step callback for sample_factory: reports progress, and remembers whether it raised (a stop)."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None, done: int, total: int) -> None:
+        self.progress, self.done, self.total, self.raised = progress, done, total, False
+
+    def __call__(self) -> None:
+        if self.progress is not None:
+            try:
+                self.progress(self.done, self.total)
+            except BaseException:
+                self.raised = True
+                raise
 
 
 def _child_seed(seed: int, label: int, index: int) -> int:
@@ -54,11 +68,13 @@ def synthesize(
         for index, ((weights, cfg), count) in enumerate(zip(group, counts, strict=True)):
             if count == 0:
                 continue
-            step = None if progress is None else functools.partial(progress, done, total)  # aborts on shutdown
+            ticks = _Ticks(progress, done, total)
             try:
-                images.append(sample_factory(weights, cfg, count, seed=_child_seed(seed, label, index), on_step=step))
-            except (RuntimeError, ValueError) as exc:  # e.g. weights that do not fit their config
-                raise SampleError(label, index, exc) from exc
+                images.append(sample_factory(weights, cfg, count, seed=_child_seed(seed, label, index), on_step=ticks))
+            except Exception as exc:
+                if ticks.raised:  # the progress callback stopped it (shutdown): not the factory's fault
+                    raise
+                raise SampleError(label, index, exc) from exc  # e.g. weights that do not fit their config
             labels.append(np.full(count, label, dtype=np.int64))
             done += count
             if progress is not None:

@@ -135,3 +135,23 @@ def test_profiles_adapt_to_image_shape(shape: tuple[int, int, int]) -> None:
         assert dataclasses.replace(p, factory=PROFILES[name].factory).expert == PROFILES[name].expert
     with pytest.raises(ValueError, match="use one of tiny, default, cpu, gpu"):
         profile_for("huge", shape)
+
+
+def test_a_peers_config_is_typed_and_sized_before_anything_is_built() -> None:
+    import time
+
+    from ffnode.artifacts.codec import WireError
+    from ffnode.artifacts.manifest import Manifest
+    from ffnode.config import LimitsConfig
+    from ffnode.loaders import vet
+
+    def manifest(arch: dict) -> Manifest:
+        return Manifest("factory", "o", b"", "f", [0], arch, "0" * 64, 10, 1, 1)
+
+    base = CFG.to_dict()
+    for bad in ({"image_size": 8.0}, {"sample_steps": 2.5}, {"layers_per_block": 10**6}, {"hflip": 1}):
+        t0 = time.perf_counter()
+        with pytest.raises(WireError):
+            vet(manifest(base | bad), LimitsConfig())
+        assert time.perf_counter() - t0 < 2.0, bad  # refused before a million layers are built
+    vet(manifest(base), LimitsConfig())

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from ffnode.artifacts.manifest import Manifest
 from ffnode.daemon.node import Node, Traffic
+from ffnode.identity import Identity
 from ffnode.net import NetError
 from harness.localnet import init_home
 from tests.daemons import CLASSES, class_file, free_port
@@ -80,3 +83,42 @@ def test_ffnode_start_shows_a_failed_daemon_task_as_one_line(monkeypatch, capsys
     monkeypatch.setattr(cli, "app", buggy_daemon)
     with pytest.raises(ExceptionGroup):  # a bug keeps its traceback
         cli.main()
+
+
+def test_the_gossip_validator_never_waits_for_the_store(home: Path) -> None:
+    """The validator runs on the network thread; the loop may hold the store's lock across a disk write."""
+    node = Node(home)
+    try:
+        peer = Identity(b"\x44" * 32)
+        m = Manifest("factory", peer.peer_id, peer.public_key, "testnet", [1], {}, "a" * 64, 100, 1, 1)
+        data = m.seal(peer)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with node.store._lock:
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait(5)
+        t0 = time.perf_counter()
+        reason = node._validate(data, peer.peer_id)  # stateless checks only while the lock is busy
+        took = time.perf_counter() - t0
+        release.set()
+        holder.join()
+        assert took < 1.0 and reason is None
+        assert node._validate(data, peer.peer_id) is None  # and the full check once it is free
+    finally:
+        node._lock.close()
+
+
+def test_the_peer_table_is_bounded(home: Path) -> None:
+    node = Node(home)
+    try:
+        node.config.limits.peers_tracked = 5
+        for i in range(50):
+            node._reject(f"peer-{i}", "test")
+        assert list(node.peers) == [f"peer-{i}" for i in range(45, 50)]  # the most recently seen
+    finally:
+        node._lock.close()

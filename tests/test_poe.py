@@ -136,3 +136,10 @@ def test_one_liar_cannot_outweigh_the_median_site_more_than_prior_clip_to_one() 
     # the median site holds 100 images: the liar's 10^7 count as PRIOR_CLIP x 100
     assert np.allclose(p.real_counts, [100 + PRIOR_CLIP * 100, 100, 100])
     assert expert_priors(honest, 3).real_counts.tolist() == [100, 100, 100]  # honest sites are untouched
+
+
+def test_an_expert_answering_nan_costs_only_its_own_vote() -> None:
+    good = torch.tensor([[[0.1, 0.8, 0.1]], [[0.2, 0.7, 0.1]]]).log()
+    bad = torch.full((1, 1, 3), float("nan"))
+    out = poe_combine(torch.cat([good, bad]))
+    assert torch.isfinite(out).all() and out[0].argmax().item() == 1

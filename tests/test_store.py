@@ -127,7 +127,7 @@ def test_a_revoked_expert_is_compacted_to_its_tombstone(tmp_path: Path) -> None:
     store = Store(tmp_path, federation="f")
     expert = published(store, weights(b"expert"), 1, kind="expert")
     store.add(revocation([expert.id], 2))
-    assert store.get(expert.id) is None and store.is_revoked(expert.id)
+    assert store.get(expert.id) is None  # only its tombstone is left
     assert not (tmp_path / "manifests" / f"{expert.id}.msgpack").exists()
     row = next(r for r in store.rows(["0"]) if r["id"] == expert.id)
     assert (row["kind"], row["state"]) == ("-", "revoked")
@@ -167,3 +167,25 @@ def test_one_publisher_cannot_fill_the_store(tmp_path: Path) -> None:
     many = revocation([hashlib.sha256(b"%d" % i).hexdigest() for i in range(5)], 9, ALICE)
     with pytest.raises(WireError, match="tombstones_per_publisher"):
         Store(tmp_path / "t", federation="f", limits=Limits(tombstones_per_publisher=4)).add(many)
+
+
+def test_revocations_cannot_bypass_the_tombstone_quota(tmp_path: Path) -> None:
+    store = Store(tmp_path, federation="f", limits=Limits(tombstones_per_publisher=10))
+    mine = published(store, weights(b"f", MALLORY), 1, MALLORY)
+    store.add(revocation([mine.id], 2, MALLORY))  # freeing a held artifact: always honoured
+    junk = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(20)]
+    with pytest.raises(WireError, match="tombstones_per_publisher"):
+        store.add(revocation([mine.id, *junk], 3, MALLORY))  # naming a revoked one again frees nothing
+    with pytest.raises(WireError, match="twice"):
+        store.add(revocation([junk[0], junk[0]], 4, MALLORY))
+
+
+def test_pending_manifests_reserve_no_store_space(tmp_path: Path) -> None:
+    data = weights(b"honest")
+    store = Store(tmp_path, federation="f", limits=Limits(store_bytes=len(data) + 10))
+    for seq in range(1, 6):  # blobs nobody serves: pending for ever
+        store.add(manifest(weights(b"%d" % seq, MALLORY), seq, MALLORY).seal(MALLORY))
+    m = manifest(data, 1)
+    store.add(m.seal(ALICE))
+    fetched(store, m, data)  # an honest blob still fits
+    assert store.entry(m.id).state == "live"

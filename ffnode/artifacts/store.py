@@ -160,13 +160,13 @@ class Store:
         # artifact ID -> tombstones naming it; one binds only if its signer owns the artifact (IDs commit to
         # the owner, so a tombstone signed by anyone else can never bind)
         self._revoked: dict[str, list[Revocation]] = {}
-        self._orphans: dict[str, int] = {}  # owner -> tombstoned IDs it revoked that named nothing held here
+        self._revoked_ids: dict[str, int] = {}  # owner -> IDs its revocations name (the tombstone quota)
         self._seqs: dict[tuple[str, int], str] = {}  # (owner, seq) -> message ID: catches replays
         self._envelopes: set[bytes] = set()  # sha256 of every stored envelope
         self._blobs: dict[str, str | None] = {}  # sha256 of a blob held here -> the owner its header names
         self._by_owner: dict[str, set[str]] = {}  # owner -> IDs of its manifests held
         self._refs: dict[str, set[str]] = {}  # blob -> IDs of the unrevoked manifests naming it
-        self._committed = 0  # bytes of the blobs in _refs: what the store may have to hold
+        self._held = 0  # bytes of the blob files held (verified): what store_mb bounds
         self._refused: set[str] = set()  # manifests dropped because their blob is not their owner's
         self._load(repair)
 
@@ -178,11 +178,6 @@ class Store:
         for path in sorted((self.root / "manifests").glob("*.msgpack")):  # after the tombstones: no blob is
             data = path.read_bytes()  # referenced only to be deleted (a reader must not touch files)
             self._insert_manifest(open_manifest(data), data)
-        self._orphans = {}
-        for aid, tombstones in self._revoked.items():
-            if aid not in self._manifests:
-                for r in tombstones:
-                    self._orphans[r.owner] = self._orphans.get(r.owner, 0) + 1
         if repair:
             for path in (self.root / "tmp").iterdir():  # leftovers of an interrupted transfer
                 path.unlink()
@@ -193,6 +188,7 @@ class Store:
         for path in (self.root / "blobs").iterdir():
             if not path.name.startswith("."):
                 self._blobs[path.name] = _owner_or_none(path)
+                self._held += path.stat().st_size
         if repair:
             # a crash between an own blob and its manifest, or between a tombstone and the blob's deletion
             for blob in set(self._blobs) - set(self._refs):
@@ -244,37 +240,42 @@ class Store:
         held = self._blobs.get(m.blob, "absent")
         if held != "absent" and held != m.owner:
             raise WireError(f"blob {m.blob[:12]} names owner {held}, not the manifest's {m.owner}")
-        mine = [self._manifests[aid] for aid in self._by_owner.get(m.owner, ())]
+        held = [self._manifests[aid] for aid in self._by_owner.get(m.owner, ())]
+        mine = [x for x in held if not self._tombstoned(x)]  # revoked ones cost the owner nothing more
         if len(mine) >= self.limits.manifests_per_publisher:
             raise WireError(f"{m.owner} already has {len(mine)} manifests here (limit manifests_per_publisher)")
-        if not mine and len(self._by_owner) >= self.limits.publishers:
+        if not held and len(self._by_owner) >= self.limits.publishers:
             raise WireError(f"this node already holds the artifacts of {self.limits.publishers} publishers")
-        live = {x.blob: x.size for x in mine if not self._tombstoned(x)}
-        if m.blob not in live:
-            used = sum(live.values()) + m.size
+        sizes = {x.blob: x.size for x in mine}
+        if m.blob not in sizes:
+            used = sum(sizes.values()) + m.size
             if used > self.limits.blob_bytes_per_publisher:
                 raise WireError(f"{m.owner}'s blobs would exceed blob_mb_per_publisher ({used} bytes)")
-            if m.blob not in self._refs and self._committed + m.size > self.limits.store_bytes:
-                raise WireError(f"the store would exceed store_mb ({self._committed + m.size} bytes)")
+            if m.blob not in self._blobs and self._held + m.size > self.limits.store_bytes:
+                raise WireError(f"the store would exceed store_mb ({self._held + m.size} bytes)")
 
     def _check_revocation(self, r: Revocation) -> None:
         """An owner's revocation is honoured whatever anyone else published; IDs not held become tombstones
-        bound to the owner, which count against its quota unless the revocation also frees something here."""
-        frees = False
+        bound to the owner. Every ID counts against the owner's tombstone quota, except that a revocation naming
+        only artifacts of its owner that are held and live here is always honoured (it frees what it names)."""
+        if len(set(r.ids)) != len(r.ids):
+            raise WireError("revocation names an ID twice")
+        frees_only = True
         for aid in r.ids:
             m = self._manifests.get(aid)
             if m is None:
+                frees_only = False
                 continue
             if m.owner != r.owner:
                 raise WireError(f"revocation of {aid[:12]} is not signed by its owner")
             if r.seq <= m.seq:
                 raise WireError(f"revocation seq {r.seq} is not newer than artifact {aid[:12]} (seq {m.seq})")
-            frees = True
-        if r.id in self._raw or frees:
+            frees_only = frees_only and not self._tombstoned(m)
+        if r.id in self._raw or frees_only:
             return
         if not self.trust.trusts(r.owner):
-            raise WireError(f"owner {r.owner} is not trusted here and its revocation names nothing held")
-        orphans = self._orphans.get(r.owner, 0)
+            raise WireError(f"owner {r.owner} is not trusted here and its revocation names what is not held")
+        orphans = self._revoked_ids.get(r.owner, 0)
         if orphans + len(r.ids) > self.limits.tombstones_per_publisher:
             raise WireError(f"{r.owner} has {orphans} tombstones of IDs unknown here (limit tombstones_per_publisher)")
 
@@ -304,30 +305,24 @@ class Store:
     def _insert_revocation(self, r: Revocation, data: bytes) -> None:
         self._revocations[r.id] = r
         self._remember(r, data)
-        orphans = 0
+        self._revoked_ids[r.owner] = self._revoked_ids.get(r.owner, 0) + len(r.ids)
         for aid in r.ids:
             self._revoked.setdefault(aid, []).append(r)
             m = self._manifests.get(aid)
-            if m is None:
-                orphans += 1
-            elif m.owner == r.owner:
+            if m is not None and m.owner == r.owner:
                 self._unref(m)
-        if orphans:
-            self._orphans[r.owner] = self._orphans.get(r.owner, 0) + orphans
 
     def _ref(self, m: Manifest) -> None:
-        refs = self._refs.setdefault(m.blob, set())
-        if not refs:
-            self._committed += m.size
-        refs.add(m.id)
+        self._refs.setdefault(m.blob, set()).add(m.id)
 
     def _unref(self, m: Manifest) -> None:
         """A manifest no longer names its blob: delete the blob once no manifest of its owner does."""
         refs = self._refs.get(m.blob, set())
+        if m.id not in refs:
+            return  # not named (any more): a second tombstone of the same ID changes nothing
         refs.discard(m.id)
         if not refs:
             self._refs.pop(m.blob, None)
-            self._committed -= m.size
         if m.blob in self._blobs:
             owner = self._blobs[m.blob]
             if not any(self._manifests[aid].owner == owner for aid in refs):
@@ -355,11 +350,9 @@ class Store:
             if not self._by_owner[m.owner]:
                 del self._by_owner[m.owner]
             refs = self._refs.get(m.blob, set())
-            if m.id in refs:
-                refs.discard(m.id)
-                if not refs:
-                    self._refs.pop(m.blob, None)
-                    self._committed -= m.size
+            refs.discard(m.id)
+            if not refs:
+                self._refs.pop(m.blob, None)
             self._raw.pop(m.id, None)
             self._refused.add(m.id)
             (self.root / "manifests" / f"{m.id}.msgpack").unlink(missing_ok=True)
@@ -371,7 +364,10 @@ class Store:
         self._envelopes.add(hashlib.sha256(data).digest())
 
     def _unlink_blob(self, blob: str) -> None:
-        (self.root / "blobs" / blob).unlink(missing_ok=True)
+        path = self.root / "blobs" / blob
+        if path.exists():
+            self._held -= path.stat().st_size
+        path.unlink(missing_ok=True)
         self._blobs.pop(blob, None)
 
     # -- trust ---------------------------------------------------------------------------------------
@@ -407,6 +403,10 @@ class Store:
             with self._lock:
                 if self._tombstoned(m):
                     raise WireError(f"artifact {m.id[:12]} was revoked during the transfer")
+                if m.blob not in self._blobs and self._held + size > self.limits.store_bytes:
+                    raise WireError(f"storing blob {m.blob[:12]} would exceed store_mb ({self._held + size} bytes)")
+                if m.blob not in self._blobs:
+                    self._held += size
                 os.replace(tmp, self.root / "blobs" / m.blob)
                 self._blobs[m.blob] = owner
             fsync_dir(self.root / "blobs")
@@ -420,6 +420,8 @@ class Store:
         path = self.root / "blobs" / digest
         atomic_write(path, data)
         with self._lock:
+            if digest not in self._blobs:
+                self._held += len(data)
             self._blobs[digest] = _owner_or_none(path)
         return digest
 
@@ -488,10 +490,12 @@ class Store:
         return hits[0]
 
     def is_revoked(self, aid: str) -> bool:
-        """Whether a tombstone of this artifact's owner names it (an unknown ID: whether any tombstone does)."""
+        """Whether a tombstone of this artifact's owner names it. Of an ID whose manifest is not held nobody can
+        tell (anyone may sign a tombstone for it), so it counts as not revoked; revoked factories are kept, and a
+        lineage names factories, so an expert's lineage is judged on manifests held here."""
         with self._lock:
             m = self._manifests.get(aid)
-            return self._tombstoned(m) if m is not None else aid in self._revoked
+            return m is not None and self._tombstoned(m)
 
     def revocations(self) -> list[Revocation]:
         with self._lock:

@@ -132,7 +132,11 @@ class Learner:
         own = set(self.local_classes())
         synth_own = self.config.learning.synth_own_classes
         live = self.store.live("factory")
-        usable = [m for m in live if self._usable(m)]
+        newest: dict[tuple[int, str], Manifest] = {}  # one factory per (class, owner): a key's share is one
+        for m in live:
+            if self._usable(m) and newest.get(key := (m.classes[0], m.owner), m).seq <= m.seq:
+                newest[key] = m
+        usable = sorted(newest.values(), key=lambda m: (m.classes, m.owner, m.id))
         factories = [m for m in usable if synth_own or m.classes[0] not in own]
         covered = own | {m.classes[0] for m in usable}
         withdrawn = {

@@ -56,7 +56,11 @@ SYNC_WORKERS = 4  # a peer that never answers holds one worker for SYNC_TIMEOUT_
 RETRY_S = 3.0  # first retry of a blob that failed to arrive; doubles per failure up to RETRY_MAX_S
 RETRY_MAX_S = 300.0
 SYNC_TIMEOUT_S = 30.0
-FETCH_TIMEOUT_S = 600.0
+FETCH_TIMEOUT_S = 600.0  # at most, for one blob from one peer; less for small blobs:
+MIN_FETCH_RATE = 256 * 1024  # bytes/s a transfer must average after its first 60 s (a slow drip frees the worker)
+SYNC_ROUND_S = 300.0  # one sync round with one peer, all its pages: a server inventing pages holds a worker this long
+MAX_BAD_PER_ROUND = 256  # rejected items from one peer before the round with it is cut short
+LOG_REJECTIONS_PER_MINUTE = 20  # per peer; more are counted, not logged
 
 
 @dataclass
@@ -66,6 +70,9 @@ class PeerState:
     accepted: int = 0  # messages from this peer that passed every check
     rejected: int = 0
     last_rejection: str = ""
+    log_window: float = 0.0  # start of the current minute of rejection logging
+    logged: int = 0
+    unlogged: int = 0
 
 
 @dataclass
@@ -265,8 +272,22 @@ class Node:
                 self._bad[hashlib.sha256(data).digest()] = reason
                 while len(self._bad) > self.config.limits.bad_items:
                     self._bad.popitem(last=False)
-        if not quiet:
+        if not quiet and self._log_budget(state):
             log.warning("rejected a message from %s: %s", peer, reason)
+
+    def _log_budget(self, state: PeerState) -> bool:
+        """Whether one more rejection of this peer is logged (LOG_REJECTIONS_PER_MINUTE; the rest are counted)."""
+        now = time.monotonic()
+        with self._peers_lock:
+            if now - state.log_window > 60.0:
+                if state.unlogged:
+                    log.warning("%d more rejections were counted, not logged", state.unlogged)
+                state.log_window, state.logged, state.unlogged = now, 0, 0
+            state.logged += 1
+            if state.logged > LOG_REJECTIONS_PER_MINUTE:
+                state.unlogged += 1
+                return False
+            return True
 
     def _local_fault(self, what: str, exc: OSError) -> None:
         if self.fault is None:
@@ -358,11 +379,11 @@ class Node:
             return
         m = entry.manifest
         connected = self.net.connected_peers()
-        candidates = [p for p in dict.fromkeys([hint, m.owner, *connected]) if p in connected]
+        candidates = [p for p in dict.fromkeys([m.owner, hint, *connected]) if p in connected]  # the owner first
         for peer in candidates:
             tmp = self.store.tmp_path(m.blob)
             try:
-                async with asyncio.timeout(FETCH_TIMEOUT_S):
+                async with asyncio.timeout(min(FETCH_TIMEOUT_S, 60.0 + m.size / MIN_FETCH_RATE)):
                     await self.net.fetch_blob(peer, m.blob, m.size, tmp)
                 await asyncio.to_thread(self.store.put_blob_file, tmp, m)  # hashes the file: off the loop
             except WireError as exc:  # the bytes the peer served break a rule: counted against it
@@ -404,27 +425,32 @@ class Node:
                 self._sync_queued.discard(peer)
 
     async def _sync(self, peer: str) -> None:
-        """Read the peer's inventory page by page; accept each envelope not held yet, as if gossiped."""
-        cursor = ""
-        for _ in range(MAX_PAGES):
-            try:
-                async with asyncio.timeout(SYNC_TIMEOUT_S):
-                    request = inventory_request(self.config.federation.name, cursor)
-                    reply = await self.net.request(peer, request, max_response=MAX_PAGE_BYTES)
-                manifests, revocations, cursor = parse_inventory_response(reply)
-            except WireError as exc:
-                self._reject(peer, f"its inventory: {exc}")
-                return
-            except (NetError, TimeoutError) as exc:
-                log.warning("sync with %s failed: %s", peer, exc)
-                return
-            for data in manifests + revocations:  # manifests first: a revocation frees what it names
-                if not self.store.knows(data):
-                    self._accept(data, peer)
-            if not cursor:
-                return
-            await asyncio.sleep(0)  # a long inventory must not hold the loop
-        log.warning("sync with %s stopped after %d pages; the rest waits for the next round", peer, MAX_PAGES)
+        """Read the peer's inventory page by page; accept each envelope not held yet, as if gossiped. A round is
+        bounded in pages, time and rejected items, and every page but the last must hold something."""
+        cursor, rejected_before = "", self._peer(peer).rejected
+        try:
+            async with asyncio.timeout(SYNC_ROUND_S):
+                for _ in range(MAX_PAGES):
+                    async with asyncio.timeout(SYNC_TIMEOUT_S):
+                        request = inventory_request(self.config.federation.name, cursor)
+                        reply = await self.net.request(peer, request, max_response=MAX_PAGE_BYTES)
+                    manifests, revocations, cursor = parse_inventory_response(reply)
+                    if cursor and not manifests + revocations:
+                        raise WireError("an empty page that is not the last")
+                    for data in manifests + revocations:  # manifests first: a revocation frees what it names
+                        if not self.store.knows(data):
+                            self._accept(data, peer)
+                    if self._peer(peer).rejected - rejected_before > MAX_BAD_PER_ROUND:
+                        log.warning("sync with %s cut short: more than %d bad items", peer, MAX_BAD_PER_ROUND)
+                        return
+                    if not cursor:
+                        return
+                    await asyncio.sleep(0)  # a long inventory must not hold the loop
+                log.warning("sync with %s stopped after %d pages; the rest waits for the next round", peer, MAX_PAGES)
+        except WireError as exc:
+            self._reject(peer, f"its inventory: {exc}")
+        except (NetError, TimeoutError) as exc:
+            log.warning("sync with %s failed: %s", peer, exc)
 
     async def _maintenance(self) -> None:
         """Retry blobs that did not arrive; re-ask every peer for its inventory now and then; clear a local

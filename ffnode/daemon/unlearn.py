@@ -80,7 +80,7 @@ def verify_unlearning(
     rebuild (Stopping) when the node shuts down."""
     revoked = {aid for r in store.revocations() for aid in r.ids}
     live_experts = store.live("expert")
-    tainted = sorted({m.id for m in live_experts if revoked & set(m.lineage)})
+    tainted = sorted({m.id for m in live_experts if any(store.is_revoked(aid) for aid in m.lineage)})
     report: dict[str, Any] = {
         "revoked_ids": sorted(revoked),
         "live_experts": len(live_experts),
