@@ -252,18 +252,20 @@ async def test_a_broken_factory_is_blamed_for_its_own_failure(fed: Fed, tmp_path
 # -- 5. model bombs -------------------------------------------------------------------------------------------
 async def test_model_bombs_are_refused_before_anything_is_built(fed: Fed, tmp_path: Path) -> None:
     blob = factory_blob(tmp_path, BOMBER)
-    huge = dataclasses.replace(TINY.factory, block_out_channels=(4096, 4096), norm_num_groups=4).to_dict()
+    huge = dataclasses.replace(TINY.factory, block_out_channels=(1024, 1024), norm_num_groups=4).to_dict()
+    deep = TINY.factory.to_dict() | {"layers_per_block": 10**6}  # building it alone would take 35 minutes
     slow = dataclasses.replace(TINY.factory, sample_steps=10**6).to_dict()
     wide = expert_arch(expert=dataclasses.replace(TINY.expert, width=4096, blocks=(8, 8)).to_dict())
     tiny = TINY.factory.to_dict()
     bombs = [  # (why it is refused, the manifest)
         ("parameters: over this node's limit", signed_manifest(BOMBER, blob, kind="factory", classes=[2], arch=huge,
                                                                seq=30)),
+        ("out of bounds", signed_manifest(BOMBER, blob, kind="factory", classes=[2], arch=deep, seq=34)),
         ("sampler steps", signed_manifest(BOMBER, blob, kind="factory", classes=[2], arch=slow, seq=31)),
         ("bytes of weights", signed_manifest(BOMBER, blob, kind="factory", classes=[2], arch=tiny, seq=32,
                                              size=4 * 2**30)),
-        ("parameters: over this node's limit", signed_manifest(BOMBER, blob, kind="expert", classes=[0, 1, 2],
-                                                               arch=wide, seq=33, meta=expert_meta([1, 0, 0]))),
+        ("out of bounds", signed_manifest(BOMBER, blob, kind="expert", classes=[0, 1, 2], arch=wide, seq=33,
+                                          meta=expert_meta([1, 0, 0]))),
     ]  # fmt: skip
     peer = Peer(topic=TOPIC, seed=BOMBER.seed, inventory=[m.seal(BOMBER) for _, m in bombs])
     rss = rss_mb(fed.a)
