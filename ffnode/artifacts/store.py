@@ -334,29 +334,29 @@ class Store:
         for aid in r.ids:
             m = self._manifests.get(aid)
             if m is not None and m.kind == "expert" and self._tombstoned(m):
-                del self._manifests[aid]
-                self._by_owner[m.owner].discard(aid)
-                if not self._by_owner[m.owner]:
-                    del self._by_owner[m.owner]
-                del self._raw[aid]  # its envelope hash stays in _envelopes: sync skips a re-offer silently
-                (self.root / "manifests" / f"{aid}.msgpack").unlink(missing_ok=True)
+                self._forget(m)
 
     def _drop(self, m: Manifest) -> None:
-        """Forget an invalid manifest (its blob is not its owner's); its envelope is remembered as refused."""
+        """Forget an invalid manifest (its blob is not its owner's) and refuse it from now on."""
         with self._lock:
-            if self._manifests.pop(m.id, None) is None:
+            if m.id not in self._manifests:
                 return
-            self._by_owner[m.owner].discard(m.id)
-            if not self._by_owner[m.owner]:
-                del self._by_owner[m.owner]
             refs = self._refs.get(m.blob, set())
             refs.discard(m.id)
             if not refs:
                 self._refs.pop(m.blob, None)
-            self._raw.pop(m.id, None)
             self._refused.add(m.id)
-            (self.root / "manifests" / f"{m.id}.msgpack").unlink(missing_ok=True)
-        # the envelope stays in _envelopes: `knows` keeps it from being offered to `add` again
+            self._forget(m)
+
+    def _forget(self, m: Manifest) -> None:
+        """Remove a held manifest and its file. Its envelope hash stays in _envelopes, so `knows` keeps sync
+        from offering it to `add` again."""
+        del self._manifests[m.id]
+        self._by_owner[m.owner].discard(m.id)
+        if not self._by_owner[m.owner]:
+            del self._by_owner[m.owner]
+        del self._raw[m.id]
+        (self.root / "manifests" / f"{m.id}.msgpack").unlink(missing_ok=True)
 
     def _remember(self, msg: Manifest | Revocation, data: bytes) -> None:
         self._raw[msg.id] = data

@@ -9,6 +9,7 @@ bug a hostile peer would trigger. tests/test_fuzz.py runs a few hundred inputs p
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,13 +102,15 @@ class Target:
 
 
 _STORE_DIR = tempfile.TemporaryDirectory(prefix="ffnode-fuzz-")  # removed at exit; check() writes nothing
-_STORE: list[Store] = []
+
+
+@functools.cache
+def _store() -> Store:
+    return Store(Path(_STORE_DIR.name), federation="fuzz")
 
 
 def _store_check(data: bytes) -> None:
-    if not _STORE:
-        _STORE.append(Store(Path(_STORE_DIR.name), federation="fuzz"))
-    _STORE[0].check(data)
+    _store().check(data)
 
 
 def _blob_owner(data: bytes) -> str:
