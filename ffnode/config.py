@@ -35,6 +35,7 @@ class NetworkConfig:
     bootstrap: list[str] = field(default_factory=list)  # full multiaddrs with /p2p/<peer id>
     mdns: bool = False  # LAN discovery; off by default so a node only talks to peers it was told about
     sync_interval_s: float = 30.0  # re-ask connected peers for their inventory: gossip is best-effort
+    max_peers: int = 32  # connections discovery keeps up (the target degree): every member of a federation this size
 
 
 @dataclass
@@ -81,6 +82,8 @@ class LimitsConfig:
     streams_per_peer: int = 8  # sync and blob requests one peer may have open at this node at once
     peers_tracked: int = 4096  # peers remembered for `ffnode peers` (the least recently seen are forgotten)
     bad_items: int = 8192  # rejected envelopes remembered, so a peer re-offering one costs no re-check
+    peer_records: int = 1024  # signed peer records held by discovery (members, and candidates still to dial)
+    records_per_peer: int = 64  # records learnt through one peer and not yet confirmed by a connection
     pending_grace_s: float = 60.0  # how long one publisher's unarrived factory may hold the expert back, once
 
 

@@ -64,7 +64,7 @@ def test_chained_bootstrap_everyone_sees_everyone(fed: Federation) -> None:
         assert others <= set(peers), f"node {i} does not know {others - set(peers)}"
         for pid in others:
             assert peers[pid]["published"] == {"factory": 1, "expert": 1}
-    # direct links exist only along the chain, yet A and C know each other through gossip and sync
+    # the chain became a mesh: discovery connected A and C through B (tests/test_discovery.py)
     a_peers = {p["peer_id"]: p for p in cli_json("peers", "--home", str(fed.homes[0]))}
     assert a_peers[ids[1]]["connected"]
 

@@ -56,8 +56,8 @@ def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
 
 
 def peers(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
-    """Peers this node knows: addresses, connection, last seen, what each published, whether it is trusted."""
-    columns = ["peer", "addresses", "connected", "last seen", "published", "accepted/rejected", "trusted"]
+    """Peers this node knows: addresses, connection, how it learnt each, what each published, whether it is trusted."""
+    columns = ["peer", "addresses", "connected", "learnt", "last seen", "published", "accepted/rejected", "trusted"]
     listing(control.call(home, "peers"), as_json, "peers", columns, _peer_row)
 
 
@@ -65,8 +65,9 @@ def _peer_row(p: dict) -> list:
     rejection = f"\n{p['last_rejection'][:60]}" if p["last_rejection"] else ""
     return [
         p["peer_id"],
-        "\n".join(p["addrs"]),
-        "yes" if p["connected"] else "no",
+        "\n".join(p["addrs"] or p["record_addrs"]),
+        "yes" if p["connected"] else ("no" + (f" ({p['dial_failures']} failed dials)" if p["dial_failures"] else "")),
+        p["learnt"] + (" (member)" if p["member"] else ""),
         ago(p["last_seen"]),
         ", ".join(f"{v} {k}" for k, v in sorted(p["published"].items())) or "-",
         f"{p['accepted']}/{p['rejected']}{rejection}",

@@ -39,13 +39,16 @@ from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.identity import load_identity
 from ffnode.loaders import vet
 from ffnode.net import Handlers, NetError, NetHost
+from ffnode.net.discovery import Discovery
 from ffnode.net.sync import (
     MAX_PAGE_BYTES,
     MAX_PAGES,
+    MAX_PEERS_BYTES,
     inventory_page,
     inventory_request,
-    parse_inventory_request,
     parse_inventory_response,
+    parse_request,
+    peers_response,
 )
 from ffnode.query import ExpertPool
 
@@ -147,6 +150,18 @@ class Node:
                 open_blob=self._open_blob,
             ),
         )
+        self.discovery = Discovery(
+            me=self.identity.peer_id,
+            record=self.net.record,
+            request=functools.partial(self.net.request, max_response=MAX_PEERS_BYTES),
+            dial=self.net.dial,
+            connected=self.net.connected_peers,
+            path=home / "peers.msgpack",
+            max_peers=self.config.network.max_peers,
+            capacity=limits.peer_records,
+            per_source=limits.records_per_peer,
+            reject=self._reject,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -196,6 +211,7 @@ class Node:
                     tg.create_task(self.learner.run()),
                     tg.create_task(self._maintenance()),
                     tg.create_task(self._watch_network()),
+                    tg.create_task(self.discovery.run(self.config.federation.name)),
                     *(tg.create_task(self._sync_worker()) for _ in range(SYNC_WORKERS)),
                     *(tg.create_task(self._fetch_worker()) for _ in range(FETCH_WORKERS)),
                 ]
@@ -210,6 +226,10 @@ class Node:
                 for task in tasks:
                     task.cancel()
         finally:
+            try:
+                self.discovery.save()  # the members this run met: a restart needs no bootstrap node
+            except OSError as exc:
+                log.warning("could not save known peers: %s", exc)
             self.learner.stopping.set()  # also when a task failed: no training thread outlives the node
 
     async def _watch_network(self) -> None:
@@ -331,11 +351,15 @@ class Node:
             self._queue_sync(peer)
 
     def _serve_sync(self, peer: str, body: bytes) -> bytes:
-        """One page of the inventory (worker thread; a WireError resets the stream and is logged there)."""
-        federation, cursor = parse_inventory_request(body)
+        """One page of the inventory, or our peer records (worker thread; a WireError resets the stream and is
+        logged there)."""
+        kind, federation, cursor = parse_request(body)
         if federation != self.config.federation.name:
-            raise WireError(f"inventory request for federation {federation!r} from {peer}")
-        reply = inventory_page(*self.store.inventory(), cursor)
+            raise WireError(f"{kind} for federation {federation!r} from {peer}")
+        if kind == "peers_req":
+            reply = peers_response(self.discovery.answer())
+        else:
+            reply = inventory_page(*self.store.inventory(), cursor)
         self.traffic.add("sync", len(reply))
         return reply
 
@@ -425,8 +449,21 @@ class Node:
                 self._sync_queued.discard(peer)
 
     async def _sync(self, peer: str) -> None:
+        """An inventory round with the peer; if it answered as a member of our federation, ask for its peers."""
+        if not await self._sync_inventory(peer):
+            return
+        try:
+            async with asyncio.timeout(SYNC_TIMEOUT_S):
+                await self.discovery.ask(peer, self.config.federation.name)
+        except WireError as exc:
+            self._reject(peer, f"its peers response: {exc}")
+        except (NetError, TimeoutError) as exc:
+            log.warning("peers request to %s failed: %s", peer, exc)
+
+    async def _sync_inventory(self, peer: str) -> bool:
         """Read the peer's inventory page by page; accept each envelope not held yet, as if gossiped. A round is
-        bounded in pages, time and rejected items, and every page but the last must hold something."""
+        bounded in pages, time and rejected items, and every page but the last must hold something. True if
+        the peer served its whole inventory for our federation."""
         cursor, rejected_before = "", self._peer(peer).rejected
         try:
             async with asyncio.timeout(SYNC_ROUND_S):
@@ -442,15 +479,17 @@ class Node:
                             self._accept(data, peer)
                     if self._peer(peer).rejected - rejected_before > MAX_BAD_PER_ROUND:
                         log.warning("sync with %s cut short: more than %d bad items", peer, MAX_BAD_PER_ROUND)
-                        return
+                        return False
                     if not cursor:
-                        return
+                        return True
                     await asyncio.sleep(0)  # a long inventory must not hold the loop
                 log.warning("sync with %s stopped after %d pages; the rest waits for the next round", peer, MAX_PAGES)
+                return True
         except WireError as exc:
             self._reject(peer, f"its inventory: {exc}")
         except (NetError, TimeoutError) as exc:
             log.warning("sync with %s failed: %s", peer, exc)
+        return False
 
     async def _maintenance(self) -> None:
         """Retry blobs that did not arrive; re-ask every peer for its inventory now and then; clear a local
@@ -535,12 +574,18 @@ class Node:
         connected = set(self.net.connected_peers())
         with self._peers_lock:
             known = dict(self.peers)
-        ids = (set(known) | connected | set(published)) - {self.identity.peer_id}
+        book = self.discovery.book.rows()
+        bootstrap = {a.rsplit("/p2p/", 1)[-1] for a in self.config.network.bootstrap}
+        ids = (set(known) | connected | set(published) | set(book)) - {self.identity.peer_id}
         return [
             {
                 "peer_id": pid,
                 "addrs": self.net.peer_addrs(pid),
                 "connected": pid in connected,
+                "learnt": "bootstrap" if pid in bootstrap else book.get(pid, {}).get("source", "inbound"),
+                "member": book.get(pid, {}).get("member", False),
+                "record_addrs": book.get(pid, {}).get("record_addrs", []),
+                "dial_failures": book.get(pid, {}).get("dial_failures", 0),
                 "last_seen": known.get(pid, PeerState()).last_seen or None,
                 "published": published.get(pid, {}),
                 "accepted": known.get(pid, PeerState()).accepted,

@@ -43,6 +43,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.address_validation import get_available_interfaces
 
 from ffnode.net import streams
+from ffnode.net.discovery import seal as discovery_seal
 
 log = logging.getLogger("ffnode.net")
 T = TypeVar("T")
@@ -168,6 +169,7 @@ class NetHost:
         self._blob_protocol = blob_protocol
         self._max_gossip_bytes = max_gossip_bytes
         self._streams_per_peer = streams_per_peer
+        self._record: tuple[list[str], bytes] | None = None  # (addresses, our signed peer record of them)
 
         # Shared between threads: set once by the trio thread before readiness, then read-only.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -247,6 +249,21 @@ class NetHost:
     async def connect(self, addr: str) -> str:
         """Dial a /ip4/../tcp/../p2p/.. multiaddr; return the peer id."""
         return await self._call(f"connect to {addr}", self._t_connect, addr)
+
+    async def dial(self, peer_id: str, addrs: Sequence[str]) -> None:
+        """Connect to peer_id at any of addrs (full multiaddrs ending in its /p2p/ id)."""
+        await self._call(f"dial of {peer_id}", self._t_dial, peer_id, list(addrs))
+
+    def record(self) -> bytes:
+        """Our signed peer record of the addresses peers can dial us at; sealed again when they change."""
+        addrs = self.advertised()
+        if self._record is None or self._record[0] != addrs:
+            self._record = (addrs, discovery_seal(self._key_pair.private_key, addrs))
+        return self._record[1]
+
+    def advertised(self) -> list[str]:
+        """Where peers can reach us: the listen addresses."""
+        return list(self._addrs)
 
     async def publish(self, data: bytes) -> None:
         """Publish on the topic; paced to PUBLISH_INTERVAL so bursts are not dropped."""
@@ -629,6 +646,17 @@ class NetHost:
         except Exception as exc:
             raise NetError(f"connect to {addr} failed: {exc!r}") from exc
         return info.peer_id.to_base58()
+
+    async def _t_dial(self, peer_id: str, addrs: list[str]) -> None:
+        assert self._host is not None
+        try:
+            info = PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in addrs])
+        except Exception as exc:
+            raise NetError(f"dial of {peer_id}: bad peer id or address ({exc})") from exc
+        try:
+            await self._host.connect(info)
+        except Exception as exc:
+            raise NetError(f"dial of {peer_id} failed: {exc!r}") from exc
 
     async def _t_publish(self, data: bytes) -> None:
         assert self._pubsub is not None and self._publish_lock is not None

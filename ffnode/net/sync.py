@@ -9,6 +9,9 @@ gossip. An inventory can outgrow any one frame, so it is served in pages: the re
 for the start), the response carries at most MAX_PAGE_BYTES and the cursor of the next page ("" at the
 end). The cursor is the server's business; ffnode's is "m/<last manifest ID>" or "r/<last revocation ID>",
 with manifests served before revocations, each in ID order.
+
+The same protocol carries discovery: a `peers_req` is answered with signed peer records (the server's own
+first, then the federation members it is connected to); ffnode.net.discovery verifies and uses them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ MAX_PAGE_BYTES = 1 << 20  # one response body; envelopes are at most 64 KiB, so 
 MAX_INVENTORY_ITEMS = 65536  # per page and list
 MAX_CURSOR = 256  # characters
 MAX_PAGES = 4096  # a client reads at most this many pages of one peer per sync round (4 GiB)
+MAX_PEER_RECORDS = 64  # per peers response
+MAX_PEERS_BYTES = 256 * 1024  # one peers response: 64 records of at most 2 KiB, with room to spare
 _LIST_OVERHEAD = 5  # msgpack bin 32 header of one item
 
 
@@ -55,6 +60,41 @@ def parse_inventory_response(data: bytes) -> tuple[list[bytes], list[bytes], str
     if not isinstance(msg["next"], str) or len(msg["next"]) > MAX_CURSOR:
         raise WireError(f"next must be a cursor of at most {MAX_CURSOR} characters")
     return *lists, msg["next"]
+
+
+def peers_request(federation: str) -> bytes:
+    return canonical_bytes({"t": "peers_req", "v": VERSION, "federation": federation})
+
+
+def peers_response(records: list[bytes]) -> bytes:
+    return canonical_bytes({"t": "peers", "v": VERSION, "records": records})
+
+
+def parse_peers_response(data: bytes) -> list[bytes]:
+    """The signed peer records of a peers response (each still to be verified: ffnode.net.discovery)."""
+    msg = _message(data, "peers", {"t", "v", "records"}, max_bytes=MAX_PEERS_BYTES)
+    records = msg["records"]
+    if not isinstance(records, list) or len(records) > MAX_PEER_RECORDS:
+        raise WireError(f"a peers response holds at most {MAX_PEER_RECORDS} records")
+    if not all(isinstance(x, bytes) for x in records):
+        raise WireError("peer records must be bytes")
+    return records
+
+
+def parse_request(data: bytes) -> tuple[str, str, str]:
+    """(kind, federation, cursor) of a sync request: kind "inv_req" (with its cursor) or "peers_req" (cursor "")."""
+    kind = _peek_kind(data)
+    if kind == "peers_req":
+        msg = _message(data, "peers_req", {"t", "v", "federation"})
+        if not isinstance(msg["federation"], str):
+            raise WireError("federation must be a string")
+        return kind, msg["federation"], ""
+    return "inv_req", *parse_inventory_request(data)
+
+
+def _peek_kind(data: bytes) -> Any:
+    msg = decode(data, max_bytes=4096)
+    return msg.get("t") if isinstance(msg, dict) else None
 
 
 def inventory_page(

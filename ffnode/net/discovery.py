@@ -1,0 +1,350 @@
+"""Discovery: from one bootstrap address to the whole federation, with addresses signed by the peer they describe.
+
+Over the sync protocol a node answers a `peers_req` with its own signed peer record and the records of the
+federation members it is connected to now (a member: a peer that answered an inventory request for this
+federation). A record is libp2p's routing record (RFC 0003: a protobuf `Envelope` in the domain
+"libp2p-peer-record", payload type 0x0301, around a `PeerRecord` with the peer ID, a sequence number and
+addresses), so an address can be forged only by the peer it names, and any libp2p implementation can read it.
+A node dials what it learns until it holds `max_peers` connections (the target degree: every member, in a
+federation of up to that many sites), redials lost members with backoff, and keeps the records of members it
+was connected to on disk, so that a restart needs neither the bootstrap node nor anyone it named.
+
+What a peer can make a node spend here: at most `MAX_RECORDS` records per response and `MAX_ADDRS`
+addresses per record; at most `records_per_peer` records learnt through one peer and not yet confirmed by a
+connection; a book of `peer_records` entries; `DIALS_PER_ROUND` dials every `DIAL_INTERVAL_S`, each peer's
+redial backing off to `DIAL_BACKOFF_MAX_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import multiaddr
+from libp2p.crypto.keys import PrivateKey
+from libp2p.peer.envelope import ENVELOPE_DOMAIN, PEER_RECORD_CODEC, seal_record, unmarshal_envelope
+from libp2p.peer.id import ID
+from libp2p.peer.peer_record import PeerRecord
+
+from ffnode.artifacts.codec import WireError
+from ffnode.artifacts.store import atomic_write
+from ffnode.net.sync import MAX_PEER_RECORDS as MAX_RECORDS
+from ffnode.net.sync import parse_peers_response, peers_request
+
+log = logging.getLogger("ffnode.discovery")
+
+MAX_RECORD_BYTES = 2048  # one envelope: a key, a signature and MAX_ADDRS addresses fit in well under 1 KiB
+MAX_ADDRS = 8
+MAX_ADDR_CHARS = 256
+DIAL_INTERVAL_S = 2.0
+DIALS_PER_ROUND = 4
+DIAL_TIMEOUT_S = 10.0
+DIAL_BACKOFF_START_S = 2.0
+DIAL_BACKOFF_MAX_S = 300.0
+EXCHANGE_INTERVAL_S = 15.0  # re-ask a connected member for its peers
+SAVE_INTERVAL_S = 10.0
+# The address forms a record may carry (the first protocols, after an optional leading relay part).
+_DIALABLE = ({"ip4", "tcp"}, {"ip6", "tcp"}, {"dns", "tcp"}, {"dns4", "tcp"}, {"dns6", "tcp"})
+
+
+def seal(private_key: PrivateKey, addrs: Iterable[str], seq: int | None = None) -> bytes:
+    """Our signed peer record (envelope bytes) for `addrs`; a trailing /p2p/<our id> is dropped from each."""
+    peer = ID.from_pubkey(private_key.get_public_key())
+    suffix = f"/p2p/{peer.to_base58()}"
+    plain = [a[: -len(suffix)] if a.endswith(suffix) else a for a in addrs]
+    record = PeerRecord(peer, [multiaddr.Multiaddr(a) for a in dict.fromkeys(plain)], seq)
+    return seal_record(record, private_key).marshal_envelope()
+
+
+@dataclass(frozen=True)
+class Record:
+    peer_id: str
+    seq: int
+    addrs: tuple[str, ...]  # each dialable, ending in /p2p/<peer_id>
+    envelope: bytes
+
+
+def open_record(data: bytes) -> Record:
+    """Verify a signed peer record; WireError naming what is wrong."""
+    if not isinstance(data, bytes) or len(data) > MAX_RECORD_BYTES:
+        raise WireError(f"a peer record must be at most {MAX_RECORD_BYTES} bytes")
+    try:
+        env = unmarshal_envelope(data)
+    except Exception as exc:
+        raise WireError(f"unreadable peer record envelope: {exc}") from None
+    if env.payload_type != PEER_RECORD_CODEC:
+        raise WireError(f"peer record of payload type {env.payload_type.hex()}, expected {PEER_RECORD_CODEC.hex()}")
+    try:
+        env.validate(ENVELOPE_DOMAIN)
+    except Exception:
+        raise WireError("peer record signature does not verify") from None
+    try:
+        record = env.record()
+    except Exception as exc:
+        raise WireError(f"unreadable peer record: {exc}") from None
+    if ID.from_pubkey(env.public_key) != record.peer_id:
+        raise WireError("peer record signed by another key than the peer it names")
+    if not 0 < len(record.addrs) <= MAX_ADDRS:
+        raise WireError(f"a peer record must carry 1 to {MAX_ADDRS} addresses, not {len(record.addrs)}")
+    peer = record.peer_id.to_base58()
+    addrs = tuple(_dialable(str(a), peer) for a in record.addrs)
+    return Record(peer, int(record.seq), addrs, data)
+
+
+def _dialable(addr: str, peer: str) -> str:
+    """addr with /p2p/<peer> appended, if it is a form we dial: [relay addr/p2p/<relay>/p2p-circuit] + ip/dns + tcp."""
+    if len(addr) > MAX_ADDR_CHARS:
+        raise WireError(f"peer record address longer than {MAX_ADDR_CHARS} characters")
+    relay, circuit, direct = addr.rpartition("/p2p-circuit")
+    target = relay if circuit else direct
+    if circuit and direct not in ("", f"/p2p/{peer}"):
+        raise WireError(f"relay address {addr!r} ends in something else than the record's peer")
+    try:
+        protos = [p.name for p in multiaddr.Multiaddr(target).protocols()]
+    except Exception:
+        raise WireError(f"unparsable address {addr[:80]!r} in a peer record") from None
+    wanted = 3 if circuit else 2  # a relay address must name the relay: ip/tcp/p2p
+    if len(protos) != wanted or set(protos[:2]) not in _DIALABLE or (circuit and protos[2] != "p2p"):
+        raise WireError(f"address {addr[:80]!r} is not a dialable ip/dns + tcp address")
+    if not circuit and protos[-1] == "p2p":
+        raise WireError(f"address {addr[:80]!r} names a peer")
+    return f"{relay}/p2p-circuit/p2p/{peer}" if circuit else f"{addr}/p2p/{peer}"
+
+
+@dataclass
+class Entry:
+    record: Record
+    source: str  # "bootstrap", "direct" (the peer's own record), "via <peer>", "saved", "mdns"
+    member: bool = False  # answered an inventory request for this federation
+    confirmed: bool = False  # we have been connected to it
+    failures: int = 0
+    next_dial: float = 0.0
+    last_exchange: float = 0.0
+
+
+class PeerBook:
+    """The records this node knows, how it learnt each, and whom to dial next. Thread-safe: the sync server
+    reads it on a worker thread."""
+
+    def __init__(self, me: str, *, capacity: int, per_source: int) -> None:
+        self.me = me
+        self.capacity = capacity
+        self.per_source = per_source
+        self.entries: dict[str, Entry] = {}
+        self.refused = 0  # records not taken for a limit (capacity or one source's share)
+        self.dirty = False  # confirmed records changed since the last save
+        self._lock = threading.Lock()
+
+    def learn(self, record: Record, source: str) -> bool:
+        """Take a verified record; True if it is new or newer than what we held."""
+        if record.peer_id == self.me:
+            return False
+        with self._lock:
+            old = self.entries.get(record.peer_id)
+            if old is not None:
+                if record.seq <= old.record.seq:
+                    return False
+                old.record = record
+                old.next_dial, old.failures = 0.0, 0  # new addresses deserve a prompt try
+                self.dirty |= old.confirmed
+                return True
+            if not source.startswith(("direct", "bootstrap", "saved")):
+                unconfirmed = sum(1 for e in self.entries.values() if e.source == source and not e.confirmed)
+                if unconfirmed >= self.per_source:
+                    self.refused += 1
+                    return False
+            if len(self.entries) >= self.capacity and not self._evict():
+                self.refused += 1
+                return False
+            self.entries[record.peer_id] = Entry(record, source)
+            return True
+
+    def _evict(self) -> bool:
+        """Drop the unconfirmed entry that failed most (then the confirmed one); False if every entry is live."""
+        victims = [e for e in self.entries.values() if e.failures]
+        if not victims:
+            return False
+        victim = max(victims, key=lambda e: (not e.confirmed, e.failures))
+        del self.entries[victim.record.peer_id]
+        return True
+
+    def connected(self, peer: str, member: bool) -> None:
+        with self._lock:
+            e = self.entries.get(peer)
+            if e is not None:
+                e.failures, e.next_dial = 0, 0.0
+                self.dirty |= not e.confirmed or (member and not e.member)
+                e.confirmed = True
+                e.member = e.member or member
+
+    def failed(self, peer: str, now: float) -> None:
+        with self._lock:
+            e = self.entries.get(peer)
+            if e is not None:
+                e.failures += 1
+                e.next_dial = now + min(DIAL_BACKOFF_MAX_S, DIAL_BACKOFF_START_S * 2 ** (e.failures - 1))
+
+    def due(self, now: float, connected: set[str], max_peers: int) -> list[Record]:
+        """Whom to dial now: unconnected peers out of backoff, members first, at most DIALS_PER_ROUND."""
+        room = max(0, min(DIALS_PER_ROUND, max_peers - len(connected)))
+        with self._lock:
+            ready = [e for p, e in self.entries.items() if p not in connected and e.next_dial <= now]
+            ready.sort(key=lambda e: (not e.member, e.failures))
+            for e in ready[:room]:  # in flight: no second dial of it until this one ended
+                e.next_dial = now + DIAL_TIMEOUT_S
+            return [e.record for e in ready[:room]]
+
+    def exchange_due(self, now: float, connected: set[str]) -> list[str]:
+        with self._lock:
+            due = [
+                p
+                for p, e in self.entries.items()
+                if p in connected and e.member and now - e.last_exchange > EXCHANGE_INTERVAL_S
+            ]
+            for p in due:
+                self.entries[p].last_exchange = now
+            return due
+
+    def vouched(self, connected: set[str]) -> list[bytes]:
+        """Envelopes of connected members: what we pass on to other members."""
+        with self._lock:
+            live = [e for p, e in self.entries.items() if p in connected and e.member]
+            return [e.record.envelope for e in live[: MAX_RECORDS - 1]]
+
+    def saved(self) -> list[tuple[bytes, str]]:
+        with self._lock:
+            self.dirty = False
+            return [(e.record.envelope, e.source) for e in self.entries.values() if e.confirmed and e.member]
+
+    def source(self, peer: str) -> str | None:
+        with self._lock:
+            e = self.entries.get(peer)
+            return e.source if e else None
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {
+                p: {
+                    "source": e.source,
+                    "member": e.member,
+                    "record_addrs": list(e.record.addrs),
+                    "dial_failures": e.failures,
+                }
+                for p, e in self.entries.items()
+            }
+
+
+class Discovery:
+    """Keeps the node connected to its federation: learns records from members, dials, saves what worked.
+
+    `ask(peer)` sends one peers request (the daemon calls it after a good inventory round, which makes the peer
+    a member); `run()` is the dial loop; `answer()` builds the response to a peers request.
+    """
+
+    def __init__(
+        self,
+        *,
+        me: str,
+        record: Callable[[], bytes],
+        request: Callable[[str, bytes], Any],
+        dial: Callable[[str, list[str]], Any],
+        connected: Callable[[], list[str]],
+        path: Path,
+        max_peers: int,
+        capacity: int,
+        per_source: int,
+        reject: Callable[[str, str], None],
+    ) -> None:
+        self.book = PeerBook(me, capacity=capacity, per_source=per_source)
+        self._record, self._request, self._dial, self._connected = record, request, dial, connected
+        self._path, self._max_peers, self._reject = path, max_peers, reject
+        self._load()
+
+    def _load(self) -> None:
+        if not self._path.exists():
+            return
+        try:
+            saved = msgpack.unpackb(self._path.read_bytes(), raw=False)
+        except (OSError, ValueError, msgpack.UnpackException) as exc:
+            log.warning("ignoring %s (%s): peers will be learnt again from the bootstrap list", self._path, exc)
+            return
+        for item in saved if isinstance(saved, list) else []:
+            try:
+                self.book.learn(open_record(item[0]), "saved")
+            except (WireError, TypeError, IndexError, KeyError) as exc:
+                log.warning("ignoring a saved peer record in %s: %s", self._path, exc)
+
+    def save(self) -> None:
+        atomic_write(self._path, msgpack.packb([list(x) for x in self.book.saved()], use_bin_type=True))
+
+    def answer(self) -> list[bytes]:
+        return [self._record(), *self.book.vouched(set(self._connected()))]
+
+    def take(self, peer: str, records: list[bytes]) -> int:
+        """Learn from one peers response of `peer`; its own record first. Returns how many were new."""
+        new = 0
+        for i, data in enumerate(records[:MAX_RECORDS]):
+            try:
+                record = open_record(data)
+            except WireError as exc:
+                self._reject(peer, f"its peer record: {exc}")
+                continue
+            source = "direct" if record.peer_id == peer else f"via {peer}"
+            if i == 0 and record.peer_id != peer:
+                self._reject(peer, "its peers response does not start with its own record")
+            if self.book.learn(record, source):
+                new += 1
+                if source != "direct":
+                    log.info("learnt peer %s from %s: %s", record.peer_id, peer, " ".join(record.addrs))
+        self.book.connected(peer, member=True)
+        return new
+
+    async def ask(self, peer: str, federation: str) -> None:
+        reply = await self._request(peer, peers_request(federation))
+        self.take(peer, parse_peers_response(reply))
+
+    async def run(self, federation: str) -> None:
+        """Dial due records; re-ask connected members for their peers; save confirmed records now and then."""
+        last_save = time.monotonic()
+        while True:
+            now = time.monotonic()
+            connected = set(self._connected())
+            for peer in connected:
+                self.book.connected(peer, member=False)
+            dials = self.book.due(now, connected, self._max_peers)
+            asks = self.book.exchange_due(now, connected)
+            await asyncio.gather(*(self._try_dial(r) for r in dials), *(self._try_ask(p, federation) for p in asks))
+            if self.book.dirty and now - last_save > SAVE_INTERVAL_S:
+                last_save = now
+                try:
+                    await asyncio.to_thread(self.save)
+                except OSError as exc:
+                    log.warning("could not save known peers to %s: %s", self._path, exc)
+            await asyncio.sleep(DIAL_INTERVAL_S)
+
+    async def _try_dial(self, record: Record) -> None:
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT_S):
+                await self._dial(record.peer_id, list(record.addrs))
+        except Exception as exc:  # NetError, TimeoutError: the peer is down or the address is wrong
+            self.book.failed(record.peer_id, time.monotonic())
+            log.info("dial of %s failed: %s", record.peer_id, exc)
+            return
+        self.book.connected(record.peer_id, member=False)
+        log.info("connected to %s (learnt %s)", record.peer_id, self.book.source(record.peer_id))
+
+    async def _try_ask(self, peer: str, federation: str) -> None:
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT_S):
+                await self.ask(peer, federation)
+        except WireError as exc:
+            self._reject(peer, f"its peers response: {exc}")
+        except Exception as exc:
+            log.info("peers request to %s failed: %s", peer, exc)

@@ -1,0 +1,139 @@
+"""Discovery: signed peer records (what a forger cannot do), the peer book's limits, and real daemons that find
+each other from a chained bootstrap and stay connected when the bootstrap node is gone for good."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import multiaddr
+import pytest
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.envelope import Envelope, seal_record
+from libp2p.peer.id import ID
+from libp2p.peer.peer_record import PeerRecord
+
+from ffnode.artifacts.codec import WireError
+from ffnode.net.discovery import DIALS_PER_ROUND, PeerBook, open_record, seal
+from harness.localnet import Daemons, ffnode_cmd, wait_for
+from tests.daemons import chained_federation
+
+ALICE, BOB = create_new_key_pair(bytes(range(32))), create_new_key_pair(b"\x01" * 32)
+
+
+def peer_of(kp: object) -> str:
+    return ID.from_pubkey(kp.public_key).to_base58()
+
+
+def test_record_round_trip_names_its_signer() -> None:
+    data = seal(ALICE.private_key, [f"/ip4/10.0.0.1/tcp/4747/p2p/{peer_of(ALICE)}", "/ip4/10.0.0.2/tcp/1"], seq=7)
+    r = open_record(data)
+    assert r.peer_id == peer_of(ALICE) and r.seq == 7
+    assert r.addrs == (f"/ip4/10.0.0.1/tcp/4747/p2p/{r.peer_id}", f"/ip4/10.0.0.2/tcp/1/p2p/{r.peer_id}")
+
+
+def test_relay_address_is_kept_with_the_records_peer() -> None:
+    relay = f"/ip4/10.0.0.9/tcp/4001/p2p/{peer_of(BOB)}/p2p-circuit"
+    r = open_record(seal(ALICE.private_key, [relay], seq=1))
+    assert r.addrs == (f"{relay}/p2p/{r.peer_id}",)
+
+
+def test_forged_and_malformed_records_are_refused() -> None:
+    good = seal(ALICE.private_key, ["/ip4/10.0.0.1/tcp/4747"], seq=1)
+    flipped = bytearray(good)
+    flipped[-1] ^= 1  # the signature
+    with pytest.raises(WireError, match="signature"):
+        open_record(bytes(flipped))
+    # Bob signs a record claiming Alice's ID: a valid signature, by the wrong key
+    claim = PeerRecord(ID.from_pubkey(ALICE.public_key), [multiaddr.Multiaddr("/ip4/10.6.6.6/tcp/1")], 2)
+    forged = seal_record(claim, BOB.private_key).marshal_envelope()
+    with pytest.raises(WireError, match="another key"):
+        open_record(forged)
+    too_many = [f"/ip4/10.0.0.{i}/tcp/1" for i in range(9)]
+    with pytest.raises(WireError, match="1 to 8"):
+        open_record(seal(ALICE.private_key, too_many, seq=1))
+    for addr in ("/ip4/10.0.0.1/udp/1", "/unix/tmp/x", "/ip4/10.0.0.1/tcp/1/p2p-circuit/p2p/" + peer_of(BOB)):
+        with pytest.raises(WireError):
+            open_record(seal(ALICE.private_key, [addr], seq=1))
+    with pytest.raises(WireError, match="payload type"):
+        env = Envelope(ALICE.public_key, b"\x03\x02", b"", b"")
+        open_record(env.marshal_envelope())
+    with pytest.raises(WireError, match="at most"):
+        open_record(b"\x00" * 4096)
+
+
+def test_book_takes_newer_records_and_bounds_each_source() -> None:
+    book = PeerBook("me", capacity=100, per_source=3)
+    keys = [create_new_key_pair(bytes([i]) * 32) for i in range(2, 8)]
+    records = [open_record(seal(k.private_key, ["/ip4/10.0.0.1/tcp/1"], seq=1)) for k in keys]
+    assert [book.learn(r, "via X") for r in records[:4]] == [True, True, True, False]  # X's share is 3
+    assert book.refused == 1
+    assert book.learn(records[3], "via Y")  # another peer's share
+    book.connected(records[0].peer_id, member=True)  # confirmed: no longer counts against X
+    assert book.learn(records[4], "via X")
+    newer = open_record(seal(keys[0].private_key, ["/ip4/10.0.0.2/tcp/1"], seq=2))
+    assert book.learn(newer, "via Z") and not book.learn(records[0], "via Z")
+    assert book.rows()[newer.peer_id]["record_addrs"] == list(newer.addrs)
+
+
+def test_book_dials_within_its_limits_and_backs_off() -> None:
+    book = PeerBook("me", capacity=3, per_source=100)
+    keys = [create_new_key_pair(bytes([i]) * 32) for i in range(10, 20)]
+    for k in keys:
+        book.learn(open_record(seal(k.private_key, ["/ip4/10.0.0.1/tcp/1"], seq=1)), "via X")
+    assert len(book.entries) == 3 and book.refused == 7  # full, and nobody failed yet: nothing to evict
+    due = book.due(0.0, set(), max_peers=32)
+    assert len(due) == min(3, DIALS_PER_ROUND)
+    assert book.due(0.0, set(), max_peers=32) == []  # in flight: not dialled twice
+    for r in due:
+        book.failed(r.peer_id, 0.0)
+    assert book.due(1.0, set(), max_peers=32) == []  # backing off
+    assert len(book.due(20.0, set(), max_peers=32)) == 3
+    assert book.due(100.0, {r.peer_id for r in due[:2]}, max_peers=2) == []  # at the target degree
+
+
+def peers_json(home: Path) -> dict[str, dict]:
+    out = subprocess.run(ffnode_cmd("peers", "--home", str(home), "--json"), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return {p["peer_id"]: p for p in json.loads(out.stdout)}
+
+
+def connected_to(home: Path) -> set[str]:
+    try:
+        return {p for p, row in peers_json(home).items() if row["connected"]}
+    except (AssertionError, json.JSONDecodeError, subprocess.TimeoutExpired):
+        return set()
+
+
+def test_chained_bootstrap_becomes_a_mesh_that_outlives_the_bootstrap_node(tmp_path: Path) -> None:
+    """c knows only b, b knows only a: within a minute all three are connected pairwise; b dies for good, and
+    a and c stay connected, and a restarted c finds a again from the records it saved."""
+    homes, addrs = chained_federation(tmp_path)
+    ids = [a.rsplit("/p2p/", 1)[1] for a in addrs]
+    a, b, c = homes
+    with Daemons() as daemons:
+        for home in homes:
+            daemons.start(home)
+        t0 = time.monotonic()
+        wait_for(
+            lambda: all(connected_to(h) >= set(ids) - {ids[i]} for i, h in enumerate(homes)),
+            timeout=60 + 30,  # 30 s for the processes to start (imports, data) before any dial
+            what="a full mesh of three",
+            daemons=daemons,
+        )
+        print(f"full mesh after {time.monotonic() - t0:.1f} s")
+        learnt = peers_json(c)[ids[0]]
+        assert learnt["learnt"] == f"via {ids[1]}" and learnt["member"], learnt
+        assert peers_json(b)[ids[0]]["learnt"] == "bootstrap"
+
+        daemons.procs[b].kill()  # the bootstrap node is gone for good, without a goodbye
+        daemons.procs.pop(b).wait()
+        time.sleep(20)  # past a redial round and an exchange round
+        assert ids[2] in connected_to(a) and ids[0] in connected_to(c)
+
+        daemons.stop(c)  # c restarts knowing only b, which is dead: its saved records name a
+        daemons.start(c)
+        wait_for(lambda: ids[0] in connected_to(c), timeout=60, what="c reconnected to a", daemons=daemons)
+        assert peers_json(c)[ids[0]]["learnt"] in ("saved", f"via {ids[1]}")
