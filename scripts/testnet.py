@@ -8,7 +8,13 @@ the held-out test split, runs the baselines (FedAvg on the same partition and cl
 local-only) and writes a JSON report. With --unlearn K, node K then leaves the federation and the
 report gains an `unlearning` section. Every process it starts is stopped on exit, whatever happens.
 
+With --netns (root) every site gets its own network namespace and address on a virtual bridge
+(scripts/harness/netns.py), links can be limited (--rate-mbit) and faults scheduled (--fault): sites then
+talk over real interfaces, and the report gains a `network` section (wire bytes per site, time to a full
+mesh, the faults and whether every site converged to the same artifacts and answers).
+
     python scripts/testnet.py --nodes 10 --dataset digits --partition silo --json runs/digits.json
+    sudo .venv/bin/python scripts/testnet.py --netns --rate-mbit 10 --bootstrap chain --fault cut:3:60:60
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from harness import partition
 from harness.baselines import default_strategies, run_federated
 from harness.localnet import Daemons, init_home, status
 from harness.metrics import accuracy, macro_auroc
+from harness.netns import Netns
 from harness.report_chart import write_chart
 
 console = Console(stderr=True)
@@ -70,7 +77,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-per-class", type=int, default=0, help="keep at most N training images per class (0: all)")
     p.add_argument("--synth-per-class", type=int, default=0, help="synthetic images per missing class (0: profile's)")
     p.add_argument("--factory-steps", type=int, default=0, help="factory training steps (0: the profile's)")
-    return p.parse_args(argv)
+    p.add_argument("--netns", action="store_true", help="one network namespace per site on a bridge (root)")
+    p.add_argument("--rate-mbit", type=float, default=None, help="with --netns: limit each link to this, each way")
+    p.add_argument(
+        "--bootstrap", choices=["hub+chain", "chain"], default="hub+chain", help="node i knows nodes 0 and i-1, or i-1"
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        type=Fault.parse,
+        help="cut:K:AT:FOR (with --netns: site K offline from AT s for FOR s), kill:K:AT (for good), restart:K:AT",
+    )
+    args = p.parse_args(argv)
+    if any(f.kind == "cut" for f in args.fault) and not args.netns:
+        p.error("--fault cut needs --netns (a link to cut)")
+    if (args.rate_mbit or args.netns) and args.unlearn is not None and args.fault:
+        p.error("--unlearn and --fault do not combine")
+    return args
+
+
+@dataclasses.dataclass
+class Fault:
+    kind: str  # cut | kill | restart
+    node: int
+    at: float  # seconds after the daemons were started
+    length: float = 0.0  # cut: how long the link stays down
+    done_at: float | None = None
+
+    @staticmethod
+    def parse(spec: str) -> Fault:
+        kind, *rest = spec.split(":")
+        want = {"cut": 3, "kill": 2, "restart": 2}
+        if kind not in want or len(rest) != want[kind]:
+            raise argparse.ArgumentTypeError(f"{spec!r}: expected cut:K:AT:FOR, kill:K:AT or restart:K:AT")
+        try:
+            return Fault(kind, int(rest[0]), *(float(x) for x in rest[1:]))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{spec!r}: K must be an integer, AT and FOR seconds") from None
 
 
 # -- the federation --------------------------------------------------------------------------------
@@ -94,8 +138,10 @@ def split_data(args: argparse.Namespace, classes: list[str]) -> tuple[list[np.nd
     return parts, train, test
 
 
-def make_homes(args: argparse.Namespace, parts: list[np.ndarray], train: Any, classes: list[str]) -> list[Path]:
-    """One home per node; node i bootstraps to node 0 and node i-1 (a chain plus a hub)."""
+def make_homes(
+    args: argparse.Namespace, parts: list[np.ndarray], train: Any, classes: list[str], net: Netns | None
+) -> list[Path]:
+    """One home per node; node i bootstraps to node 0 and node i-1 (a chain plus a hub), or to i-1 only."""
     if args.workdir.exists():
         shutil.rmtree(args.workdir)
     args.workdir.mkdir(parents=True)
@@ -104,7 +150,7 @@ def make_homes(args: argparse.Namespace, parts: list[np.ndarray], train: Any, cl
         data = args.workdir / f"node{i}.npz"
         save_npz(data, {"train": (train.images[idx], train.labels[idx])}, classes)
         home = args.workdir / f"node{i}"
-        boot = sorted({addrs[0], addrs[-1]}) if addrs else []
+        boot = (sorted({addrs[0], addrs[-1]}) if args.bootstrap == "hub+chain" else addrs[-1:]) if addrs else []
         addrs.append(
             init_home(
                 home,
@@ -115,6 +161,7 @@ def make_homes(args: argparse.Namespace, parts: list[np.ndarray], train: Any, cl
                 profile=args.profile,
                 seed=args.seed + i,
                 threads=args.threads,
+                host=net.ip(i) if net else "127.0.0.1",
             )
         )
         if args.synth_per_class or args.factory_steps:
@@ -154,11 +201,18 @@ def render(title: str, homes: list[Path], st: list[dict | None], t0: float) -> T
 
 
 def wait_until(
-    title: str, homes: list[Path], daemons: Daemons, done: Callable[[list[dict | None]], bool], deadline: float
+    title: str,
+    homes: list[Path],
+    daemons: Daemons,
+    done: Callable[[list[dict | None]], bool],
+    deadline: float,
+    due: Callable[[], None] = lambda: None,
 ) -> list[dict]:
+    """Show progress until `done`; `due` runs once a second first (scheduled faults)."""
     t0 = time.time()
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while True:
+            due()
             daemons.check()
             st = statuses(homes, daemons)
             live.update(render(title, homes, st, t0))
@@ -372,30 +426,100 @@ def class_accuracy(results: dict[int, dict], nodes: list[int], mask: np.ndarray,
     return float(np.mean([accuracy(results[i]["preds"][mask], labels[mask]) for i in nodes]))
 
 
+class Network:
+    """Runs the scheduled faults when their time comes and records what the run saw of the network: when the
+    mesh became full, what each fault did, the bytes on each site's wire (with --netns)."""
+
+    def __init__(self, args: argparse.Namespace, homes: list[Path], daemons: Daemons, net: Netns | None) -> None:
+        self.args, self.homes, self.daemons, self.net = args, homes, daemons, net
+        self.t0 = time.time()
+        self.full_mesh_s: float | None = None
+        self.gone: set[int] = set()  # killed for good
+
+    def running(self) -> list[int]:
+        return [i for i in range(len(self.homes)) if i not in self.gone]
+
+    def due(self) -> None:
+        now = time.time() - self.t0
+        for f in self.args.fault:
+            home = self.homes[f.node]
+            if f.done_at is None and now >= f.at:
+                f.done_at = round(now, 1)
+                console.print(f"fault at {now:.0f} s: {f.kind} node {f.node}")
+                if f.kind == "cut":
+                    assert self.net is not None
+                    self.net.cut(f.node)
+                elif f.kind == "kill":
+                    self.daemons.kill(home)
+                    self.gone.add(f.node)
+                else:  # restart: SIGKILL, mid-transfer or mid-training, then start again at once
+                    self.daemons.kill(home)
+                    self.daemons.start(home)
+            if f.kind == "cut" and f.done_at is not None and f.length and now >= f.at + f.length:
+                assert self.net is not None
+                self.net.restore(f.node)
+                console.print(f"{now:.0f} s: node {f.node}'s link restored")
+                f.length = -f.length  # restored: never again (the report shows the length as given)
+
+    def converged(self, st: list[dict | None]) -> bool:
+        """Every running site ready, holding an expert of each running site, and all hold the same live artifacts."""
+        running = self.running()
+        if self.full_mesh_s is None and all(st[i] and st[i]["connected_peers"] >= len(running) - 1 for i in running):
+            self.full_mesh_s = round(time.time() - self.t0, 1)
+        if any(f.done_at is None or f.length > 0 for f in self.args.fault):
+            return False  # a fault still to come, or a link still cut
+        for i in running:
+            s = st[i]
+            if s is None or s["phase"] != "ready" or s["artifacts"].get("expert_live", 0) < len(running):
+                return False
+            if any(k.endswith("_pending") and v for k, v in s["artifacts"].items()):
+                return False
+        live = [{r["id"] for r in control.call(self.homes[i], "artifacts") if r["state"] == "live"} for i in running]
+        return all(x == live[0] for x in live)
+
+    def report(self, results: dict[int, dict]) -> dict[str, Any]:
+        first = results[self.running()[0]]["preds"]
+        return {
+            "netns": self.net is not None,
+            "rate_mbit": self.args.rate_mbit,
+            "bootstrap": self.args.bootstrap,
+            "full_mesh_s": self.full_mesh_s,
+            "faults": [
+                {"kind": f.kind, "node": f.node, "at_s": f.at, "for_s": abs(f.length) or None, "done_at_s": f.done_at}
+                for f in self.args.fault
+            ],
+            "identical_answers": all(np.array_equal(r["preds"], first) for r in results.values()),
+            "wire_bytes_per_node": [self.net.wire_bytes(i) for i in range(len(self.homes))] if self.net else None,
+        }
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     classes = list(default_classes(args.dataset))
     if args.partition == "silo" and args.nodes < len(classes):
         raise SystemExit(f"error: silo needs --nodes >= {len(classes)} (one class per site) for {args.dataset}")
     parts, train, test = split_data(args, classes)
-    homes = make_homes(args, parts, train, classes)
+    net = Netns(len(parts), rate_mbit=args.rate_mbit) if args.netns else None
     daemons = Daemons()
-    t0 = time.time()
-    deadline = t0 + args.timeout
     try:
-        for home in homes:
-            daemons.start(home)
+        homes = make_homes(args, parts, train, classes, net)
+        deadline = time.time() + args.timeout
+        for i, home in enumerate(homes):
+            daemons.start(home, net.exec_prefix(i) if net else None)
+        network = Network(args, homes, daemons, net)
         n = len(homes)
         wait_until(
-            f"testnet: {n} nodes, {args.dataset}, {args.partition}",
+            f"testnet: {n} nodes, {args.dataset}, {args.partition}" + (" (netns)" if net else ""),
             homes,
             daemons,
-            lambda st: all(s and s["phase"] == "ready" and s["artifacts"].get("expert_live", 0) == n for s in st),
+            network.converged,
             deadline,
+            network.due,
         )
-        wall = time.time() - t0
-        results = evaluate(homes, test, list(range(n)))
-        poe, product = poe_figures(results), poe_figures(evaluate(homes, test, list(range(n)), rule="product"))
+        wall = time.time() - network.t0
+        running = network.running()
+        results = evaluate(homes, test, running)
+        poe, product = poe_figures(results), poe_figures(evaluate(homes, test, running, rule="product"))
         final = statuses(homes, daemons)
         report: dict[str, Any] = {
             "dataset": args.dataset,
@@ -410,17 +534,20 @@ def main(argv: list[str] | None = None) -> dict:
             "poe_accuracy": poe["accuracy"],
             "poe_auroc": poe["auroc"],
             "poe_product": product,  # the paper's rule on the same experts (ffnode/poe.py)
-            "bytes_sent_per_node": [s["bytes_sent"] for s in final],
-            "compute": compute_used(homes[0]),
+            "bytes_sent_per_node": [s["bytes_sent"] if s else None for s in final],
+            "network": network.report(results),
+            "compute": compute_used(homes[running[0]]),
             "hardware": hardware(),
         }
         if not args.no_baselines:  # before any site leaves: it uses every factory of the federation
             console.print("server mode: one classifier on synthetic data from every factory ...")
-            report["server_mode"] = server_mode(args, homes[0], test, len(classes))
+            report["server_mode"] = server_mode(args, homes[running[0]], test, len(classes))
         if args.unlearn is not None:
             report["unlearning"] = unlearn(args, homes, daemons, test, parts, train, results, deadline)
     finally:
         daemons.stop_all()
+        if net is not None:
+            net.close()
     if not args.no_baselines:
         write_report(args, report)  # the federation's figures are safe if the long baselines are interrupted
         report["baselines"] = baselines(args, parts, train, test, len(classes))
@@ -461,7 +588,19 @@ def print_report(r: dict) -> None:
             t.add_row(f"{name} accuracy", f"{b[name]['accuracy']:.4f}")
         t.add_row("centralised accuracy", f"{b['centralized']['accuracy']:.4f}")
         t.add_row("local-only accuracy (mean)", f"{b['local_only']['accuracy_mean']:.4f}")
-    t.add_row("bytes sent per node (mean)", f"{np.mean(r['bytes_sent_per_node']) / 1e6:.2f} MB")
+    sent = [b for b in r["bytes_sent_per_node"] if b is not None]
+    t.add_row("bytes sent per node (mean)", f"{np.mean(sent) / 1e6:.2f} MB")
+    net = r["network"]
+    t.add_row("full mesh after", f"{net['full_mesh_s']} s")
+    if net["wire_bytes_per_node"]:
+        tx = [w["tx"] for w in net["wire_bytes_per_node"]]
+        t.add_row("wire bytes sent per site mean / max", f"{np.mean(tx) / 1e6:.2f} / {max(tx) / 1e6:.2f} MB")
+    for f in net["faults"]:
+        t.add_row(
+            f"fault: {f['kind']} node {f['node']}",
+            f"at {f['done_at_s']} s" + (f" for {f['for_s']} s" if f["for_s"] else ""),
+        )
+    t.add_row("every site gives the same answers", str(net["identical_answers"]))
     if "unlearning" in r:
         u = r["unlearning"]
         t.add_row(f"unlearning: node {u['node']} left", f"{len(u['revoked'])} artifacts revoked")

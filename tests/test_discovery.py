@@ -128,8 +128,7 @@ def test_chained_bootstrap_becomes_a_mesh_that_outlives_the_bootstrap_node(tmp_p
         assert learnt["learnt"] == f"via {ids[1]}" and learnt["member"], learnt
         assert peers_json(b)[ids[0]]["learnt"] == "bootstrap"
 
-        daemons.procs[b].kill()  # the bootstrap node is gone for good, without a goodbye
-        daemons.procs.pop(b).wait()
+        daemons.kill(b)  # the bootstrap node is gone for good, without a goodbye
         time.sleep(20)  # past a redial round and an exchange round
         assert ids[2] in connected_to(a) and ids[0] in connected_to(c)
 

@@ -34,9 +34,11 @@ def init_home(
     profile: str = "default",
     seed: int = 0,
     threads: int = 1,
+    host: str = "127.0.0.1",
 ) -> str:
-    """`ffnode init` one node; returns its full multiaddr (with /p2p/) for others to bootstrap from."""
-    listen = f"/ip4/127.0.0.1/tcp/{port}"
+    """`ffnode init` one node listening on host:port; returns its full multiaddr (with /p2p/) for others to
+    bootstrap from."""
+    listen = f"/ip4/{host}/tcp/{port}"
     cmd = ffnode_cmd(
         "init",
         "--home",
@@ -70,14 +72,23 @@ class Daemons:
 
     def __init__(self) -> None:
         self.procs: dict[Path, subprocess.Popen] = {}
+        self.prefixes: dict[Path, list[str]] = {}
 
-    def start(self, home: Path) -> None:
+    def start(self, home: Path, prefix: Sequence[str] | None = None) -> None:
+        """Start the node of `home`; `prefix` wraps the command (e.g. `ip netns exec NS`), kept for restarts."""
+        if prefix is not None:
+            self.prefixes[home] = list(prefix)
         log = open(home / "node.log", "ab")  # noqa: SIM115 - the child owns it until it exits
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
+        cmd = [*self.prefixes.get(home, []), *ffnode_cmd("start", "--home", str(home))]
         with log:
-            self.procs[home] = subprocess.Popen(
-                ffnode_cmd("start", "--home", str(home)), stdout=log, stderr=log, env=env, start_new_session=True
-            )
+            self.procs[home] = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
+
+    def kill(self, home: Path) -> None:
+        """SIGKILL the node of `home`: no goodbye to its peers, no clean shutdown."""
+        p = self.procs.pop(home)
+        p.kill()
+        p.wait()
 
     def running(self, home: Path) -> bool:
         return home in self.procs and self.procs[home].poll() is None
