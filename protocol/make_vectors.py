@@ -33,7 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import multiaddr
 import numpy as np
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.envelope import ENVELOPE_DOMAIN, Envelope, make_unsigned, seal_record, unmarshal_envelope
+from libp2p.peer.id import ID
+from libp2p.peer.peer_record import PeerRecord
 from safetensors.numpy import save as save_safetensors
 
 from ffnode.artifacts import codec
@@ -42,7 +47,7 @@ from ffnode.artifacts.manifest import MAX_BLOB_BYTES, MAX_CLASSES, MAX_LINEAGE, 
 from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import open_announcement
 from ffnode.identity import Identity, peer_id_from_public_key
-from ffnode.net import streams, sync
+from ffnode.net import discovery, streams, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "protocol" / "vectors"
@@ -743,6 +748,100 @@ def sync_file() -> dict[str, Any]:
     }
 
 
+def libp2p_key(identity: Identity) -> Any:
+    return create_new_key_pair(identity.seed)
+
+
+def record_case(name: str, identity: Identity, addrs: list[str], seq: int) -> dict[str, Any]:
+    """A signed peer record with every intermediate a reimplementer needs, checked against ffnode's parser."""
+    kp = libp2p_key(identity)
+    data = discovery.seal(kp.private_key, addrs, seq)
+    env = unmarshal_envelope(data)
+    record = discovery.open_record(data)
+    return {
+        "name": name,
+        "signer_seed_hex": identity.seed.hex(),
+        "peer_id": record.peer_id,
+        "seq": seq,
+        "addrs": addrs,
+        "payload_type_hex": env.payload_type.hex(),
+        "payload_hex": env.raw_payload.hex(),
+        "signing_input_hex": make_unsigned(ENVELOPE_DOMAIN, env.payload_type, env.raw_payload).hex(),
+        "signature_hex": env.signature.hex(),
+        "envelope_hex": data.hex(),
+        "dial_addrs": list(record.addrs),
+    }
+
+
+def discovery_file() -> dict[str, Any]:
+    request = sync.peers_request(FEDERATION)
+    assert sync.parse_request(request) == ("peers_req", FEDERATION, "")
+    alice_addr = "/ip4/192.0.2.1/tcp/4747"
+    alice = record_case("alice-direct", ALICE, [alice_addr], 1795392000000000000)
+    relay = f"{alice_addr}/p2p/{ALICE.peer_id}/p2p-circuit"
+    bob = record_case("bob-behind-relay", BOB, [relay], 1795392000000000001)
+    records = [bytes.fromhex(alice["envelope_hex"]), bytes.fromhex(bob["envelope_hex"])]
+    response = sync.peers_response(records)
+    assert sync.parse_peers_response(response) == records
+    a, b = libp2p_key(ALICE), libp2p_key(BOB)
+
+    def bad(name: str, description: str, data: bytes) -> dict[str, Any]:
+        try:
+            discovery.open_record(data)
+        except WireError:
+            return {"name": name, "description": description, "envelope_hex": data.hex(), "output": None}
+        raise AssertionError(f"discovery vector {name} is accepted by ffnode")
+
+    good = bytes.fromhex(alice["envelope_hex"])
+    flipped = good[:-1] + bytes([good[-1] ^ 1])
+    claim = PeerRecord(ID.from_pubkey(a.public_key), [multiaddr.Multiaddr("/ip4/192.0.2.66/tcp/1")], 5)
+    invalid = [
+        bad("signature", "the last signature byte flipped", flipped),
+        bad(
+            "signer-not-peer",
+            "bob signs a record naming alice's peer ID",
+            seal_record(claim, b.private_key).marshal_envelope(),
+        ),
+        bad(
+            "too-many-addrs",
+            "nine addresses (limit 8)",
+            discovery.seal(a.private_key, [f"/ip4/192.0.2.{i}/tcp/1" for i in range(9)], 1),
+        ),
+        bad("no-addrs", "no address at all", discovery.seal(a.private_key, [], 1)),
+        bad("udp", "a UDP address: not dialable by ffnode", discovery.seal(a.private_key, ["/ip4/192.0.2.1/udp/1"], 1)),
+        bad(
+            "circuit-without-relay-id",
+            "a relay address that does not name the relay",
+            discovery.seal(a.private_key, ["/ip4/192.0.2.1/tcp/1/p2p-circuit"], 1),
+        ),
+        bad(
+            "payload-type",
+            "payload type 0302 instead of 0301",
+            Envelope(a.public_key, b"\x03\x02", b"", b"").marshal_envelope(),
+        ),
+        bad("oversized", "2049 bytes (limit 2048)", bytes(2049)),
+    ]
+    return {
+        "description": "Discovery over /ffnode/sync/1.0.0 (README: Peers request and response). A peer record is "
+        "libp2p's signed routing record (RFC 0002 envelope, RFC 0003 PeerRecord): protobuf Envelope {public_key: "
+        "PublicKey protobuf, payload_type: 0301, payload: PeerRecord protobuf {peer_id, seq, addresses}, signature} "
+        "where the signature is Ed25519 over signing_input = uvarint-prefixed 'libp2p-peer-record' || "
+        "uvarint-prefixed payload_type || uvarint-prefixed payload. dial_addrs is what a node dials: each address "
+        "with /p2p/<peer ID> appended (after /p2p-circuit for a relayed one).",
+        "spec": f"{SPEC}#peers-request-and-response",
+        "domain": ENVELOPE_DOMAIN,
+        "request": framed(request, codec.decode(request)),
+        "records": [alice, bob],
+        "response": framed(
+            response,
+            codec.decode(response),
+            description="alice's record, then bob's (behind alice "
+            "as his relay): a server lists its own record first, then those of members it is connected to.",
+        ),
+        "invalid_records": invalid,
+    }
+
+
 def blob_file() -> dict[str, Any]:
     blob_id = hid(ALICE_BLOB)
     # The blob protocol's messages are plain msgpack maps, written by ffnode.net.streams in the key order below
@@ -1146,6 +1245,7 @@ FILES = {
     "acceptance.json": acceptance_file,
     "sync.json": sync_file,
     "blob.json": blob_file,
+    "discovery.json": discovery_file,
     "ownership.json": ownership_file,
     "invalid.json": invalid_file,
 }

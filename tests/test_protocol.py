@@ -31,6 +31,7 @@ from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import Store, Trust, open_announcement
 from ffnode.identity import Identity, b58decode, peer_id_from_public_key, public_key_from_peer_id, verify
 from ffnode.net import streams
+from ffnode.net.discovery import open_record, seal
 from ffnode.net.sync import (
     MAX_CURSOR,
     MAX_INVENTORY_ITEMS,
@@ -40,6 +41,10 @@ from ffnode.net.sync import (
     inventory_response,
     parse_inventory_request,
     parse_inventory_response,
+    parse_peers_response,
+    parse_request,
+    peers_request,
+    peers_response,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -500,3 +505,29 @@ def test_every_reason_is_known() -> None:
         reasons |= {s["reason"] for s in scenario["steps"] if s["output"] is None}
     assert reasons <= set(REASONS)
     assert all(re.compile(p) for p in REASONS.values())
+
+
+# --- discovery -----------------------------------------------------------------------------------
+
+
+def test_discovery_records_and_messages() -> None:
+    vectors = load("discovery.json")
+    assert peers_request("digits").hex() == vectors["request"]["body_hex"]
+    assert parse_request(bytes.fromhex(vectors["request"]["body_hex"])) == ("peers_req", "digits", "")
+    envelopes = []
+    for case in vectors["records"]:
+        key = create_new_key_pair(bytes.fromhex(case["signer_seed_hex"]))
+        data = seal(key.private_key, case["addrs"], case["seq"])
+        assert data.hex() == case["envelope_hex"], case["name"]  # Ed25519 and protobuf: byte for byte
+        record = open_record(data)
+        assert (record.peer_id, record.seq, list(record.addrs)) == (case["peer_id"], case["seq"], case["dial_addrs"])
+        assert key.private_key.sign(bytes.fromhex(case["signing_input_hex"])).hex() == case["signature_hex"]
+        envelopes.append(data)
+    assert peers_response(envelopes).hex() == vectors["response"]["body_hex"]
+    assert parse_peers_response(bytes.fromhex(vectors["response"]["body_hex"])) == envelopes
+
+
+@pytest.mark.parametrize("case", cases_of("discovery.json", "invalid_records"))
+def test_discovery_invalid_records(case: dict[str, Any]) -> None:
+    with pytest.raises(WireError):
+        open_record(bytes.fromhex(case["envelope_hex"]))

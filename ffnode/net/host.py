@@ -70,6 +70,7 @@ GOSSIP_PROTOCOLS = [PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID]
 BOOTSTRAP_BACKOFF_START = 0.5
 BOOTSTRAP_BACKOFF_MAX = 30.0
 BOOTSTRAP_RECHECK = 5.0
+NEGATIVE_DIAL_CACHE_S = 1.0
 # How long a cancelled asyncio caller waits for the trio side to finish its cleanup (reset the
 # stream, delete a partial blob) before giving up on it.
 CANCEL_CLEANUP_WAIT = 5.0
@@ -439,6 +440,12 @@ class NetHost:
             if handler is not None:
                 host.set_stream_handler(protocol, streams.guard_handler(protocol, handler))
         host.get_network().register_notifee(_ConnectionWatcher(self))
+        # py-libp2p refuses, for 60 s, any dial of a peer whose addresses all failed once (a private cache of
+        # its swarm). A site that starts a few seconds before its bootstrap node would then sit alone for a
+        # minute; our own redial loops back off already, so the cache only needs to absorb a burst.
+        negative_cache = getattr(host.get_network(), "_negative_peer_cache", None)
+        if negative_cache is not None:
+            negative_cache._ttl = NEGATIVE_DIAL_CACHE_S
         self._host, self._pubsub = host, pubsub
 
         async with host.run(self._listen):
