@@ -36,6 +36,10 @@ class NetworkConfig:
     mdns: bool = False  # LAN discovery; off by default so a node only talks to peers it was told about
     sync_interval_s: float = 30.0  # re-ask connected peers for their inventory: gossip is best-effort
     max_peers: int = 32  # connections discovery keeps up (the target degree): every member of a federation this size
+    relays: list[str] = field(default_factory=list)  # relay multiaddrs (with /p2p/) to hold a reservation on
+    reachable: bool = True  # false behind NAT or a drop-inbound firewall: advertise only relayed addresses
+    hole_punch: bool = True  # DCUtR: try to make a relayed connection direct
+    relay_service: bool = False  # relay for other sites (limits.relay_*); a relay sees only encrypted bytes
 
 
 @dataclass
@@ -84,6 +88,9 @@ class LimitsConfig:
     bad_items: int = 8192  # rejected envelopes remembered, so a peer re-offering one costs no re-check
     peer_records: int = 1024  # signed peer records held by discovery (members, and candidates still to dial)
     records_per_peer: int = 64  # records learnt through one peer and not yet confirmed by a connection
+    relay_reservations: int = 64  # with network.relay_service: sites holding a slot on this relay at once
+    relay_circuits_per_peer: int = 8  # relayed connections to one reserved site at once
+    relay_circuit_mb: int = 16384  # bytes one relayed connection may carry, both ways; then it is cut
     pending_grace_s: float = 60.0  # how long one publisher's unarrived factory may hold the expert back, once
 
 
@@ -134,16 +141,24 @@ class Config:
             raise ConfigError(f"{where}: federation.classes has duplicates")
         if not self.federation.name or "/" in self.federation.name:
             raise ConfigError(f"{where}: federation.name must be a non-empty name without '/'")
-        for addr in self.network.listen + self.network.bootstrap:
+        for addr in self.network.listen + self.network.bootstrap + self.network.relays:
             if not addr.startswith("/"):
                 raise ConfigError(f"{where}: {addr!r} is not a multiaddr (like /ip4/127.0.0.1/tcp/4747)")
         try:
             check_poe_rule(self.learning.poe_rule, "learning.poe_rule")
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        for addr in self.network.bootstrap:
+        for kind, addr in [("bootstrap", a) for a in self.network.bootstrap] + [
+            ("relay", a) for a in self.network.relays
+        ]:
             if "/p2p/" not in addr:
-                raise ConfigError(f"{where}: bootstrap {addr!r} lacks /p2p/<peer id> (ask its operator: ffnode id)")
+                raise ConfigError(f"{where}: {kind} {addr!r} lacks /p2p/<peer id> (ask its operator: ffnode id)")
+        if not self.network.reachable and not self.network.relays:
+            raise ConfigError(
+                f"{where}: network.reachable is false but no network.relays: nobody could reach this node"
+            )
+        if self.network.max_peers <= 0:
+            raise ConfigError(f"{where}: network.max_peers must be positive")
         shape = self.federation.image_shape
         if shape and not re.fullmatch(r"[1-9]\d*x[1-9]\d*x[1-9]\d*", shape):
             raise ConfigError(f"{where}: federation.image_shape {shape!r} is not HxWxC, like 28x28x3")

@@ -23,6 +23,9 @@ def init(
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch default)."),
     allow: list[str] = typer.Option([], "--allow", help="Only accept artifacts from this peer ID (repeatable)."),
+    relay: list[str] = typer.Option([], "--relay", help="Relay multiaddr to be reachable through (repeatable)."),
+    unreachable: bool = typer.Option(False, "--unreachable", help="Behind NAT: advertise only relayed addresses."),
+    relay_service: bool = typer.Option(False, "--relay-service", help="Relay for sites behind NAT."),
     as_json: bool = JsonOption,
 ) -> None:
     """Create a node home with a new identity and a config."""
@@ -40,6 +43,8 @@ def init(
         abort(str(exc))
     config = Config()
     config.network.listen, config.network.bootstrap = list(listen), list(bootstrap)
+    config.network.relays, config.network.reachable = list(relay), not unreachable
+    config.network.relay_service = relay_service
     config.federation.name, config.federation.classes = federation, names
     config.federation.image_shape = "x".join(str(x) for x in local.image_shape)
     config.federation.allowed_publishers = list(allow)

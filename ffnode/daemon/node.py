@@ -38,7 +38,7 @@ from ffnode.daemon.unlearn import Unlearning, verify_unlearning
 from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.identity import load_identity
 from ffnode.loaders import vet
-from ffnode.net import Handlers, NetError, NetHost
+from ffnode.net import Handlers, NetError, NetHost, Relaying
 from ffnode.net.discovery import Discovery
 from ffnode.net.sync import (
     MAX_PAGE_BYTES,
@@ -135,8 +135,18 @@ class Node:
         self._retry: dict[str, tuple[float, float]] = {}  # artifact ID -> (current delay, next attempt)
         self._sync_q: asyncio.Queue[str] = asyncio.Queue()
         self._sync_queued: set[str] = set()  # a peer waits in the sync queue at most once
+        network = self.config.network
         self.net = NetHost(
             streams_per_peer=limits.streams_per_peer,
+            relaying=Relaying(
+                relays=tuple(network.relays),
+                reachable=network.reachable,
+                hole_punch=network.hole_punch,
+                serve=network.relay_service,
+                reservations=limits.relay_reservations,
+                circuits_per_peer=limits.relay_circuits_per_peer,
+                circuit_mb=limits.relay_circuit_mb,
+            ),
             seed=self.identity.seed,
             listen=self.config.network.listen,
             topic=self.config.topic,
@@ -555,6 +565,7 @@ class Node:
             "artifacts": counts,
             "current_expert": (e.id if (e := self.outbox.current_expert()) else None),
             "connected_peers": len(self.net.connected_peers()),
+            "relayed_peers": sum(p == "relayed" for p in self.net.connection_paths().values()),
             "bytes_sent": self.traffic.sent,
             "traffic": {
                 "blob": self.traffic.blob_bytes,
@@ -571,7 +582,7 @@ class Node:
         for e in self.store.entries():
             by_kind = published.setdefault(e.manifest.owner, {})
             by_kind[e.manifest.kind] = by_kind.get(e.manifest.kind, 0) + (e.state != "revoked")
-        connected = set(self.net.connected_peers())
+        connected, paths = set(self.net.connected_peers()), self.net.connection_paths()
         with self._peers_lock:
             known = dict(self.peers)
         book = self.discovery.book.rows()
@@ -582,6 +593,7 @@ class Node:
                 "peer_id": pid,
                 "addrs": self.net.peer_addrs(pid),
                 "connected": pid in connected,
+                "path": paths.get(pid),
                 "learnt": "bootstrap" if pid in bootstrap else book.get(pid, {}).get("source", "inbound"),
                 "member": book.get(pid, {}).get("member", False),
                 "record_addrs": book.get(pid, {}).get("record_addrs", []),

@@ -1,5 +1,5 @@
 """Networking: a py-libp2p host in a trio thread behind an asyncio facade (see host.py, streams.py)."""
 
-from ffnode.net.host import Handlers, NetError, NetHost
+from ffnode.net.host import Handlers, NetError, NetHost, Relaying
 
-__all__ = ["Handlers", "NetError", "NetHost"]
+__all__ = ["Handlers", "NetError", "NetHost", "Relaying"]

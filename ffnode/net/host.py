@@ -15,6 +15,7 @@ Every trio task is started in the host's nursery (started by `start()`, cancelle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -35,6 +36,12 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
+from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+from libp2p.relay.circuit_v2.resources import RelayLimits
+from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -71,11 +78,28 @@ BOOTSTRAP_BACKOFF_START = 0.5
 BOOTSTRAP_BACKOFF_MAX = 30.0
 BOOTSTRAP_RECHECK = 5.0
 NEGATIVE_DIAL_CACHE_S = 1.0
+# DCUtR's direct dial before it tries a simultaneous open; a dropped SYN otherwise costs the library's 10 s.
+HOLE_PUNCH_DIAL_S = 5
 # How long a cancelled asyncio caller waits for the trio side to finish its cleanup (reset the
 # stream, delete a partial blob) before giving up on it.
 CANCEL_CLEANUP_WAIT = 5.0
 # Bound on closing connections at stop(); it ends shielded writes blocked on a peer's window.
 STOP_DISCONNECT_WAIT = 2.0
+
+
+@dataclass(frozen=True)
+class Relaying:
+    """Circuit relay v2: which relays this node reserves a slot on, whether it is reachable directly, and, if
+    it relays for others, how much. A relay carries only Noise-encrypted bytes between two peers: it can refuse
+    or cut a circuit, never read or alter what travels in it (artifacts are signed end to end anyway)."""
+
+    relays: tuple[str, ...] = ()  # full multiaddrs of relays to keep a reservation on
+    reachable: bool = True  # False: advertise only relayed addresses (behind NAT, no inbound connections)
+    hole_punch: bool = True  # DCUtR: try to turn a relayed connection into a direct one
+    serve: bool = False  # relay for others
+    reservations: int = 64  # peers holding a slot on this relay at once
+    circuits_per_peer: int = 8  # relayed connections to one reserved peer at once
+    circuit_mb: int = 16384  # bytes one relayed connection may carry, both ways (py-libp2p: 0 is not unlimited)
 
 
 class NetError(Exception):
@@ -154,6 +178,7 @@ class NetHost:
         blob_protocol: str = "/ffnode/blob/1.0.0",
         max_gossip_bytes: int = 64 * 1024,
         streams_per_peer: int = 8,
+        relaying: Relaying = Relaying(),
     ) -> None:
         if len(seed) != 32:
             raise ValueError(f"seed must be 32 bytes, got {len(seed)}")
@@ -171,6 +196,8 @@ class NetHost:
         self._max_gossip_bytes = max_gossip_bytes
         self._streams_per_peer = streams_per_peer
         self._record: tuple[list[str], bytes] | None = None  # (addresses, our signed peer record of them)
+        self._relaying = relaying
+        self._reserved: dict[str, str] = {}  # relay multiaddr -> our circuit address through it (trio thread writes)
 
         # Shared between threads: set once by the trio thread before readiness, then read-only.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -190,6 +217,8 @@ class NetHost:
         self._pubsub: Pubsub | None = None
         self._stop_event: trio.Event | None = None
         self._conns: dict[str, set[INetConn]] = {}
+        self._paths: dict[str, str] = {}
+        self._circuit: CircuitV2Transport | None = None
         self._peer_gone: dict[str, trio.Event] = {}
         self._publish_lock: trio.Lock | None = None
         self._last_publish = float("-inf")
@@ -263,8 +292,13 @@ class NetHost:
         return self._record[1]
 
     def advertised(self) -> list[str]:
-        """Where peers can reach us: the listen addresses."""
-        return list(self._addrs)
+        """Where peers can reach us: the listen addresses (unless unreachable), then our relayed addresses."""
+        direct = list(self._addrs) if self._relaying.reachable else []
+        return direct + sorted(self._reserved.values())
+
+    def connection_paths(self) -> dict[str, str]:
+        """peer id -> "direct" or "relayed" (relayed only if every connection to it goes through a relay)."""
+        return dict(self._paths)
 
     async def publish(self, data: bytes) -> None:
         """Publish on the topic; paced to PUBLISH_INTERVAL so bursts are not dropped."""
@@ -436,9 +470,7 @@ class NetHost:
         # bytes 05ffffffffff (a protobuf DecodeError it does not catch) takes libp2p down for every
         # peer. Guarded, only the offending stream is reset. Wrapping the entry points covers any
         # other parse bug on the same paths and needs no detect-and-restart logic.
-        for protocol, handler in list(host.get_mux().handlers.items()):
-            if handler is not None:
-                host.set_stream_handler(protocol, streams.guard_handler(protocol, handler))
+        streams.guard_all(host)
         host.get_network().register_notifee(_ConnectionWatcher(self))
         # py-libp2p refuses, for 60 s, any dial of a peer whose addresses all failed once (a private cache of
         # its swarm). A site that starts a few seconds before its bootstrap node would then sit alone for a
@@ -448,13 +480,33 @@ class NetHost:
             negative_cache._ttl = NEGATIVE_DIAL_CACHE_S
         self._host, self._pubsub = host, pubsub
 
+        r = self._relaying
+        relay = CircuitV2Protocol(
+            host,
+            limits=RelayLimits(
+                duration=0,  # a circuit lives as long as its connection: federations hold links for hours
+                data=r.circuit_mb * 2**20,
+                max_circuit_conns=r.circuits_per_peer,
+                max_reservations=r.reservations,
+            ),
+            allow_hop=r.serve,
+        )
+        roles = RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if r.serve else RelayRole(0))
+        self._circuit = CircuitV2Transport(host, relay, RelayConfig(roles=roles))
+        services = [relay] + ([DCUtRProtocol(host, dial_timeout=HOLE_PUNCH_DIAL_S)] if r.hole_punch else [])
+
         async with host.run(self._listen):
             try:
                 self._addrs = self._t_resolve_addrs(host)
             except NetError as exc:
                 self._to_loop(_settle, ready, (exc, None))
                 return
-            async with background_trio_service(pubsub), background_trio_service(gossipsub):
+            async with contextlib.AsyncExitStack() as running:
+                for service in (pubsub, gossipsub, *services):
+                    await running.enter_async_context(background_trio_service(service))
+                for service in services:
+                    await service.event_started.wait()
+                streams.guard_all(host)  # the relay and DCUtR handlers registered only now
                 await pubsub.wait_until_ready()
                 subscription = await pubsub.subscribe(self._topic)
                 # Two nurseries: `calls` owns the tasks run for asyncio callers, `background` the
@@ -466,6 +518,8 @@ class NetHost:
                         background.start_soon(self._t_deliver_gossip, subscription)
                         for addr in self._bootstrap:
                             background.start_soon(self._t_keep_connected, addr)
+                        for addr in r.relays:
+                            background.start_soon(self._t_keep_reserved, addr, background)
                         if self._mdns:
                             await background.start(self._t_mdns_dialer)
                         log.info("host %s listening on %s, topic %s", self.peer_id, self._addrs, self._topic)
@@ -521,15 +575,17 @@ class NetHost:
         peer = conn.muxed_conn.peer_id.to_base58()
         conns = self._conns.setdefault(peer, set())
         conns.add(conn)
+        self._t_update_path(peer)
         if peer not in self._connected:
             self._connected.add(peer)
-            log.info("peer %s connected", peer)
+            log.info("peer %s connected (%s)", peer, self._paths.get(peer))
             self._to_loop(self._handlers.on_peer, peer, True)
 
     def _t_conn_closed(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id.to_base58()
         conns = self._conns.get(peer, set())
         conns.discard(conn)
+        self._t_update_path(peer)
         if conns or peer not in self._connected:
             return
         self._conns.pop(peer, None)
@@ -539,6 +595,17 @@ class NetHost:
         if gone is not None:
             gone.set()
         self._to_loop(self._handlers.on_peer, peer, False)
+
+    def _t_update_path(self, peer: str) -> None:
+        paths = {_path_of(c) for c in self._conns.get(peer, ())}
+        old = self._paths.get(peer)
+        new = ("direct" if "direct" in paths else "relayed") if paths else None
+        if new is None:
+            self._paths.pop(peer, None)
+        else:
+            self._paths[peer] = new
+        if old and new and old != new:
+            log.info("connection to %s is now %s", peer, new)  # a hole punch worked, or the direct link went
 
     def _t_validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         """Pubsub topic validator: size limit, then the daemon's validate_gossip.
@@ -655,15 +722,64 @@ class NetHost:
         return info.peer_id.to_base58()
 
     async def _t_dial(self, peer_id: str, addrs: list[str]) -> None:
-        assert self._host is not None
+        """Direct addresses first (one connect over all of them), then each relayed one through its relay."""
+        assert self._host is not None and self._circuit is not None
         try:
-            info = PeerInfo(ID.from_base58(peer_id), [multiaddr.Multiaddr(a) for a in addrs])
+            peer = ID.from_base58(peer_id)
+            maddrs = [multiaddr.Multiaddr(a) for a in addrs]
         except Exception as exc:
             raise NetError(f"dial of {peer_id}: bad peer id or address ({exc})") from exc
+        direct = [a for a in maddrs if "/p2p-circuit" not in str(a)]
+        errors = []
+        if direct:
+            try:
+                await self._host.connect(PeerInfo(peer, direct))
+                return
+            except Exception as exc:
+                errors.append(repr(exc))
+        for relayed in (a for a in maddrs if "/p2p-circuit" in str(a)):
+            # py-libp2p's swarm refuses /p2p-circuit addresses: the relay transport dials and registers the
+            # connection itself
+            try:
+                await self._circuit.dial(relayed)
+                return
+            except Exception as exc:
+                errors.append(f"via relay: {exc!r}")
+        raise NetError(f"dial of {peer_id} failed: {'; '.join(errors) or 'no address'}")
+
+    async def _t_keep_reserved(self, addr: str, nursery: trio.Nursery) -> None:
+        """Hold a reservation on a relay: connect, reserve (py-libp2p refreshes it before expiry), and reserve
+        again whenever the connection to the relay was lost."""
+        assert self._host is not None and self._circuit is not None
         try:
-            await self._host.connect(info)
+            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         except Exception as exc:
-            raise NetError(f"dial of {peer_id} failed: {exc!r}") from exc
+            log.error("ignoring relay address %r: %s", addr, exc)
+            return
+        relay, backoff = info.peer_id.to_base58(), BOOTSTRAP_BACKOFF_START
+        while True:
+            gone = self._peer_gone.setdefault(relay, trio.Event())
+            try:
+                if relay not in self._connected:
+                    await self._host.connect(info)
+                stream = await self._host.new_stream(info.peer_id, [HOP_PROTOCOL_ID])
+                try:
+                    reserved = await self._circuit.reserve(stream, info.peer_id, nursery)
+                finally:
+                    await streams.close_quietly(stream)
+                if not reserved:
+                    raise NetError("the relay refused a reservation")
+            except Exception as exc:
+                log.info("reservation on relay %s failed (%s); retrying in %.1f s", addr, exc, backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, BOOTSTRAP_BACKOFF_MAX)
+                continue
+            backoff = BOOTSTRAP_BACKOFF_START
+            self._reserved[addr] = f"{addr}/p2p-circuit"
+            log.info("reserved a slot on relay %s: reachable at %s/p2p/%s", relay, self._reserved[addr], self.peer_id)
+            await gone.wait()
+            self._reserved.pop(addr, None)
+            log.info("lost the connection to relay %s: reserving again", relay)
 
     async def _t_publish(self, data: bytes) -> None:
         assert self._pubsub is not None and self._publish_lock is not None
@@ -715,6 +831,14 @@ class NetHost:
         except Exception:  # unknown or malformed peer id: no known addresses
             return []
         return [str(a) if "/p2p/" in str(a) else f"{a}/p2p/{peer_id}" for a in addrs]
+
+
+def _path_of(conn: INetConn) -> str:
+    try:
+        addrs = [str(a) for a in conn.get_transport_addresses()]
+    except Exception:  # a half-open connection: count it as direct, the next event corrects it
+        return "direct"
+    return "relayed" if any("/p2p-circuit" in a for a in addrs) else "direct"
 
 
 def _settle(fut: asyncio.Future[Any], outcome: tuple[BaseException | None, Any]) -> None:

@@ -153,7 +153,15 @@ def guard_handler(protocol: str, handler: StreamHandler) -> StreamHandler:
             log.warning("%s stream from %s failed: %r; stream reset", protocol, peer, exc)
             await reset_quietly(stream)
 
+    guarded.ffnode_guarded = True  # type: ignore[attr-defined]
     return guarded
+
+
+def guard_all(host: Any) -> None:
+    """Guard every stream handler the host has that is not guarded yet (services register theirs late)."""
+    for protocol, handler in list(host.get_mux().handlers.items()):
+        if handler is not None and not getattr(handler, "ffnode_guarded", False):
+            host.set_stream_handler(protocol, guard_handler(protocol, handler))
 
 
 class PerPeerLimit:
