@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import sys
@@ -56,6 +57,9 @@ from harness.netns import Netns
 from harness.report_chart import write_chart
 
 console = Console(stderr=True)
+FETCH_LINE = re.compile(
+    r"verified \w+ \w+ \((?P<size>\d+) bytes\) from \S+ in [\d.]+ s \((?P<rate>[\d.]+) MB/s, (?P<path>\w+)\)"
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,6 +83,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--factory-steps", type=int, default=0, help="factory training steps (0: the profile's)")
     p.add_argument("--netns", action="store_true", help="one network namespace per site on a bridge (root)")
     p.add_argument("--rate-mbit", type=float, default=None, help="with --netns: limit each link to this, each way")
+    p.add_argument("--relay", action="store_true", help="with --netns: node 0 relays for the --nat sites")
+    p.add_argument("--no-hole-punch", action="store_true", help="sites keep relayed connections (no DCUtR)")
+    p.add_argument(
+        "--nat",
+        type=lambda v: frozenset(int(x) for x in v.split(",")),
+        default=frozenset(),
+        help="with --netns --relay: these sites accept no inbound connection (K,K,...); they bootstrap to node 0",
+    )
     p.add_argument(
         "--bootstrap", choices=["hub+chain", "chain"], default="hub+chain", help="node i knows nodes 0 and i-1, or i-1"
     )
@@ -92,7 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if any(f.kind == "cut" for f in args.fault) and not args.netns:
         p.error("--fault cut needs --netns (a link to cut)")
-    if (args.rate_mbit or args.netns) and args.unlearn is not None and args.fault:
+    if args.nat and not (args.netns and args.relay) or 0 in args.nat:
+        p.error("--nat needs --netns and --relay, and node 0 (the relay) cannot be behind NAT")
+    if args.unlearn is not None and args.fault:
         p.error("--unlearn and --fault do not combine")
     return args
 
@@ -151,6 +165,9 @@ def make_homes(
         save_npz(data, {"train": (train.images[idx], train.labels[idx])}, classes)
         home = args.workdir / f"node{i}"
         boot = (sorted({addrs[0], addrs[-1]}) if args.bootstrap == "hub+chain" else addrs[-1:]) if addrs else []
+        extra = ["--relay-service"] if args.relay and i == 0 else []
+        if i in args.nat:  # reachable only through node 0's relay
+            boot, extra = addrs[:1], ["--relay", addrs[0], "--unreachable"]
         addrs.append(
             init_home(
                 home,
@@ -162,12 +179,14 @@ def make_homes(
                 seed=args.seed + i,
                 threads=args.threads,
                 host=net.ip(i) if net else "127.0.0.1",
+                extra=extra,
             )
         )
-        if args.synth_per_class or args.factory_steps:
+        if args.synth_per_class or args.factory_steps or args.no_hole_punch:
             config = Config.load(home)
             config.learning.synth_per_class = args.synth_per_class
             config.learning.factory_steps = args.factory_steps
+            config.network.hole_punch = not args.no_hole_punch
             config.save(home)
         homes.append(home)
     return homes
@@ -490,6 +509,19 @@ class Network:
             ],
             "identical_answers": all(np.array_equal(r["preds"], first) for r in results.values()),
             "wire_bytes_per_node": [self.net.wire_bytes(i) for i in range(len(self.homes))] if self.net else None,
+            "nat": {str(i): self.nat_report(i) for i in sorted(self.args.nat)},
+        }
+
+    def nat_report(self, i: int) -> dict[str, Any]:
+        """How a site behind NAT got its blobs (each fetch's path and rate, from its log) and how it is connected."""
+        fetches = [m.groupdict() for m in FETCH_LINE.finditer((self.homes[i] / "node.log").read_text())]
+        by_path: dict[str, list[float]] = {}
+        for f in fetches:
+            by_path.setdefault(f["path"], []).append(float(f["rate"]))
+        paths = [p["path"] for p in control.call(self.homes[i], "peers") if p["connected"]]
+        return {
+            "fetches": {k: {"count": len(v), "mb_per_s_mean": round(float(np.mean(v)), 2)} for k, v in by_path.items()},
+            "connections": {k: paths.count(k) for k in sorted(set(paths), key=str)},
         }
 
 
@@ -499,7 +531,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.partition == "silo" and args.nodes < len(classes):
         raise SystemExit(f"error: silo needs --nodes >= {len(classes)} (one class per site) for {args.dataset}")
     parts, train, test = split_data(args, classes)
-    net = Netns(len(parts), rate_mbit=args.rate_mbit) if args.netns else None
+    net = Netns(len(parts), rate_mbit=args.rate_mbit, no_inbound=args.nat) if args.netns else None
     daemons = Daemons()
     try:
         homes = make_homes(args, parts, train, classes, net)
@@ -601,6 +633,9 @@ def print_report(r: dict) -> None:
             f"at {f['done_at_s']} s" + (f" for {f['for_s']} s" if f["for_s"] else ""),
         )
     t.add_row("every site gives the same answers", str(net["identical_answers"]))
+    for i, nat in net.get("nat", {}).items():
+        fetched = ", ".join(f"{v['count']} {k} at {v['mb_per_s_mean']} MB/s" for k, v in nat["fetches"].items())
+        t.add_row(f"site {i} behind NAT: fetches / connections", f"{fetched} / {nat['connections']}")
     if "unlearning" in r:
         u = r["unlearning"]
         t.add_row(f"unlearning: node {u['node']} left", f"{len(u['revoked'])} artifacts revoked")

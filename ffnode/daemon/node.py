@@ -415,7 +415,7 @@ class Node:
         connected = self.net.connected_peers()
         candidates = [p for p in dict.fromkeys([m.owner, hint, *connected]) if p in connected]  # the owner first
         for peer in candidates:
-            tmp = self.store.tmp_path(m.blob)
+            tmp, t0 = self.store.tmp_path(m.blob), time.monotonic()
             try:
                 async with asyncio.timeout(min(FETCH_TIMEOUT_S, 60.0 + m.size / MIN_FETCH_RATE)):
                     await self.net.fetch_blob(peer, m.blob, m.size, tmp)
@@ -437,7 +437,12 @@ class Node:
                 continue
             self.traffic.add("fetched", m.size)
             self._retry.pop(aid, None)
-            log.info("verified %s %s (%d bytes) from %s", m.kind, aid[:12], m.size, peer)
+            seconds = time.monotonic() - t0
+            path = self.net.connection_paths().get(peer, "gone")
+            log.info(
+                "verified %s %s (%d bytes) from %s in %.2f s (%.2f MB/s, %s)",
+                m.kind, aid[:12], m.size, peer, seconds, m.size / 1e6 / max(seconds, 1e-6), path,
+            )  # fmt: skip
             return
         # nobody served it yet: `_maintenance` queues it again, backing off so a blob nobody has costs little
         delay = min(RETRY_MAX_S, 2 * self._retry.get(aid, (RETRY_S / 2, 0.0))[0])

@@ -35,6 +35,7 @@ def init_home(
     seed: int = 0,
     threads: int = 1,
     host: str = "127.0.0.1",
+    extra: Sequence[str] = (),
 ) -> str:
     """`ffnode init` one node listening on host:port; returns its full multiaddr (with /p2p/) for others to
     bootstrap from."""
@@ -61,6 +62,7 @@ def init_home(
     )
     for b in bootstrap:
         cmd += ["--bootstrap", b]
+    cmd += list(extra)  # more `ffnode init` options
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"ffnode init {home} failed: {out.stderr.strip()}")
