@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,14 +64,19 @@ class Peer:
     seed: bytes = b"\x07" * 32
     inventory: list[bytes] = field(default_factory=list)
     blobs: dict[str, Path] = field(default_factory=dict)
+    records: Callable[[], list[bytes]] = list
     host: NetHost | None = None
 
     def serve(self, peer: str, body: bytes) -> bytes:
-        """Its inventory, page by page, as a conforming node serves one (in the order given)."""
+        """Its inventory, page by page, as a conforming node serves one (in the order given); its `records` to
+        a peers request (each call of `records` gives the next answer)."""
         from ffnode.artifacts.codec import decode
-        from ffnode.net.sync import inventory_page
+        from ffnode.net.sync import inventory_page, peers_response
 
-        cursor = decode(body, max_bytes=4096)["cursor"]
+        request = decode(body, max_bytes=4096)
+        if request["t"] == "peers_req":
+            return peers_response(self.records())
+        cursor = request["cursor"]
         items = [(f"{i:08d}", env) for i, env in enumerate(self.inventory)]  # its own cursor: the item's position
         return inventory_page(items, [], cursor)
 

@@ -19,11 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
+import multiaddr
 import numpy as np
 import pytest
 import tomli_w
 import torch
 import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.envelope import seal_record
+from libp2p.peer.id import ID as LibID
+from libp2p.peer.peer_record import PeerRecord
 
 from ffnode.artifacts.codec import VERSION
 from ffnode.artifacts.revocation import Revocation
@@ -31,17 +36,19 @@ from ffnode.daemon import control
 from ffnode.data.sources import load_dataset
 from ffnode.expert.resnet import build_expert
 from ffnode.identity import Identity
-from ffnode.net import streams
+from ffnode.net import discovery, streams
 from ffnode.net.sync import inventory_request, parse_inventory_response
 from ffnode.profiles import profile_for
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
 from tests.daemons import CLASSES, Peer, class_file, free_port, owned_blob, signed_manifest
 
-BOMBER, FLOODER, STEERER, SHAPER, COUNTER, BREAKER, COPIER = (Identity(bytes([i]) * 32) for i in range(11, 18))
+BOMBER, FLOODER, STEERER, SHAPER, COUNTER, BREAKER, COPIER, SYBIL = (Identity(bytes([i]) * 32) for i in range(11, 19))
+SYBIL_KEY = create_new_key_pair(SYBIL.seed)
 TINY = profile_for("tiny", (8, 8, 1))
 TOPIC = "/ffnode/1/testnet/announce"
 TIMEOUT = 120.0
 MANIFEST_LIMIT = 40  # site A's limits.manifests_per_publisher in this module
+RECORDS_PER_PEER = 16  # site A's limits.records_per_peer
 
 
 @dataclasses.dataclass
@@ -72,7 +79,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Fed:
     init_home(
         b, port=free_port(), data=class_file(root, [0], "zero"), classes=CLASSES, bootstrap=[addr_a], profile="tiny"
     )
-    set_limits(a, manifests_per_publisher=MANIFEST_LIMIT)
+    set_limits(a, manifests_per_publisher=MANIFEST_LIMIT, records_per_peer=RECORDS_PER_PEER)
     set_limits(b, pending_grace_s=5.0)
     with Daemons() as daemons:
         daemons.start(a)
@@ -376,6 +383,43 @@ def test_an_allow_list_without_the_node_itself_is_refused(tmp_path: Path) -> Non
     (home / "config.toml").write_text(tomli_w.dumps(config))
     with pytest.raises(ConfigError, match="does not name this node"):
         Node(home)
+
+
+# -- discovery: forged addresses and a flood of fresh identities ---------------------------------------------
+async def test_forged_and_flooded_peer_records_cost_only_their_sender(fed: Fed) -> None:
+    """SYBIL answers A's peers requests with a record forged for another key, one with too many addresses and
+    a fresh batch of 60 valid records of new identities (at a closed port) each time: A rejects the two, keeps
+    at most limits.records_per_peer of the rest, dials those with backoff, and goes on."""
+    closed = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    served = [0]
+
+    def records() -> list[bytes]:
+        own = discovery.seal(SYBIL_KEY.private_key, peer.host.addrs)
+        claim = PeerRecord(LibID.from_base58(STEERER.peer_id), [multiaddr.Multiaddr(closed)], 1)
+        forged = seal_record(claim, SYBIL_KEY.private_key).marshal_envelope()
+        wide = discovery.seal(SYBIL_KEY.private_key, [f"/ip4/127.0.0.{i}/tcp/1" for i in range(1, 10)])
+        fresh = [discovery.seal(create_new_key_pair(os.urandom(32)).private_key, [closed]) for _ in range(60)]
+        served[0] += 1
+        return [own, forged, wide, *fresh]
+
+    peer = Peer(topic=TOPIC, seed=SYBIL.seed, records=records)
+    await peer.start(fed.addr_a)
+    try:
+        await until(lambda: "its peer record: peer record signed by another key" in log_of(fed.a),
+                    "A to reject the forged record", fed.daemons)  # fmt: skip
+        await until(lambda: served[0] >= 2, "a second peers request from A", fed.daemons)
+
+        def via_sybil() -> list[dict]:
+            return [p for p in control.call(fed.a, "peers") if p["learnt"] == f"via {SYBIL.peer_id}"]
+
+        assert 0 < len(via_sybil()) <= RECORDS_PER_PEER  # 120 offered over two answers
+        await until(lambda: any(p["dial_failures"] for p in via_sybil()), "A to dial them, and fail", fed.daemons)
+        assert rejected_by(fed.a, SYBIL.peer_id)["rejected"] >= 2
+        assert STEERER.peer_id not in {p["peer_id"] for p in via_sybil()}
+        assert "1 to 8 addresses" in log_of(fed.a)
+    finally:
+        await peer.stop()
+    assert ready(fed.a)
 
 
 # -- after all of it ---------------------------------------------------------------------------------------
