@@ -5,7 +5,8 @@ The data path, top to bottom, one module (or package) a step:
     data/        a site's images from a dataset spec, and query images            -> uint8 arrays
     factory/     one small diffusion UNet per local class: config, training, sampling (the generative matrix Γ)
     artifacts/   announce: canonical msgpack, signed manifests and revocations, the content-addressed store
-    net/         fetch/verify: the libp2p host in its trio thread, the blob and sync stream protocols
+    net/         fetch/verify: the libp2p host in its trio thread (relays, hole punching), the blob and sync
+                 stream protocols, discovery of the federation's members by signed peer records
     loaders.py   a verified manifest and its blob -> the factory or expert it describes
     synth.py     synthesise: class-balanced samples from the peers' factories
     expert/      each site's classifier: ResNet and its (bitwise repeatable) training
