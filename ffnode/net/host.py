@@ -665,9 +665,7 @@ class NetHost:
                 try:
                     await self._host.connect(info)
                 except Exception as exc:
-                    log.info("bootstrap dial %s failed (%s); retrying in %.1f s", addr, exc, backoff)
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, BOOTSTRAP_BACKOFF_MAX)
+                    backoff = await _retry_later(f"bootstrap dial {addr}", exc, backoff)
                     continue
             backoff = BOOTSTRAP_BACKOFF_START
             with trio.move_on_after(BOOTSTRAP_RECHECK):
@@ -770,9 +768,7 @@ class NetHost:
                 if not reserved:
                     raise NetError("the relay refused a reservation")
             except Exception as exc:
-                log.info("reservation on relay %s failed (%s); retrying in %.1f s", addr, exc, backoff)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, BOOTSTRAP_BACKOFF_MAX)
+                backoff = await _retry_later(f"reservation on relay {addr}", exc, backoff)
                 continue
             backoff = BOOTSTRAP_BACKOFF_START
             self._reserved[addr] = f"{addr}/p2p-circuit"
@@ -831,6 +827,13 @@ class NetHost:
         except Exception:  # unknown or malformed peer id: no known addresses
             return []
         return [str(a) if "/p2p/" in str(a) else f"{a}/p2p/{peer_id}" for a in addrs]
+
+
+async def _retry_later(what: str, exc: Exception, backoff: float) -> float:
+    """Log a failed attempt, wait `backoff` seconds, return the next wait (doubled, capped)."""
+    log.info("%s failed (%s); retrying in %.1f s", what, exc, backoff)
+    await trio.sleep(backoff)
+    return min(backoff * 2, BOOTSTRAP_BACKOFF_MAX)
 
 
 def _path_of(conn: INetConn) -> str:
