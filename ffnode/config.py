@@ -40,6 +40,7 @@ class NetworkConfig:
     reachable: bool = True  # false behind NAT or a drop-inbound firewall: advertise only relayed addresses
     hole_punch: bool = True  # DCUtR: try to make a relayed connection direct
     relay_service: bool = False  # relay for other sites (limits.relay_*); a relay sees only encrypted bytes
+    relay_for: list[str] = field(default_factory=list)  # with relay_service: peer IDs that may reserve; empty: any
 
 
 @dataclass

@@ -36,7 +36,15 @@ import msgpack
 import multiaddr
 import numpy as np
 from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.peer.envelope import ENVELOPE_DOMAIN, Envelope, make_unsigned, seal_record, unmarshal_envelope
+from libp2p.crypto.rsa import RSAPublicKey
+from libp2p.peer.envelope import (
+    ENVELOPE_DOMAIN,
+    PEER_RECORD_CODEC,
+    Envelope,
+    make_unsigned,
+    seal_record,
+    unmarshal_envelope,
+)
 from libp2p.peer.id import ID
 from libp2p.peer.peer_record import PeerRecord
 from safetensors.numpy import save as save_safetensors
@@ -748,6 +756,15 @@ def sync_file() -> dict[str, Any]:
     }
 
 
+# A fixed RSA-1024 public key (DER) for the one vector whose signer is not Ed25519; its signature is zeros.
+RSA_PUBLIC_DER = bytes.fromhex(
+    "30819f300d06092a864886f70d010101050003818d003081890281810088714696562113112321102ec2a2f58706f78464372580"
+    "dc507207011b4e21d2db8c6bc8b015f6368f4bcaa3b53e7b97d378ba7a892150b2ad5b2c1b508d9b354c1957a41254bfab266902"
+    "0c9bb70679d6c929d71b21465020fbb1a53c3a045b83610f078bf81b81983ce26898533fc32f21cf32fbe0825bd83751e1b1666f"
+    "c10203010001"
+)
+
+
 def libp2p_key(identity: Identity) -> Any:
     return create_new_key_pair(identity.seed)
 
@@ -820,6 +837,23 @@ def discovery_file() -> dict[str, Any]:
             Envelope(a.public_key, b"\x03\x02", b"", b"").marshal_envelope(),
         ),
         bad("oversized", "2049 bytes (limit 2048)", bytes(2049)),
+        bad(
+            "rsa-key",
+            "an RSA key, not Ed25519 (its signature is zeros: the key type alone rejects it)",
+            Envelope(
+                RSAPublicKey.from_bytes(RSA_PUBLIC_DER),
+                PEER_RECORD_CODEC,
+                unmarshal_envelope(good).raw_payload,
+                bytes(128),
+            ).marshal_envelope(),
+        ),  # fmt: skip
+        bad("unspecified", "0.0.0.0: not a unicast host", discovery.seal(a.private_key, ["/ip4/0.0.0.0/tcp/1"], 1)),
+        bad("multicast", "a multicast address", discovery.seal(a.private_key, ["/ip4/224.0.0.1/tcp/1"], 1)),
+        bad(
+            "order",
+            "/tcp/1/ip4/…: the protocols out of order",
+            discovery.seal(a.private_key, ["/tcp/1/ip4/192.0.2.1"], 1),
+        ),
     ]
     return {
         "description": "Discovery over /ffnode/sync/1.0.0 (README: Peers request and response). A peer record is "

@@ -16,7 +16,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peer_record import PeerRecord
 
 from ffnode.artifacts.codec import WireError
-from ffnode.net.discovery import DIALS_PER_ROUND, PeerBook, open_record, seal
+from ffnode.net.discovery import DIALS_PER_ROUND, PeerBook, open_record, own_record, seal
 from harness.localnet import Daemons, ffnode_cmd, wait_for
 from tests.daemons import chained_federation
 
@@ -71,27 +71,73 @@ def test_book_takes_newer_records_and_bounds_each_source() -> None:
     assert [book.learn(r, "via X") for r in records[:4]] == [True, True, True, False]  # X's share is 3
     assert book.refused == 1
     assert book.learn(records[3], "via Y")  # another peer's share
-    book.connected(records[0].peer_id, member=True)  # confirmed: no longer counts against X
+    book.connected(records[0].peer_id, member=False)  # a connection alone proves nothing
+    assert not book.learn(records[4], "via X")
+    book.connected(records[0].peer_id, member=True)  # a member no longer counts against X
     assert book.learn(records[4], "via X")
     newer = open_record(seal(keys[0].private_key, ["/ip4/10.0.0.2/tcp/1"], seq=2))
     assert book.learn(newer, "via Z") and not book.learn(records[0], "via Z")
     assert book.rows()[newer.peer_id]["record_addrs"] == list(newer.addrs)
 
 
-def test_book_dials_within_its_limits_and_backs_off() -> None:
+def test_book_evicts_candidates_never_members_and_dials_within_its_limits() -> None:
     book = PeerBook("me", capacity=3, per_source=100)
     keys = [create_new_key_pair(bytes([i]) * 32) for i in range(10, 20)]
-    for k in keys:
-        book.learn(open_record(seal(k.private_key, ["/ip4/10.0.0.1/tcp/1"], seq=1)), "via X")
-    assert len(book.entries) == 3 and book.refused == 7  # full, and nobody failed yet: nothing to evict
+    recs = [open_record(seal(k.private_key, ["/ip4/10.0.0.1/tcp/1"], seq=1)) for k in keys]
+    member = recs[0]
+    book.learn(member, "direct", member=True)
+    book.failed(member.peer_id, 0.0)  # a member that failed a dial still outranks any candidate
+    for r in recs[1:]:
+        assert book.learn(r, "via X")  # each new candidate evicts the oldest one
+    assert set(book.entries) == {member.peer_id, recs[-2].peer_id, recs[-1].peer_id}
+    full = PeerBook("me", capacity=1, per_source=100)
+    full.learn(member, "saved", member=True)
+    assert not full.learn(recs[1], "via X") and full.refused == 1  # only members: nothing to evict
+
+    book = PeerBook("me", capacity=100, per_source=100)
+    for r in recs:
+        book.learn(r, "via X")
     due = book.due(0.0, set(), max_peers=32)
-    assert len(due) == min(3, DIALS_PER_ROUND)
-    assert book.due(0.0, set(), max_peers=32) == []  # in flight: not dialled twice
+    assert len(due) == DIALS_PER_ROUND
+    assert {r.peer_id for r in book.due(0.0, set(), max_peers=32)}.isdisjoint(r.peer_id for r in due)  # in flight
     for r in due:
         book.failed(r.peer_id, 0.0)
-    assert book.due(1.0, set(), max_peers=32) == []  # backing off
-    assert len(book.due(20.0, set(), max_peers=32)) == 3
-    assert book.due(100.0, {r.peer_id for r in due[:2]}, max_peers=2) == []  # at the target degree
+    key_of = {peer_of(k): k for k in keys}
+    re_signed = open_record(seal(key_of[due[0].peer_id].private_key, ["/ip4/10.0.0.3/tcp/1"], seq=9))
+    book.learn(re_signed, "direct")  # a newer record of its own: new addresses, the same backoff
+    assert due[0].peer_id not in {r.peer_id for r in book.due(1.0, set(), max_peers=32)}
+    others = {r.peer_id for r in recs[:2]}  # connected, but not members: they take no member's place
+    assert len(book.due(50.0, others, max_peers=2)) == 2  # not 0
+    book.connected(recs[0].peer_id, member=True)
+    book.connected(recs[1].peer_id, member=True)
+    assert book.due(100.0, others, max_peers=2) == []  # at the target degree
+
+
+def test_records_that_would_make_us_dial_nonsense_are_refused() -> None:
+    from libp2p.crypto.rsa import create_new_key_pair as rsa_key_pair
+
+    me = ALICE.private_key
+    for addr in ("/ip4/0.0.0.0/tcp/1", "/ip4/224.0.0.1/tcp/1", "/ip4/255.255.255.255/tcp/1", "/ip6/::/tcp/1"):
+        with pytest.raises(WireError, match="unicast"):
+            open_record(seal(me, [addr], seq=1))
+    with pytest.raises(WireError, match="dialable"):
+        open_record(seal(me, ["/tcp/1/ip4/10.0.0.1"], seq=1))  # the right protocols in the wrong order
+    for addr in ("/ip4/127.0.0.1/tcp/1", "/dns/localhost/tcp/1"):
+        assert open_record(seal(me, [addr], seq=1)).addrs  # fine for a node on loopback (tests, testnets)
+        with pytest.raises(WireError, match="loopback"):
+            open_record(seal(me, [addr], seq=1), loopback=False)
+    rsa = rsa_key_pair(1024)
+    with pytest.raises(WireError, match="Ed25519"):
+        open_record(seal(rsa.private_key, ["/ip4/10.0.0.1/tcp/1"], seq=1))
+
+
+def test_own_record_drops_loopback_and_caps_addresses() -> None:
+    me = peer_of(ALICE)
+    addrs = ["/ip4/127.0.0.1/tcp/1"] + [f"/ip4/10.0.0.{i}/tcp/1/p2p/{me}" for i in range(1, 12)]
+    record = open_record(own_record(ALICE.private_key, addrs))
+    assert len(record.addrs) == 8 and not any("/127." in a for a in record.addrs)
+    assert open_record(own_record(ALICE.private_key, ["/ip4/127.0.0.1/tcp/1"])).addrs  # all loopback: keep it
+    assert own_record(ALICE.private_key, []) is None  # behind NAT before a relay slot: nothing to say
 
 
 def peers_json(home: Path) -> dict[str, dict]:

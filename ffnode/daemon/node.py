@@ -143,6 +143,7 @@ class Node:
                 reachable=network.reachable,
                 hole_punch=network.hole_punch,
                 serve=network.relay_service,
+                serve_for=tuple(network.relay_for),
                 reservations=limits.relay_reservations,
                 circuits_per_peer=limits.relay_circuits_per_peer,
                 circuit_mb=limits.relay_circuit_mb,
@@ -171,6 +172,7 @@ class Node:
             capacity=limits.peer_records,
             per_source=limits.records_per_peer,
             reject=self._reject,
+            loopback=any(a.startswith("/ip4/127.") for a in self.config.network.listen),
         )
 
     # -- lifecycle -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ redial backing off to `DIAL_BACKOFF_MAX_S`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ from typing import Any
 
 import msgpack
 import multiaddr
-from libp2p.crypto.keys import PrivateKey
+from libp2p.crypto.keys import KeyType, PrivateKey
 from libp2p.peer.envelope import ENVELOPE_DOMAIN, PEER_RECORD_CODEC, seal_record, unmarshal_envelope
 from libp2p.peer.id import ID
 from libp2p.peer.peer_record import PeerRecord
@@ -50,8 +51,8 @@ DIAL_BACKOFF_START_S = 2.0
 DIAL_BACKOFF_MAX_S = 300.0
 EXCHANGE_INTERVAL_S = 15.0  # re-ask a connected member for its peers
 SAVE_INTERVAL_S = 10.0
-# The address forms a record may carry (the first protocols, after an optional leading relay part).
-_DIALABLE = ({"ip4", "tcp"}, {"ip6", "tcp"}, {"dns", "tcp"}, {"dns4", "tcp"}, {"dns6", "tcp"})
+# The address forms a record may carry (the first two protocols, in order, after an optional relay part).
+_DIALABLE = {("ip4", "tcp"), ("ip6", "tcp"), ("dns", "tcp"), ("dns4", "tcp"), ("dns6", "tcp")}
 
 
 def seal(private_key: PrivateKey, addrs: Iterable[str], seq: int | None = None) -> bytes:
@@ -63,6 +64,19 @@ def seal(private_key: PrivateKey, addrs: Iterable[str], seq: int | None = None) 
     return seal_record(record, private_key).marshal_envelope()
 
 
+def own_record(private_key: PrivateKey, addrs: Iterable[str]) -> bytes | None:
+    """What we advertise: at most MAX_ADDRS addresses, loopback ones only if all are (a record of 0.0.0.0's
+    interfaces would otherwise name 127.0.0.1 to remote peers); None if there is nothing to advertise."""
+    addrs = list(addrs)
+    remote = [a for a in addrs if not _is_loopback(a)]
+    chosen = (remote or addrs)[:MAX_ADDRS]
+    return seal(private_key, chosen) if chosen else None
+
+
+def _is_loopback(addr: str) -> bool:
+    return addr.startswith(("/ip4/127.", "/ip6/::1/", "/dns/localhost/", "/dns4/localhost/", "/dns6/localhost/"))
+
+
 @dataclass(frozen=True)
 class Record:
     peer_id: str
@@ -71,14 +85,17 @@ class Record:
     envelope: bytes
 
 
-def open_record(data: bytes) -> Record:
-    """Verify a signed peer record; WireError naming what is wrong."""
+def open_record(data: bytes, *, loopback: bool = True) -> Record:
+    """Verify a signed peer record; WireError naming what is wrong. `loopback`: whether loopback addresses are
+    acceptable (only for a node that itself listens on loopback: a remote peer has no business naming them)."""
     if not isinstance(data, bytes) or len(data) > MAX_RECORD_BYTES:
         raise WireError(f"a peer record must be at most {MAX_RECORD_BYTES} bytes")
     try:
         env = unmarshal_envelope(data)
     except Exception as exc:
         raise WireError(f"unreadable peer record envelope: {exc}") from None
+    if env.public_key.get_type() != KeyType.Ed25519:  # the spec's key type; RSA ones verify 200 times slower
+        raise WireError("peer record signed with a key that is not Ed25519")
     if env.payload_type != PEER_RECORD_CODEC:
         raise WireError(f"peer record of payload type {env.payload_type.hex()}, expected {PEER_RECORD_CODEC.hex()}")
     try:
@@ -94,12 +111,17 @@ def open_record(data: bytes) -> Record:
     if not 0 < len(record.addrs) <= MAX_ADDRS:
         raise WireError(f"a peer record must carry 1 to {MAX_ADDRS} addresses, not {len(record.addrs)}")
     peer = record.peer_id.to_base58()
-    addrs = tuple(_dialable(str(a), peer) for a in record.addrs)
+    try:
+        texts = [str(a) for a in record.addrs]
+    except Exception as exc:  # binary multiaddrs that do not decode (a bad dns name, an unknown protocol)
+        raise WireError(f"undecodable address in a peer record: {exc}") from None
+    addrs = tuple(_dialable(a, peer, loopback) for a in texts)
     return Record(peer, int(record.seq), addrs, data)
 
 
-def _dialable(addr: str, peer: str) -> str:
-    """addr with /p2p/<peer> appended, if it is a form we dial: [relay addr/p2p/<relay>/p2p-circuit] + ip/dns + tcp."""
+def _dialable(addr: str, peer: str, loopback: bool) -> str:
+    """addr with /p2p/<peer> appended, if it is a form we dial: [relay addr/p2p/<relay>/p2p-circuit] + ip/dns + tcp,
+    to a unicast host."""
     if len(addr) > MAX_ADDR_CHARS:
         raise WireError(f"peer record address longer than {MAX_ADDR_CHARS} characters")
     relay, circuit, direct = addr.rpartition("/p2p-circuit")
@@ -107,12 +129,20 @@ def _dialable(addr: str, peer: str) -> str:
     if circuit and direct not in ("", f"/p2p/{peer}"):
         raise WireError(f"relay address {addr!r} ends in something else than the record's peer")
     try:
-        protos = [p.name for p in multiaddr.Multiaddr(target).protocols()]
+        maddr = multiaddr.Multiaddr(target)
+        protos = [p.name for p in maddr.protocols()]
+        host = maddr.value_for_protocol(protos[0]) if protos else ""
     except Exception:
         raise WireError(f"unparsable address {addr[:80]!r} in a peer record") from None
     wanted = 3 if circuit else 2  # a relay address must name the relay: ip/tcp/p2p
-    if len(protos) != wanted or set(protos[:2]) not in _DIALABLE or (circuit and protos[2] != "p2p"):
+    if len(protos) != wanted or tuple(protos[:2]) not in _DIALABLE or (circuit and protos[2] != "p2p"):
         raise WireError(f"address {addr[:80]!r} is not a dialable ip/dns + tcp address")
+    if protos[0] in ("ip4", "ip6"):
+        ip = ipaddress.ip_address(host)
+        if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+            raise WireError(f"address {addr[:80]!r} is not a unicast host")
+    if not loopback and _is_loopback(target):
+        raise WireError(f"address {addr[:80]!r} is a loopback address")
     if not circuit and protos[-1] == "p2p":
         raise WireError(f"address {addr[:80]!r} names a peer")
     return f"{relay}/p2p-circuit/p2p/{peer}" if circuit else f"{addr}/p2p/{peer}"
@@ -121,9 +151,8 @@ def _dialable(addr: str, peer: str) -> str:
 @dataclass
 class Entry:
     record: Record
-    source: str  # "bootstrap", "direct" (the peer's own record), "via <peer>", "saved", "mdns"
-    member: bool = False  # answered an inventory request for this federation
-    confirmed: bool = False  # we have been connected to it
+    source: str  # "bootstrap", "direct" (the peer's own record), "via <peer>", "saved"
+    member: bool = False  # served us a complete inventory of this federation (now or in an earlier run)
     failures: int = 0
     next_dial: float = 0.0
     last_exchange: float = 0.0
@@ -131,7 +160,11 @@ class Entry:
 
 class PeerBook:
     """The records this node knows, how it learnt each, and whom to dial next. Thread-safe: the sync server
-    reads it on a worker thread."""
+    reads it on a worker thread.
+
+    Members are what the book is for; every other entry is a candidate that counts against the share of the
+    peer it was learnt through (`per_source`) until it turns out to be a member, and only candidates are ever
+    evicted."""
 
     def __init__(self, me: str, *, capacity: int, per_source: int) -> None:
         self.me = me
@@ -139,11 +172,12 @@ class PeerBook:
         self.per_source = per_source
         self.entries: dict[str, Entry] = {}
         self.refused = 0  # records not taken for a limit (capacity or one source's share)
-        self.dirty = False  # confirmed records changed since the last save
+        self.dirty = False  # members' records changed since the last save
         self._lock = threading.Lock()
 
-    def learn(self, record: Record, source: str) -> bool:
-        """Take a verified record; True if it is new or newer than what we held."""
+    def learn(self, record: Record, source: str, *, member: bool = False) -> bool:
+        """Take a verified record; True if it is new or newer than what we held. A newer record replaces the
+        addresses but not the dial backoff: a key that re-signs every exchange gains no extra dials."""
         if record.peer_id == self.me:
             return False
         with self._lock:
@@ -152,26 +186,25 @@ class PeerBook:
                 if record.seq <= old.record.seq:
                     return False
                 old.record = record
-                old.next_dial, old.failures = 0.0, 0  # new addresses deserve a prompt try
-                self.dirty |= old.confirmed
+                self.dirty |= old.member
                 return True
-            if not source.startswith(("direct", "bootstrap", "saved")):
-                unconfirmed = sum(1 for e in self.entries.values() if e.source == source and not e.confirmed)
-                if unconfirmed >= self.per_source:
+            if source.startswith("via "):
+                candidates = sum(1 for e in self.entries.values() if e.source == source and not e.member)
+                if candidates >= self.per_source:
                     self.refused += 1
                     return False
             if len(self.entries) >= self.capacity and not self._evict():
                 self.refused += 1
                 return False
-            self.entries[record.peer_id] = Entry(record, source)
+            self.entries[record.peer_id] = Entry(record, source, member=member)
             return True
 
     def _evict(self) -> bool:
-        """Drop the unconfirmed entry that failed most (then the confirmed one); False if every entry is live."""
-        victims = [e for e in self.entries.values() if e.failures]
-        if not victims:
+        """Drop the candidate that failed most, the oldest of those; False if the book holds only members."""
+        candidates = [e for e in self.entries.values() if not e.member]
+        if not candidates:
             return False
-        victim = max(victims, key=lambda e: (not e.confirmed, e.failures))
+        victim = max(candidates, key=lambda e: e.failures)  # max keeps the first (oldest) of equals
         del self.entries[victim.record.peer_id]
         return True
 
@@ -180,8 +213,7 @@ class PeerBook:
             e = self.entries.get(peer)
             if e is not None:
                 e.failures, e.next_dial = 0, 0.0
-                self.dirty |= not e.confirmed or (member and not e.member)
-                e.confirmed = True
+                self.dirty |= member and not e.member
                 e.member = e.member or member
 
     def failed(self, peer: str, now: float) -> None:
@@ -192,9 +224,11 @@ class PeerBook:
                 e.next_dial = now + min(DIAL_BACKOFF_MAX_S, DIAL_BACKOFF_START_S * 2 ** (e.failures - 1))
 
     def due(self, now: float, connected: set[str], max_peers: int) -> list[Record]:
-        """Whom to dial now: unconnected peers out of backoff, members first, at most DIALS_PER_ROUND."""
-        room = max(0, min(DIALS_PER_ROUND, max_peers - len(connected)))
+        """Whom to dial now: unconnected peers out of backoff, members first, at most DIALS_PER_ROUND, while
+        fewer than max_peers members are connected (other connections take no member's place)."""
         with self._lock:
+            members = sum(1 for p in connected if (e := self.entries.get(p)) is not None and e.member)
+            room = max(0, min(DIALS_PER_ROUND, max_peers - members))
             ready = [e for p, e in self.entries.items() if p not in connected and e.next_dial <= now]
             ready.sort(key=lambda e: (not e.member, e.failures))
             for e in ready[:room]:  # in flight: no second dial of it until this one ended
@@ -221,7 +255,7 @@ class PeerBook:
     def saved(self) -> list[tuple[bytes, str]]:
         with self._lock:
             self.dirty = False
-            return [(e.record.envelope, e.source) for e in self.entries.values() if e.confirmed and e.member]
+            return [(e.record.envelope, e.source) for e in self.entries.values() if e.member]
 
     def source(self, peer: str) -> str | None:
         with self._lock:
@@ -252,7 +286,7 @@ class Discovery:
         self,
         *,
         me: str,
-        record: Callable[[], bytes],
+        record: Callable[[], bytes | None],
         request: Callable[[str, bytes], Any],
         dial: Callable[[str, list[str]], Any],
         connected: Callable[[], list[str]],
@@ -261,10 +295,12 @@ class Discovery:
         capacity: int,
         per_source: int,
         reject: Callable[[str, str], None],
+        loopback: bool,
     ) -> None:
         self.book = PeerBook(me, capacity=capacity, per_source=per_source)
         self._record, self._request, self._dial, self._connected = record, request, dial, connected
         self._path, self._max_peers, self._reject = path, max_peers, reject
+        self._loopback = loopback  # loopback addresses are acceptable only to a node that listens on one
         self._load()
 
     def _load(self) -> None:
@@ -277,28 +313,28 @@ class Discovery:
             return
         for item in saved if isinstance(saved, list) else []:
             try:
-                self.book.learn(open_record(item[0]), "saved")
-            except (WireError, TypeError, IndexError, KeyError) as exc:
+                self.book.learn(open_record(item[0], loopback=self._loopback), "saved", member=True)
+            except (WireError, ValueError, TypeError, IndexError, KeyError) as exc:
                 log.warning("ignoring a saved peer record in %s: %s", self._path, exc)
 
     def save(self) -> None:
         atomic_write(self._path, msgpack.packb([list(x) for x in self.book.saved()], use_bin_type=True))
 
     def answer(self) -> list[bytes]:
-        return [self._record(), *self.book.vouched(set(self._connected()))]
+        """Our own record (if we have an address to give), then those of the members connected now."""
+        own = self._record()
+        return ([own] if own else []) + self.book.vouched(set(self._connected()))
 
     def take(self, peer: str, records: list[bytes]) -> int:
-        """Learn from one peers response of `peer`; its own record first. Returns how many were new."""
+        """Learn from one peers response of `peer`. Returns how many records were new or newer."""
         new = 0
-        for i, data in enumerate(records[:MAX_RECORDS]):
+        for data in records[:MAX_RECORDS]:
             try:
-                record = open_record(data)
+                record = open_record(data, loopback=self._loopback)
             except WireError as exc:
                 self._reject(peer, f"its peer record: {exc}")
                 continue
             source = "direct" if record.peer_id == peer else f"via {peer}"
-            if i == 0 and record.peer_id != peer:
-                self._reject(peer, "its peers response does not start with its own record")
             if self.book.learn(record, source):
                 new += 1
                 if source != "direct":

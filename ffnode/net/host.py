@@ -37,9 +37,11 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V1
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.dcutr import PROTOCOL_ID as DCUTR_PROTOCOL_ID
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
-from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID, CircuitV2Protocol
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -50,7 +52,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.address_validation import get_available_interfaces
 
 from ffnode.net import streams
-from ffnode.net.discovery import seal as discovery_seal
+from ffnode.net.discovery import own_record
 
 log = logging.getLogger("ffnode.net")
 T = TypeVar("T")
@@ -80,6 +82,8 @@ BOOTSTRAP_RECHECK = 5.0
 NEGATIVE_DIAL_CACHE_S = 1.0
 # DCUtR's direct dial before it tries a simultaneous open; a dropped SYN otherwise costs the library's 10 s.
 HOLE_PUNCH_DIAL_S = 5
+# One hole-punch session per peer at a time and per this many seconds: each makes us dial addresses it names.
+HOLE_PUNCH_INTERVAL_S = 60.0
 # How long a cancelled asyncio caller waits for the trio side to finish its cleanup (reset the
 # stream, delete a partial blob) before giving up on it.
 CANCEL_CLEANUP_WAIT = 5.0
@@ -93,13 +97,45 @@ class Relaying:
     it relays for others, how much. A relay carries only Noise-encrypted bytes between two peers: it can refuse
     or cut a circuit, never read or alter what travels in it (artifacts are signed end to end anyway)."""
 
-    relays: tuple[str, ...] = ()  # full multiaddrs of relays to keep a reservation on
+    relays: tuple[
+        str, ...
+    ] = ()  # full multiaddrs of relays to keep a reservation on (only they may open circuits to us)
     reachable: bool = True  # False: advertise only relayed addresses (behind NAT, no inbound connections)
     hole_punch: bool = True  # DCUtR: try to turn a relayed connection into a direct one
     serve: bool = False  # relay for others
+    serve_for: tuple[str, ...] = ()  # peer IDs that may reserve a slot here; empty: anyone
     reservations: int = 64  # peers holding a slot on this relay at once
     circuits_per_peer: int = 8  # relayed connections to one reserved peer at once
     circuit_mb: int = 16384  # bytes one relayed connection may carry, both ways (py-libp2p: 0 is not unlimited)
+
+
+class _Circuits(CircuitV2Protocol):
+    """py-libp2p's circuit relay v2 with two holes closed: a reservation is made in the name of the connection's
+    peer (the library trusts a peer ID inside the message, so one connection could fill every slot with made-up
+    IDs), only `serve_for` may reserve when it is set, and only our own relays may open a circuit to us (the
+    library accepts one from any peer, and each is a new "peer" of the attacker's choosing)."""
+
+    def __init__(self, host: IHost, relaying: Relaying, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._serve_for = set(relaying.serve_for)
+        self._our_relays = {info_from_p2p_addr(multiaddr.Multiaddr(a)).peer_id for a in relaying.relays}
+
+    async def _handle_reserve(self, stream: INetStream, msg: HopMessage) -> None:
+        msg.ClearField("peer")  # the library then uses the connection's peer
+        peer = stream.muxed_conn.peer_id
+        if self._serve_for and peer.to_base58() not in self._serve_for:
+            log.warning("refused a relay reservation of %s: not in network.relay_for", peer)
+            await streams.reset_quietly(stream)
+            return
+        await super()._handle_reserve(stream, msg)
+
+    async def _handle_stop_stream(self, stream: INetStream) -> None:
+        relay = stream.muxed_conn.peer_id
+        if relay not in self._our_relays:
+            log.warning("refused a relayed connection offered by %s: not one of network.relays", relay)
+            await streams.reset_quietly(stream)
+            return
+        await super()._handle_stop_stream(stream)
 
 
 class NetError(Exception):
@@ -195,7 +231,7 @@ class NetHost:
         self._blob_protocol = blob_protocol
         self._max_gossip_bytes = max_gossip_bytes
         self._streams_per_peer = streams_per_peer
-        self._record: tuple[list[str], bytes] | None = None  # (addresses, our signed peer record of them)
+        self._record: tuple[list[str], bytes | None] | None = None  # (addresses, our signed record of them)
         self._relaying = relaying
         self._reserved: dict[str, str] = {}  # relay multiaddr -> our circuit address through it (trio thread writes)
 
@@ -284,11 +320,12 @@ class NetHost:
         """Connect to peer_id at any of addrs (full multiaddrs ending in its /p2p/ id)."""
         await self._call(f"dial of {peer_id}", self._t_dial, peer_id, list(addrs))
 
-    def record(self) -> bytes:
-        """Our signed peer record of the addresses peers can dial us at; sealed again when they change."""
+    def record(self) -> bytes | None:
+        """Our signed peer record of the addresses peers can dial us at (None while there are none, e.g. behind
+        NAT before a relay granted a slot); sealed again when they change."""
         addrs = self.advertised()
         if self._record is None or self._record[0] != addrs:
-            self._record = (addrs, discovery_seal(self._key_pair.private_key, addrs))
+            self._record = (addrs, own_record(self._key_pair.private_key, addrs))
         return self._record[1]
 
     def advertised(self) -> list[str]:
@@ -481,8 +518,9 @@ class NetHost:
         self._host, self._pubsub = host, pubsub
 
         r = self._relaying
-        relay = CircuitV2Protocol(
+        relay = _Circuits(
             host,
+            r,
             limits=RelayLimits(
                 duration=0,  # a circuit lives as long as its connection: federations hold links for hours
                 data=r.circuit_mb * 2**20,
@@ -506,6 +544,7 @@ class NetHost:
                     await running.enter_async_context(background_trio_service(service))
                 for service in services:
                     await service.event_started.wait()
+                self._t_limit_services(host)
                 streams.guard_all(host)  # the relay and DCUtR handlers registered only now
                 await pubsub.wait_until_ready()
                 subscription = await pubsub.subscribe(self._topic)
@@ -529,6 +568,19 @@ class NetHost:
                     await self._t_disconnect_all()
                     calls.cancel_scope.cancel()
         log.info("host %s stopped", self.peer_id)
+
+    def _t_limit_services(self, host: IHost) -> None:
+        """Per-peer stream limits on the relay and hole-punch protocols (py-libp2p has none): circuits through
+        this relay per source peer, and one hole-punch session per peer at a time and per minute."""
+        handlers = host.get_mux().handlers
+        limits = {
+            HOP_PROTOCOL_ID: streams.PerPeerLimit(self._relaying.circuits_per_peer),
+            STOP_PROTOCOL_ID: streams.PerPeerLimit(self._relaying.circuits_per_peer),
+            DCUTR_PROTOCOL_ID: streams.PerPeerLimit(1, HOLE_PUNCH_INTERVAL_S),
+        }
+        for protocol, limit in limits.items():
+            if handlers.get(protocol) is not None:
+                host.set_stream_handler(protocol, limit.wrap(handlers[protocol]))
 
     def _t_request_stop(self) -> None:
         assert self._stop_event is not None
@@ -770,12 +822,16 @@ class NetHost:
             except Exception as exc:
                 backoff = await _retry_later(f"reservation on relay {addr}", exc, backoff)
                 continue
-            backoff = BOOTSTRAP_BACKOFF_START
+            granted = trio.current_time()
             self._reserved[addr] = f"{addr}/p2p-circuit"
             log.info("reserved a slot on relay %s: reachable at %s/p2p/%s", relay, self._reserved[addr], self.peer_id)
             await gone.wait()
             self._reserved.pop(addr, None)
             log.info("lost the connection to relay %s: reserving again", relay)
+            if trio.current_time() - granted < BOOTSTRAP_BACKOFF_MAX:  # a relay that keeps dropping us: back off
+                backoff = await _retry_later(f"the reservation on relay {addr}", NetError("dropped"), backoff)
+            else:
+                backoff = BOOTSTRAP_BACKOFF_START
 
     async def _t_publish(self, data: bytes) -> None:
         assert self._pubsub is not None and self._publish_lock is not None

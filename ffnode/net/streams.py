@@ -165,20 +165,25 @@ def guard_all(host: Any) -> None:
 
 
 class PerPeerLimit:
-    """At most `limit` concurrent server streams per remote peer; a stream over the limit is reset at once.
-    Trio-thread state only."""
+    """At most `limit` concurrent server streams per remote peer, and (with `interval`) at most one new one per
+    `interval` seconds; a stream over either is reset at once. Trio-thread state only."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, limit: int, interval: float = 0.0) -> None:
+        self.limit, self.interval = limit, interval
         self.active: dict[str, int] = {}
+        self.last: dict[str, float] = {}  # peer -> start of its last stream (kept for peers seen within interval)
 
     def wrap(self, handler: StreamHandler) -> StreamHandler:
         async def limited(stream: INetStream) -> None:
-            peer = peer_of(stream)
-            if self.active.get(peer, 0) >= self.limit:
-                log.warning("%s opened more than %d streams at once: stream reset", peer, self.limit)
+            peer, now = peer_of(stream), trio.current_time()
+            if self.active.get(peer, 0) >= self.limit or now - self.last.get(peer, -self.interval) < self.interval:
+                log.warning("%s opened too many %s streams (at most %d at once, one per %.0f s): stream reset",
+                            peer, stream.get_protocol(), self.limit, self.interval)  # fmt: skip
                 await reset_quietly(stream)
                 return
+            if self.interval:
+                self.last = {p: t for p, t in self.last.items() if now - t < self.interval}  # bounded by the rate
+                self.last[peer] = now
             self.active[peer] = self.active.get(peer, 0) + 1
             try:
                 await handler(stream)
