@@ -135,6 +135,35 @@ def test_restart_keeps_peer_id_and_store(fed: Federation) -> None:
     wait_for(lambda: (s := status(b)) and s["connected_peers"] == 2, timeout=60, what="B reconnected to A and C")
 
 
+def test_damaged_store_files_do_not_stop_a_start_and_heal_from_peers(fed: Federation) -> None:
+    """C stops; one of its manifests gets a flipped byte, another is emptied, a peer's blob rots. It starts anyway,
+    says what it quarantined, and holds everything live again from its peers."""
+    c = fed.homes[2]
+    me = status(c)["peer_id"]
+    live = {r["id"]: r for r in cli_json("artifacts", "--home", str(c)) if r["state"] == "live"}
+    assert fed.daemons.stop(c) == 0
+    theirs = [r for r in live.values() if r["owner"] != me]
+    flipped, emptied = (c / "store" / "manifests" / f"{r['id']}.msgpack" for r in theirs[:2])
+    rotten = theirs[2]
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    flipped.write_bytes(bytes(data))
+    emptied.write_bytes(b"")
+    (c / "store" / "blobs" / rotten["blob"]).write_bytes(b"rotten")
+    offline = cli("artifacts", "--home", str(c), "--json")  # used to exit 1 on the first bad file
+    assert offline.returncode == 0 and offline.stderr.count("damaged store file skipped") == 2
+    assert {r["id"]: r["verified"] for r in json.loads(offline.stdout)}[rotten["id"]] is False
+    fed.daemons.start(c)
+    wait_for(lambda: (s := status(c)) and len(s["store_damaged"]) == 3, timeout=60, what="C up", daemons=fed.daemons)
+
+    def healed() -> bool:
+        rows = {r["id"]: r for r in cli_json("artifacts", "--home", str(c))}
+        return all(rows.get(aid, {}).get("state") == "live" and rows[aid]["verified"] for aid in live)
+
+    wait_for(healed, timeout=TIMEOUT, what="C to fetch again what it quarantined", daemons=fed.daemons)
+    assert len(list((c / "store" / "quarantine").iterdir())) == 3
+
+
 def test_late_joiner_converges_by_sync(fed: Federation) -> None:
     """D starts after every announcement was gossiped: only the sync protocol can give it the artifacts."""
     known = {r["id"] for r in cli_json("artifacts", "--home", str(fed.homes[2]))}

@@ -79,6 +79,46 @@ def test_repair_discards_partial_corrupt_and_orphan_files(tmp_path: Path) -> Non
     assert reader.entry(good.id).state == "live"
 
 
+def test_damaged_files_never_fail_a_start_and_are_fetched_again(tmp_path: Path) -> None:
+    """One flipped byte in a manifest, an empty manifest, a revocation whose type was bit-flipped, a rotten blob
+    and temp files of interrupted writes: readers skip and name them, the node quarantines them, nothing fails,
+    and the same envelopes from a peer are accepted again."""
+    store = Store(tmp_path, federation="f")
+    flipped, emptied, rotten = (published(store, weights(t), i + 1) for i, t in enumerate((b"a", b"b", b"c")))
+    victim = published(store, weights(b"revoked"), 4)
+    kill = revocation([victim.id], 5)
+    rid = store.add(kill).id
+    envelopes = {m.id: m.seal(ALICE) for m in (flipped, emptied)}
+    path = tmp_path / "manifests" / f"{flipped.id}.msgpack"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    (tmp_path / "manifests" / f"{emptied.id}.msgpack").write_bytes(b"")
+    rpath = tmp_path / "revocations" / f"{rid}.msgpack"
+    rpath.write_bytes(rpath.read_bytes().replace(b"revocation", b"revncation"))
+    (tmp_path / "blobs" / rotten.blob).write_bytes(weights(b"bit rot"))
+    temps = [tmp_path / d / f".{rid}.msgpack.123.456.tmp" for d in ("manifests", "revocations")]
+    for t in temps:
+        t.write_bytes(b"half")
+
+    reader = Store(tmp_path, federation="f")  # `ffnode artifacts` with the node stopped: no exception, no change
+    assert len(reader.damaged) == 3 and all("msgpack" in d for d in reader.damaged)
+    assert all(t.exists() for t in temps) and path.exists()
+    rows = {r["id"]: r for r in reader.rows(["0"], verify=True)}
+    assert rows[rotten.id]["state"] == "live" and rows[rotten.id]["verified"] is False  # hashed: caught
+    assert {r["id"]: r for r in reader.rows(["0"])}[rotten.id]["verified"] is None  # not hashed: says so
+
+    node = Store(tmp_path, federation="f", repair=True)
+    assert len(node.damaged) == 4  # and the rotten blob
+    assert not any(t.exists() for t in temps) and not path.exists()
+    assert len(list((tmp_path / "quarantine").iterdir())) == 4
+    assert node.entry(rotten.id).state == "pending"  # fetched again from a peer
+    for aid, env in envelopes.items():  # a peer's sync offers them again
+        assert node.add(env).id == aid
+    assert node.add(kill).id == rid and node.entry(victim.id).state == "revoked"
+    assert Store(tmp_path, federation="f", repair=True).damaged == []  # healed: the next start is clean
+
+
 def test_fetched_blob_must_match_manifest(tmp_path: Path) -> None:
     store = Store(tmp_path, federation="f")
     data = weights(b"w")

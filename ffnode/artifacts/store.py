@@ -6,6 +6,8 @@ leaves a partial file that is later taken for whole, nor loses a rename it repor
     blobs/<sha256>            weight files (safetensors naming their owner, artifacts/blob.py), named by their hash
     manifests/<id>.msgpack    signed manifest envelopes, as received
     revocations/<id>.msgpack  signed revocations: tombstones, kept forever
+    quarantine/               files found damaged at start (they do not parse, or their hash or ID is not their
+                              name), moved aside for a person to look at; peers send the artifacts again
 
 Acceptance (protocol/README.md, "Acceptance rules"), in short: a message must be validly signed for this
 federation; an artifact of an owner this node does not trust is held but never live; a revocation is
@@ -145,8 +147,10 @@ class Store:
         repair: bool = False,
         vet: Callable[[Manifest], None] | None = None,
     ) -> None:
-        """`repair` (the running node only): delete leftovers of interrupted writes, any blob whose content
-        does not match its name or that no manifest names. Readers such as the CLI never touch files.
+        """`repair` (the running node only): delete leftovers of interrupted writes and any blob no manifest
+        names, move damaged files to quarantine/. Readers such as the CLI never touch files; both skip a damaged
+        file (listed in `damaged`) rather than fail on it, and only `repair` checks blob hashes at load
+        (`hashes_checked`).
         `vet` (the running node only) checks a manifest's arch before it is accepted (raises WireError)."""
         self.root, self.federation, self.trust, self.limits = root, federation, trust, limits
         self.vet = vet
@@ -168,23 +172,39 @@ class Store:
         self._refs: dict[str, set[str]] = {}  # blob -> IDs of the unrevoked manifests naming it
         self._held = 0  # bytes of the blob files held (verified): what store_mb bounds
         self._refused: set[str] = set()  # manifests dropped because their blob is not their owner's
+        self.damaged: list[str] = []  # "<folder>/<file>: why", for every damaged file found at load
+        self.hashes_checked = repair
         self._load(repair)
 
     # -- loading -------------------------------------------------------------------------------------
     def _load(self, repair: bool) -> None:
-        for path in sorted((self.root / "revocations").glob("*.msgpack")):
-            data = path.read_bytes()
-            self._insert_revocation(open_revocation(data), data)
-        for path in sorted((self.root / "manifests").glob("*.msgpack")):  # after the tombstones: no blob is
-            data = path.read_bytes()  # referenced only to be deleted (a reader must not touch files)
-            self._insert_manifest(open_manifest(data), data)
+        # revocations before manifests: no blob is referenced only to be deleted (a reader must not touch files)
+        for folder, opener, insert in (
+            ("revocations", open_revocation, self._insert_revocation),
+            ("manifests", open_manifest, self._insert_manifest),
+        ):
+            for path in sorted((self.root / folder).iterdir()):
+                if path.name.startswith("."):  # an atomic_write temp file a crash or a full disk left behind
+                    if repair:
+                        path.unlink(missing_ok=True)
+                    continue
+                try:
+                    data = path.read_bytes()
+                    msg = opener(data)
+                    if path.name != f"{msg.id}.msgpack":
+                        raise WireError(f"it holds {msg.id[:12]}, not what its name says")
+                except (WireError, OSError) as exc:
+                    self._damaged(path, str(exc), repair)
+                    continue
+                insert(msg, data)  # type: ignore[operator]
         if repair:
             for path in (self.root / "tmp").iterdir():  # leftovers of an interrupted transfer
                 path.unlink()
             for path in (self.root / "blobs").iterdir():
-                if path.name.startswith(".") or sha256_file(path) != path.name:
-                    log.warning("discarding blob %s: content does not match its name", path.name)
+                if path.name.startswith("."):
                     path.unlink()
+                elif sha256_file(path) != path.name:
+                    self._damaged(path, "its content does not match its name (it is fetched again)", repair)
         for path in (self.root / "blobs").iterdir():
             if not path.name.startswith("."):
                 self._blobs[path.name] = _owner_or_none(path)
@@ -196,6 +216,18 @@ class Store:
                 self._unlink_blob(blob)
             for r in self._revocations.values():  # a crash between tombstone and compaction
                 self._compact(r)
+
+    def _damaged(self, path: Path, why: str, repair: bool) -> None:
+        """Note a damaged file; the running node moves it to quarantine/, so that it never fails a start again."""
+        where = f"{path.parent.name}/{path.name}"
+        self.damaged.append(f"{where}: {why}")
+        if not repair:
+            log.warning("skipping damaged store file %s: %s", path, why)
+            return
+        target = self.root / "quarantine" / f"{path.parent.name}-{path.name}-{uuid.uuid4().hex[:8]}"
+        target.parent.mkdir(exist_ok=True)
+        os.replace(path, target)
+        log.warning("store file %s is damaged (%s): moved to %s; peers send the artifact again", where, why, target)
 
     # -- acceptance rules ----------------------------------------------------------------------------
     def check(self, data: bytes, *, wait: bool = True) -> Manifest | Revocation:
@@ -519,9 +551,15 @@ class Store:
         with self._lock:
             return hashlib.sha256(data).digest() in self._envelopes
 
-    def rows(self, classes: list[str]) -> list[dict]:
+    def _hash_ok(self, blob: str, verify: bool) -> bool | None:
+        """Whether a held blob's content matches its name; None when not checked."""
+        return sha256_file(self.root / "blobs" / blob) == blob if verify else None
+
+    def rows(self, classes: list[str], *, verify: bool = False) -> list[dict]:
         """The artifact table (`ffnode artifacts`), from the store alone: also when the node is stopped. IDs
-        known only by their tombstone (compacted experts, revocations that came first) are rows of kind "-"."""
+        known only by their tombstone (compacted experts, revocations that came first) are rows of kind "-".
+        `verified` is True only for a blob whose hash was checked (at the running node's start or receipt, or
+        here with `verify`), None for one held but not checked."""
         with self._lock:
             stubs = [(aid, rs[0]) for aid, rs in self._revoked.items() if aid not in self._manifests]
         return [
@@ -535,7 +573,8 @@ class Store:
                 "seq": e.manifest.seq,
                 "created": e.manifest.created,
                 "state": e.state,
-                "verified": e.state == "live",
+                # live means its blob is held; only the running node (or verify=True) hashed it
+                "verified": e.state == "live" and (self.hashes_checked or self._hash_ok(e.manifest.blob, verify)),
                 "lineage": e.manifest.lineage,
                 "meta": e.manifest.meta,
                 "reason": e.reason,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import typer
+
 from ffnode.artifacts.store import Store, trust_of
 from ffnode.cli.output import HomeOption, JsonOption, ago, emit_json, err, listing, out, short, size, table
 from ffnode.config import Config
@@ -52,6 +54,11 @@ def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
     ]
     if s.get("fault"):
         rows.insert(3, ["[red]fault[/]", s["fault"] + " (accepting nothing until it clears)"])
+    if s.get("store_damaged"):
+        rows.append(["[yellow]damaged at start[/]", "\n".join(s["store_damaged"]) + "\n(quarantined; fetched again)"])
+    if s.get("own_missing"):
+        rows.append(["[red]own artifacts missing[/]", ", ".join(short(i) for i in s["own_missing"]) +
+                     " (their blobs were damaged; waiting for a peer that holds them)"])  # fmt: skip
     table(f"ffnode {home}", ["", ""], rows)
 
 
@@ -75,12 +82,20 @@ def _peer_row(p: dict) -> list:
     ]
 
 
-def artifacts(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
-    """Every artifact this node knows, with its state (live, pending, revoked, untrusted, quarantined)."""
+def artifacts(
+    home: Path = HomeOption,
+    as_json: bool = JsonOption,
+    no_verify: bool = typer.Option(False, "--no-verify", help="Do not hash the blobs (verified: not checked)."),
+) -> None:
+    """Every artifact this node knows, with its state (live, pending, revoked, untrusted, quarantined); each held
+    blob's hash is checked (skip with --no-verify). Damaged store files are skipped and named on stderr."""
     config = Config.load(home)
     store = Store(home / "store", federation=config.federation.name, trust=trust_of(config))
+    for damaged in store.damaged:
+        err.print(f"[yellow]damaged store file skipped[/]: {damaged}")
     columns = ["id", "kind", "owner", "classes", "size", "state", "verified"]
-    listing(store.rows(config.federation.classes), as_json, "artifacts", columns, _artifact_row)
+    rows = store.rows(config.federation.classes, verify=not no_verify)
+    listing(rows, as_json, "artifacts", columns, _artifact_row)
 
 
 def _artifact_row(r: dict) -> list:
@@ -93,5 +108,5 @@ def _artifact_row(r: dict) -> list:
         classes,
         size(r["size"]),
         state,
-        "yes" if r["verified"] else "no",
+        {True: "yes", False: "no", None: "not checked"}[r["verified"]],
     ]

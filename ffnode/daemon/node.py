@@ -582,6 +582,8 @@ class Node:
             },
             "uptime_s": round(time.time() - self.started, 1),
             "fault": self.fault,
+            "store_damaged": self.store.damaged,  # quarantined at start; peers send those artifacts again
+            "own_missing": [m.id for m in self.store.pending() if m.owner == self.identity.peer_id],
         }
 
     async def _peers(self, args: dict) -> list[dict[str, Any]]:
