@@ -80,8 +80,36 @@ def test_resume_after_crash_equals_uninterrupted(
     assert seen[0] == CFG.checkpoint_every + 1  # restarted after the saved step, not from zero
     assert all(torch.equal(trained[0][k], resumed[k]) for k in resumed)
     assert summary["final_loss"] == trained[1]["final_loss"]
-    with pytest.raises(ValueError, match="belongs to another run"):
-        train_factory(images, CFG, seed=5, checkpoint_dir=tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["data", "header", "truncated", "other-run"])
+def test_a_damaged_checkpoint_is_discarded_never_resumed(
+    damage: str, tmp_path: Path, trained: tuple[dict, dict], images: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flipped data byte once resumed silently into a different factory, and a flipped header byte failed every
+    round: now either starts over and gives the uninterrupted factory, bit for bit."""
+
+    def crash(step: int, total: int) -> None:
+        if step == CFG.checkpoint_every + 1:
+            raise KeyboardInterrupt
+
+    seed = 5 if damage == "other-run" else 3
+    with pytest.raises(KeyboardInterrupt):
+        train_factory(images, CFG, seed=seed, checkpoint_dir=tmp_path, progress=crash)
+    path = tmp_path / CHECKPOINT_NAME
+    data = bytearray(path.read_bytes())
+    if damage == "data":
+        data[-100] ^= 0x01
+    elif damage == "header":
+        data[20] ^= 0x01
+    elif damage == "truncated":
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+    seen: list[int] = []
+    again, _ = train_factory(images, CFG, seed=3, checkpoint_dir=tmp_path, progress=lambda s, t: seen.append(s))
+    assert seen[0] == 1  # started over
+    assert all(torch.equal(trained[0][k], again[k]) for k in again)
+    assert "discarding factory checkpoint" in caplog.text
 
 
 def test_sample_round_trip_through_bytes(trained: tuple[dict, dict]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -29,6 +30,7 @@ from ffnode.factory.model import FactoryConfig, build_train_scheduler, build_une
 from ffnode.schedule import warmup_cosine
 
 CHECKPOINT_NAME = "factory_checkpoint.safetensors"
+log = logging.getLogger("ffnode.factory")
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -72,6 +74,37 @@ def _fingerprint(images: np.ndarray, cfg: FactoryConfig, seed: int) -> str:
     h = hashlib.sha256(images.tobytes())
     h.update(json.dumps([list(images.shape), cfg.to_dict(), seed], sort_keys=True).encode())
     return h.hexdigest()
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes: a flipped bit anywhere changes it."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_checkpoint(path: Path, fingerprint: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+    """A checkpoint's tensors and metadata if it is whole and of this run (same data, config and seed), else
+    None with the reason logged: a damaged checkpoint must never resume into a different factory."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        if meta.get("fingerprint") != fingerprint:
+            why = "it belongs to another run (other images, config or seed)"
+        elif meta.get("digest") != _digest(tensors):
+            why = "its content does not match its checksum"
+        else:
+            for key, parse in (("step", int), ("seconds", float), ("loss_ema", float)):
+                parse(meta[key])  # readable, or the except below discards it
+            return tensors, meta
+    except Exception as exc:  # safetensors raises its own errors for a torn or bit-flipped header
+        why = f"it does not load ({exc})"
+    log.warning("discarding factory checkpoint %s: %s; training starts over", path, why)
+    return None
 
 
 def _save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
@@ -119,7 +152,11 @@ def train_factory(
     ckpt = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir is not None else None
     run = _RunState(model, ema, optimizer, generator)
     if ckpt is not None and ckpt.exists():
-        step, seconds, loss_ema = run.restore(ckpt, fingerprint)
+        saved = _read_checkpoint(ckpt, fingerprint)
+        if saved is None:
+            ckpt.unlink(missing_ok=True)  # training starts over: the same factory as an uninterrupted run
+        else:
+            step, seconds, loss_ema = run.restore(*saved)
 
     t0 = time.perf_counter()
     while step < cfg.train_steps:
@@ -177,17 +214,11 @@ class _RunState:
             tensors |= {f"optim.{i}.{k}": torch.as_tensor(v) for k, v in state.items()}
         tensors["rng"] = self.generator.get_state()
         meta = {"step": str(step), "seconds": repr(seconds), "loss_ema": repr(loss_ema), "fingerprint": fingerprint}
+        meta["digest"] = _digest(tensors)
         _save_checkpoint(path, tensors, meta)
 
-    def restore(self, path: Path, fingerprint: str) -> tuple[int, float, float]:
-        """Restore in place from a checkpoint of this run; return (step, seconds so far, loss EMA)."""
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
-        if meta.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"checkpoint {path} belongs to another run (different images, config or seed): delete it to start over"
-            )
-        tensors = load_file(str(path))
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[int, float, float]:
+        """Restore in place from a verified checkpoint of this run; return (step, seconds so far, loss EMA)."""
         device = next(self.model.parameters()).device
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         for k in self.ema:
