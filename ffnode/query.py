@@ -26,6 +26,16 @@ class NoExperts(RuntimeError):
     """No live expert yet: the federation has not finished its first round."""
 
 
+def candidates(store: Store) -> list[Manifest]:
+    """The experts that may answer a query, by owner: each owner's newest live expert none of whose lineage is
+    revoked (the other checks need the model: ExpertPool)."""
+    newest: dict[str, Manifest] = {}
+    for m in store.live("expert"):
+        if not any(store.is_revoked(a) for a in m.lineage) and (m.owner not in newest or m.seq > newest[m.owner].seq):
+            newest[m.owner] = m
+    return sorted(newest.values(), key=lambda m: m.owner)
+
+
 class ExpertPool:
     """Live experts as torch modules, reloaded only when the set of live expert IDs changes.
 
@@ -40,12 +50,7 @@ class ExpertPool:
         self._models: dict[str, torch.nn.Module | None] = {}  # None: could not be used
 
     def experts(self) -> list[tuple[Manifest, torch.nn.Module]]:
-        live = [m for m in self.store.live("expert") if not any(self.store.is_revoked(a) for a in m.lineage)]
-        newest: dict[str, Manifest] = {}
-        for m in live:
-            if m.owner not in newest or m.seq > newest[m.owner].seq:
-                newest[m.owner] = m
-        voters = sorted(newest.values(), key=lambda m: m.owner)
+        voters = candidates(self.store)
         with self._lock:
             self._models = {m.id: self._models[m.id] if m.id in self._models else self._load(m) for m in voters}
             return [(m, model) for m in voters if (model := self._models[m.id]) is not None]

@@ -4,6 +4,7 @@ are covered by the protocol vectors (test_protocol.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -229,3 +230,28 @@ def test_pending_manifests_reserve_no_store_space(tmp_path: Path) -> None:
     store.add(m.seal(ALICE))
     fetched(store, m, data)  # an honest blob still fits
     assert store.entry(m.id).state == "live"
+
+
+def test_a_tainted_peer_expert_left_out_of_queries_is_no_unlearning_failure(tmp_path: Path) -> None:
+    """Mallory's expert derives from Alice's factory, which Alice revoked; Mallory is offline and never retrains.
+    Queries leave his expert out, so the proof passes and names it; it fails only for a tainted own expert."""
+    from ffnode.daemon.unlearn import verify_unlearning
+    from ffnode.query import candidates
+
+    store = Store(tmp_path, federation="f")
+    factory = published(store, weights(b"f"), 1)
+    tainted = published_expert(store, weights(b"e", MALLORY), 1, MALLORY, lineage=[factory.id])
+    clean = published_expert(store, weights(b"e2"), 2, ALICE, lineage=[])
+    store.add(revocation([factory.id], 3))
+    assert [m.id for m in candidates(store)] == [clean.id]
+    proof = verify_unlearning(store, data=None, current=None, class_names=["0"])  # type: ignore[arg-type]
+    assert proof["live_lineage_clean"] and proof["excluded_tainted_experts"] == [tainted.id]
+    own = verify_unlearning(store, data=None, current=tainted, class_names=["0"])  # type: ignore[arg-type]
+    assert not own["live_lineage_clean"]
+
+
+def published_expert(store: Store, data: bytes, seq: int, owner: Identity, lineage: list[str]) -> Manifest:
+    store.put_blob_bytes(data)
+    m = dataclasses.replace(manifest(data, seq, owner, "expert"), lineage=lineage)
+    store.add(m.seal(owner))
+    return m

@@ -27,6 +27,7 @@ from ffnode.daemon.build import SynthCache, make_expert, weights_to_bytes
 from ffnode.daemon.outbox import Outbox
 from ffnode.daemon.progress import Progress
 from ffnode.data.sources import ImageSet
+from ffnode.query import candidates
 
 log = logging.getLogger("ffnode.unlearn")
 
@@ -76,16 +77,20 @@ def verify_unlearning(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """Retrain `current` (this node's expert) from scratch on its recorded lineage and compare bytes; check
-    that no revoked ID appears in the lineage of any live expert this node holds. `should_stop` aborts the
-    rebuild (Stopping) when the node shuts down."""
+    that nothing this node uses derives from a revoked ID. A peer's live expert whose lineage is revoked (its
+    owner has not retrained it yet, or is offline) is held but excluded from every query (query.ExpertPool):
+    it is reported in `excluded_tainted_experts`, and is a failure only if this node's own expert is tainted.
+    `should_stop` aborts the rebuild (Stopping) when the node shuts down."""
     revoked = {aid for r in store.revocations() for aid in r.ids}
     live_experts = store.live("expert")
     tainted = sorted({m.id for m in live_experts if any(store.is_revoked(aid) for aid in m.lineage)})
+    answering = candidates(store)
     report: dict[str, Any] = {
         "revoked_ids": sorted(revoked),
         "live_experts": len(live_experts),
-        "live_lineage_clean": not tainted,
-        "tainted_experts": tainted,
+        # nothing that answers queries, and not this node's own expert, derives from a revoked ID
+        "live_lineage_clean": not ({m.id for m in answering} | ({current.id} if current else set())) & set(tainted),
+        "excluded_tainted_experts": tainted,
         "expert": None,
         "bitwise_identical": None,
     }
