@@ -13,7 +13,7 @@ from ffnode.artifacts.manifest import Manifest
 from ffnode.daemon.node import Node, Traffic
 from ffnode.identity import Identity
 from ffnode.net import NetError
-from harness.localnet import init_home
+from harness.localnet import Daemons, init_home, status, wait_for
 from tests.daemons import CLASSES, class_file, free_port
 from tests.test_net import crash_trio_thread
 
@@ -122,3 +122,21 @@ def test_the_peer_table_is_bounded(home: Path) -> None:
         assert list(node.peers) == [f"peer-{i}" for i in range(45, 50)]  # the most recently seen
     finally:
         node._lock.close()
+
+
+def test_sigterm_ends_the_process_promptly_and_cleanly(tmp_path: Path) -> None:
+    """Stopped in the middle of training a factory, the process (not only its log line) is gone within seconds,
+    exits 0 and prints no traceback: the exit once took 10-14 s under load."""
+    home = tmp_path / "busy"
+    init_home(home, port=free_port(), data=class_file(tmp_path, [0], "zero"), classes=CLASSES, profile="default")
+    with Daemons() as daemons:
+        daemons.start(home)
+        wait_for(
+            lambda: (s := status(home)) and s["phase"] == "factories", timeout=60, what="training", daemons=daemons
+        )
+        time.sleep(2)
+        t0 = time.monotonic()
+        assert daemons.stop(home, grace=30) == 0
+        assert time.monotonic() - t0 < 5
+    log = (home / "node.log").read_text()
+    assert "node stopped" in log and "Traceback" not in log

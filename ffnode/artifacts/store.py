@@ -45,6 +45,11 @@ log = logging.getLogger("ffnode.store")
 STATES = ("live", "pending", "revoked", "untrusted", "quarantined")
 
 
+class Stale(WireError):
+    """A message this node must refuse that an honest peer may still send: the manifest of an artifact revoked
+    since (a peer that has not caught up yet offers it). Refused, but not held against the sender."""
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink in `path` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -262,7 +267,7 @@ class Store:
 
     def _check_manifest(self, m: Manifest) -> None:
         if self._tombstoned(m):
-            raise WireError(f"artifact {m.id[:12]} was revoked: refusing it")
+            raise Stale(f"artifact {m.id[:12]} was revoked: refusing it")
         if m.id in self._raw:
             return  # a duplicate: nothing more to check
         if m.id in self._refused:

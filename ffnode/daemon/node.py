@@ -28,7 +28,7 @@ import torch
 from ffnode.artifacts.codec import WireError
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
-from ffnode.artifacts.store import Store, atomic_write, limits_of, trust_of
+from ffnode.artifacts.store import Stale, Store, atomic_write, limits_of, trust_of
 from ffnode.config import CONFIG_FILE, Config, ConfigError
 from ffnode.daemon import control
 from ffnode.daemon.build import SynthCache, site_profile
@@ -270,6 +270,8 @@ class Node:
             return reason
         try:
             self.store.check(data, wait=False)
+        except Stale as exc:
+            return str(exc)  # not forwarded, not held against the peer
         except WireError as exc:
             self._reject(peer, str(exc), data, quiet=True)  # the network thread logs it
             return str(exc)
@@ -300,12 +302,16 @@ class Node:
         with self._peers_lock:
             state.rejected += 1
             state.last_rejection = reason
-            if data is not None:
-                self._bad[hashlib.sha256(data).digest()] = reason
-                while len(self._bad) > self.config.limits.bad_items:
-                    self._bad.popitem(last=False)
+        if data is not None:
+            self._remember_bad(data, reason)
         if not quiet and self._log_budget(state):
             log.warning("rejected a message from %s: %s", peer, reason)
+
+    def _remember_bad(self, data: bytes, reason: str) -> None:
+        with self._peers_lock:
+            self._bad[hashlib.sha256(data).digest()] = reason
+            while len(self._bad) > self.config.limits.bad_items:
+                self._bad.popitem(last=False)
 
     def _log_budget(self, state: PeerState) -> bool:
         """Whether one more rejection of this peer is logged (LOG_REJECTIONS_PER_MINUTE; the rest are counted)."""
@@ -336,6 +342,10 @@ class Node:
             return  # a fault: peers offer it again by sync once it clears; a known bad one: counted already
         try:
             msg = self.store.add(data)
+        except Stale as exc:  # an honest peer that has not caught up yet: not its fault, but never checked twice
+            log.debug("refused a stale message from %s: %s", peer, exc)
+            self._remember_bad(data, str(exc))
+            return
         except WireError as exc:
             self._reject(peer, str(exc), data)
             return

@@ -160,6 +160,17 @@ class Handlers:
     open_blob: Callable[[str], Path | None]
 
 
+class _QuietShutdown(logging.Filter):
+    """Drops py-libp2p's "[ADDCONN_FAIL] ... Nursery is closed" warning with its traceback: a connection that
+    arrives while the host closes, harmless, yet it printed a traceback on every clean stop."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith("[ADDCONN_FAIL]") and "Nursery is closed" in record.getMessage())
+
+
+logging.getLogger("libp2p.network.swarm").addFilter(_QuietShutdown())
+
+
 class _Call:
     """Trio-side state of one asyncio -> trio call; touched only in the trio thread."""
 
