@@ -165,7 +165,7 @@ def test_chained_bootstrap_becomes_a_mesh_that_outlives_the_bootstrap_node(tmp_p
         t0 = time.monotonic()
         wait_for(
             lambda: all(connected_to(h) >= set(ids) - {ids[i]} for i, h in enumerate(homes)),
-            timeout=60 + 30,  # 30 s for the processes to start (imports, data) before any dial
+            timeout=60,  # from starting the processes: imports and data included
             what="a full mesh of three",
             daemons=daemons,
         )
