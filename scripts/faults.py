@@ -134,12 +134,11 @@ def fill_for(home: Path, seconds: float) -> threading.Thread:
     def run() -> None:
         filler = home / "filler"
         try:
-            with open(filler, "wb") as f:
+            with open(filler, "wb", buffering=0) as f:  # unbuffered: closing must not flush into a full disk
                 for size in (1 << 20, 4096):
                     try:
                         while True:
                             f.write(b"\0" * size)
-                            f.flush()
                     except OSError:
                         pass
             time.sleep(seconds)

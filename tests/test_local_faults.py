@@ -38,17 +38,15 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Take every free byte of the filesystem; returns the file to delete to give them back."""
     filler = disk / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: closing must not flush into a full disk
         try:
             while True:
                 f.write(b"\0" * (1 << 20))
-                f.flush()
         except OSError:
             pass
         try:
             while True:
                 f.write(b"\0" * 4096)
-                f.flush()
         except OSError:
             pass
     return filler

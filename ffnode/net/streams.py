@@ -175,10 +175,15 @@ class PerPeerLimit:
 
     def wrap(self, handler: StreamHandler) -> StreamHandler:
         async def limited(stream: INetStream) -> None:
-            peer, now = peer_of(stream), trio.current_time()
-            if self.active.get(peer, 0) >= self.limit or now - self.last.get(peer, -self.interval) < self.interval:
-                log.warning("%s opened too many %s streams (at most %d at once, one per %.0f s): stream reset",
-                            peer, stream.get_protocol(), self.limit, self.interval)  # fmt: skip
+            peer, now, protocol = peer_of(stream), trio.current_time(), stream.get_protocol()
+            if self.active.get(peer, 0) >= self.limit:
+                log.warning("%s opened more than %d %s streams at once: stream reset", peer, self.limit, protocol)
+                await reset_quietly(stream)
+                return
+            if now - self.last.get(peer, -self.interval) < self.interval:
+                log.warning(
+                    "%s opened %s streams faster than one per %.0f s: stream reset", peer, protocol, self.interval
+                )
                 await reset_quietly(stream)
                 return
             if self.interval:
