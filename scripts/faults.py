@@ -8,7 +8,9 @@ Sites hold one digits class each (tiny profile by default, so a fault lands in e
     kill      SIGKILL, then start again after 0-5 s (whatever the node was doing: training, fetching, serving)
     corrupt   SIGKILL, then flip a byte in (or empty) a random manifest, revocation, blob or factory checkpoint
               of that site, then start again: the node must quarantine it and fetch it again, or retrain
-    disk      (with --disk, root: every home is on its own small tmpfs) take every free byte for 20 s
+    disk      (with --disk, root: every home is on its own tmpfs of --disk-mb) take every free byte for 20 s
+    retrain   not a fault but work for the next ones to land in: the site revokes its own expert, so it
+              synthesises and trains again and every peer fetches the new one
 
 Then it stops injecting and waits (--settle seconds at most) until every site is ready with an expert of every
 site, all hold the same live artifacts, none has a leftover temp file, and none died on its own. It prints the
@@ -40,7 +42,7 @@ from ffnode.data.sources import load_dataset, save_npz
 from harness.localnet import Daemons, init_home, status
 
 console = Console(stderr=True)
-KINDS = ("kill", "corrupt", "disk")
+KINDS = ("kill", "corrupt", "disk", "retrain")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=10.0, help="how long faults are injected")
     p.add_argument("--interval", type=float, default=15.0, help="mean seconds between two faults")
     p.add_argument("--settle", type=float, default=300.0, help="seconds to converge after the last fault")
-    p.add_argument("--disk", action="store_true", help="also fill disks (root: homes on 48 MB tmpfs mounts)")
+    p.add_argument("--disk", action="store_true", help="also fill disks (root: every home on its own tmpfs)")
+    p.add_argument(
+        "--disk-mb", type=int, default=128, help="size of each home's tmpfs (a default-profile site needs ~60)"
+    )
     p.add_argument("--profile", default="tiny")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base-port", type=int, default=47600)
@@ -64,12 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Disks:
     """One tmpfs per home, mounted by us and unmounted on exit (whatever happens)."""
 
-    def __init__(self) -> None:
+    def __init__(self, mb: int) -> None:
+        self.mb = mb
         self.mounts: list[Path] = []
 
     def mount(self, path: Path) -> None:
         path.mkdir(parents=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(path)], check=True, capture_output=True)
+        size = f"size={self.mb}m"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(path)], check=True, capture_output=True)
         self.mounts.append(path)
 
     def unmount_all(self) -> None:
@@ -128,6 +135,17 @@ def damage(home: Path, rng: random.Random) -> str:
     return f"flipped a bit at byte {at} of {path.relative_to(home)}"
 
 
+def retrain(home: Path, s: dict | None) -> str:
+    """Revoke the site's current expert: it trains a new one (synthesis, expert), and its peers fetch that."""
+    if not s or not s.get("current_expert"):
+        return "no expert to revoke yet"
+    try:
+        control.call(home, "revoke", {"ids": [s["current_expert"]], "reason": "faults.py: retrain"}, timeout=30)
+    except (control.ControlError, OSError, ValueError) as exc:  # the node is restarting, or its disk is full
+        return f"revoke failed: {exc}"
+    return f"revoked its expert {s['current_expert'][:12]}"
+
+
 def fill_for(home: Path, seconds: float) -> threading.Thread:
     """Take every free byte of home's filesystem for `seconds`, in a thread."""
 
@@ -164,6 +182,8 @@ def inject(args: argparse.Namespace, homes: list[Path], daemons: Daemons, rng: r
         if kind == "disk":
             fillers.append(fill_for(home, 20.0))
             fault["detail"] = "disk full for 20 s"
+        elif kind == "retrain":
+            fault["detail"] = retrain(home, s)
         else:
             daemons.kill(home)
             fault["detail"] = damage(home, rng) if kind == "corrupt" else "SIGKILL"
@@ -193,7 +213,7 @@ def converged(homes: list[Path], daemons: Daemons) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     rng = random.Random(args.seed)
-    disks = Disks() if args.disk else None
+    disks = Disks(args.disk_mb) if args.disk else None
     report: dict[str, Any] = {"nodes": args.nodes, "minutes": args.minutes, "profile": args.profile, "seed": args.seed}
     try:
         homes = make_homes(args, disks)
