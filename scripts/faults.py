@@ -98,17 +98,9 @@ def make_homes(args: argparse.Namespace, disks: Disks | None) -> list[Path]:
         home = args.workdir / f"node{i}"
         if disks is not None:
             disks.mount(home)
-        addrs.append(
-            init_home(
-                home,
-                port=args.base_port + i,
-                data=data,
-                classes=classes,
-                bootstrap=addrs[:1] + addrs[-1:],
-                profile=args.profile,
-                seed=args.seed + i,
-            )  # fmt: skip
-        )
+        boot = addrs[:1] + addrs[-1:]  # the first site and the previous one: discovery finds the rest
+        addrs.append(init_home(home, port=args.base_port + i, data=data, classes=classes, bootstrap=boot,
+                               profile=args.profile, seed=args.seed + i))  # fmt: skip
         homes.append(home)
     return homes
 
