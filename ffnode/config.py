@@ -88,7 +88,7 @@ class LimitsConfig:
     peers_tracked: int = 4096  # peers remembered for `ffnode peers` (the least recently seen are forgotten)
     bad_items: int = 8192  # rejected envelopes remembered, so a peer re-offering one costs no re-check
     peer_records: int = 1024  # signed peer records held by discovery (members, and candidates still to dial)
-    records_per_peer: int = 64  # records learnt through one peer and not yet confirmed by a connection
+    records_per_peer: int = 64  # records learnt through one peer of peers that are not (yet) members
     relay_reservations: int = 64  # with network.relay_service: sites holding a slot on this relay at once
     relay_circuits_per_peer: int = 8  # relayed connections to one reserved site at once
     relay_circuit_mb: int = 16384  # bytes one relayed connection may carry, both ways; then it is cut

@@ -583,6 +583,7 @@ class Node:
             "current_expert": (e.id if (e := self.outbox.current_expert()) else None),
             "connected_peers": len(self.net.connected_peers()),
             "relayed_peers": sum(p == "relayed" for p in self.net.connection_paths().values()),
+            "peer_records": {"known": len(self.discovery.book.entries), "refused": self.discovery.book.refused},
             "bytes_sent": self.traffic.sent,
             "traffic": {
                 "blob": self.traffic.blob_bytes,

@@ -10,8 +10,8 @@ federation of up to that many sites), redials lost members with backoff, and kee
 was connected to on disk, so that a restart needs neither the bootstrap node nor anyone it named.
 
 What a peer can make a node spend here: at most `MAX_RECORDS` records per response and `MAX_ADDRS`
-addresses per record; at most `records_per_peer` records learnt through one peer and not yet confirmed by a
-connection; a book of `peer_records` entries; `DIALS_PER_ROUND` dials every `DIAL_INTERVAL_S`, each peer's
+addresses per record; at most `records_per_peer` records learnt through one peer of peers that are not (yet)
+members; a book of `peer_records` entries (only non-members are ever evicted); `DIALS_PER_ROUND` dials every `DIAL_INTERVAL_S`, each peer's
 redial backing off to `DIAL_BACKOFF_MAX_S`.
 """
 
@@ -347,7 +347,7 @@ class Discovery:
         self.take(peer, parse_peers_response(reply))
 
     async def run(self, federation: str) -> None:
-        """Dial due records; re-ask connected members for their peers; save confirmed records now and then."""
+        """Dial due records; re-ask connected members for their peers; save members' records now and then."""
         last_save = time.monotonic()
         while True:
             now = time.monotonic()
