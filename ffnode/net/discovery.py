@@ -11,8 +11,8 @@ was connected to on disk, so that a restart needs neither the bootstrap node nor
 
 What a peer can make a node spend here: at most `MAX_RECORDS` records per response and `MAX_ADDRS`
 addresses per record; at most `records_per_peer` records learnt through one peer of peers that are not (yet)
-members; a book of `peer_records` entries (only non-members are ever evicted); `DIALS_PER_ROUND` dials every `DIAL_INTERVAL_S`, each peer's
-redial backing off to `DIAL_BACKOFF_MAX_S`.
+members; a book of `peer_records` entries (only non-members are ever evicted); `DIALS_PER_ROUND` dials every
+`DIAL_INTERVAL_S`, each peer's redial backing off to `DIAL_BACKOFF_MAX_S`.
 """
 
 from __future__ import annotations
