@@ -3,6 +3,7 @@ each other from a chained bootstrap and stay connected when the bootstrap node i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -182,3 +183,59 @@ def test_chained_bootstrap_becomes_a_mesh_that_outlives_the_bootstrap_node(tmp_p
         daemons.start(c)
         wait_for(lambda: ids[0] in connected_to(c), timeout=60, what="c reconnected to a", daemons=daemons)
         assert peers_json(c)[ids[0]]["learnt"] in ("saved", f"via {ids[1]}")
+
+
+async def test_a_hostile_peer_cannot_take_a_relays_slots_nor_pose_as_relayed_peers(tmp_path: Path) -> None:
+    """Against a relay with 2 slots, a peer asks for 5 reservations in invented names (py-libp2p believed the
+    name inside the message) and offers a relayed connection though it is no relay of ours: it gets one slot in
+    its own name and a refusal, and an honest site behind NAT still gets its reservation."""
+    from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
+    from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeerId
+    from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
+    from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID as STOP
+    from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
+
+    from harness.localnet import init_home, status
+    from tests.daemons import CLASSES, Peer, class_file, free_port
+    from tests.test_hostile import set_limits
+
+    relay, site = tmp_path / "relay", tmp_path / "site"
+    addr = init_home(relay, port=free_port(), data=class_file(tmp_path, [0], "zero"), classes=CLASSES,
+                     profile="tiny", extra=["--relay-service"])  # fmt: skip
+    set_limits(relay, relay_reservations=2)
+    relay_id = addr.rsplit("/p2p/", 1)[1]
+    with Daemons() as daemons:
+        daemons.start(relay)
+        await asyncio.to_thread(wait_for, lambda: status(relay), timeout=60, what="the relay up", daemons=daemons)
+        peer = Peer(topic="/ffnode/1/testnet/announce", seed=b"\x44" * 32)
+        await peer.start(addr)
+
+        async def attack() -> list[int]:
+            statuses = []
+            for i in range(5):
+                stream = await peer.host._t_open_stream(relay_id, HOP)
+                fake = ID.from_pubkey(create_new_key_pair(bytes([60 + i]) * 32).public_key).to_bytes()
+                await write_delimited_msg(stream, HopMessage(type=HopMessage.RESERVE, peer=CircuitPeerId(id=fake)))
+                statuses.append((await read_delimited_msg(stream, HopMessage)).status)
+                await stream.close()
+            try:  # "here is a relayed connection for you"
+                stream = await peer.host._t_open_stream(relay_id, STOP)
+                await stream.write(b"\x00")
+                await stream.read(1)
+            except Exception:  # reset: refused (the reset may even beat the protocol negotiation's answer)
+                pass
+            return statuses
+
+        try:
+            await peer.host._call("relay attack", attack)
+        finally:
+            await peer.stop()
+        log = (relay / "node.log").read_text()
+        assert f"refused a relayed connection offered by {peer.host.peer_id}" in log
+        init_home(site, port=free_port(), data=class_file(tmp_path, [1], "one"), classes=CLASSES, profile="tiny",
+                  bootstrap=[addr], extra=["--relay", addr, "--unreachable"], seed=2)  # fmt: skip
+        daemons.start(site)
+        await asyncio.to_thread(
+            wait_for, lambda: "reserved a slot on relay" in (site / "node.log").read_text(), timeout=60,
+            what="the honest site's reservation", daemons=daemons,
+        )  # fmt: skip
