@@ -176,7 +176,7 @@ def test_chained_bootstrap_becomes_a_mesh_that_outlives_the_bootstrap_node(tmp_p
         assert peers_json(b)[ids[0]]["learnt"] == "bootstrap"
 
         daemons.kill(b)  # the bootstrap node is gone for good, without a goodbye
-        time.sleep(20)  # past a redial round and an exchange round
+        time.sleep(16)  # past a redial round (2 s) and an exchange round (15 s)
         assert ids[2] in connected_to(a) and ids[0] in connected_to(c)
 
         daemons.stop(c)  # c restarts knowing only b, which is dead: its saved records name a

@@ -13,7 +13,7 @@ from tests.test_federation import script
 def test_random_kills_and_damaged_files_leave_a_converged_federation(tmp_path: Path) -> None:
     faults = script("faults")
     report = faults.main(
-        ["--nodes", "3", "--minutes", "0.5", "--interval", "4", "--settle", "150", "--seed", "1",
+        ["--nodes", "3", "--minutes", "0.35", "--interval", "3", "--settle", "150", "--seed", "1",
          "--base-port", str(free_port()), "--workdir", str(tmp_path / "f")]
     )  # fmt: skip
     assert report["crashed"] is None, report["crashed"]
