@@ -12,14 +12,21 @@ from pathlib import Path
 import multiaddr
 import pytest
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.rsa import create_new_key_pair as rsa_key_pair
 from libp2p.peer.envelope import Envelope, seal_record
 from libp2p.peer.id import ID
 from libp2p.peer.peer_record import PeerRecord
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeerId
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
+from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID as STOP
+from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 
 from ffnode.artifacts.codec import WireError
 from ffnode.net.discovery import DIALS_PER_ROUND, PeerBook, open_record, own_record, seal
-from harness.localnet import Daemons, ffnode_cmd, wait_for
-from tests.daemons import chained_federation
+from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
+from tests.daemons import CLASSES, Peer, chained_federation, class_file, free_port
+from tests.test_hostile import set_limits
 
 ALICE, BOB = create_new_key_pair(bytes(range(32))), create_new_key_pair(b"\x01" * 32)
 
@@ -115,7 +122,6 @@ def test_book_evicts_candidates_never_members_and_dials_within_its_limits() -> N
 
 
 def test_records_that_would_make_us_dial_nonsense_are_refused() -> None:
-    from libp2p.crypto.rsa import create_new_key_pair as rsa_key_pair
 
     me = ALICE.private_key
     for addr in ("/ip4/0.0.0.0/tcp/1", "/ip4/224.0.0.1/tcp/1", "/ip4/255.255.255.255/tcp/1", "/ip6/::/tcp/1"):
@@ -189,15 +195,6 @@ async def test_a_hostile_peer_cannot_take_a_relays_slots_nor_pose_as_relayed_pee
     """Against a relay with 2 slots, a peer asks for 5 reservations in invented names (py-libp2p believed the
     name inside the message) and offers a relayed connection though it is no relay of ours: it gets one slot in
     its own name and a refusal, and an honest site behind NAT still gets its reservation."""
-    from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
-    from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeerId
-    from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
-    from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID as STOP
-    from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
-
-    from harness.localnet import init_home, status
-    from tests.daemons import CLASSES, Peer, class_file, free_port
-    from tests.test_hostile import set_limits
 
     relay, site = tmp_path / "relay", tmp_path / "site"
     addr = init_home(relay, port=free_port(), data=class_file(tmp_path, [0], "zero"), classes=CLASSES,

@@ -252,10 +252,11 @@ class PeerBook:
             live = [e for p, e in self.entries.items() if p in connected and e.member]
             return [e.record.envelope for e in live[: MAX_RECORDS - 1]]
 
-    def saved(self) -> list[tuple[bytes, str]]:
+    def saved(self) -> list[bytes]:
+        """Envelopes of every member: what a restart dials first (they come back with source "saved")."""
         with self._lock:
             self.dirty = False
-            return [(e.record.envelope, e.source) for e in self.entries.values() if e.member]
+            return [e.record.envelope for e in self.entries.values() if e.member]
 
     def source(self, peer: str) -> str | None:
         with self._lock:
@@ -313,12 +314,12 @@ class Discovery:
             return
         for item in saved if isinstance(saved, list) else []:
             try:
-                self.book.learn(open_record(item[0], loopback=self._loopback), "saved", member=True)
-            except (WireError, ValueError, TypeError, IndexError, KeyError) as exc:
+                self.book.learn(open_record(item, loopback=self._loopback), "saved", member=True)
+            except (WireError, ValueError, TypeError) as exc:
                 log.warning("ignoring a saved peer record in %s: %s", self._path, exc)
 
     def save(self) -> None:
-        atomic_write(self._path, msgpack.packb([list(x) for x in self.book.saved()], use_bin_type=True))
+        atomic_write(self._path, msgpack.packb(self.book.saved(), use_bin_type=True))
 
     def answer(self) -> list[bytes]:
         """Our own record (if we have an address to give), then those of the members connected now."""
