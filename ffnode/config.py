@@ -72,6 +72,26 @@ class LearningConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """The privacy audit (ffnode/privacy/): of own factories before they are published, and what this site
+    asks of its peers' factories before it samples them. docs/privacy.md gives the reasons for each default."""
+
+    audit: bool = True  # audit every own factory; one that fails is withheld (the log and `ffnode status` say why)
+    require_audit: bool = True  # use a peer's factory only if its signed audit passes the thresholds below
+    snapshots: int = 3  # if the final factory fails: audit it at 3/4, 1/2, 1/4 of training, publish the latest passing
+    audit_samples: int = 500  # N samples for the memorisation figures
+    holdout_fraction: float = 0.1  # of each class, kept out of factory training (the audit's non-members)
+    holdout_min: int = 20
+    holdout_max: int = 500
+    max_memorised: float = 0.01  # share of samples with NN1/NN2 < 1/3
+    max_dcr_close: float = 0.25  # share of samples closer to the training set than 95 % of held-out images are
+    max_mia_auc: float = 0.55  # membership inference AUC, less mia_z of its no-leak standard deviations
+    mia_z: float = 1.645
+    max_mia_tpr_1pct: float = 1.0  # not enforced by default: 20-500 held-out images cannot estimate it (privacy.md)
+    min_holdout: int = 10  # held-out images an audit must have used
+
+
+@dataclass
 class LimitsConfig:
     """What peers can make this node spend. Each bound is per publisher (an owner key) or per peer (a
     connection), so one hostile party costs only its own share; docs/security.md gives the reasons."""
@@ -102,6 +122,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     learning: LearningConfig = field(default_factory=LearningConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
@@ -163,6 +184,16 @@ class Config:
         shape = self.federation.image_shape
         if shape and not re.fullmatch(r"[1-9]\d*x[1-9]\d*x[1-9]\d*", shape):
             raise ConfigError(f"{where}: federation.image_shape {shape!r} is not HxWxC, like 28x28x3")
+        p = self.privacy
+        if not 0 < p.holdout_fraction < 0.5 or not 1 <= p.holdout_min <= p.holdout_max:
+            raise ConfigError(
+                f"{where}: privacy.holdout_fraction must be in (0, 0.5) and 1 <= holdout_min <= holdout_max"
+            )
+        if p.snapshots < 0 or p.audit_samples < 16 or p.mia_z < 0 or p.min_holdout < 2:
+            raise ConfigError(f"{where}: privacy.snapshots >= 0, audit_samples >= 16, mia_z >= 0, min_holdout >= 2")
+        for name in ("max_memorised", "max_dcr_close", "max_mia_auc", "max_mia_tpr_1pct"):
+            if not 0 <= getattr(p, name) <= 1:
+                raise ConfigError(f"{where}: privacy.{name} is a share: write a number from 0 to 1")
         for f in fields(LimitsConfig):
             if getattr(self.limits, f.name) <= 0:
                 raise ConfigError(f"{where}: limits.{f.name} must be positive (delete the line for the default)")
@@ -174,6 +205,7 @@ _SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "learning": LearningConfig,
     "limits": LimitsConfig,
+    "privacy": PrivacyConfig,
 }
 
 

@@ -13,7 +13,7 @@ import pytest
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Store
-from ffnode.config import Config
+from ffnode.config import Config, PrivacyConfig
 from ffnode.daemon.build import (
     SynthCache,
     derive_seed,
@@ -49,8 +49,8 @@ def publish_factory(store: Store, peer: Identity, label: int, seq: int) -> Manif
     data = digits([label])
     profile = site_profile(tiny_config(), data.images.shape[1:])
     checkpoints = store.root / "ckpt" / f"{label}"
-    weights, summary, seed = make_factory(data, label, profile.factory, seq, checkpoints, Progress())
-    blob = weights_to_bytes(weights, peer.peer_id)
+    built = make_factory(data, label, profile.factory, seq, PrivacyConfig(audit=False), checkpoints, Progress())
+    blob = weights_to_bytes(built.weights, peer.peer_id)
     m = Manifest(
         kind="factory",
         owner=peer.peer_id,
@@ -62,7 +62,7 @@ def publish_factory(store: Store, peer: Identity, label: int, seq: int) -> Manif
         size=len(blob),
         created=int(time.time() * 1000),
         seq=seq,
-        seed=seed,
+        seed=built.seed,
     )
     store.add(m.seal(peer))
     return m
@@ -149,7 +149,7 @@ def test_work_stops_at_the_next_tick_when_told(tmp_path: Path) -> None:
     profile = site_profile(tiny_config(), data.images.shape[1:])
     cfg = dataclasses.replace(profile.factory, train_steps=50)
     with pytest.raises(Stopping):
-        make_factory(data, 1, cfg, 0, tmp_path / "ckpt", Progress(), should_stop=lambda: True)
+        make_factory(data, 1, cfg, 0, PrivacyConfig(), tmp_path / "ckpt", Progress(), should_stop=lambda: True)
 
 
 def test_seeds_depend_on_what_they_are_for() -> None:

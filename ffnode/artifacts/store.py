@@ -13,8 +13,10 @@ Acceptance (protocol/README.md, "Acceptance rules"), in short: a message must be
 federation; an artifact of an owner this node does not trust is held but never live; a revocation is
 honoured from the owner of what it names, whatever anyone else published first, and its IDs this node
 does not know yet become tombstones bound to that owner; a blob is live only for manifests of the owner
-its header names. What one publisher can make the store hold is bounded (`Limits`), and a revoked expert's
-manifest is compacted away (its tombstone stays), so superseded experts do not pile up.
+its header names; a peer's factory whose signed privacy audit fails this node's policy is held but
+"refused", never fetched nor used (ffnode/privacy/policy.py). What one publisher can make the store hold
+is bounded (`Limits`), and a revoked expert's manifest is compacted away (its tombstone stays), so
+superseded experts do not pile up.
 
 The store is shared by the asyncio loop, worker threads and the network thread, so every method takes one
 lock, and none holds it across file I/O that peers cannot cause (the gossip validator must never wait on a
@@ -39,10 +41,11 @@ from ffnode.artifacts.codec import WireError, decode
 from ffnode.artifacts.manifest import Manifest, open_manifest
 from ffnode.artifacts.revocation import Revocation, open_revocation
 from ffnode.config import Config
+from ffnode.privacy.policy import AuditPolicy, judge
 
 log = logging.getLogger("ffnode.store")
 
-STATES = ("live", "pending", "revoked", "untrusted", "quarantined")
+STATES = ("live", "pending", "revoked", "untrusted", "quarantined", "refused")  # refused: fails the audit policy
 
 
 class Stale(WireError):
@@ -110,14 +113,25 @@ class Trust:
     allowed: frozenset[str] = frozenset()  # empty: any signed owner
     denied: frozenset[str] = frozenset()
     quarantined: frozenset[str] = frozenset()  # artifact IDs
+    audits: AuditPolicy | None = None  # peers' factories must carry a privacy audit that passes it; None: not asked
+    me: str = ""  # this node: its own factories passed its own audit before it published them
 
     def trusts(self, owner: str) -> bool:
         return owner not in self.denied and (not self.allowed or owner in self.allowed)
 
+    def refusal(self, m: Manifest) -> str | None:
+        """Why this node does not use a peer's factory under its audit policy, or None."""
+        if self.audits is None or m.kind != "factory" or m.owner == self.me:
+            return None
+        return judge(m.meta, self.audits)
 
-def trust_of(config: Config) -> Trust:
-    fed = config.federation
-    return Trust(frozenset(fed.allowed_publishers), frozenset(fed.denied_publishers), frozenset(fed.quarantined))
+
+def trust_of(config: Config, me: str = "") -> Trust:
+    fed, p = config.federation, config.privacy
+    policy = AuditPolicy.of(p) if p.require_audit else None
+    return Trust(
+        frozenset(fed.allowed_publishers), frozenset(fed.denied_publishers), frozenset(fed.quarantined), policy, me
+    )
 
 
 def limits_of(config: Config) -> Limits:
@@ -487,6 +501,8 @@ class Store:
             return "untrusted"
         if m.id in self.trust.quarantined:
             return "quarantined"
+        if self.trust.refusal(m) is not None:
+            return "refused"
         return "live" if self._blobs.get(m.blob, "absent") == m.owner else "pending"
 
     def _live_manifests(self) -> Iterable[Manifest]:
@@ -498,6 +514,8 @@ class Store:
             state = self._state(m)
             if state == "revoked" and (r := self._tombstone(m)) is not None:
                 return Entry(m, state, r.id, r.reason)
+            if state == "refused":
+                return Entry(m, state, reason=self.trust.refusal(m))
             return Entry(m, state)
 
     def entries(self) -> list[Entry]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -30,20 +31,23 @@ from ffnode.artifacts.blob import OWNER_KEY
 from ffnode.artifacts.codec import canonical_bytes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store, atomic_write
-from ffnode.config import Config, ConfigError
+from ffnode.config import Config, ConfigError, PrivacyConfig
 from ffnode.daemon.progress import Progress, ticker
 from ffnode.data.sources import ImageSet
 from ffnode.expert.resnet import ExpertConfig
 from ffnode.expert.train import train_expert
 from ffnode.factory.model import FactoryConfig
-from ffnode.factory.train import train_factory
+from ffnode.factory.train import load_snapshot, train_factory
 from ffnode.loaders import LoadError, load_factory
+from ffnode.privacy.audit import audit_factory, holdout_split
+from ffnode.privacy.policy import AuditPolicy, refusals
 from ffnode.profiles import Profile, profile_for
 from ffnode.synth import SampleError, synthesize
 
 # One training at a time in this process: torch's seeding (model init) is process-global, and the
 # unlearning proof may rebuild an expert while the learner trains.
 BUILD_LOCK = threading.Lock()
+log = logging.getLogger("ffnode.learner")
 
 
 def derive_seed(*parts: Any) -> int:
@@ -80,27 +84,92 @@ def expert_arch(config: Config, profile: Profile, num_classes: int, image_shape:
 
 
 # -- factories -------------------------------------------------------------------------------------------
+AUDIT_FILE = "audit.json"  # in a factory's work folder: the audits made, and the verdict (the owner's record)
+
+
+@dataclass(frozen=True)
+class FactoryBuild:
+    """A trained factory and its audit: `weights` is None when no snapshot passed, and `withheld` says why."""
+
+    weights: dict[str, Any] | None
+    summary: dict[str, Any]  # the manifest's meta: training figures, and the published snapshot's audit
+    seed: int
+    withheld: str | None = None
+
+
+def factory_split(data: ImageSet, label: int, node_seed: int, privacy: PrivacyConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(training images, held-out images) of one local class: the held-out slice never trains the factory."""
+    images = data.images[data.labels == label]
+    if not privacy.audit:
+        return images, images[:0]
+    seed = derive_seed(node_seed, "holdout", label)
+    train, held = holdout_split(len(images), seed, privacy.holdout_fraction, privacy.holdout_min, privacy.holdout_max)
+    return images[train], images[held]
+
+
 def make_factory(
     data: ImageSet,
     label: int,
     cfg: FactoryConfig,
     node_seed: int,
-    checkpoints: Path,
+    privacy: PrivacyConfig,
+    work: Path,
     progress: Progress,
     should_stop: Callable[[], bool] = lambda: False,
-) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """Train the factory of one local class; returns (weights, summary, seed). Resumes from `checkpoints`."""
+) -> FactoryBuild:
+    """Train the factory of one local class (resuming from `work`), audit it and pick what to publish: the final
+    weights if they pass the audit policy, else the latest earlier snapshot that does, else nothing. Audits
+    already made of this run are read back from `work`, not redone."""
     seed = derive_seed(node_seed, "factory", label)
-    checkpoints.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    train, held = factory_split(data, label, node_seed, privacy)
+    if privacy.audit and min(len(train), len(held)) < 2:
+        return FactoryBuild(None, {}, seed, withheld=f"{len(train) + len(held)} images are too few to audit a factory")
+    k = privacy.snapshots if privacy.audit else 0
+    snapshots = sorted({cfg.train_steps * i // (k + 1) for i in range(1, k + 1)} - {0})
     with BUILD_LOCK:
+        progress.phase = "factories"
         weights, summary = train_factory(
-            data.images[data.labels == label],
-            cfg,
-            seed=seed,
-            checkpoint_dir=checkpoints,
-            progress=ticker(progress, should_stop),
+            train, cfg, seed=seed, checkpoint_dir=work, progress=ticker(progress, should_stop), snapshots=snapshots
         )
-    return weights, summary, seed
+        if not privacy.audit:
+            return FactoryBuild(weights, summary, seed)
+        record = _audit_record(work, train, cfg, seed)
+        policy, reasons, task = AuditPolicy.of(privacy), [], progress.task
+        for step in [cfg.train_steps, *reversed(snapshots)]:
+            if str(step) not in record["audits"]:
+                w = weights if step == cfg.train_steps else load_snapshot(work, train, cfg, seed, step)
+                if w is None:
+                    continue  # a damaged snapshot: the others still count
+                progress.phase, progress.task = "audit", f"{task}, step {step}"
+                report = audit_factory(
+                    w, cfg, train, held, seed=derive_seed(node_seed, "audit", label), step=step,
+                    progress=ticker(progress, should_stop),
+                )  # fmt: skip
+                record["audits"][str(step)] = report.as_dict()
+                atomic_write(work / AUDIT_FILE, json.dumps(record, indent=1).encode())
+            figures = record["audits"][str(step)]["figures"]
+            why = refusals(figures, policy)
+            if not why:
+                if step != cfg.train_steps:
+                    weights = load_snapshot(work, train, cfg, seed, step)
+                    log.warning("class %d: the audit fails (%s); publishing step %d", label, reasons, step)
+                published = {"steps": step, "images_seen": step * cfg.batch_size, "audit": figures}
+                return FactoryBuild(weights, summary | published, seed)
+            reasons.append(f"step {step}: " + "; ".join(why))
+    return FactoryBuild(None, summary, seed, withheld=" | ".join(reasons) or "no snapshot could be audited")
+
+
+def _audit_record(work: Path, train: np.ndarray, cfg: FactoryConfig, seed: int) -> dict[str, Any]:
+    """The audits made of this training run so far (empty for a new run: other images, config or seed)."""
+    run = hashlib.sha256(train.tobytes() + canonical_bytes([cfg.to_dict(), seed])).hexdigest()
+    try:
+        record = json.loads((work / AUDIT_FILE).read_text())
+        if record.get("run") == run and isinstance(record.get("audits"), dict):
+            return record
+    except (OSError, ValueError):
+        pass
+    return {"run": run, "audits": {}}
 
 
 # -- the synthetic cache -----------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class Learner:
         self._pending_since: dict[str, float] = {}  # factory ID -> when its blob was first found missing
         self._gave_up: set[str] = set()  # publishers whose pending factories no longer hold the expert back
         self._unusable: dict[str, str] = {}  # factory ID -> why it is not sampled
+        self.withheld: dict[int, str] = {}  # own class -> why its factory failed the privacy audit (not published)
 
     def notify(self) -> None:
         """The store changed (a factory went live, something was revoked): look again. Any thread."""
@@ -106,22 +107,31 @@ class Learner:
 
     # -- factories -----------------------------------------------------------------------------------
     async def _train_own_factories(self) -> None:
+        """Train, audit and publish the factory of each local class that has none yet. One that fails its audit is
+        withheld: not published, and not tried again until the node restarts (its audits are kept, so a restart
+        under other thresholds re-judges them without retraining)."""
         done = {c for m in self.outbox.own() if m.kind == "factory" for c in m.classes}  # revoked ones count
-        todo = [c for c in self.local_classes() if c not in done]
+        todo = [c for c in self.local_classes() if c not in done and c not in self.withheld]
         for i, label in enumerate(todo):
             self.progress = Progress(phase="factories", task=f"factory {self.classes[label]} ({i + 1}/{len(todo)})")
             fcfg = self.profile.factory
-            weights, summary, seed = await asyncio.to_thread(
+            built = await asyncio.to_thread(
                 make_factory,
                 self.data,
                 label,
                 fcfg,
                 self.config.learning.seed,
+                self.config.privacy,
                 self.work / f"factory-{label}",  # training resumes from here after a crash
                 self.progress,
                 self._should_stop,
             )
-            await self.outbox.publish("factory", [label], fcfg.to_dict(), weights, [], seed, summary)
+            if built.weights is None:
+                self.withheld[label] = built.withheld or ""
+                log.warning("withholding the factory of class %s: its privacy audit fails (%s)", self.classes[label],
+                            built.withheld)  # fmt: skip
+                continue
+            await self.outbox.publish("factory", [label], fcfg.to_dict(), built.weights, [], built.seed, built.summary)
 
     # -- expert --------------------------------------------------------------------------------------
     def expert_lineage(self) -> tuple[list[Manifest], list[str]]:

@@ -113,7 +113,7 @@ class Node:
         self.store = Store(
             home / "store",
             federation=fed.name,
-            trust=trust_of(self.config),
+            trust=trust_of(self.config, self.identity.peer_id),
             limits=limits_of(self.config),
             repair=True,
             vet=functools.partial(vet, limits=limits),
@@ -595,6 +595,8 @@ class Node:
             "fault": self.fault,
             "store_damaged": self.store.damaged,  # quarantined at start; peers send those artifacts again
             "own_missing": [m.id for m in self.store.pending() if m.owner == self.identity.peer_id],
+            # own factories that failed their privacy audit: not published (ffnode audit shows the figures)
+            "withheld_factories": {self.config.federation.classes[c]: why for c, why in self.learner.withheld.items()},
         }
 
     async def _peers(self, args: dict) -> list[dict[str, Any]]:
@@ -635,7 +637,7 @@ class Node:
         fed.allowed_publishers = fresh.federation.allowed_publishers
         fed.denied_publishers = fresh.federation.denied_publishers
         fed.quarantined = fresh.federation.quarantined
-        self.store.set_trust(trust_of(self.config))
+        self.store.set_trust(trust_of(self.config, self.identity.peer_id))
         log.info("trust changed: %d allowed, %d denied, %d quarantined", *(len(x) for x in (
             fed.allowed_publishers, fed.denied_publishers, fed.quarantined)))  # fmt: skip
         return {"denied_publishers": fed.denied_publishers, "quarantined": fed.quarantined}

@@ -136,11 +136,13 @@ class Outbox:
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    """Summaries go into a signed manifest: msgpack-able scalars and int lists only, and no NaN or infinity (other
-    runtimes may not re-encode them bit for bit, which would break the signature there)."""
+    """Summaries go into a signed manifest: msgpack-able scalars, int lists and maps of them only, and no NaN or
+    infinity (other runtimes may not re-encode them bit for bit, which would break the signature there)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, bool | str):
+        if isinstance(v, dict):  # the privacy audit's figures
+            out[k] = _plain(v)
+        elif isinstance(v, bool | str):
             out[k] = v
         elif isinstance(v, int | np.integer):
             out[k] = int(v)

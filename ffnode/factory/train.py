@@ -1,7 +1,9 @@
 """Train one factory (an unconditional DDPM on one class's images), resumable after a crash.
 
 The loop is flat, nanoGPT style: draw a batch, noise it at a random timestep, regress the noise, step
-AdamW, update the EMA, and every `checkpoint_every` steps write a crash-safe checkpoint. All randomness
+AdamW, update the EMA, and every `checkpoint_every` steps write a crash-safe checkpoint. At the steps
+named in `snapshots` (and at the end) the EMA weights are also kept, so the privacy audit can fall back
+to an earlier, less fitted factory (`load_snapshot`). All randomness
 comes from one torch.Generator whose state is part of the checkpoint, so a resumed run continues on the
 exact same stream and ends with the same weights as an uninterrupted one.
 """
@@ -14,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +58,7 @@ def noisy_batch(
     return x0, noise, t, scheduler.add_noise(x0, noise, t)
 
 
-def _target(
+def prediction_target(
     cfg: FactoryConfig, scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
 ) -> torch.Tensor:
     """What the UNet regresses: the noise (epsilon), the velocity alpha_t * noise - sigma_t * x0 (v), or x0."""
@@ -86,7 +88,9 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _read_checkpoint(path: Path, fingerprint: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+def _read_checkpoint(
+    path: Path, fingerprint: str, keys: tuple[str, ...] = ("step", "seconds", "loss_ema")
+) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
     """A checkpoint's tensors and metadata if it is whole and of this run (same data, config and seed), else
     None with the reason logged: a damaged checkpoint must never resume into a different factory."""
     try:
@@ -98,12 +102,12 @@ def _read_checkpoint(path: Path, fingerprint: str) -> tuple[dict[str, torch.Tens
         elif meta.get("digest") != _digest(tensors):
             why = "its content does not match its checksum"
         else:
-            for key, parse in (("step", int), ("seconds", float), ("loss_ema", float)):
-                parse(meta[key])  # readable, or the except below discards it
+            for key in keys:
+                float(meta[key])  # readable, or the except below discards it
             return tensors, meta
     except Exception as exc:  # safetensors raises its own errors for a torn or bit-flipped header
         why = f"it does not load ({exc})"
-    log.warning("discarding factory checkpoint %s: %s; training starts over", path, why)
+    log.warning("discarding factory checkpoint %s: %s", path, why)
     return None
 
 
@@ -123,12 +127,14 @@ def train_factory(
     seed: int,
     checkpoint_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    snapshots: Sequence[int] = (),
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Train a factory on one class's images (N, H, W, C) uint8.
 
     Returns the EMA weights to publish (float32, CPU) and a summary: n_train, images_seen, steps, seconds,
     final_loss (an exponential moving average of the training loss). With `checkpoint_dir`, the run resumes
-    from the checkpoint there if one of the same data, config and seed exists.
+    from the checkpoint there if one of the same data, config and seed exists, and the EMA weights at each
+    step in `snapshots` and at the last step are kept there for `load_snapshot`.
     """
     n, h, w, c = images.shape
     if (h, w, c) != (cfg.image_size, cfg.image_size, cfg.channels):
@@ -154,6 +160,7 @@ def train_factory(
     if ckpt is not None and ckpt.exists():
         saved = _read_checkpoint(ckpt, fingerprint)
         if saved is None:
+            log.warning("training of %s starts over", checkpoint_dir)
             ckpt.unlink(missing_ok=True)  # training starts over: the same factory as an uninterrupted run
         else:
             step, seconds, loss_ema = run.restore(*saved)
@@ -163,7 +170,7 @@ def train_factory(
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.train_steps, floor=0.1)
         x0, noise, t, xt = noisy_batch(data, cfg, generator, noise_scheduler)
-        target = _target(cfg, noise_scheduler, x0, noise, t)
+        target = prediction_target(cfg, noise_scheduler, x0, noise, t)
         # forward/backward
         with autocast(device, cfg.bf16):
             pred = model(xt, t).sample
@@ -183,6 +190,9 @@ def train_factory(
         if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.train_steps):
             now = seconds + time.perf_counter() - t0
             run.save(ckpt, fingerprint, step, now, loss_ema)
+        if checkpoint_dir is not None and (step in snapshots or step == cfg.train_steps):
+            ema_meta = {"step": str(step), "fingerprint": fingerprint, "digest": _digest(ema)}
+            _save_checkpoint(_snapshot_path(checkpoint_dir, step), ema, ema_meta)
         if progress is not None:
             progress(step, cfg.train_steps)
     seconds += time.perf_counter() - t0
@@ -196,6 +206,24 @@ def train_factory(
         "final_loss": float(loss_ema),
     }
     return weights, summary
+
+
+def _snapshot_path(checkpoint_dir: Path, step: int) -> Path:
+    return checkpoint_dir / f"ema-{step}.safetensors"
+
+
+def load_snapshot(
+    checkpoint_dir: Path, images: np.ndarray, cfg: FactoryConfig, seed: int, step: int
+) -> dict[str, torch.Tensor] | None:
+    """The EMA weights (float32) that `train_factory` kept at `step` of this run (same images, config and seed),
+    or None if there are none or they are damaged or of another run."""
+    path = _snapshot_path(checkpoint_dir, step)
+    if not path.exists():
+        return None
+    saved = _read_checkpoint(path, _fingerprint(images, cfg, seed), keys=("step",))
+    if saved is None or int(saved[1]["step"]) != step:
+        return None
+    return {k: v.float().contiguous() for k, v in saved[0].items()}
 
 
 @dataclass
