@@ -7,8 +7,8 @@ from typing import NoReturn
 
 import typer
 
+from ffnode.cli import audit, inspect, query, samples, start, trust, unlearn
 from ffnode.cli import init as init_cmd
-from ffnode.cli import inspect, query, samples, start, trust, unlearn
 from ffnode.cli.output import UserError, err
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ COMMANDS = {  # name -> function; one module per command group
     "artifacts": inspect.artifacts,
     "query": query.query,
     "samples": samples.samples,
+    "audit": audit.audit,
     "revoke": unlearn.revoke,
     "leave": unlearn.leave,
     "verify-unlearning": unlearn.verify_unlearning,

@@ -56,6 +56,8 @@ def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
         rows.insert(3, ["[red]fault[/]", s["fault"] + " (accepting nothing until it clears)"])
     if s.get("store_damaged"):
         rows.append(["[yellow]damaged at start[/]", "\n".join(s["store_damaged"]) + "\n(quarantined; fetched again)"])
+    for name, why in s.get("withheld_factories", {}).items():
+        rows.append([f"[yellow]factory {name} withheld[/]", f"its privacy audit fails: {why} (ffnode audit)"])
     if s.get("own_missing"):
         rows.append(["[red]own artifacts missing[/]", ", ".join(short(i) for i in s["own_missing"]) +
                      " (their blobs were damaged; waiting for a peer that holds them)"])  # fmt: skip

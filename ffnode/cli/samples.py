@@ -3,27 +3,12 @@ peer's module. It shows generated images only, never real data."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err
-
-
-def image_grid(images: np.ndarray, cell: int = 64) -> np.ndarray:
-    """(N, H, W, C) uint8 -> one (rows*cell, cols*cell, C) image; each sample scaled up by whole pixels."""
-    n, h, w, c = images.shape
-    scale = max(1, cell // max(h, w))
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.full((rows * h * scale, cols * w * scale, c), 255, np.uint8)
-    for i, img in enumerate(images):
-        r, k = divmod(i, cols)
-        big = img.repeat(scale, axis=0).repeat(scale, axis=1)
-        grid[r * h * scale : (r + 1) * h * scale, k * w * scale : (k + 1) * w * scale] = big
-    return grid
+from ffnode.data.images import image_grid
 
 
 def samples(

@@ -1,7 +1,9 @@
-"""Read one query image for prediction, refusing anything that does not match the federation's shape."""
+"""Images in and out: read one query image (refusing anything not of the federation's shape), lay images out
+in a grid for a picture."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +34,18 @@ def load_image_file(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     if size != (w, h):
         raise DataError(f"{path} is {size[0]}x{size[1]} pixels, expected {w}x{h}: resize it to {w}x{h} first")
     return array.reshape(h, w, c)
+
+
+def image_grid(images: np.ndarray, cell: int = 64, cols: int = 0) -> np.ndarray:
+    """(N, H, W, C) uint8 -> one (rows*cell, cols*cell, C) image, `cols` wide (0: square); each image scaled up
+    by whole pixels."""
+    n, h, w, c = images.shape
+    scale = max(1, cell // max(h, w))
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.full((rows * h * scale, cols * w * scale, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        big = img.repeat(scale, axis=0).repeat(scale, axis=1)
+        grid[r * h * scale : (r + 1) * h * scale, k * w * scale : (k + 1) * w * scale] = big
+    return grid

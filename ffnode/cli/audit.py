@@ -1,0 +1,161 @@
+"""`ffnode audit`: the privacy audits of this site's factories (published or withheld) and the audit figures its
+peers' factories carry, each judged under this node's thresholds; `--picture` draws an own audit for the owner.
+
+It reads the home's files (the store, and the audit records in work/factory-<class>/), so it works whether the
+node runs or not.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err, short, table
+
+
+def _own_rows(home: Path, config: Any, store: Any, me: str, policy: Any) -> list[dict]:
+    from ffnode.daemon.build import AUDIT_FILE
+    from ffnode.privacy.policy import refusals
+
+    published = {  # (class, audited step) -> own factory manifest
+        (m.classes[0], m.meta["audit"]["step"]): m
+        for e in store.entries()
+        if (m := e.manifest).owner == me and m.kind == "factory" and isinstance(m.meta.get("audit"), dict)
+    }
+    rows = []
+    for path in sorted((home / "work").glob(f"factory-*/{AUDIT_FILE}")):
+        label = int(path.parent.name.split("-", 1)[1])
+        record = json.loads(path.read_text())
+        for step, report in sorted(record["audits"].items(), key=lambda kv: -int(kv[0])):
+            figures, m = report["figures"], published.get((label, int(step)))
+            why = refusals(figures, policy)
+            rows.append({
+                "factory": m.id if m else None,
+                "class": config.federation.classes[label],
+                "owner": me,
+                "own": True,
+                "step": int(step),
+                "state": store.entry(m.id).state if m else ("failed" if why else "not published"),
+                "verdict": "; ".join(why) or "passes",
+                "figures": figures,
+            })  # fmt: skip
+    return rows
+
+
+def _peer_rows(config: Any, store: Any, me: str, policy: Any) -> list[dict]:
+    from ffnode.privacy.policy import audit_of, refusals
+
+    rows = []
+    for e in store.entries():
+        m = e.manifest
+        if m.kind != "factory" or m.owner == me:
+            continue
+        figures = audit_of(m.meta)
+        ok = isinstance(figures, dict)
+        rows.append({
+            "factory": m.id,
+            "class": config.federation.classes[m.classes[0]] if m.classes[0] < len(config.federation.classes) else "?",
+            "owner": m.owner,
+            "own": False,
+            "step": figures["step"] if ok else None,
+            "state": e.state,
+            "verdict": ("; ".join(refusals(figures, policy)) or "passes") if ok else figures,
+            "figures": figures if ok else None,
+        })  # fmt: skip
+    return rows
+
+
+def _row(r: dict) -> list:
+    from ffnode.privacy.policy import mia_se
+
+    f = r["figures"]
+    if f is None:
+        numbers = ["-"] * 5
+    else:
+        se = mia_se(f["mia_members"], f["n_holdout"])
+        numbers = [
+            f"{f['memorised']:.1%}",
+            f"{f['dcr_close']:.1%} / {f['dcr_ratio']:.2f}",
+            f"{f['mia_auc']:.3f} ± {se:.3f}",
+            f"{f['mia_tpr_1pct']:.1%} / {f['mia_tpr_01pct']:.1%}",
+            f"{f['n_train']} / {f['n_holdout']}",
+        ]
+    owner = "this node" if r["own"] else short(r["owner"], 16)
+    return [short(r["factory"]) or "-", r["class"], owner, r["step"] or "-", *numbers, r["state"], r["verdict"]]
+
+
+def audit(
+    home: Path = HomeOption,
+    factory: str = typer.Option("", "--factory", help="Only this factory (ID or unique prefix)."),
+    class_name: str = typer.Option("", "--class", help="Only factories of this class (name)."),
+    picture: Path | None = typer.Option(
+        None,
+        "--picture",
+        help="Write a PNG of an own factory's most copy-like samples beside their nearest "
+        "training images (real patient images: for this site only; never written into the store).",
+    ),  # fmt: skip
+    as_json: bool = JsonOption,
+) -> None:
+    """Privacy audits of this site's factories and the audit figures of its peers', judged under this node's
+    thresholds ([privacy] in config.toml)."""
+    from ffnode.artifacts.store import Store
+    from ffnode.config import Config
+    from ffnode.identity import load_identity
+    from ffnode.privacy.policy import AuditPolicy
+
+    config, me = Config.load(home), load_identity(home).peer_id
+    store = Store(home / "store", federation=config.federation.name)
+    policy = AuditPolicy.of(config.privacy)
+    rows = _own_rows(home, config, store, me, policy) + _peer_rows(config, store, me, policy)
+    if factory:
+        aid = store.resolve(factory)
+        rows = [r for r in rows if r["factory"] == aid]
+    if class_name:
+        if class_name not in config.federation.classes:
+            abort(f"no class {class_name!r}: the federation's classes are {', '.join(config.federation.classes)}")
+        rows = [r for r in rows if r["class"] == class_name]
+    if picture is not None:
+        own = [r for r in rows if r["own"]]
+        if not own:
+            abort("--picture draws an own factory's audit: name one with --factory or --class (see `ffnode audit`)")
+        _draw(home, config, own[0], picture)
+    if as_json:
+        emit_json(rows)
+        return
+    columns = ["factory", "class", "owner", "step", "memorised", "DCR close / ratio", "MIA AUC", "TPR@1% / 0.1%",
+               "train / held out", "state", "verdict"]  # fmt: skip
+    table("privacy audits (thresholds: [privacy] in config.toml)", columns, [_row(r) for r in rows])
+    if not rows:
+        err.print("no audits yet: factories are audited when they finish training")
+
+
+def _draw(home: Path, config: Any, row: dict, path: Path) -> None:
+    """Redraw the audited samples of an own factory and write the picture of its closest pairs to `path`."""
+    from PIL import Image
+
+    from ffnode.daemon.build import AUDIT_FILE, derive_seed, factory_split, site_profile
+    from ffnode.data.sources import load_dataset
+    from ffnode.factory.sample import sample_factory
+    from ffnode.factory.train import load_snapshot
+    from ffnode.privacy.picture import closest_pairs
+
+    if path.resolve().is_relative_to((home / "store").resolve()):
+        abort(f"{path} is inside the node's store: the picture holds real images; write it somewhere else")
+    label, step = config.federation.classes.index(row["class"]), row["step"]
+    data = load_dataset(config.data.spec, split=config.data.split, classes=config.federation.classes)
+    cfg = site_profile(config, data.image_shape).factory
+    train, _held = factory_split(data, label, config.learning.seed, config.privacy)
+    work = home / "work" / f"factory-{label}"
+    weights = load_snapshot(work, train, cfg, derive_seed(config.learning.seed, "factory", label), step)
+    if weights is None:
+        abort(f"the weights of class {row['class']!r} at step {step} are not in {work} (or do not match the data)")
+    report = json.loads((work / AUDIT_FILE).read_text())["audits"][str(step)]
+    audit_seed = derive_seed(config.learning.seed, "audit", label)  # the audit drew its samples with it
+    samples = sample_factory(weights, cfg, row["figures"]["samples"], seed=audit_seed)
+    grid = closest_pairs(samples, train, report["closest"], cfg.hflip)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    err.print(f"wrote the {len(report['closest'])} most copy-like samples of class {row['class']!r} (step {step}), "
+              f"each beside its nearest training image, to {path}: real images, keep them at this site")  # fmt: skip

@@ -1,0 +1,109 @@
+"""The privacy audit: it fails a factory made to memorise and passes a normal one; the policy every site applies
+to the signed figures; the held-out slice never trains the factory."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ffnode.config import PrivacyConfig
+from ffnode.daemon.build import factory_split
+from ffnode.data.sources import ImageSet, load_dataset
+from ffnode.factory.model import FactoryConfig
+from ffnode.factory.train import train_factory
+from ffnode.privacy.audit import AuditSettings, audit_factory, holdout_split
+from ffnode.privacy.picture import closest_pairs
+from ffnode.privacy.policy import AuditPolicy, audit_of, judge, mia_se, refusals
+
+FAST = AuditSettings(samples=200)
+
+
+def digit(label: int) -> np.ndarray:
+    d = load_dataset("digits", split="train", classes=[str(i) for i in range(10)])
+    return d.images[d.labels == label]
+
+
+def small(steps: int, batch: int) -> FactoryConfig:
+    return FactoryConfig(block_out_channels=(32, 32), norm_num_groups=8, train_steps=steps, batch_size=batch,
+                         warmup_steps=10, checkpoint_every=10**6, sample_steps=10)  # fmt: skip
+
+
+def test_the_audit_fails_a_factory_made_to_memorise_and_passes_a_normal_one() -> None:
+    images = digit(3)
+    train, held = holdout_split(len(images), 0, 0.1, 20, 500)
+    policy = AuditPolicy()
+    # normal: the class's ~120 training images, a short run
+    weights, _ = train_factory(images[train], small(150, 64), seed=1)
+    normal = audit_factory(weights, small(150, 64), images[train], images[held], seed=2, settings=FAST).figures
+    assert refusals(normal, policy) == [], normal
+    assert normal["memorised"] <= 0.01 and normal["n_holdout"] == len(held) == 20
+    # memorising: four images, trained long (every sample is one of them)
+    few = images[train[:4]]
+    cfg = small(700, 16)
+    weights, _ = train_factory(few, cfg, seed=1)
+    report = audit_factory(weights, cfg, few, images[held[:4]], seed=2, settings=FAST)
+    copied = report.figures
+    assert copied["memorised"] > 0.5 and copied["mia_auc"] == 1.0, copied
+    why = refusals(copied, dataclasses.replace(policy, min_holdout=2))
+    assert any("copy a training image" in w for w in why), why
+    # the owner's picture: each sample beside the training image it copies
+    pairs = closest_pairs(np.zeros((200, 8, 8, 1), np.uint8), few, [list(c) for c in report.closest[:4]], False)
+    assert pairs.shape[1] == 8 * 8 * 8  # 4 pairs per row, 64 px cells
+
+
+def test_the_held_out_slice_is_seeded_bounded_and_never_trains_the_factory() -> None:
+    train, held = holdout_split(1000, 5, 0.1, 20, 500)
+    assert len(held) == 100 and len(train) == 900 and not set(train) & set(held)
+    assert np.array_equal(held, holdout_split(1000, 5, 0.1, 20, 500)[1])
+    assert not np.array_equal(held, holdout_split(1000, 6, 0.1, 20, 500)[1])
+    assert len(holdout_split(66, 0, 0.1, 20, 500)[1]) == 20  # a small class still gives the attack 20 non-members
+    assert len(holdout_split(30, 0, 0.1, 20, 500)[1]) == 15  # never more than half the class
+    assert len(holdout_split(100_000, 0, 0.1, 20, 500)[1]) == 500
+    d = load_dataset("digits", split="train", classes=[str(i) for i in range(10)])
+    data = ImageSet(d.images, d.labels, d.classes)
+    fit, out = factory_split(data, 2, node_seed=0, privacy=PrivacyConfig())
+    assert len(fit) + len(out) == (d.labels == 2).sum() and len(out) == 20
+    assert len(factory_split(data, 2, 0, PrivacyConfig(audit=False))[1]) == 0
+
+
+def figures(**changes: float) -> dict:
+    base = {"v": 1, "distance": "l2-pixel", "step": 400, "samples": 500, "n_train": 1479, "n_holdout": 164,
+            "memorised": 0.0, "nn_ratio_min": 0.87, "dcr_close": 0.0, "dcr_ratio": 1.02, "mia_members": 328,
+            "mia_auc": 0.513, "mia_tpr_1pct": 0.006, "mia_tpr_01pct": 0.003, "levels": [50, 100, 200, 400],
+            "draws": 2, "seconds": 8.2}  # fmt: skip
+    return base | changes
+
+
+def test_the_policy_refuses_what_is_over_its_thresholds_and_allows_for_the_attacks_noise() -> None:
+    policy = AuditPolicy()
+    assert judge({"audit": figures()}, policy) is None
+    assert "copy a training image" in judge({"audit": figures(memorised=0.02)}, policy)
+    assert "closer to the training set" in judge({"audit": figures(dcr_close=0.3)}, policy)
+    # AUC 0.60 on 164 non-members is evidence (0.60 - 1.645 * 0.026 > 0.55); on 20 it is noise
+    assert "membership inference AUC" in judge({"audit": figures(mia_auc=0.6)}, policy)
+    assert judge({"audit": figures(mia_auc=0.6, n_holdout=20, mia_members=40)}, policy) is None
+    assert judge({"audit": figures(mia_auc=0.6, n_holdout=20, mia_members=40)}, AuditPolicy(mia_z=0)) is not None
+    assert mia_se(40, 20) == pytest.approx(0.0797, abs=1e-4)
+    assert "held-out images" in judge({"audit": figures(n_holdout=5)}, policy)
+    assert "at 1% false positives" in judge({"audit": figures(mia_tpr_1pct=0.2)}, AuditPolicy(max_mia_tpr_1pct=0.1))
+
+
+@pytest.mark.parametrize(
+    ("meta", "why"),
+    [
+        ({}, "carries no privacy audit"),
+        ({"audit": [1]}, "not a map"),
+        ({"audit": figures(v=2)}, "version 2"),
+        ({"audit": figures(distance="ssim")}, "distance 'ssim'"),
+        ({"audit": figures(mia_auc="0.5")}, "valid 'mia_auc'"),
+        ({"audit": figures(memorised=float("nan"))}, "not finite"),
+        ({"audit": figures(memorised=True)}, "valid 'memorised'"),
+        ({"audit": figures(dcr_close=1.5)}, "outside 0..1"),
+        ({"audit": figures(samples=0)}, "counts no samples"),
+    ],
+)
+def test_audit_figures_a_site_cannot_judge_are_refused_with_the_reason(meta: dict, why: str) -> None:
+    assert isinstance(audit_of(meta), str)
+    assert why in judge(meta, AuditPolicy())
