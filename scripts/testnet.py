@@ -359,6 +359,36 @@ def compute_used(home: Path) -> dict:
     }
 
 
+AUDIT_KEYS = ("step", "n_train", "n_holdout", "memorised", "dcr_close", "dcr_ratio", "mia_auc", "mia_tpr_1pct",
+              "mia_tpr_01pct", "seconds")  # fmt: skip
+
+
+def privacy_audits(home: Path, final: list[dict | None]) -> dict:
+    """The privacy audit of every factory, as signed in its manifest, and the factories their sites withheld."""
+    rows = [r for r in control.call(home, "artifacts") if r["kind"] == "factory"]
+    audited = [
+        {"class": r["classes"][0], "owner": r["owner"], "state": r["state"], **{k: a[k] for k in AUDIT_KEYS}}
+        for r in rows
+        if isinstance(a := r["meta"].get("audit"), dict)
+    ]
+    withheld = {s["peer_id"]: s["withheld_factories"] for s in final if s and s.get("withheld_factories")}
+
+    def worst(key: str) -> float | None:
+        return max((a[key] for a in audited), default=None)
+
+    return {
+        "factories": audited,
+        "unaudited": len(rows) - len(audited),
+        "refused": sum(r["state"] == "refused" for r in rows),
+        "withheld": withheld,
+        "memorised_max": worst("memorised"),
+        "dcr_close_max": worst("dcr_close"),
+        "mia_auc_max": worst("mia_auc"),
+        "mia_auc_mean": round(float(np.mean([a["mia_auc"] for a in audited])), 4) if audited else None,
+        "audit_seconds_mean": round(float(np.mean([a["seconds"] for a in audited])), 2) if audited else None,
+    }
+
+
 def hardware() -> dict:
     import torch
 
@@ -569,6 +599,7 @@ def main(argv: list[str] | None = None) -> dict:
             "bytes_sent_per_node": [s["bytes_sent"] if s else None for s in final],
             "network": network.report(results),
             "compute": compute_used(homes[running[0]]),
+            "privacy": privacy_audits(homes[running[0]], final),
             "hardware": hardware(),
         }
         if not args.no_baselines:  # before any site leaves: it uses every factory of the federation
@@ -620,6 +651,13 @@ def print_report(r: dict) -> None:
             t.add_row(f"{name} accuracy", f"{b[name]['accuracy']:.4f}")
         t.add_row("centralised accuracy", f"{b['centralized']['accuracy']:.4f}")
         t.add_row("local-only accuracy (mean)", f"{b['local_only']['accuracy_mean']:.4f}")
+    p = r.get("privacy")
+    if p and p["factories"]:
+        t.add_row("privacy audit: memorised / DCR close max", f"{p['memorised_max']:.1%} / {p['dcr_close_max']:.1%}")
+        t.add_row("privacy audit: MIA AUC mean / max", f"{p['mia_auc_mean']:.3f} / {p['mia_auc_max']:.3f}")
+        t.add_row("privacy audit: seconds per factory (mean)", f"{p['audit_seconds_mean']:.1f}")
+    if p and (p["withheld"] or p["refused"]):
+        t.add_row("factories withheld / refused", f"{sum(map(len, p['withheld'].values()))} / {p['refused']}")
     sent = [b for b in r["bytes_sent_per_node"] if b is not None]
     t.add_row("bytes sent per node (mean)", f"{np.mean(sent) / 1e6:.2f} MB")
     net = r["network"]
