@@ -127,7 +127,8 @@ def expert_priors(manifests: list[Manifest], num_classes: int) -> Priors | None:
 def implausible_counts(store: Store, m: Manifest, num_classes: int) -> str | None:
     """Why an expert's label counts cannot be right, or None. Beyond their own consistency (_label_counts):
     each class's synthetic count is 0 or the arch's synth_per_class, and the real counts agree with the
-    n_train of every factory the same owner published for a class."""
+    images of every factory the same owner published for a class: n_train, plus the images its audit held out
+    of factory training (the expert trains on all of them)."""
     try:
         real, total = _label_counts(m.meta, num_classes)
     except ValueError as exc:
@@ -138,9 +139,11 @@ def implausible_counts(store: Store, m: Manifest, num_classes: int) -> str | Non
     for e in store.entries():
         f = e.manifest
         if f.kind == "factory" and f.owner == m.owner and f.classes[0] < num_classes:
+            audit = f.meta.get("audit")
+            held = audit.get("n_holdout", 0) if isinstance(audit, dict) else 0
             n = f.meta.get("n_train")
-            if type(n) is int and real[f.classes[0]] != n:
-                return f"{real[f.classes[0]]} real images of class {f.classes[0]}, its factory says {n}"
+            if type(n) is int and type(held) is int and real[f.classes[0]] != n + held:
+                return f"{real[f.classes[0]]} real images of class {f.classes[0]}, its factory says {n + held}"
     return None
 
 

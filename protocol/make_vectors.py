@@ -56,6 +56,7 @@ from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import open_announcement
 from ffnode.identity import Identity, peer_id_from_public_key
 from ffnode.net import discovery, streams, sync
+from ffnode.privacy.policy import AuditPolicy, judge
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "protocol" / "vectors"
@@ -876,6 +877,99 @@ def discovery_file() -> dict[str, Any]:
     }
 
 
+# A version-1 audit as ffnode signs it (figures of a BloodMNIST factory of the cpu profile, rounded).
+AUDIT: dict[str, Any] = {
+    "v": 1,
+    "distance": "l2-pixel",
+    "step": 400,
+    "samples": 500,
+    "n_train": 1479,
+    "n_holdout": 164,
+    "memorised": 0.0,
+    "nn_ratio_min": 0.8686,
+    "dcr_close": 0.0,
+    "dcr_ratio": 1.0211,
+    "mia_members": 328,
+    "mia_auc": 0.5134,
+    "mia_tpr_1pct": 0.0061,
+    "mia_tpr_01pct": 0.003,
+    "levels": [50, 100, 200, 400],
+    "draws": 2,
+    "seconds": 8.24,
+}
+THRESHOLDS = dataclasses.asdict(AuditPolicy())  # ffnode's defaults
+
+
+def audit_file() -> dict[str, Any]:
+    audited = manifest(seq=3, meta={"images_seen": 25600, "seconds": 101.5, "audit": AUDIT})
+    strict = THRESHOLDS | {"mia_z": 0.0}
+
+    def case(name: str, description: str, meta: dict[str, Any], reason: str | None, **policy: Any) -> dict:
+        thresholds = THRESHOLDS | policy
+        verdict = judge(meta, AuditPolicy(**thresholds))
+        if (verdict is None) != (reason is None):
+            raise AssertionError(f"audit vector {name}: ffnode says {verdict!r}, the vector says {reason!r}")
+        if reason is not None and reason not in ("no-audit", "malformed"):
+            assert reason in verdict.split(";")[0], (name, verdict)  # the first failing rule names the category
+        out = {"name": name, "description": description, "meta": to_json(meta), "thresholds": thresholds}
+        return out | ({"output": "use"} if reason is None else {"output": None, "reason": reason})
+
+    def figures(**changes: Any) -> dict[str, Any]:
+        return {"audit": AUDIT | changes}
+
+    small = {"n_holdout": 20, "mia_members": 40}
+    cases = [
+        case("passes", "the audit above, ffnode's default thresholds", figures(), None),
+        case("no-audit", "a factory without meta.audit", {"images_seen": 25600}, "no-audit"),
+        case("not-a-map", "meta.audit is an array", {"audit": [1]}, "malformed"),
+        case("version", "v 2: a version this receiver does not read", figures(v=2), "malformed"),
+        case("distance", "a distance other than l2-pixel", figures(distance="ssim"), "malformed"),
+        case("missing-key", "no mia_auc", {"audit": {k: v for k, v in AUDIT.items() if k != "mia_auc"}}, "malformed"),
+        case("bool-count", "samples is true: a bool is not an int", figures(samples=True), "malformed"),
+        case("share-range", "memorised 1.5: a share outside 0..1", figures(memorised=1.5), "malformed"),
+        case("zero-count", "n_holdout 0", figures(n_holdout=0), "malformed"),
+        case("int-share", "memorised as the int 0: floats may arrive as ints", figures(memorised=0), None),
+        case("min-holdout", "5 held-out images", figures(n_holdout=5), "min_holdout"),
+        case("memorised", "2 % of samples copy a training image", figures(memorised=0.02), "max_memorised"),
+        case("memorised-at-limit", "exactly 1 %: not over", figures(memorised=0.01), None),
+        case("dcr-close", "30 % of samples closer than 95 % of held-out ones", figures(dcr_close=0.3), "max_dcr_close"),
+        case(
+            "mia-auc",
+            "AUC 0.60 with 164 non-members: 0.60 - 1.645 * 0.0261 = 0.557 > 0.55",
+            figures(mia_auc=0.6),
+            "max_mia_auc",
+        ),
+        case(
+            "mia-auc-small-class",
+            "AUC 0.60 with 20 non-members and 40 members: 0.60 - 1.645 * 0.0797 = 0.469, within the attack's noise",
+            figures(mia_auc=0.6, **small),
+            None,
+        ),
+        case(
+            "mia-auc-strict",
+            "the same under mia_z 0 (the bare rule mia_auc > max_mia_auc)",
+            figures(mia_auc=0.6, **small),
+            "max_mia_auc",
+            **strict,
+        ),
+        case(
+            "mia-tpr",
+            "20 % of members flagged at 1 % false positives, under max_mia_tpr_1pct 0.1",
+            figures(mia_tpr_1pct=0.2),
+            "max_mia_tpr_1pct",
+            max_mia_tpr_1pct=0.1,
+        ),
+    ]
+    return {
+        "description": "Factory audits (README: Factory audit). 'factory' is Alice's factory with meta.audit, signed "
+        "as in manifest.json. Each case is a factory's meta judged under thresholds (ffnode's [privacy] keys): "
+        "output 'use', or null with the reason category of the first rule that fails.",
+        "spec": f"{SPEC}#factory-audit",
+        "factory": signed_case("audited-factory", "Alice's factory with its audit", "manifest", audited.body(), ALICE),
+        "cases": cases,
+    }
+
+
 def blob_file() -> dict[str, Any]:
     blob_id = hid(ALICE_BLOB)
     # The blob protocol's messages are plain msgpack maps, written by ffnode.net.streams in the key order below
@@ -1280,6 +1374,7 @@ FILES = {
     "sync.json": sync_file,
     "blob.json": blob_file,
     "discovery.json": discovery_file,
+    "audit.json": audit_file,
     "ownership.json": ownership_file,
     "invalid.json": invalid_file,
 }

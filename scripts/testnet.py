@@ -95,6 +95,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--bootstrap", choices=["hub+chain", "chain"], default="hub+chain", help="node i knows nodes 0 and i-1, or i-1"
     )
     p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=config_override,
+        metavar="K:SECTION.KEY=VALUE",
+        help="set a config value at site K (or 'all'), e.g. 4:learning.factory_steps=1600 or all:privacy.audit=false",
+    )
+    p.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -182,14 +190,34 @@ def make_homes(
                 extra=extra,
             )
         )
-        if args.synth_per_class or args.factory_steps or args.no_hole_punch:
+        if args.synth_per_class or args.factory_steps or args.no_hole_punch or args.set:
             config = Config.load(home)
             config.learning.synth_per_class = args.synth_per_class
             config.learning.factory_steps = args.factory_steps
             config.network.hole_punch = not args.no_hole_punch
+            for site, section, key, value in args.set:
+                if site in ("all", str(i)):
+                    setattr(getattr(config, section), key, value)
+            config.validate(home)
             config.save(home)
         homes.append(home)
     return homes
+
+
+def config_override(text: str) -> tuple[str, str, str, Any]:
+    """K:SECTION.KEY=VALUE -> (site, section, key, value), the value parsed as TOML (true, 1600, 0.5, "x")."""
+    import tomllib
+
+    try:
+        site, rest = text.split(":", 1)
+        path, raw = rest.split("=", 1)
+        section, key = path.split(".", 1)
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K:SECTION.KEY=VALUE") from None
+    if not hasattr(Config(), section) or not hasattr(getattr(Config(), section), key):
+        raise argparse.ArgumentTypeError(f"{section}.{key} is not a config key (ffnode/config.py)")
+    return site, section, key, value
 
 
 def statuses(homes: list[Path], daemons: Daemons) -> list[dict | None]:

@@ -4,11 +4,18 @@ to the signed figures; the held-out slice never trains the factory."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tomli_w
+from daemons import CLASSES, class_file, free_port
 
 from ffnode.config import PrivacyConfig
+from ffnode.daemon import control
 from ffnode.daemon.build import factory_split
 from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.factory.model import FactoryConfig
@@ -16,6 +23,7 @@ from ffnode.factory.train import train_factory
 from ffnode.privacy.audit import AuditSettings, audit_factory, holdout_split
 from ffnode.privacy.picture import closest_pairs
 from ffnode.privacy.policy import AuditPolicy, audit_of, judge, mia_se, refusals
+from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
 
 FAST = AuditSettings(samples=200)
 
@@ -107,3 +115,84 @@ def test_the_policy_refuses_what_is_over_its_thresholds_and_allows_for_the_attac
 def test_audit_figures_a_site_cannot_judge_are_refused_with_the_reason(meta: dict, why: str) -> None:
     assert isinstance(audit_of(meta), str)
     assert why in judge(meta, AuditPolicy())
+
+
+# -- real daemons: a failing factory is never published, an unaudited one never used -----------------------------
+def configure(home: Path, **sections: dict) -> None:
+    config = tomllib.loads((home / "config.toml").read_text())
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    (home / "config.toml").write_text(tomli_w.dumps(config))
+
+
+def test_a_failing_factory_is_withheld_and_an_unaudited_one_refused_by_peers_that_require_audits(
+    tmp_path: Path,
+) -> None:
+    """a's thresholds fail its own factory (withheld, not published) and c's too; b publishes without an audit
+    (refused by a and c: kept, never fetched, never in an expert's lineage); b uses c's audited factory."""
+    homes, addrs = [tmp_path / n for n in "abc"], []
+    for i, home in enumerate(homes):
+        data = class_file(tmp_path, [i], f"class{i}")
+        addrs.append(
+            init_home(home, port=free_port(), data=data, classes=CLASSES, bootstrap=addrs[:1], profile="tiny", seed=i)
+        )
+    a, b, c = homes
+    for home in homes:
+        configure(home, learning={"deadline_s": 8.0})  # the withheld class 0 must not hold the others back
+    configure(a, privacy={"max_mia_auc": 0.0, "mia_z": 0.0, "snapshots": 1})
+    configure(b, privacy={"audit": False})
+    daemons = Daemons()
+    try:
+        for home in homes:
+            daemons.start(home)
+
+        def settled() -> list[dict] | None:
+            """Every site's status once each has an expert, b's trained from c's factory."""
+            sts = [status(h) for h in homes]
+            if not all(s and s["current_expert"] for s in sts):
+                return None
+            rows = control.call(b, "artifacts")
+            expert = next(r for r in rows if r["id"] == sts[1]["current_expert"])
+            c_factory = {r["id"] for r in rows if r["kind"] == "factory" and r["owner"] == sts[2]["peer_id"]}
+            return sts if c_factory & set(expert["lineage"]) else None
+
+        sts = wait_for(settled, timeout=120, what="experts trained from c's factory", daemons=daemons)
+        assert "max_mia_auc" in sts[0]["withheld_factories"]["0"], sts[0]
+        assert not sts[1]["withheld_factories"] and not sts[2]["withheld_factories"]
+        rows = {h: control.call(h, "artifacts") for h in homes}
+        factories = {r["owner"]: r for r in rows[c] if r["kind"] == "factory"}
+        assert sts[0]["peer_id"] not in factories  # never published
+        b_factory, c_factory = factories[sts[1]["peer_id"]], factories[sts[2]["peer_id"]]
+        assert "audit" not in b_factory["meta"] and c_factory["meta"]["audit"]["n_holdout"] == 20
+        for home in (a, c):
+            held = {r["id"]: r for r in rows[home]}
+            assert held[b_factory["id"]]["state"] == "refused"
+            assert "no privacy audit" in held[b_factory["id"]]["reason"]
+            assert not (home / "store" / "blobs" / b_factory["blob"]).exists()  # never fetched
+        at_a = next(r for r in rows[a] if r["id"] == c_factory["id"])
+        assert at_a["state"] == "refused" and "max_mia_auc" in at_a["reason"]  # a's thresholds, c's figures
+        lineages = [
+            next(r["lineage"] for r in rows[h] if r["id"] == s["current_expert"])
+            for h, s in zip(homes, sts, strict=True)
+        ]
+        assert lineages[0] == [] and lineages[2] == []  # a and c use no peer's factory: none passes their policy
+        assert c_factory["id"] in lineages[1]
+        # the owner's view: every audit made, and the picture of the closest pairs (never inside the store)
+        own = [r for r in json.loads(cli("audit", "--home", str(a), "--json")) if r["own"]]
+        assert own and all(r["state"] == "failed" and "max_mia_auc" in r["verdict"] for r in own)
+        assert {r["step"] for r in own} == {4, 2}  # the final factory, then its snapshot at half the steps
+        cli("audit", "--home", str(a), "--class", "0", "--picture", str(tmp_path / "closest.png"))
+        assert (tmp_path / "closest.png").stat().st_size > 0
+        refused = subprocess.run(ffnode_cmd("audit", "--home", str(a), "--class", "0", "--picture",
+                                            str(a / "store" / "x.png")), capture_output=True, text=True)  # fmt: skip
+        assert refused.returncode == 1 and "inside the node's store" in refused.stderr
+        peers = [r for r in json.loads(cli("audit", "--home", str(c), "--json")) if not r["own"]]
+        assert {r["state"] for r in peers} == {"refused"} and "no privacy audit" in peers[0]["verdict"]
+    finally:
+        daemons.stop_all()
+
+
+def cli(*words: str) -> str:
+    out = subprocess.run(ffnode_cmd(*words), capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout

@@ -46,6 +46,7 @@ from ffnode.net.sync import (
     peers_request,
     peers_response,
 )
+from ffnode.privacy.policy import AuditPolicy, judge
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "protocol" / "vectors"
@@ -158,7 +159,7 @@ def test_canonical_encoding(case: dict[str, Any]) -> None:
 def signed_cases() -> list[Any]:
     return [
         pytest.param(c, id=f"{f}:{c['name']}") for f in ("manifest.json", "revocation.json") for c in load(f)["cases"]
-    ]
+    ] + [pytest.param(load("audit.json")["factory"], id="audit.json:factory")]
 
 
 @pytest.mark.parametrize("case", signed_cases())
@@ -531,3 +532,15 @@ def test_discovery_records_and_messages() -> None:
 def test_discovery_invalid_records(case: dict[str, Any]) -> None:
     with pytest.raises(WireError):
         open_record(bytes.fromhex(case["envelope_hex"]))
+
+
+# --- factory audits -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", cases_of("audit.json", "cases"))
+def test_factory_audit_verdicts(case: dict[str, Any]) -> None:
+    verdict = judge(from_json(case["meta"]), AuditPolicy(**case["thresholds"]))
+    if case["output"] == "use":
+        assert verdict is None
+    else:
+        assert verdict is not None
+        if case["reason"] not in ("no-audit", "malformed"):
+            assert case["reason"] in verdict.split(";")[0]

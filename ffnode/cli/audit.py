@@ -101,13 +101,13 @@ def audit(
 ) -> None:
     """Privacy audits of this site's factories and the audit figures of its peers', judged under this node's
     thresholds ([privacy] in config.toml)."""
-    from ffnode.artifacts.store import Store
+    from ffnode.artifacts.store import Store, trust_of
     from ffnode.config import Config
     from ffnode.identity import load_identity
     from ffnode.privacy.policy import AuditPolicy
 
     config, me = Config.load(home), load_identity(home).peer_id
-    store = Store(home / "store", federation=config.federation.name)
+    store = Store(home / "store", federation=config.federation.name, trust=trust_of(config, me))
     policy = AuditPolicy.of(config.privacy)
     rows = _own_rows(home, config, store, me, policy) + _peer_rows(config, store, me, policy)
     if factory:
