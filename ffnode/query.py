@@ -14,6 +14,7 @@ from ffnode.artifacts.store import Store
 from ffnode.config import check_poe_rule
 from ffnode.loaders import expert_spec, load_expert
 from ffnode.poe import Priors, poe_predict
+from ffnode.privacy.policy import audit_of
 
 log = logging.getLogger("ffnode.query")
 MAX_COUNT = 10**8  # label counts above this are not a real site's
@@ -139,10 +140,10 @@ def implausible_counts(store: Store, m: Manifest, num_classes: int) -> str | Non
     for e in store.entries():
         f = e.manifest
         if f.kind == "factory" and f.owner == m.owner and f.classes[0] < num_classes:
-            audit = f.meta.get("audit")
-            held = audit.get("n_holdout", 0) if isinstance(audit, dict) else 0
+            audit = audit_of(f.meta)
+            held = audit["n_holdout"] if isinstance(audit, dict) else 0
             n = f.meta.get("n_train")
-            if type(n) is int and type(held) is int and real[f.classes[0]] != n + held:
+            if type(n) is int and real[f.classes[0]] != n + held:
                 return f"{real[f.classes[0]]} real images of class {f.classes[0]}, its factory says {n + held}"
     return None
 

@@ -18,7 +18,7 @@ from ffnode.daemon import control
 from ffnode.identity import Identity
 from ffnode.profiles import profile_for
 from harness.localnet import Daemons, init_home, status, wait_for
-from tests.daemons import CLASSES, Peer, class_file, free_port
+from tests.daemons import CLASSES, PASSING_AUDIT, Peer, class_file, free_port
 
 ATTACKER = Identity(b"\x07" * 32)
 
@@ -35,6 +35,7 @@ def manifest(blob: bytes, *, seq: int, owner: Identity = ATTACKER, federation: s
         size=len(blob),
         created=int(time.time() * 1000),
         seq=seq,
+        meta=PASSING_AUDIT,
     )
 
 

@@ -70,3 +70,10 @@ def test_broken_homes_and_configs(tmp_path: Path, home: Path) -> None:
         (home / "config.toml").read_text().replace('spec = "digits"', 'spec = "/nowhere.npz"')
     )
     assert_user_error(run("start", "--home", str(broken)), "nowhere")
+
+
+def test_text_from_peers_is_shown_as_written_never_read_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    from ffnode.cli.output import styled, table
+
+    table("t", ["a", "b"], [["[/] [bold red]PASSES[/]", styled("[red]ours[/]")]])
+    assert "[/] [bold red]PASSES[/]" in capsys.readouterr().out

@@ -103,8 +103,8 @@ def test_the_policy_refuses_what_is_over_its_thresholds_and_allows_for_the_attac
     [
         ({}, "carries no privacy audit"),
         ({"audit": [1]}, "not a map"),
-        ({"audit": figures(v=2)}, "version 2"),
-        ({"audit": figures(distance="ssim")}, "distance 'ssim'"),
+        ({"audit": figures(v=2)}, "not of version 1"),
+        ({"audit": figures(distance="ssim")}, "does not measure the distance"),
         ({"audit": figures(mia_auc="0.5")}, "valid 'mia_auc'"),
         ({"audit": figures(memorised=float("nan"))}, "not finite"),
         ({"audit": figures(memorised=True)}, "valid 'memorised'"),

@@ -255,3 +255,16 @@ def published_expert(store: Store, data: bytes, seq: int, owner: Identity, linea
     m = dataclasses.replace(manifest(data, seq, owner, "expert"), lineage=lineage)
     store.add(m.seal(owner))
     return m
+
+
+def test_a_peers_factory_without_a_passing_audit_is_refused_held_but_never_used(tmp_path: Path) -> None:
+    from ffnode.privacy.policy import AuditPolicy
+
+    store = Store(tmp_path, federation="f", trust=Trust(audits=AuditPolicy(), me=ALICE.peer_id))
+    own = published(store, weights(b"own"), 1)  # this node's own factory passed its own audit before it was published
+    theirs = published(store, weights(b"theirs", MALLORY), 1, owner=MALLORY)
+    entry = store.entry(theirs.id)
+    assert entry.state == "refused" and "no privacy audit" in entry.reason
+    assert [m.id for m in store.live()] == [own.id]  # its blob is held, yet it is not used (nor ever fetched)
+    store.set_trust(Trust(me=ALICE.peer_id))  # an operator who no longer requires audits
+    assert store.entry(theirs.id).state == "live"

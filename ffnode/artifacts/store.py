@@ -172,6 +172,7 @@ class Store:
         (`hashes_checked`).
         `vet` (the running node only) checks a manifest's arch before it is accepted (raises WireError)."""
         self.root, self.federation, self.trust, self.limits = root, federation, trust, limits
+        self._audit_verdicts: dict[str, str | None] = {}  # artifact ID -> the audit policy's verdict, per trust
         self.vet = vet
         self.on_change: Callable[[], None] = lambda: None  # the running node wakes its learner here
         for sub in ("blobs", "manifests", "revocations", "tmp"):
@@ -403,6 +404,7 @@ class Store:
         """Remove a held manifest and its file. Its envelope hash stays in _envelopes, so `knows` keeps sync
         from offering it to `add` again."""
         del self._manifests[m.id]
+        self._audit_verdicts.pop(m.id, None)
         self._by_owner[m.owner].discard(m.id)
         if not self._by_owner[m.owner]:
             del self._by_owner[m.owner]
@@ -426,6 +428,7 @@ class Store:
         """Apply new trust settings to everything held (not only to what arrives from now on)."""
         with self._lock:
             self.trust = trust
+            self._audit_verdicts.clear()
         self.on_change()
 
     # -- blobs ---------------------------------------------------------------------------------------
@@ -501,9 +504,15 @@ class Store:
             return "untrusted"
         if m.id in self.trust.quarantined:
             return "quarantined"
-        if self.trust.refusal(m) is not None:
+        if self._refusal(m) is not None:
             return "refused"
         return "live" if self._blobs.get(m.blob, "absent") == m.owner else "pending"
+
+    def _refusal(self, m: Manifest) -> str | None:
+        """The audit policy's verdict on `m`, judged once per manifest (the store asks on every state lookup)."""
+        if m.id not in self._audit_verdicts:
+            self._audit_verdicts[m.id] = self.trust.refusal(m)
+        return self._audit_verdicts[m.id]
 
     def _live_manifests(self) -> Iterable[Manifest]:
         return (m for m in self._manifests.values() if self._state(m) == "live")
@@ -515,7 +524,7 @@ class Store:
             if state == "revoked" and (r := self._tombstone(m)) is not None:
                 return Entry(m, state, r.id, r.reason)
             if state == "refused":
-                return Entry(m, state, reason=self.trust.refusal(m))
+                return Entry(m, state, reason=self._refusal(m))
             return Entry(m, state)
 
     def entries(self) -> list[Entry]:

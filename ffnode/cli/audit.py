@@ -18,7 +18,7 @@ from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err, sho
 
 def _own_rows(home: Path, config: Any, store: Any, me: str, policy: Any) -> list[dict]:
     from ffnode.daemon.build import AUDIT_FILE
-    from ffnode.privacy.policy import refusals
+    from ffnode.privacy.policy import audit_of, refusals
 
     published = {  # (class, audited step) -> own factory manifest
         (m.classes[0], m.meta["audit"]["step"]): m
@@ -27,10 +27,18 @@ def _own_rows(home: Path, config: Any, store: Any, me: str, policy: Any) -> list
     }
     rows = []
     for path in sorted((home / "work").glob(f"factory-*/{AUDIT_FILE}")):
-        label = int(path.parent.name.split("-", 1)[1])
-        record = json.loads(path.read_text())
-        for step, report in sorted(record["audits"].items(), key=lambda kv: -int(kv[0])):
-            figures, m = report["figures"], published.get((label, int(step)))
+        try:
+            label = int(path.parent.name.split("-", 1)[1])
+            audits = json.loads(path.read_text())["audits"]
+            reports = sorted(((int(step), r["figures"]) for step, r in audits.items()), key=lambda x: -x[0])
+            config.federation.classes[label]
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+            err.print(f"skipping {path}: not an audit record of this node's classes (the next audit rewrites it)")
+            continue
+        for step, figures in reports:
+            if not isinstance(audit_of({"audit": figures}), dict):
+                continue
+            m = published.get((label, step))
             why = refusals(figures, policy)
             rows.append({
                 "factory": m.id if m else None,

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from ffnode.artifacts.store import Store, trust_of
-from ffnode.cli.output import HomeOption, JsonOption, ago, emit_json, err, listing, out, short, size, table
+from ffnode.cli.output import HomeOption, JsonOption, ago, emit_json, err, listing, out, short, size, styled, table
 from ffnode.config import Config
 from ffnode.daemon import control
 from ffnode.identity import load_identity
@@ -53,13 +54,17 @@ def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
         ["uptime", f"{s['uptime_s']:.0f} s"],
     ]
     if s.get("fault"):
-        rows.insert(3, ["[red]fault[/]", s["fault"] + " (accepting nothing until it clears)"])
+        rows.insert(3, [styled("[red]fault[/]"), s["fault"] + " (accepting nothing until it clears)"])
     if s.get("store_damaged"):
-        rows.append(["[yellow]damaged at start[/]", "\n".join(s["store_damaged"]) + "\n(quarantined; fetched again)"])
+        rows.append(
+            [styled("[yellow]damaged at start[/]"), "\n".join(s["store_damaged"]) + "\n(quarantined; fetched again)"]
+        )
     for name, why in s.get("withheld_factories", {}).items():
-        rows.append([f"[yellow]factory {name} withheld[/]", f"its privacy audit fails: {why} (ffnode audit)"])
+        rows.append(
+            [styled(f"[yellow]factory {escape(name)} withheld[/]"), f"its privacy audit fails: {why} (ffnode audit)"]
+        )
     if s.get("own_missing"):
-        rows.append(["[red]own artifacts missing[/]", ", ".join(short(i) for i in s["own_missing"]) +
+        rows.append([styled("[red]own artifacts missing[/]"), ", ".join(short(i) for i in s["own_missing"]) +
                      " (their blobs were damaged; waiting for a peer that holds them)"])  # fmt: skip
     table(f"ffnode {home}", ["", ""], rows)
 
@@ -80,7 +85,7 @@ def _peer_row(p: dict) -> list:
         ago(p["last_seen"]),
         ", ".join(f"{v} {k}" for k, v in sorted(p["published"].items())) or "-",
         f"{p['accepted']}/{p['rejected']}{rejection}",
-        "yes" if p["trusted"] else "[red]blocked[/]",
+        "yes" if p["trusted"] else styled("[red]blocked[/]"),
     ]
 
 
@@ -92,7 +97,8 @@ def artifacts(
     """Every artifact this node knows, with its state (live, pending, revoked, untrusted, quarantined); each held
     blob's hash is checked (skip with --no-verify). Damaged store files are skipped and named on stderr."""
     config = Config.load(home)
-    store = Store(home / "store", federation=config.federation.name, trust=trust_of(config))
+    trust = trust_of(config, load_identity(home).peer_id)
+    store = Store(home / "store", federation=config.federation.name, trust=trust)
     for damaged in store.damaged:
         err.print(f"[yellow]damaged store file skipped[/]: {damaged}")
     columns = ["id", "kind", "owner", "classes", "size", "state", "verified"]

@@ -10,7 +10,9 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the terminal width
 out = Console()
@@ -37,12 +39,19 @@ def listing(items: list[dict], as_json: bool, title: str, columns: list[str], ro
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    t = Table(title=title, title_justify="left")
+    """Cells are shown as written: peers' text (reasons, names) can hold `[...]`, which must not be read as
+    markup; a cell that is styled on purpose is a rich Text (`styled`)."""
+    t = Table(title=escape(title), title_justify="left")
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(*[str(v) for v in r])
+        t.add_row(*[v if isinstance(v, Text) else escape(str(v)) for v in r])
     out.print(t)
+
+
+def styled(markup: str) -> Text:
+    """A table cell in rich markup: only for the CLI's own words, never for text from a peer."""
+    return Text.from_markup(markup)
 
 
 def short(text: str | None, n: int = 12) -> str:

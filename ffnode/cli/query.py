@@ -32,9 +32,11 @@ def query(
         result = control.call(home, "query", control.encode_images(batch) | {"rule": rule}, timeout=300)
     else:
         from ffnode.artifacts.store import Store, trust_of
+        from ffnode.identity import load_identity
         from ffnode.query import ExpertPool
 
-        store = Store(home / "store", federation=config.federation.name, trust=trust_of(config))
+        me = load_identity(home).peer_id
+        store = Store(home / "store", federation=config.federation.name, trust=trust_of(config, me))
         pool = ExpertPool(store, len(config.federation.classes), shape)
         result = pool.query(batch, config.federation.classes, rule)
     if as_json:

@@ -39,8 +39,8 @@ from ffnode.expert.train import train_expert
 from ffnode.factory.model import FactoryConfig
 from ffnode.factory.train import load_snapshot, train_factory
 from ffnode.loaders import LoadError, load_factory
-from ffnode.privacy.audit import audit_factory, holdout_split
-from ffnode.privacy.policy import AuditPolicy, refusals
+from ffnode.privacy.audit import AuditError, AuditSettings, audit_factory, holdout_split
+from ffnode.privacy.policy import AuditPolicy, audit_of, refusals
 from ffnode.profiles import Profile, profile_for
 from ffnode.synth import SampleError, synthesize
 
@@ -136,26 +136,31 @@ def make_factory(
             return FactoryBuild(weights, summary, seed)
         record = _audit_record(work, train, cfg, seed)
         policy, reasons, task = AuditPolicy.of(privacy), [], progress.task
+        settings = AuditSettings(samples=privacy.audit_samples)
         for step in [cfg.train_steps, *reversed(snapshots)]:
-            if str(step) not in record["audits"]:
-                w = weights if step == cfg.train_steps else load_snapshot(work, train, cfg, seed, step)
-                if w is None:
-                    continue  # a damaged snapshot: the others still count
+            w = weights if step == cfg.train_steps else load_snapshot(work, train, cfg, seed, step)
+            if w is None:
+                continue  # a snapshot lost in a crash or damaged: the others still count
+            figures = record["audits"].get(str(step), {}).get("figures")
+            if not isinstance(audit_of({"audit": figures}), dict):  # not audited yet (or the record is damaged)
                 progress.phase, progress.task = "audit", f"{task}, step {step}"
-                report = audit_factory(
-                    w, cfg, train, held, seed=derive_seed(node_seed, "audit", label), step=step,
-                    progress=ticker(progress, should_stop),
-                )  # fmt: skip
+                try:
+                    report = audit_factory(
+                        w, cfg, train, held, seed=derive_seed(node_seed, "audit", label), settings=settings,
+                        step=step, progress=ticker(progress, should_stop),
+                    )  # fmt: skip
+                except AuditError as exc:
+                    reasons.append(f"step {step}: {exc}")
+                    continue
                 record["audits"][str(step)] = report.as_dict()
                 atomic_write(work / AUDIT_FILE, json.dumps(record, indent=1).encode())
-            figures = record["audits"][str(step)]["figures"]
+                figures = report.figures
             why = refusals(figures, policy)
             if not why:
                 if step != cfg.train_steps:
-                    weights = load_snapshot(work, train, cfg, seed, step)
                     log.warning("class %d: the audit fails (%s); publishing step %d", label, reasons, step)
                 published = {"steps": step, "images_seen": step * cfg.batch_size, "audit": figures}
-                return FactoryBuild(weights, summary | published, seed)
+                return FactoryBuild(w, summary | published, seed)
             reasons.append(f"step {step}: " + "; ".join(why))
     return FactoryBuild(None, summary, seed, withheld=" | ".join(reasons) or "no snapshot could be audited")
 
@@ -165,9 +170,10 @@ def _audit_record(work: Path, train: np.ndarray, cfg: FactoryConfig, seed: int) 
     run = hashlib.sha256(train.tobytes() + canonical_bytes([cfg.to_dict(), seed])).hexdigest()
     try:
         record = json.loads((work / AUDIT_FILE).read_text())
-        if record.get("run") == run and isinstance(record.get("audits"), dict):
+        if isinstance(record, dict) and record.get("run") == run and isinstance(record.get("audits"), dict):
+            record["audits"] = {k: v for k, v in record["audits"].items() if isinstance(v, dict)}
             return record
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # absent, or damaged: audit again
         pass
     return {"run": run, "audits": {}}
 

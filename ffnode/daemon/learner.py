@@ -136,9 +136,9 @@ class Learner:
     # -- expert --------------------------------------------------------------------------------------
     def expert_lineage(self) -> tuple[list[Manifest], list[str]]:
         """Live factories this node's expert should be trained from, and classes nothing covers yet. A class
-        whose factories were all revoked or found unusable is not waited for: nobody is going to fix it, and
-        a peer that announces a broken factory must not hold the expert back (it is retrained if a usable
-        one arrives)."""
+        whose factories were all revoked, refused (their privacy audit) or found unusable is not waited for:
+        nobody is going to fix it, and a peer that announces a broken factory must not hold the expert back (it
+        is retrained if a usable one arrives)."""
         own = set(self.local_classes())
         synth_own = self.config.learning.synth_own_classes
         live = self.store.live("factory")
@@ -149,10 +149,10 @@ class Learner:
         usable = sorted(newest.values(), key=lambda m: (m.classes, m.owner, m.id))
         factories = [m for m in usable if synth_own or m.classes[0] not in own]
         covered = own | {m.classes[0] for m in usable}
-        withdrawn = {
+        withdrawn = {  # revoked, or refused under this node's audit policy
             c
             for e in self.store.entries()
-            if e.state == "revoked" and e.manifest.kind == "factory"
+            if e.state in ("revoked", "refused") and e.manifest.kind == "factory"
             for c in e.manifest.classes
         } | {c for m in live if m.id in self._unusable for c in m.classes}
         missing = [self.classes[c] for c in range(len(self.classes)) if c not in covered | withdrawn]

@@ -186,13 +186,13 @@ def train_factory(
         loss_value = loss.item()
         loss_ema = loss_value if math.isnan(loss_ema) else 0.98 * loss_ema + 0.02 * loss_value
         step += 1
-        # checkpoint
-        if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.train_steps):
-            now = seconds + time.perf_counter() - t0
-            run.save(ckpt, fingerprint, step, now, loss_ema)
+        # snapshot, then checkpoint: a run resumed past a step never writes that step's snapshot again
         if checkpoint_dir is not None and (step in snapshots or step == cfg.train_steps):
             ema_meta = {"step": str(step), "fingerprint": fingerprint, "digest": _digest(ema)}
             _save_checkpoint(_snapshot_path(checkpoint_dir, step), ema, ema_meta)
+        if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.train_steps):
+            now = seconds + time.perf_counter() - t0
+            run.save(ckpt, fingerprint, step, now, loss_ema)
         if progress is not None:
             progress(step, cfg.train_steps)
     seconds += time.perf_counter() - t0

@@ -47,6 +47,10 @@ MEMORISED_RATIO = 1.0 / 3.0  # Gu et al.: a sample 3x closer to one training ima
 DCR_QUANTILE = 0.05
 
 
+class AuditError(ValueError):
+    """A factory that cannot be audited (it diverged: its losses are not finite); it fails its audit."""
+
+
 @dataclass(frozen=True)
 class AuditSettings:
     """How much auditing one factory costs; the defaults and their reasons are in docs/privacy.md."""
@@ -188,6 +192,8 @@ def audit_factory(
     members = train[np.sort(rng.choice(len(train), n_members, replace=False))]
     losses = _losses(weights, cfg, np.concatenate([members, holdout]), settings, seed=seed + 1)
     tick()
+    if not np.isfinite(losses).all():
+        raise AuditError("its denoising losses are not finite: the factory diverged")
     score = -(losses / np.maximum(np.median(losses, axis=0), 1e-12)).mean(axis=1)
     pos, neg = score[:n_members], score[n_members:]
     figures = {

@@ -3,20 +3,20 @@
 The figures travel in the factory's signed manifest as `meta.audit` (protocol/README.md, "Factory audit"),
 so every site judges them under its own thresholds with the same rule:
 
-    refuse if  memorised > max_memorised
+    refuse if  n_holdout < min_holdout
+           or  memorised > max_memorised
            or  dcr_close > max_dcr_close
            or  mia_auc - z * se > max_mia_auc,  se = sqrt((m + n + 1) / (12 m n))
            or  mia_tpr_1pct > max_mia_tpr_1pct
-           or  n_holdout < min_holdout
 
 where m and n are the members and non-members attacked and se is the AUC's standard deviation when the
-attack learns nothing (the Mann-Whitney null): with the 20 held-out images of a small class it is 0.075, and
-a bare `mia_auc > 0.55` would then refuse a quarter of the factories that leak nothing. z = 0 is that bare
-rule, for a site that prefers refusing an honest factory to using a leaky one.
+attack learns nothing (the Mann-Whitney null): with the 20 held-out images (and 40 members) of a small class
+it is 0.080, and a bare `mia_auc > 0.55` would then refuse a quarter of the factories that leak nothing.
+z = 0 is that bare rule, for a site that prefers refusing an honest factory to using a leaky one.
 
 The figures are the owner's word: signed, so attributable, but nobody else can recompute them (they need
-the owner's images). docs/privacy.md says what that does and does not buy. Pure functions of plain values:
-the store calls them on every manifest it holds.
+the owner's images). docs/privacy.md says what that does and does not buy. Pure functions of plain values;
+the store caches their verdict per manifest.
 """
 
 from __future__ import annotations
@@ -76,10 +76,11 @@ def audit_of(meta: dict[str, Any]) -> dict[str, Any] | str:
         return "it carries no privacy audit"
     if not isinstance(audit, dict):
         return "its privacy audit is not a map"
-    if audit.get("v") != AUDIT_VERSION:
-        return f"its privacy audit has version {audit.get('v')!r}; this node reads version {AUDIT_VERSION}"
+    # a peer's values never go into the reason as they are: a reason is logged and shown, and must stay short
+    if audit.get("v") != AUDIT_VERSION or type(audit.get("v")) is not int:
+        return f"its privacy audit is not of version {AUDIT_VERSION}, the one this node reads"
     if audit.get("distance") != DISTANCE:
-        return f"its privacy audit measures distance {audit.get('distance')!r}, not {DISTANCE!r}"
+        return f"its privacy audit does not measure the distance {DISTANCE!r}"
     for key, kind in _FIELDS.items():
         value = audit.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
@@ -88,8 +89,13 @@ def audit_of(meta: dict[str, Any]) -> dict[str, Any] | str:
             return f"its privacy audit's {key!r} is not finite"
     if any(not 0 <= audit[k] <= 1 for k in _SHARES):
         return "its privacy audit has shares outside 0..1"
-    if min(audit["samples"], audit["n_train"], audit["n_holdout"], audit["mia_members"]) < 1:
-        return "its privacy audit counts no samples, training or held-out images"
+    if min(audit["samples"], audit["n_train"], audit["n_holdout"], audit["draws"]) < 1 or audit["step"] < 0:
+        return "its privacy audit counts no samples, training or held-out images or noise draws"
+    if audit["mia_members"] < audit["n_holdout"]:  # fewer would shrink the noise allowance's basis at will
+        return "its privacy audit attacks fewer members than it held out"
+    levels = audit["levels"]
+    if not 1 <= len(levels) <= 64 or not all(type(x) is int and 0 <= x <= 1000 for x in levels):
+        return "its privacy audit's levels are not 1 to 64 per-mille noise levels"
     return audit
 
 
