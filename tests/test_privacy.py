@@ -58,7 +58,7 @@ def test_the_audit_fails_a_factory_made_to_memorise_and_passes_a_normal_one() ->
     assert any("copy a training image" in w for w in why), why
     # the owner's picture: each sample beside the training image it copies
     pairs = closest_pairs(np.zeros((200, 8, 8, 1), np.uint8), few, [list(c) for c in report.closest[:4]], False)
-    assert pairs.shape[1] == 8 * 8 * 8  # 4 pairs per row, 64 px cells
+    assert pairs.shape[1] == 12 * 64  # 4 pairs and their gaps per row, 64 px cells
 
 
 def test_the_held_out_slice_is_seeded_bounded_and_never_trains_the_factory() -> None:
