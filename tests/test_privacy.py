@@ -49,7 +49,7 @@ def test_the_audit_fails_a_factory_made_to_memorise_and_passes_a_normal_one() ->
     assert normal["memorised"] <= 0.01 and normal["n_holdout"] == len(held) == 20
     # memorising: four images, trained long (every sample is one of them)
     few = images[train[:4]]
-    cfg = small(700, 16)
+    cfg = small(300, 16)
     weights, _ = train_factory(few, cfg, seed=1)
     report = audit_factory(weights, cfg, few, images[held[:4]], seed=2, settings=FAST)
     copied = report.figures
@@ -138,7 +138,7 @@ def test_a_failing_factory_is_withheld_and_an_unaudited_one_refused_by_peers_tha
         )
     a, b, c = homes
     for home in homes:
-        configure(home, learning={"deadline_s": 8.0})  # the withheld class 0 must not hold the others back
+        configure(home, learning={"deadline_s": 5.0})  # the withheld class 0 must not hold the others back
     configure(a, privacy={"max_mia_auc": 0.0, "mia_z": 0.0, "snapshots": 1})
     configure(b, privacy={"audit": False})
     daemons = Daemons()
