@@ -43,6 +43,7 @@ from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
 from tests.daemons import CLASSES, Peer, class_file, free_port, owned_blob, signed_manifest
 
 BOMBER, FLOODER, STEERER, SHAPER, COUNTER, BREAKER, COPIER, SYBIL = (Identity(bytes([i]) * 32) for i in range(11, 19))
+AUDITOR = Identity(bytes([19]) * 32)
 SYBIL_KEY = create_new_key_pair(SYBIL.seed)
 TINY = profile_for("tiny", (8, 8, 1))
 TOPIC = "/ffnode/1/testnet/announce"
@@ -420,6 +421,51 @@ async def test_forged_and_flooded_peer_records_cost_only_their_sender(fed: Fed) 
     finally:
         await peer.stop()
     assert ready(fed.a)
+
+
+# -- privacy audits: figures a site cannot judge, text made to look like markup ----------------------------------
+async def test_crafted_audit_figures_get_a_factory_refused_and_cost_nothing_else(fed: Fed, tmp_path: Path) -> None:
+    """AUDITOR serves three factories: one whose audit's distance is rich markup made to look like a pass, one
+    claiming one attacked member (which would switch off the noise allowance) with a perfect attack, and one
+    whose levels fill the envelope. A holds all three as refused, never fetches their blobs, shows its tables,
+    and stays ready."""
+    from tests.daemons import PASSING_AUDIT
+
+    blob = factory_blob(tmp_path, AUDITOR)
+    honest = PASSING_AUDIT["audit"]
+    audits = [
+        honest | {"distance": "[/] [bold green]passes[/]"},
+        honest | {"mia_members": 1, "mia_auc": 1.0},
+        honest | {"levels": list(range(1000)) * 7},  # ~20 KB of ints: bounded by the envelope, judged once
+    ]
+    manifests = [
+        signed_manifest(
+            AUDITOR, blob, kind="factory", classes=[1], arch=TINY.factory.to_dict(), seq=1 + i, meta={"audit": a}
+        )  # fmt: skip
+        for i, a in enumerate(audits)
+    ]
+    peer = Peer(
+        topic=TOPIC, seed=AUDITOR.seed, inventory=[m.seal(AUDITOR) for m in manifests], blobs={manifests[0].blob: blob}
+    )
+    await peer.start(fed.addr_a)
+    try:
+
+        def refused() -> list[dict]:
+            return [
+                r for r in control.call(fed.a, "artifacts") if r["owner"] == AUDITOR.peer_id and r["state"] == "refused"
+            ]
+
+        await until(lambda: len(refused()) == 3, "A to hold AUDITOR's three factories as refused", fed.daemons)
+    finally:
+        await peer.stop()
+    reasons = [r["reason"] for r in refused()]
+    assert not any("[" in why for why in reasons) and any("fewer members" in why for why in reasons), reasons
+    assert not (fed.a / "store" / "blobs" / manifests[0].blob).exists()  # never fetched
+    assert "refused" in cli("artifacts", "--home", str(fed.a))  # the table, with the peer's text in it
+    assert "[/] [bold green]passes[/]" not in cli("audit", "--home", str(fed.a))
+    assert rejected_by(fed.a, AUDITOR.peer_id)["rejected"] == 0  # validly signed: refused, not held against it
+    assert ready(fed.a)
+    fed.daemons.check()
 
 
 # -- after all of it ---------------------------------------------------------------------------------------
