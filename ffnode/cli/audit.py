@@ -144,7 +144,7 @@ def _draw(home: Path, config: Any, row: dict, path: Path) -> None:
     """Redraw the audited samples of an own factory and write the picture of its closest pairs to `path`."""
     from PIL import Image
 
-    from ffnode.daemon.build import AUDIT_FILE, derive_seed, factory_split, site_profile
+    from ffnode.daemon.build import AUDIT_FILE, audit_seed, factory_seed, factory_split, site_profile
     from ffnode.data.sources import load_dataset
     from ffnode.factory.sample import sample_factory
     from ffnode.factory.train import load_snapshot
@@ -157,12 +157,11 @@ def _draw(home: Path, config: Any, row: dict, path: Path) -> None:
     cfg = site_profile(config, data.image_shape).factory
     train, _held = factory_split(data, label, config.learning.seed, config.privacy)
     work = home / "work" / f"factory-{label}"
-    weights = load_snapshot(work, train, cfg, derive_seed(config.learning.seed, "factory", label), step)
+    weights = load_snapshot(work, train, cfg, factory_seed(config.learning.seed, label), step)
     if weights is None:
         abort(f"the weights of class {row['class']!r} at step {step} are not in {work} (or do not match the data)")
     report = json.loads((work / AUDIT_FILE).read_text())["audits"][str(step)]
-    audit_seed = derive_seed(config.learning.seed, "audit", label)  # the audit drew its samples with it
-    samples = sample_factory(weights, cfg, row["figures"]["samples"], seed=audit_seed)
+    samples = sample_factory(weights, cfg, row["figures"]["samples"], seed=audit_seed(config.learning.seed, label))
     grid = closest_pairs(samples, train, report["closest"], cfg.hflip)
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
     err.print(f"wrote the {len(report['closest'])} most copy-like samples of class {row['class']!r} (step {step}), "

@@ -97,6 +97,16 @@ class FactoryBuild:
     withheld: str | None = None
 
 
+def factory_seed(node_seed: int, label: int) -> int:
+    """The seed of a class's factory training (its weights, and so the run its snapshots and audits belong to)."""
+    return derive_seed(node_seed, "factory", label)
+
+
+def audit_seed(node_seed: int, label: int) -> int:
+    """The seed of a class's audit: its samples (the owner's picture draws them again) and its attack."""
+    return derive_seed(node_seed, "audit", label)
+
+
 def factory_split(data: ImageSet, label: int, node_seed: int, privacy: PrivacyConfig) -> tuple[np.ndarray, np.ndarray]:
     """(training images, held-out images) of one local class: the held-out slice never trains the factory."""
     images = data.images[data.labels == label]
@@ -120,7 +130,7 @@ def make_factory(
     """Train the factory of one local class (resuming from `work`), audit it and pick what to publish: the final
     weights if they pass the audit policy, else the latest earlier snapshot that does, else nothing. Audits
     already made of this run are read back from `work`, not redone."""
-    seed = derive_seed(node_seed, "factory", label)
+    seed = factory_seed(node_seed, label)
     work.mkdir(parents=True, exist_ok=True)
     train, held = factory_split(data, label, node_seed, privacy)
     if privacy.audit and min(len(train), len(held)) < 2:
@@ -146,7 +156,7 @@ def make_factory(
                 progress.phase, progress.task = "audit", f"{task}, step {step}"
                 try:
                     report = audit_factory(
-                        w, cfg, train, held, seed=derive_seed(node_seed, "audit", label), settings=settings,
+                        w, cfg, train, held, seed=audit_seed(node_seed, label), settings=settings,
                         step=step, progress=ticker(progress, should_stop),
                     )  # fmt: skip
                 except AuditError as exc:
