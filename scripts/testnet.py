@@ -50,7 +50,7 @@ from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
 from ffnode.synth import synthesize
 from harness import partition
-from harness.baselines import default_strategies, run_federated
+from harness.baselines import TUNED, run_federated, tuned
 from harness.localnet import Daemons, init_home, status
 from harness.metrics import accuracy, macro_auroc
 from harness.netns import Netns
@@ -74,9 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-port", type=int, default=47400)
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     p.add_argument("--unlearn", type=int, default=None, metavar="K", help="node K leaves after convergence")
-    p.add_argument("--fl-rounds", type=int, default=20, help="FedAvg rounds")
-    p.add_argument("--fl-local-epochs", type=int, default=1, help="FedAvg local epochs per round")
-    p.add_argument("--no-baselines", action="store_true", help="skip FedAvg/centralised/local-only")
+    p.add_argument("--fl-rounds", type=int, default=None, help="weight-averaging baselines' rounds (default: tuned)")
+    p.add_argument("--fl-local-epochs", type=int, default=None, help="their local epochs (default: tuned)")
+    p.add_argument("--no-baselines", action="store_true", help="skip FedAvg etc., centralised, local-only")
     p.add_argument("--threads", type=int, default=1, help="torch threads per node")
     p.add_argument("--max-per-class", type=int, default=0, help="keep at most N training images per class (0: all)")
     p.add_argument("--synth-per-class", type=int, default=0, help="synthetic images per missing class (0: profile's)")
@@ -328,20 +328,12 @@ def baselines(args: argparse.Namespace, parts: list[np.ndarray], train: Any, tes
     ]
     out["local_only"] = {"accuracy_mean": float(np.mean(local)), "per_node": local}
     clients = [(train.images[idx], train.labels[idx]) for idx in parts]
-    for strategy in default_strategies():
-        name = strategy.name
-        console.print(f"baselines: {name} ({args.fl_rounds} rounds x {args.fl_local_epochs} local epochs) ...")
-        r = run_federated(
-            strategy,
-            clients,
-            (test.images, test.labels),
-            n_classes,
-            cfg,
-            rounds=args.fl_rounds,
-            local_epochs=args.fl_local_epochs,
-            seed=args.seed,
-        )
-        out[name] = {k: v for k, v in r.items() if k != "name"}
+    for strategy, settings in tuned():
+        overrides = {"rounds": args.fl_rounds, "local_epochs": args.fl_local_epochs}
+        settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        console.print(f"baselines: {strategy.name} ({settings.label()}) ...")
+        r = run_federated(strategy, clients, (test.images, test.labels), n_classes, cfg, settings, seed=args.seed)
+        out[strategy.name] = r | {"param": TUNED[strategy.name][0]}
     return out
 
 
@@ -675,8 +667,11 @@ def print_report(r: dict) -> None:
     if "baselines" in r:
         b = r["baselines"]
         t.add_row("server mode accuracy (synthetic only)", f"{r['server_mode']['accuracy']:.4f}")
-        for name in (s.name for s in default_strategies()):
-            t.add_row(f"{name} accuracy", f"{b[name]['accuracy']:.4f}")
+        for name in TUNED:
+            t.add_row(
+                f"{name} accuracy final / best ({b[name]['rounds']} rounds)",
+                f"{b[name]['accuracy']:.4f} / {b[name]['best_accuracy']:.4f} at {b[name]['best_round']}",
+            )
         t.add_row("centralised accuracy", f"{b['centralized']['accuracy']:.4f}")
         t.add_row("local-only accuracy (mean)", f"{b['local_only']['accuracy_mean']:.4f}")
     p = r.get("privacy")

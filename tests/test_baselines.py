@@ -8,9 +8,10 @@ import torch
 
 from ffnode.data import load_dataset
 from ffnode.profiles import PROFILES
-from harness.baselines import FedAvg, FedProx, Strategy, default_strategies, run_federated
+from harness.baselines import TUNED, FedAvg, FedProx, FLSettings, Strategy, make_strategy, run_federated
 from harness.baselines.feddyn import FedDyn
 from harness.baselines.scaffold import Scaffold
+from harness.baselines.simulate import fl_model, plateau_round
 from harness.partition import silo
 
 CFG = PROFILES["tiny"].expert
@@ -18,7 +19,7 @@ CFG = PROFILES["tiny"].expert
 
 def test_fedavg_weights_by_data_size() -> None:
     out = Strategy().aggregate(
-        [torch.zeros(2)], [[torch.tensor([1.0, 0.0])], [torch.tensor([4.0, 3.0])]], [2, 1], [1, 1], 0.1
+        [torch.zeros(2)], [[torch.tensor([1.0, 0.0])], [torch.tensor([4.0, 3.0])]], [2, 1], [0.1, 0.1]
     )
     assert torch.allclose(out[0], torch.tensor([2.0, 1.0]))
 
@@ -27,7 +28,7 @@ def test_feddyn_server_update() -> None:
     s = FedDyn(alpha=0.5)
     g = [torch.zeros(1)]
     s.setup(g, 2)
-    out = s.aggregate(g, [[torch.tensor([1.0])], [torch.tensor([3.0])]], [1, 1], [1, 1], 0.1)
+    out = s.aggregate(g, [[torch.tensor([1.0])], [torch.tensor([3.0])]], [1, 1], [0.1, 0.1])
     # h = -0.5 * mean(1, 3) = -1; theta = mean - h / alpha = 2 + 2 = 4
     assert torch.allclose(out[0], torch.tensor([4.0]))
     assert torch.allclose(s.g[1][0], torch.tensor([-1.5]))  # g_k - alpha (theta_k - theta)
@@ -37,8 +38,8 @@ def test_scaffold_control_variates() -> None:
     s = Scaffold()
     g = [torch.zeros(1)]
     s.setup(g, 2)
-    out = s.aggregate(g, [[torch.tensor([-1.0])], [torch.tensor([-3.0])]], [1, 1], [2, 2], 0.5)
-    # c_k+ = 0 - 0 + (0 - theta_k) / (2 * 0.5) = -theta_k; c = mean(c_k+) = 2
+    out = s.aggregate(g, [[torch.tensor([-1.0])], [torch.tensor([-3.0])]], [1, 1], [1.0, 1.0])
+    # c_k+ = 0 - 0 + (0 - theta_k) / 1.0 (summed step size) = -theta_k; c = mean(c_k+) = 2
     assert torch.allclose(out[0], torch.tensor([-2.0]))
     assert torch.allclose(s.c[0], torch.tensor([2.0]))
     assert torch.allclose(s.correction(0, [torch.zeros(1)], g)[0], torch.tensor([1.0]))  # c - c_0
@@ -54,14 +55,48 @@ def silos() -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.n
     return parts, (test.images[tkeep], test.labels[tkeep])
 
 
-@pytest.mark.parametrize("strategy", default_strategies(), ids=lambda s: s.name)
-def test_simulation_runs(strategy: Strategy, silos) -> None:
-    out = run_federated(strategy, silos[0], silos[1], 3, CFG, rounds=2, local_epochs=1, seed=0)
-    assert out["rounds"] == 2 and out["local_epochs"] == 1
+SHORT = FLSettings(rounds=2)
+
+
+@pytest.mark.parametrize("name", list(TUNED))
+def test_simulation_runs(name: str, silos) -> None:
+    out = run_federated(make_strategy(name, TUNED[name][0]), silos[0], silos[1], 3, CFG, SHORT, seed=0)
+    assert out["rounds"] == 2 and [c["round"] for c in out["curve"]] == [1, 2]
     assert 0.0 <= out["accuracy"] <= 1.0 and 0.0 <= out["auroc"] <= 1.0
+    per_round = out["bytes_per_round_per_site"]
+    assert out["curve"][-1]["bytes_sent_per_site"] == out["bytes_sent_per_site"] == 2 * per_round > 0
 
 
 def test_fedprox_with_zero_mu_is_fedavg(silos) -> None:
-    a = run_federated(FedAvg(), silos[0], silos[1], 3, CFG, rounds=2, local_epochs=1, seed=0)
-    b = run_federated(FedProx(mu=0.0), silos[0], silos[1], 3, CFG, rounds=2, local_epochs=1, seed=0)
-    assert a["accuracy"] == b["accuracy"] and a["auroc"] == b["auroc"]
+    a = run_federated(FedAvg(), silos[0], silos[1], 3, CFG, SHORT, seed=0)
+    b = run_federated(FedProx(mu=0.0), silos[0], silos[1], 3, CFG, SHORT, seed=0)
+    assert a["curve"] == b["curve"]
+
+
+def test_run_does_not_depend_on_client_order(silos) -> None:
+    """Each client draws from its own stream, so Flower's parallel clients can reproduce the in-process run."""
+    parts = silos[0]
+    a = run_federated(FedAvg(), parts, silos[1], 3, CFG, SHORT, seed=0)
+    assert run_federated(FedAvg(), parts, silos[1], 3, CFG, SHORT, seed=0)["curve"] == a["curve"]
+    assert run_federated(FedAvg(), parts, silos[1], 3, CFG, SHORT, seed=1)["curve"] != a["curve"]
+
+
+@pytest.mark.parametrize("model", ["cnn", "resnet-group"])
+def test_weight_averaged_models_keep_no_batch_statistics(model: str) -> None:
+    net = fl_model(CFG, 3, (8, 8, 1), model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert not [n for n, b in net.named_buffers() if b.dtype.is_floating_point]
+
+
+def test_plateau_is_where_the_running_mean_stops_rising() -> None:
+    curve = [{"round": r + 1, "accuracy": a} for r, a in enumerate([0.1, 0.3, 0.5, 0.7, 0.8, 0.8, 0.8, 0.8, 0.8])]
+    assert plateau_round(curve) == 9  # the 5-round mean only reaches the best at the end
+    flat = curve + [{"round": 10 + r, "accuracy": 0.8} for r in range(10)]
+    assert plateau_round(flat) < 19
+
+
+def test_settings_reject_nonsense() -> None:
+    with pytest.raises(ValueError, match="model must be one of"):
+        FLSettings(model="vgg")
+    with pytest.raises(ValueError, match="lr > 0"):
+        FLSettings(lr=0.0)

@@ -35,7 +35,7 @@ class FedDyn(Strategy):
         return [-gk + self.alpha * (p - g) for gk, p, g in zip(self.g[client], params, global_params, strict=True)]
 
     def aggregate(
-        self, global_params: Params, client_params: list[Params], sizes: list[int], local_steps: list[int], lr: float
+        self, global_params: Params, client_params: list[Params], sizes: list[int], step_sums: list[float]
     ) -> Params:
         m = len(client_params)
         for k, theta_k in enumerate(client_params):

@@ -7,7 +7,7 @@ of the whole federation and of each client; local steps correct a client's gradi
 
 After K local steps, with "option II" of the paper:
 
-    c_k+ = c_k - c + (theta^t - theta_k) / (K lr)
+    c_k+ = c_k - c + (theta^t - theta_k) / (K lr)     (K lr: the summed effective step size with momentum)
     theta^{t+1} = theta^t + (1 / m) sum_k (theta_k - theta^t)        (global step size 1)
     c <- c + (1 / m) sum_k (c_k+ - c_k)                             (full participation: m = N)
 """
@@ -21,6 +21,7 @@ from harness.baselines.simulate import Params, Strategy, weighted_mean
 
 class Scaffold(Strategy):
     name = "scaffold"
+    uploads_per_round = 2  # theta_k and the change of c_k
 
     def setup(self, global_params: Params, n_clients: int) -> None:
         self.c = [torch.zeros_like(p) for p in global_params]
@@ -30,12 +31,12 @@ class Scaffold(Strategy):
         return [c - ck for c, ck in zip(self.c, self.c_k[client], strict=True)]
 
     def aggregate(
-        self, global_params: Params, client_params: list[Params], sizes: list[int], local_steps: list[int], lr: float
+        self, global_params: Params, client_params: list[Params], sizes: list[int], step_sums: list[float]
     ) -> Params:
         m = len(client_params)
         deltas = []
         for k, theta_k in enumerate(client_params):
-            scale = 1.0 / (local_steps[k] * lr)
+            scale = 1.0 / step_sums[k]
             new_ck = [
                 ck - c + scale * (g - t)
                 for ck, c, g, t in zip(self.c_k[k], self.c, global_params, theta_k, strict=True)
