@@ -29,7 +29,7 @@ import numpy as np
 from ffnode.data import load_dataset
 from ffnode.profiles import profile_for
 from harness.baselines import FLSettings, make_strategy, run_federated
-from harness.partition import dirichlet, silo
+from harness.partition import by_spec
 
 STAGE1 = {
     "model": ("cnn", "resnet-group", "resnet-batch"),
@@ -59,26 +59,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def load_federation(args: argparse.Namespace) -> dict[str, Any]:
+    """The clients' (images, labels), the test split, the class count and the expert config for `args`."""
+    train, test = load_dataset(args.dataset), load_dataset(args.dataset, split="test")
+    idx = by_spec(train.labels, args.nodes, args.partition, seed=0)
+    profile = args.profile or ("default" if train.images.shape[1] <= 8 else "cpu")
+    return {
+        "parts": [(train.images[i], train.labels[i]) for i in idx],
+        "test": (test.images, test.labels),
+        "classes": int(train.labels.max()) + 1,
+        "cfg": profile_for(profile, train.images.shape[1:]).expert,
+    }
+
+
 _DATA: dict[str, Any] = {}
 
 
 def _setup(args: argparse.Namespace) -> None:
-    """Per worker: one torch thread, the data and its partition loaded once."""
+    """Per worker: one torch thread, the federation loaded once."""
     import torch
 
     torch.set_num_threads(1)
-    train, test = load_dataset(args.dataset), load_dataset(args.dataset, split="test")
-    if args.partition == "silo":
-        idx = silo(train.labels, args.nodes)
-    else:
-        idx = dirichlet(train.labels, args.nodes, float(args.partition.split(":", 1)[1]), seed=0)
-    profile = args.profile or ("default" if train.images.shape[1] <= 8 else "cpu")
-    _DATA.update(
-        parts=[(train.images[i], train.labels[i]) for i in idx],
-        test=(test.images, test.labels),
-        classes=int(train.labels.max()) + 1,
-        cfg=profile_for(profile, train.images.shape[1:]).expert,
-    )
+    _DATA.update(load_federation(args))
 
 
 def _run(job: tuple[str, float | None, dict, int]) -> dict:

@@ -54,7 +54,7 @@ from harness.baselines import TUNED, run_federated, tuned
 from harness.localnet import Daemons, init_home, status
 from harness.metrics import accuracy, macro_auroc
 from harness.netns import Netns
-from harness.report_chart import write_chart
+from harness.report_chart import write_bytes_chart, write_chart
 
 console = Console(stderr=True)
 FETCH_LINE = re.compile(
@@ -151,12 +151,10 @@ def split_data(args: argparse.Namespace, classes: list[str]) -> tuple[list[np.nd
             )
         )
         train = dataclasses.replace(train, images=train.images[keep], labels=train.labels[keep])
-    if args.partition == "silo":
-        parts = partition.silo(train.labels, args.nodes)
-    elif args.partition.startswith("dirichlet:"):
-        parts = partition.dirichlet(train.labels, args.nodes, float(args.partition.split(":", 1)[1]), args.seed)
-    else:
-        raise SystemExit(f"error: unknown --partition {args.partition!r}: use silo or dirichlet:ALPHA")
+    try:
+        parts = partition.by_spec(train.labels, args.nodes, args.partition, args.seed)
+    except ValueError as e:
+        raise SystemExit(f"error: --partition: {e}") from None
     return parts, train, test
 
 
@@ -639,7 +637,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json and "baselines" in report:
         chart = args.json.with_suffix(".png")
         write_chart(report, chart, num_classes=len(classes))
-        console.print(f"chart written to {chart}")
+        write_bytes_chart(report, bytes_chart := chart.with_name(f"{chart.stem}-bytes.png"))
+        console.print(f"charts written to {chart} and {bytes_chart}")
     return report
 
 

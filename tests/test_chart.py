@@ -7,9 +7,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness.report_chart import HEIGHT, WIDTH, write_chart
+from harness.line_chart import Series, write_line_chart
+from harness.report_chart import HEIGHT, WIDTH, write_bytes_chart, write_chart
 
-FL = {"rounds": 20, "local_epochs": 1}
+FL = {"rounds": 3, "local_epochs": 1}
+
+
+def curve(*accuracies: float) -> list[dict]:
+    return [{"round": r + 1, "accuracy": a, "bytes_sent_per_site": 40_000 * (r + 1)} for r, a in enumerate(accuracies)]
+
+
 REPORT = {
     "dataset": "digits",
     "nodes": 10,
@@ -17,13 +24,14 @@ REPORT = {
     "profile": "default",
     "poe_accuracy": {"mean": 0.978, "min": 0.978, "per_node": [0.978] * 10},
     "server_mode": {"accuracy": 0.967},
+    "bytes_sent_per_node": [4_000_000] * 10,
     "baselines": {
         "centralized": {"accuracy": 0.986},
         "local_only": {"accuracy_mean": 0.1},
-        "fedavg": {"accuracy": 0.197, **FL},
-        "fedprox": {"accuracy": 0.194, **FL},
-        "feddyn": {"accuracy": 0.253, **FL},
-        "scaffold": {"accuracy": 0.472, **FL},
+        "fedavg": {"curve": curve(0.5, 0.7, 0.8), "accuracy": 0.8, **FL},
+        "fedprox": {"curve": curve(0.5, 0.7, 0.79), "accuracy": 0.79, **FL},
+        "feddyn": {"curve": curve(0.3, 0.6, 0.75), "accuracy": 0.75, **FL},
+        "scaffold": {"curve": curve(0.4, 0.6, 0.7), "accuracy": 0.7, **FL},
     },
 }
 
@@ -41,3 +49,18 @@ def test_chart_is_a_png_of_the_expected_size(tmp_path: Path, report: dict) -> No
 def test_chart_without_any_accuracy_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no accuracy figures"):
         write_chart({"dataset": "digits"}, tmp_path / "empty.png")
+
+
+def test_bytes_chart_draws_curves_and_the_ffnode_point(tmp_path: Path) -> None:
+    out = tmp_path / "bytes.png"
+    write_bytes_chart(REPORT, out)
+    with Image.open(out) as image:
+        colours = {c for _, c in image.getcolors(maxcolors=1 << 16) or []}
+    assert (31, 119, 180) in colours and (230, 126, 34) in colours  # ffnode's marker and FedAvg's curve
+    with pytest.raises(ValueError, match="bytes_sent_per_node and baselines"):
+        write_bytes_chart({k: v for k, v in REPORT.items() if k != "baselines"}, out)
+
+
+def test_line_chart_needs_points(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="nothing to draw"):
+        write_line_chart(tmp_path / "x.png", "t", "s", [Series("flat", [(0, 0.5)], (0, 0, 0), flat=True)], x_label="x")

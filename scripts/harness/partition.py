@@ -48,3 +48,16 @@ def dirichlet(labels: np.ndarray, n_nodes: int, alpha: float, seed: int) -> list
         if all(len(r) for r in result):
             return result
     raise ValueError(f"could not give every one of {n_nodes} nodes an image with alpha={alpha}: use fewer nodes")
+
+
+def by_spec(labels: np.ndarray, n_nodes: int, spec: str, seed: int) -> list[np.ndarray]:
+    """`silo` or `dirichlet:ALPHA`, as the scripts' --partition flags spell it."""
+    if spec == "silo":
+        return silo(labels, n_nodes)
+    if spec.startswith("dirichlet:"):
+        try:
+            alpha = float(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"partition {spec!r}: ALPHA must be a number, e.g. dirichlet:0.1") from None
+        return dirichlet(labels, n_nodes, alpha, seed)
+    raise ValueError(f"unknown partition {spec!r}: use silo or dirichlet:ALPHA")

@@ -1,4 +1,4 @@
-"""A bar chart of a testnet report's accuracies, drawn with Pillow alone.
+"""A testnet report's charts, drawn with Pillow alone: accuracies as bars, and accuracy against bytes sent.
 
 Pillow is already a dependency (image loading); matplotlib would add ~40 MB for one picture. The chart puts
 FederatedFactory's two modes (decentralised PoE, server mode) beside the references (centralised, local
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
+
+from harness.line_chart import PALETTE, Series, write_line_chart
 
 # (report path, bar label, colour group); a bar whose path is missing from the report is left out
 BARS: tuple[tuple[tuple[str, ...], str, str], ...] = (
@@ -122,3 +124,27 @@ def write_chart(report: dict[str, Any], path: Path, num_classes: int | None = No
 
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG")
+
+
+FL_NAMES = {"fedavg": "FedAvg", "fedprox": "FedProx", "feddyn": "FedDyn", "scaffold": "SCAFFOLD"}
+
+
+def write_bytes_chart(report: dict[str, Any], path: Path) -> None:
+    """Accuracy against the bytes each site sent: every FL baseline's per-round curve, ffnode's one round."""
+    sent = [b for b in report.get("bytes_sent_per_node", []) if b]
+    if not sent or "baselines" not in report:
+        raise ValueError("the report needs bytes_sent_per_node and baselines (a testnet run without --no-baselines)")
+    ffnode_bytes = sum(sent) / len(sent)
+    series = [Series("ffnode PoE (one round)", [(ffnode_bytes, report["poe_accuracy"]["mean"])], PALETTE[0])]
+    if "server_mode" in report:
+        series.append(Series("ffnode server mode", [(ffnode_bytes, report["server_mode"]["accuracy"])], PALETTE[1]))
+    b = report["baselines"]
+    for i, (key, name) in enumerate(FL_NAMES.items()):
+        if "curve" in b.get(key, {}):
+            points = [(c["bytes_sent_per_site"], c["accuracy"]) for c in b[key]["curve"]]
+            series.append(Series(f"{name}, per round", points, PALETTE[2 + i]))
+    if "centralized" in b:
+        series.append(Series("centralised (pooled)", [(0, b["centralized"]["accuracy"])], (90, 90, 90), True))
+    title = f"{report.get('dataset', '?')}: {report.get('nodes', '?')} sites, {report.get('partition', '?')}"
+    subtitle = "accuracy against bytes each site sent (mean over sites); FL: the global model after each round"
+    write_line_chart(path, title, subtitle, series, x_label="bytes sent per site (log scale)", x_log=True)

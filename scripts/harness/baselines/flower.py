@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,6 @@ def run_flower(
     mu: float = 0.01,
 ) -> dict:
     """Run `name` (fedavg | fedprox) for `settings.rounds` rounds in Flower's simulation; same report as ours."""
-    import time
-
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
     from flwr.serverapp import Grid, ServerApp
@@ -69,10 +68,9 @@ def run_flower(
         def correction(params: list[torch.Tensor]) -> list[torch.Tensor] | None:
             return [prox * (p - g) for p, g in zip(params, global_params, strict=True)] if prox else None
 
-        x, y = parts[k]
-        rnd = int(config["server-round"])
-        gen = client_generator(seed, rnd, k)
-        client_update(model, torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)), cfg, settings, gen, correction)
+        x, y = (torch.tensor(a) for a in parts[k])  # copies: Ray hands the closure's arrays over read-only
+        gen = client_generator(seed, int(config["server-round"]), k)
+        client_update(model, x, y.long(), cfg, settings, gen, correction)
         content = RecordDict(
             {"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord({"num-examples": len(y)})}
         )
@@ -111,16 +109,21 @@ def run_flower(
 
     # Ray's workers are fresh processes: they must import ffnode and harness as this process does
     roots = {str(Path(m.__file__).resolve().parents[1]) for m in (ffnode, harness)}
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [*roots, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    )
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([*roots, *filter(None, (saved or "").split(os.pathsep))])
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=len(parts),
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-    )
+    try:
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=len(parts),
+            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+        )
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
     if len(curve) != settings.rounds:
         raise RuntimeError(f"Flower's simulation ended after {len(curve)} of {settings.rounds} rounds (see its log)")
     out = summarise(name, settings, curve, message, time.perf_counter() - t0)

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""The paper's heterogeneity sweep (its Figure 5): accuracy as label skew grows, one chart per dataset.
+
+For each partition (Dirichlet alpha 1.0, 0.3, 0.1, 0.03, then silo) it runs a full testnet (real daemons,
+scripts/testnet.py) and keeps its report: ffnode PoE and server mode beside FedAvg, FedProx, FedDyn and
+SCAFFOLD at their tuned settings and the centralised bound. Partitions left out of --ffnode get the
+baselines only (the same split, in process), for datasets where a federation per partition does not fit
+the machine; their ffnode points are missing from the chart, not guessed. Reports already in --out are
+reused, so an interrupted sweep resumes where it stopped.
+
+python scripts/heterogeneity_sweep.py --dataset digits --nodes 10 --chart docs/img/hetero-digits.png
+python scripts/heterogeneity_sweep.py --dataset bloodmnist --nodes 8 --profile cpu --ffnode silo \\
+    --chart docs/img/hetero-blood.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import testnet
+from ffnode.artifacts.store import atomic_write
+from harness.line_chart import PALETTE, Series, write_line_chart
+from harness.report_chart import FL_NAMES
+
+PARTITIONS = ("dirichlet:1.0", "dirichlet:0.3", "dirichlet:0.1", "dirichlet:0.03", "silo")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--nodes", type=int, default=10)
+    p.add_argument("--profile", default="default")
+    p.add_argument("--partitions", default=",".join(PARTITIONS), help="comma-separated, in chart order")
+    p.add_argument("--ffnode", default=None, help="partitions that get a full federation (default: all)")
+    p.add_argument("--out", type=Path, default=None, help="reports go here (default: runs/hetero-DATASET)")
+    p.add_argument("--chart", type=Path, default=None, help="the PNG (default: OUT/hetero.png)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="per federation, seconds")
+    p.add_argument("--chart-only", action="store_true", help="draw from the reports in --out, run nothing")
+    args = p.parse_args(argv)
+    args.partitions = args.partitions.split(",")
+    args.ffnode = set(args.partitions if args.ffnode is None else args.ffnode.split(","))
+    args.out = args.out or Path(f"runs/hetero-{args.dataset}")
+    args.chart = args.chart or args.out / "hetero.png"
+    return args
+
+
+def report_path(args: argparse.Namespace, partition: str) -> Path:
+    return args.out / f"{partition.replace(':', '-')}.json"
+
+
+def run_federation(args: argparse.Namespace, partition: str, out: Path) -> None:
+    """One full testnet run in its own process: its daemons, its report (testnet's own crash handling)."""
+    cmd = [sys.executable, str(Path(__file__).with_name("testnet.py"))]
+    cmd += ["--dataset", args.dataset, "--nodes", str(args.nodes), "--partition", partition]
+    cmd += ["--profile", args.profile, "--json", str(out), "--workdir", str(args.out / "work")]
+    cmd += ["--timeout", str(args.timeout)]
+    subprocess.run(cmd, check=True)
+
+
+def run_baselines(args: argparse.Namespace, partition: str, out: Path) -> None:
+    """The testnet's baselines on the testnet's own split, without a federation."""
+    targs = testnet.parse_args(
+        ["--dataset", args.dataset, "--nodes", str(args.nodes), "--partition", partition, "--profile", args.profile]
+    )
+    classes = list(testnet.default_classes(args.dataset))
+    parts, train, test = testnet.split_data(targs, classes)
+    report = {
+        "dataset": args.dataset,
+        "nodes": args.nodes,
+        "partition": partition,
+        "profile": args.profile,
+        "seed": targs.seed,
+        "classes_per_site": [len(set(train.labels[p].tolist())) for p in parts],
+        "baselines": testnet.baselines(targs, parts, train, test, len(classes)),
+    }
+    atomic_write(out, json.dumps(report, indent=2).encode())
+
+
+def label(partition: str) -> str:
+    return "silo" if partition == "silo" else f"α = {partition.split(':', 1)[1]}"
+
+
+def draw(args: argparse.Namespace) -> None:
+    reports = {p: json.loads(f.read_text()) for p in args.partitions if (f := report_path(args, p)).exists()}
+    if not reports:
+        raise SystemExit(f"error: no reports in {args.out}: run the sweep first")
+    pos = {p: i for i, p in enumerate(args.partitions)}
+
+    def points(get) -> list[tuple[float, float]]:
+        out = []
+        for p, r in reports.items():
+            try:
+                out.append((float(pos[p]), float(get(r))))
+            except (KeyError, TypeError):
+                pass  # this partition's report lacks the figure (baselines only): no point, not a guess
+        return out
+
+    series = [
+        Series("ffnode PoE", points(lambda r: r["poe_accuracy"]["mean"]), PALETTE[0]),
+        Series("ffnode server mode", points(lambda r: r["server_mode"]["accuracy"]), PALETTE[1]),
+    ]
+    series += [
+        Series(name, points(lambda r, k=key: r["baselines"][k]["accuracy"]), PALETTE[2 + i])
+        for i, (key, name) in enumerate(FL_NAMES.items())
+    ]
+    series.append(Series("centralised", points(lambda r: r["baselines"]["centralized"]["accuracy"]), (90, 90, 90)))
+    title = f"{args.dataset}: {args.nodes} sites, profile {args.profile}: accuracy as label skew grows"
+    subtitle = "Dirichlet(α) label split, then one class per site (silo); FL baselines at their tuned settings"
+    if missing := [label(p) for p in args.partitions if p not in reports]:
+        subtitle += f"; not run: {', '.join(missing)}"
+    write_line_chart(
+        args.chart,
+        title,
+        subtitle,
+        [s for s in series if s.points],
+        x_label="partition (more skew to the right)",
+        x_ticks=[(float(i), label(p)) for i, p in enumerate(args.partitions)],
+    )
+    print(f"chart written to {args.chart}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.chart_only:
+        for partition in args.partitions:
+            out = report_path(args, partition)
+            if out.exists() and "baselines" in json.loads(out.read_text()):
+                print(f"{partition}: reusing {out}", file=sys.stderr)
+                continue
+            t0 = time.time()
+            mode = "federation" if partition in args.ffnode else "baselines only"
+            print(f"{partition}: {mode} ...", file=sys.stderr, flush=True)
+            (run_federation if partition in args.ffnode else run_baselines)(args, partition, out)
+            print(f"{partition}: done in {time.time() - t0:.0f} s -> {out}", file=sys.stderr, flush=True)
+    draw(args)
+
+
+if __name__ == "__main__":
+    main()
