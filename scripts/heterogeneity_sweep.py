@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """The paper's heterogeneity sweep (its Figure 5): accuracy as label skew grows, one chart per dataset.
 
-For each partition (Dirichlet alpha 1.0, 0.3, 0.1, 0.03, then silo) it runs a full testnet (real daemons,
-scripts/testnet.py) and keeps its report: ffnode PoE and server mode beside FedAvg, FedProx, FedDyn and
-SCAFFOLD at their tuned settings and the centralised bound. Partitions left out of --ffnode get the
-baselines only (the same split, in process), for datasets where a federation per partition does not fit
-the machine; their ffnode points are missing from the chart, not guessed. Reports already in --out are
-reused, so an interrupted sweep resumes where it stopped.
+For each partition (Dirichlet alpha 1.0, 0.3, 0.1, 0.03, then silo) it runs FedAvg, FedProx, FedDyn and
+SCAFFOLD at their tuned settings on the testnet's own split (in process, --jobs at a time), and a full
+testnet federation (real daemons, scripts/testnet.py --baselines server) for ffnode's PoE and server mode;
+the centralised bound is trained once. Partitions left out of --ffnode get the baselines only, for datasets
+where a federation per partition does not fit the machine: their ffnode points are missing from the chart,
+not guessed. Reports already in --out are reused, so an interrupted sweep resumes where it stopped.
 
 python scripts/heterogeneity_sweep.py --dataset digits --nodes 10 --chart docs/img/hetero-digits.png
 python scripts/heterogeneity_sweep.py --dataset bloodmnist --nodes 8 --profile cpu --ffnode silo \\
@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import testnet
@@ -40,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="reports go here (default: runs/hetero-DATASET)")
     p.add_argument("--chart", type=Path, default=None, help="the PNG (default: OUT/hetero.png)")
     p.add_argument("--timeout", type=float, default=3600.0, help="per federation, seconds")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="baseline runs in parallel, one thread each")
     p.add_argument("--chart-only", action="store_true", help="draw from the reports in --out, run nothing")
     args = p.parse_args(argv)
     args.partitions = args.partitions.split(",")
@@ -49,23 +52,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def report_path(args: argparse.Namespace, partition: str) -> Path:
-    return args.out / f"{partition.replace(':', '-')}.json"
+def report_path(args: argparse.Namespace, partition: str, kind: str) -> Path:
+    """Where one partition's `federation` or `baselines` report lives (`centralized` has no partition)."""
+    return args.out / (f"{partition.replace(':', '-')}-{kind}.json" if partition else f"{kind}.json")
 
 
 def run_federation(args: argparse.Namespace, partition: str, out: Path) -> None:
-    """One full testnet run in its own process: its daemons, its report (testnet's own crash handling)."""
+    """One full testnet run in its own process, server mode its only baseline (the rest run here)."""
     cmd = [sys.executable, str(Path(__file__).with_name("testnet.py"))]
     cmd += ["--dataset", args.dataset, "--nodes", str(args.nodes), "--partition", partition]
     cmd += ["--profile", args.profile, "--json", str(out), "--workdir", str(args.out / "work")]
-    cmd += ["--timeout", str(args.timeout)]
+    cmd += ["--timeout", str(args.timeout), "--baselines", "server"]
     subprocess.run(cmd, check=True)
 
 
-def run_baselines(args: argparse.Namespace, partition: str, out: Path) -> None:
-    """The testnet's baselines on the testnet's own split, without a federation."""
+def run_baselines(job: tuple[argparse.Namespace, str, str, Path]) -> str:
+    """`which` baselines (fl | centralised) on the testnet's own split of `partition`, one torch thread."""
+    import torch
+
+    args, partition, which, out = job
+    torch.set_num_threads(1)
     targs = testnet.parse_args(
-        ["--dataset", args.dataset, "--nodes", str(args.nodes), "--partition", partition, "--profile", args.profile]
+        ["--dataset", args.dataset, "--nodes", str(args.nodes), "--partition", partition or "silo"]
+        + ["--profile", args.profile, "--baselines", which]
     )
     classes = list(testnet.default_classes(args.dataset))
     parts, train, test = testnet.split_data(targs, classes)
@@ -78,15 +87,27 @@ def run_baselines(args: argparse.Namespace, partition: str, out: Path) -> None:
         "classes_per_site": [len(set(train.labels[p].tolist())) for p in parts],
         "baselines": testnet.baselines(targs, parts, train, test, len(classes)),
     }
-    atomic_write(out, json.dumps(report, indent=2).encode())
+    atomic_write(out, json.dumps(report, indent=1).encode())
+    return f"{partition or 'all data'}: {which} baselines -> {out}"
 
 
 def label(partition: str) -> str:
-    return "silo" if partition == "silo" else f"α = {partition.split(':', 1)[1]}"
+    return "silo" if partition == "silo" else f"alpha {partition.split(':', 1)[1]}"
 
 
 def draw(args: argparse.Namespace) -> None:
-    reports = {p: json.loads(f.read_text()) for p in args.partitions if (f := report_path(args, p)).exists()}
+    def load(partition: str, kind: str) -> dict:
+        f = report_path(args, partition, kind)
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    central = load("", "centralized").get("baselines", {}).get("centralized")
+    reports = {}
+    for p in args.partitions:
+        federation, fl = load(p, "federation"), load(p, "baselines")
+        if federation or fl:
+            reports[p] = federation | {
+                "baselines": fl.get("baselines", {}) | ({"centralized": central} if central else {})
+            }
     if not reports:
         raise SystemExit(f"error: no reports in {args.out}: run the sweep first")
     pos = {p: i for i, p in enumerate(args.partitions)}
@@ -108,11 +129,12 @@ def draw(args: argparse.Namespace) -> None:
         Series(name, points(lambda r, k=key: r["baselines"][k]["accuracy"]), PALETTE[2 + i])
         for i, (key, name) in enumerate(FL_NAMES.items())
     ]
-    series.append(Series("centralised", points(lambda r: r["baselines"]["centralized"]["accuracy"]), (90, 90, 90)))
+    if central:
+        series.append(Series("centralised (pooled)", [(0.0, central["accuracy"])], (90, 90, 90), flat=True))
     title = f"{args.dataset}: {args.nodes} sites, profile {args.profile}: accuracy as label skew grows"
-    subtitle = "Dirichlet(α) label split, then one class per site (silo); FL baselines at their tuned settings"
-    if missing := [label(p) for p in args.partitions if p not in reports]:
-        subtitle += f"; not run: {', '.join(missing)}"
+    subtitle = "Dirichlet(alpha) label split, then one class per site (silo); FL baselines at their tuned settings"
+    if missing := [label(p) for p in args.partitions if "poe_accuracy" not in reports.get(p, {})]:
+        subtitle += f"; no federation run at {', '.join(missing)}"
     write_line_chart(
         args.chart,
         title,
@@ -128,16 +150,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.chart_only:
-        for partition in args.partitions:
-            out = report_path(args, partition)
-            if out.exists() and "baselines" in json.loads(out.read_text()):
+        jobs = [(args, "", "centralised", report_path(args, "", "centralized"))]
+        jobs += [(args, p, "fl", report_path(args, p, "baselines")) for p in args.partitions]
+        todo = [j for j in jobs if not j[3].exists()]
+        t0 = time.time()
+        print(f"baselines: {len(todo)} of {len(jobs)} reports to make, {args.jobs} at a time ...", file=sys.stderr)
+        with ProcessPoolExecutor(args.jobs) as pool:
+            for line in pool.map(run_baselines, todo):
+                print(f"[{time.time() - t0:5.0f} s] {line}", file=sys.stderr, flush=True)
+        for partition in (p for p in args.partitions if p in args.ffnode):
+            out = report_path(args, partition, "federation")
+            if out.exists() and "server_mode" in json.loads(out.read_text()):
                 print(f"{partition}: reusing {out}", file=sys.stderr)
                 continue
             t0 = time.time()
-            mode = "federation" if partition in args.ffnode else "baselines only"
-            print(f"{partition}: {mode} ...", file=sys.stderr, flush=True)
-            (run_federation if partition in args.ffnode else run_baselines)(args, partition, out)
-            print(f"{partition}: done in {time.time() - t0:.0f} s -> {out}", file=sys.stderr, flush=True)
+            print(f"{partition}: federation ...", file=sys.stderr, flush=True)
+            run_federation(args, partition, out)
+            print(f"{partition}: federation done in {time.time() - t0:.0f} s -> {out}", file=sys.stderr, flush=True)
     draw(args)
 
 

@@ -62,6 +62,16 @@ FETCH_LINE = re.compile(
 )
 
 
+BASELINES = frozenset({"server", "centralised", "local", "fl"})  # server mode, pooled data, each site alone, FedAvg...
+
+
+def baseline_set(text: str) -> frozenset[str]:
+    chosen = frozenset(filter(None, text.split(",")))
+    if unknown := chosen - BASELINES:
+        raise argparse.ArgumentTypeError(f"unknown baseline(s) {', '.join(sorted(unknown))}: use {','.join(BASELINES)}")
+    return chosen
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--nodes", type=int, default=10, help="number of sites (silo: = number of classes)")
@@ -76,7 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unlearn", type=int, default=None, metavar="K", help="node K leaves after convergence")
     p.add_argument("--fl-rounds", type=int, default=None, help="weight-averaging baselines' rounds (default: tuned)")
     p.add_argument("--fl-local-epochs", type=int, default=None, help="their local epochs (default: tuned)")
-    p.add_argument("--no-baselines", action="store_true", help="skip FedAvg etc., centralised, local-only")
+    p.add_argument(
+        "--baselines",
+        type=baseline_set,
+        default=BASELINES,
+        help=f"which baselines to run, comma-separated among {','.join(BASELINES)} (default: all)",
+    )
+    p.add_argument("--no-baselines", action="store_const", const=frozenset(), dest="baselines", help="run none")
     p.add_argument("--threads", type=int, default=1, help="torch threads per node")
     p.add_argument("--max-per-class", type=int, default=0, help="keep at most N training images per class (0: all)")
     p.add_argument("--synth-per-class", type=int, default=0, help="synthetic images per missing class (0: profile's)")
@@ -316,22 +332,26 @@ def fit_eval(x: np.ndarray, y: np.ndarray, test: Any, n_classes: int, cfg: Any, 
 
 
 def baselines(args: argparse.Namespace, parts: list[np.ndarray], train: Any, test: Any, n_classes: int) -> dict:
+    """The chosen baselines (args.baselines, less server mode) on the federation's own split."""
     cfg = profile_for(args.profile, train.images.shape[1:]).expert
     out: dict[str, Any] = {}
-    console.print("baselines: centralised (all real training data) ...")
-    out["centralized"] = fit_eval(train.images, train.labels, test, n_classes, cfg, args.seed)
-    console.print("baselines: local only (each site alone) ...")
-    local = [
-        fit_eval(train.images[idx], train.labels[idx], test, n_classes, cfg, args.seed)["accuracy"] for idx in parts
-    ]
-    out["local_only"] = {"accuracy_mean": float(np.mean(local)), "per_node": local}
-    clients = [(train.images[idx], train.labels[idx]) for idx in parts]
-    for strategy, settings in tuned():
-        overrides = {"rounds": args.fl_rounds, "local_epochs": args.fl_local_epochs}
-        settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-        console.print(f"baselines: {strategy.name} ({settings.label()}) ...")
-        r = run_federated(strategy, clients, (test.images, test.labels), n_classes, cfg, settings, seed=args.seed)
-        out[strategy.name] = r | {"param": TUNED[strategy.name][0]}
+    if "centralised" in args.baselines:
+        console.print("baselines: centralised (all real training data) ...")
+        out["centralized"] = fit_eval(train.images, train.labels, test, n_classes, cfg, args.seed)
+    if "local" in args.baselines:
+        console.print("baselines: local only (each site alone) ...")
+        local = [
+            fit_eval(train.images[idx], train.labels[idx], test, n_classes, cfg, args.seed)["accuracy"] for idx in parts
+        ]
+        out["local_only"] = {"accuracy_mean": float(np.mean(local)), "per_node": local}
+    if "fl" in args.baselines:
+        clients = [(train.images[idx], train.labels[idx]) for idx in parts]
+        for strategy, settings in tuned():
+            overrides = {"rounds": args.fl_rounds, "local_epochs": args.fl_local_epochs}
+            settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+            console.print(f"baselines: {strategy.name} ({settings.label()}) ...")
+            r = run_federated(strategy, clients, (test.images, test.labels), n_classes, cfg, settings, seed=args.seed)
+            out[strategy.name] = r | {"param": TUNED[strategy.name][0]}
     return out
 
 
@@ -620,7 +640,7 @@ def main(argv: list[str] | None = None) -> dict:
             "privacy": privacy_audits(homes[running[0]], final),
             "hardware": hardware(),
         }
-        if not args.no_baselines:  # before any site leaves: it uses every factory of the federation
+        if "server" in args.baselines:  # before any site leaves: it uses every factory of the federation
             console.print("server mode: one classifier on synthetic data from every factory ...")
             report["server_mode"] = server_mode(args, homes[running[0]], test, len(classes))
         if args.unlearn is not None:
@@ -629,16 +649,18 @@ def main(argv: list[str] | None = None) -> dict:
         daemons.stop_all()
         if net is not None:
             net.close()
-    if not args.no_baselines:
+    if args.baselines - {"server"}:
         write_report(args, report)  # the federation's figures are safe if the long baselines are interrupted
         report["baselines"] = baselines(args, parts, train, test, len(classes))
     print_report(report)
     write_report(args, report)
-    if args.json and "baselines" in report:
+    if args.json and args.baselines:
         chart = args.json.with_suffix(".png")
         write_chart(report, chart, num_classes=len(classes))
-        write_bytes_chart(report, bytes_chart := chart.with_name(f"{chart.stem}-bytes.png"))
-        console.print(f"charts written to {chart} and {bytes_chart}")
+        console.print(f"chart written to {chart}")
+        if "fedavg" in report.get("baselines", {}):
+            write_bytes_chart(report, bytes_chart := chart.with_name(f"{chart.stem}-bytes.png"))
+            console.print(f"chart written to {bytes_chart}")
     return report
 
 
@@ -663,15 +685,18 @@ def print_report(r: dict) -> None:
         "paper's product rule: accuracy / AUROC mean",
         "{accuracy[mean]:.4f} / {auroc[mean]:.4f}".format(**r["poe_product"]),
     )
-    if "baselines" in r:
-        b = r["baselines"]
+    if "server_mode" in r:
         t.add_row("server mode accuracy (synthetic only)", f"{r['server_mode']['accuracy']:.4f}")
-        for name in TUNED:
+    b = r.get("baselines", {})
+    for name in TUNED:
+        if name in b:
             t.add_row(
-                f"{name} accuracy final / best ({b[name]['rounds']} rounds)",
-                f"{b[name]['accuracy']:.4f} / {b[name]['best_accuracy']:.4f} at {b[name]['best_round']}",
+                f"{name} accuracy final / best round ({b[name]['rounds']} rounds)",
+                f"{b[name]['accuracy']:.4f} / {b[name]['best_accuracy']:.4f} (round {b[name]['best_round']})",
             )
+    if "centralized" in b:
         t.add_row("centralised accuracy", f"{b['centralized']['accuracy']:.4f}")
+    if "local_only" in b:
         t.add_row("local-only accuracy (mean)", f"{b['local_only']['accuracy_mean']:.4f}")
     p = r.get("privacy")
     if p and p["factories"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,22 @@ def test_bytes_chart_draws_curves_and_the_ffnode_point(tmp_path: Path) -> None:
 def test_line_chart_needs_points(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="nothing to draw"):
         write_line_chart(tmp_path / "x.png", "t", "s", [Series("flat", [(0, 0.5)], (0, 0, 0), flat=True)], x_label="x")
+
+
+def test_heterogeneity_chart_from_reports(tmp_path: Path) -> None:
+    """The sweep's chart is drawn from whatever reports exist; a partition without a federation has no ffnode
+    point, and a sweep with no reports at all is an error."""
+    import heterogeneity_sweep as sweep
+
+    argv = ["--out", str(tmp_path), "--chart", str(tmp_path / "h.png"), "--chart-only"]
+    with pytest.raises(SystemExit, match="no reports"):
+        sweep.main(argv)
+    (tmp_path / "centralized.json").write_text('{"baselines": {"centralized": {"accuracy": 0.98}}}')
+    for partition, acc in (("silo", 0.5), ("dirichlet-0.1", 0.8)):
+        fl = {k: {"accuracy": acc} for k in ("fedavg", "fedprox", "feddyn", "scaffold")}
+        (tmp_path / f"{partition}-baselines.json").write_text(json.dumps({"baselines": fl}))
+    (tmp_path / "silo-federation.json").write_text('{"poe_accuracy": {"mean": 0.97}, "server_mode": {"accuracy": 0.9}}')
+    sweep.main(argv)
+    with Image.open(tmp_path / "h.png") as image:
+        colours = {c for _, c in image.getcolors(maxcolors=1 << 16) or []}
+    assert (31, 119, 180) in colours and (230, 126, 34) in colours
