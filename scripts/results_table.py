@@ -29,7 +29,10 @@ def per_site(values: list[float]) -> str:
 def fl_row(key: str) -> Callable[[dict], str]:
     def cell(r: dict) -> str:
         b = r["baselines"][key]
-        return f"{b['accuracy']:.3f} / {b['auroc']:.3f} ({b['rounds']} x {b['local_epochs']})"
+        return (
+            f"{b['accuracy']:.3f} / {b['auroc']:.3f}, best round {b['best_accuracy']:.3f} "
+            f"({b['rounds']} x {b['local_epochs']}, {mb(b['bytes_sent_per_site'])} sent per site)"
+        )
 
     return cell
 
@@ -63,7 +66,7 @@ ROWS: list[tuple[str, Callable[[dict], Any]]] = [
         lambda r: f"{r['baselines']['centralized']['accuracy']:.3f} / {r['baselines']['centralized']['auroc']:.3f}",
     ),
     ("local only, mean accuracy", lambda r: f"{r['baselines']['local_only']['accuracy_mean']:.3f}"),
-    *((f"{label} accuracy / AUROC (rounds x local epochs)", fl_row(key)) for key, label in FL),
+    *((f"{label} final accuracy / AUROC, best round (rounds x local epochs, bytes)", fl_row(key)) for key, label in FL),
     (
         "chance (1 / classes)",
         lambda r: f"{1 / len(r['poe_accuracy']['per_node']):.3f}" if r["partition"] == "silo" else "n/a",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -58,9 +60,10 @@ def silos() -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.n
 SHORT = FLSettings(rounds=2)
 
 
-@pytest.mark.parametrize("name", list(TUNED))
+@pytest.mark.parametrize("name", list(TUNED["cnn"]))
 def test_simulation_runs(name: str, silos) -> None:
-    out = run_federated(make_strategy(name, TUNED[name][0]), silos[0], silos[1], 3, CFG, SHORT, seed=0)
+    param, settings = TUNED["cnn"][name]
+    out = run_federated(make_strategy(name, param), silos[0], silos[1], 3, CFG, replace(settings, rounds=2), seed=0)
     assert out["rounds"] == 2 and [c["round"] for c in out["curve"]] == [1, 2]
     assert 0.0 <= out["accuracy"] <= 1.0 and 0.0 <= out["auroc"] <= 1.0
     per_round = out["bytes_per_round_per_site"]
