@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """FedAvg and FedProx through Flower's own strategies and simulation engine, beside the in-process runs.
 
-Same federation, classifier, tuned settings (harness.baselines.TUNED, --tuning) and seeds; prints each round's largest
+Same federation, classifier, tuned settings (harness.baselines.TUNED) and seeds; prints each round's largest
 accuracy difference and both final figures. Needs the `flower` extra (`pip install -e ".[flower]"`; the
 bootstrap installs it).
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +30,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--partition", default="silo", help="silo | dirichlet:ALPHA")
     p.add_argument("--profile", default=None, help="whose expert config: default by image size")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--tuning", choices=list(TUNED), default="cnn", help="whose settings (harness/baselines: TUNED)")
+    p.add_argument("--rounds", type=int, default=None, help="override the tuned rounds")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     d = load_federation(args)
     rows = []
     for name in FLOWER_STRATEGIES:
-        param, settings = TUNED[args.tuning][name]
+        param, settings = TUNED[name]
+        settings = replace(settings, rounds=args.rounds or settings.rounds)
         for seed in range(args.seeds):
             ours = run_federated(
                 make_strategy(name, param), d["parts"], d["test"], d["classes"], d["cfg"], settings, seed=seed

@@ -9,7 +9,7 @@ where a federation per partition does not fit the machine: their ffnode points a
 not guessed. Reports already in --out are reused, so an interrupted sweep resumes where it stopped.
 
 python scripts/heterogeneity_sweep.py --dataset digits --nodes 10 --chart docs/img/hetero-digits.png
-python scripts/heterogeneity_sweep.py --dataset bloodmnist --nodes 8 --profile cpu --fl-tuning cnn --ffnode silo \\
+python scripts/heterogeneity_sweep.py --dataset bloodmnist --nodes 8 --profile cpu --fl-rounds 50 --ffnode silo \\
     --chart docs/img/hetero-blood.png
 """
 
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="reports go here (default: runs/hetero-DATASET)")
     p.add_argument("--chart", type=Path, default=None, help="the PNG (default: OUT/hetero.png)")
     p.add_argument("--timeout", type=float, default=3600.0, help="per federation, seconds")
-    p.add_argument("--fl-tuning", default="best", help="the FL baselines' settings (testnet.py --fl-tuning)")
+    p.add_argument("--fl-rounds", type=int, default=None, help="the FL baselines' rounds (default: their tuned 200)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="baseline runs in parallel, one thread each")
     p.add_argument("--chart-only", action="store_true", help="draw from the reports in --out, run nothing")
     args = p.parse_args(argv)
@@ -75,7 +75,8 @@ def run_baselines(job: tuple[argparse.Namespace, str, str, Path]) -> str:
     torch.set_num_threads(1)
     targs = testnet.parse_args(
         ["--dataset", args.dataset, "--nodes", str(args.nodes), "--partition", partition or "silo"]
-        + ["--profile", args.profile, "--baselines", which, "--fl-tuning", args.fl_tuning]
+        + ["--profile", args.profile, "--baselines", which]
+        + (["--fl-rounds", str(args.fl_rounds)] if args.fl_rounds else [])
     )
     classes = list(testnet.default_classes(args.dataset))
     parts, train, test = testnet.split_data(targs, classes)
@@ -133,7 +134,8 @@ def draw(args: argparse.Namespace) -> None:
     if central:
         series.append(Series("centralised (pooled)", [(0.0, central["accuracy"])], (90, 90, 90), flat=True))
     title = f"{args.dataset}: {args.nodes} sites, profile {args.profile}: accuracy as label skew grows"
-    subtitle = f"Dirichlet(alpha) label split, then one class per site (silo); FL baselines tuned ({args.fl_tuning})"
+    rounds = args.fl_rounds or "their tuned"
+    subtitle = f"Dirichlet(alpha) label split, then one class per site (silo); FL baselines tuned, {rounds} rounds"
     if missing := [label(p) for p in args.partitions if "poe_accuracy" not in reports.get(p, {})]:
         subtitle += f"; no federation run at {', '.join(missing)}"
     write_line_chart(

@@ -84,9 +84,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-port", type=int, default=47400)
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     p.add_argument("--unlearn", type=int, default=None, metavar="K", help="node K leaves after convergence")
-    p.add_argument(
-        "--fl-tuning", choices=list(TUNED), default="best", help="FL baselines' settings (harness/baselines: TUNED)"
-    )
     p.add_argument("--fl-rounds", type=int, default=None, help="weight-averaging baselines' rounds (default: tuned)")
     p.add_argument("--fl-local-epochs", type=int, default=None, help="their local epochs (default: tuned)")
     p.add_argument(
@@ -349,12 +346,12 @@ def baselines(args: argparse.Namespace, parts: list[np.ndarray], train: Any, tes
         out["local_only"] = {"accuracy_mean": float(np.mean(local)), "per_node": local}
     if "fl" in args.baselines:
         clients = [(train.images[idx], train.labels[idx]) for idx in parts]
-        for strategy, settings in tuned(args.fl_tuning):
+        for strategy, settings in tuned():
             overrides = {"rounds": args.fl_rounds, "local_epochs": args.fl_local_epochs}
             settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
             console.print(f"baselines: {strategy.name} ({settings.label()}) ...")
             r = run_federated(strategy, clients, (test.images, test.labels), n_classes, cfg, settings, seed=args.seed)
-            out[strategy.name] = r | {"param": TUNED[args.fl_tuning][strategy.name][0], "tuning": args.fl_tuning}
+            out[strategy.name] = r | {"param": TUNED[strategy.name][0]}
     return out
 
 
@@ -691,7 +688,7 @@ def print_report(r: dict) -> None:
     if "server_mode" in r:
         t.add_row("server mode accuracy (synthetic only)", f"{r['server_mode']['accuracy']:.4f}")
     b = r.get("baselines", {})
-    for name in TUNED["best"]:
+    for name in TUNED:
         if name in b:
             t.add_row(
                 f"{name} accuracy final / best round ({b[name]['rounds']} rounds)",

@@ -60,9 +60,9 @@ def silos() -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.n
 SHORT = FLSettings(rounds=2)
 
 
-@pytest.mark.parametrize("name", list(TUNED["cnn"]))
+@pytest.mark.parametrize("name", list(TUNED))
 def test_simulation_runs(name: str, silos) -> None:
-    param, settings = TUNED["cnn"][name]
+    param, settings = TUNED[name]
     out = run_federated(make_strategy(name, param), silos[0], silos[1], 3, CFG, replace(settings, rounds=2), seed=0)
     assert out["rounds"] == 2 and [c["round"] for c in out["curve"]] == [1, 2]
     assert 0.0 <= out["accuracy"] <= 1.0 and 0.0 <= out["auroc"] <= 1.0
