@@ -63,8 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only-final", type=Path, default=None, help="skip stages 1-2: take the winners from this sweep's JSON"
     )
-    p.add_argument("--json", type=Path, required=True, help="write every run and the winners here")
-    return p.parse_args(argv)
+    p.add_argument("--json", type=Path, default=None, help="write every run and the winners here")
+    p.add_argument("--table", type=Path, nargs="+", default=None, help="print these sweeps' winners as Markdown")
+    args = p.parse_args(argv)
+    if not (args.json or args.table):
+        p.error("give --json (run a sweep) or --table (print finished ones)")
+    return args
 
 
 def load_federation(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,8 +130,36 @@ def best(results: list[dict], name: str) -> dict:
     return max((r for r in results if r["algorithm"] == name), key=lambda r: r["last5"])
 
 
+def table(paths: list[Path]) -> str:
+    """The winners of finished sweeps, one row per (sweep, algorithm): settings, seeds, longer budgets."""
+    lines = [
+        "| sweep | algorithm | settings | final accuracy at round 50, mean ± std (seeds) | best round | longer budgets "
+        "(rounds x epochs, seed 0) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        d = json.loads(path.read_text())
+        where = f"{d['dataset']}, {d['nodes']} sites, {d['partition']}, models {'/'.join(d['stage1']['model'])}"
+        for name, s in d["summary"].items():
+            seeds = f"{s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f} ({s['seeds']})" if "seeds" in s else "-"
+            best_round = f"{s['best_accuracy_mean']:.3f}" if "seeds" in s else "-"
+            budgets = "; ".join(
+                f"{k}: {b['accuracy']:.3f} (best {b['best_accuracy']:.3f} at {b['best_round']}, "
+                f"plateau {b['plateau_round']})"
+                for k, b in s["budgets"].items()
+            )
+            label = FLSettings(**s["settings"]).label()
+            lines.append(
+                f"| {where} | {name} | {param_label(s['param'])}{label} | {seeds} | {best_round} | {budgets or '-'} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return
     runs: list[dict] = []
     winners: dict[str, dict] = {}
     with ProcessPoolExecutor(args.jobs, initializer=_setup, initargs=(args,)) as pool:
