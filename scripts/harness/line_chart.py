@@ -34,6 +34,7 @@ class Series:
     points: Sequence[tuple[float, float]]
     colour: tuple[int, int, int]
     flat: bool = False  # a reference level (e.g. the centralised bound): dashed across the plot
+    square: bool = False  # a single point drawn as a square, told apart from a circle it may sit on
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -105,22 +106,28 @@ def write_line_chart(
     draw.text(((x0 + x1) / 2, HEIGHT - 30), x_label, fill="black", font=text_font, anchor="mm")
     draw.text((12, y1 - 30), y_label, fill="black", font=small_font)
 
-    legend_y = float(TOP)
-    for s in series:
-        pts = [(px(x), py(y)) for x, y in s.points] if not s.flat else []
+    def marker(s: Series, cx: float, cy: float) -> None:
+        r = 7 if s.square else 9
+        shape = draw.rectangle if s.square else draw.ellipse
+        shape([cx - r, cy - r, cx + r, cy + r], fill=s.colour, outline="black")
+
+    for s in sorted(series, key=lambda s: len(s.points) == 1 and not s.flat):  # points drawn over the curves
+        pts = [] if s.flat else [(px(x), py(y)) for x, y in s.points]
         if s.flat:
-            level = py(s.points[0][1])
-            _dashed(draw, (x0, level), (x1, level), s.colour)
+            _dashed(draw, (x0, py(s.points[0][1])), (x1, py(s.points[0][1])), s.colour)
         elif len(pts) == 1:
-            (cx, cy) = pts[0]
-            draw.ellipse([cx - 9, cy - 9, cx + 9, cy + 9], fill=s.colour, outline="black")
+            marker(s, *pts[0])
         else:
             draw.line(pts, fill=s.colour, width=3)
             for cx, cy in pts if len(pts) <= 12 else ():  # markers on a categorical axis, not on a long curve
                 draw.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=s.colour)
-        lx = x1 + 24
+
+    legend_y, lx = float(TOP), x1 + 24
+    for s in series:
         if s.flat:
             _dashed(draw, (lx, legend_y + 9), (lx + 30, legend_y + 9), s.colour)
+        elif len(s.points) == 1:
+            marker(s, lx + 15, legend_y + 9)
         else:
             draw.line([(lx, legend_y + 9), (lx + 30, legend_y + 9)], fill=s.colour, width=4)
         label = f"{s.label}: {s.points[0][1]:.3f}" if s.flat or len(s.points) == 1 else s.label  # a point's value

@@ -137,7 +137,9 @@ def write_bytes_chart(report: dict[str, Any], path: Path) -> None:
     ffnode_bytes = sum(sent) / len(sent)
     series = [Series("ffnode PoE (one round)", [(ffnode_bytes, report["poe_accuracy"]["mean"])], PALETTE[0])]
     if "server_mode" in report:
-        series.append(Series("ffnode server mode", [(ffnode_bytes, report["server_mode"]["accuracy"])], PALETTE[1]))
+        series.append(
+            Series("ffnode server mode", [(ffnode_bytes, report["server_mode"]["accuracy"])], PALETTE[1], square=True)
+        )
     b = report["baselines"]
     for i, (key, name) in enumerate(FL_NAMES.items()):
         if "curve" in b.get(key, {}):
