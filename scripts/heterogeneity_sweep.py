@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.partitions = args.partitions.split(",")
     args.ffnode = set(args.partitions if args.ffnode is None else args.ffnode.split(","))
+    if unknown := args.ffnode - set(args.partitions) - {""}:
+        p.error(f"--ffnode names partitions not in --partitions: {', '.join(sorted(unknown))}")
     args.out = args.out or Path(f"runs/hetero-{args.dataset}")
     args.chart = args.chart or args.out / "hetero.png"
     return args
@@ -168,7 +170,11 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             t0 = time.time()
             print(f"{partition}: federation ...", file=sys.stderr, flush=True)
-            run_federation(args, partition, out)
+            try:
+                run_federation(args, partition, out)
+            except subprocess.CalledProcessError as e:  # the other partitions, and the chart, still count
+                print(f"{partition}: federation failed ({e}); see {args.out / 'work'}", file=sys.stderr, flush=True)
+                continue
             print(f"{partition}: federation done in {time.time() - t0:.0f} s -> {out}", file=sys.stderr, flush=True)
     draw(args)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-FL = ("fedavg", "FedAvg"), ("fedprox", "FedProx"), ("feddyn", "FedDyn"), ("scaffold", "SCAFFOLD")
+from harness.report_chart import FL_NAMES
 
 
 def mb(n: float) -> str:
@@ -66,7 +66,10 @@ ROWS: list[tuple[str, Callable[[dict], Any]]] = [
         lambda r: f"{r['baselines']['centralized']['accuracy']:.3f} / {r['baselines']['centralized']['auroc']:.3f}",
     ),
     ("local only, mean accuracy", lambda r: f"{r['baselines']['local_only']['accuracy_mean']:.3f}"),
-    *((f"{label} final accuracy / AUROC, best round (rounds x local epochs, bytes)", fl_row(key)) for key, label in FL),
+    *(
+        (f"{label} final accuracy / AUROC, best round (rounds x local epochs, bytes)", fl_row(key))
+        for key, label in FL_NAMES.items()
+    ),
     (
         "chance (1 / classes)",
         lambda r: f"{1 / len(r['poe_accuracy']['per_node']):.3f}" if r["partition"] == "silo" else "n/a",

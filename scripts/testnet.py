@@ -4,9 +4,10 @@
 Partitions a dataset's training split over N sites (silo: one class per site), gives each site its own
 data file and home, starts one `ffnode start` process per site with chained bootstrap addresses, shows
 their progress live, waits until every node answers with a PoE over all experts, evaluates each node on
-the held-out test split, runs the baselines (FedAvg on the same partition and classifier, centralised,
-local-only) and writes a JSON report. With --unlearn K, node K then leaves the federation and the
-report gains an `unlearning` section. Every process it starts is stopped on exit, whatever happens.
+the held-out test split, runs the baselines on the same partition (server mode; centralised and
+local-only with the experts' classifier; FedAvg, FedProx, FedDyn and SCAFFOLD at their tuned settings)
+and writes a JSON report. With --unlearn K, node K then leaves the federation and the report gains an
+`unlearning` section. Every process it starts is stopped on exit, whatever happens.
 
 With --netns (root) every site gets its own network namespace and address on a virtual bridge
 (scripts/harness/netns.py), links can be limited (--rate-mbit) and faults scheduled (--fault): sites then
@@ -62,12 +63,12 @@ FETCH_LINE = re.compile(
 )
 
 
-BASELINES = frozenset({"server", "centralised", "local", "fl"})  # server mode, pooled data, each site alone, FedAvg...
+BASELINES = ("server", "centralised", "local", "fl")  # server mode, pooled data, each site alone, FedAvg...
 
 
 def baseline_set(text: str) -> frozenset[str]:
     chosen = frozenset(filter(None, text.split(",")))
-    if unknown := chosen - BASELINES:
+    if unknown := chosen - set(BASELINES):
         raise argparse.ArgumentTypeError(f"unknown baseline(s) {', '.join(sorted(unknown))}: use {','.join(BASELINES)}")
     return chosen
 
@@ -89,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--baselines",
         type=baseline_set,
-        default=BASELINES,
+        default=frozenset(BASELINES),
         help=f"which baselines to run, comma-separated among {','.join(BASELINES)} (default: all)",
     )
     p.add_argument("--no-baselines", action="store_const", const=frozenset(), dest="baselines", help="run none")
@@ -320,7 +321,7 @@ def poe_figures(results: dict[int, dict]) -> dict[str, dict]:
     return out
 
 
-# -- baselines (in-process, same partition and classifier) -----------------------------------------
+# -- baselines (in-process, same partition) -----------------------------------------------------------
 
 
 def fit_eval(x: np.ndarray, y: np.ndarray, test: Any, n_classes: int, cfg: Any, seed: int) -> dict[str, float]:

@@ -13,7 +13,7 @@ from ffnode.profiles import PROFILES
 from harness.baselines import TUNED, FedAvg, FedProx, FLSettings, Strategy, make_strategy, run_federated
 from harness.baselines.feddyn import FedDyn
 from harness.baselines.scaffold import Scaffold
-from harness.baselines.simulate import fl_model, plateau_round
+from harness.baselines.simulate import client_update, fl_model, plateau_round
 from harness.partition import silo
 
 CFG = PROFILES["tiny"].expert
@@ -76,12 +76,36 @@ def test_fedprox_with_zero_mu_is_fedavg(silos) -> None:
     assert a["curve"] == b["curve"]
 
 
-def test_run_does_not_depend_on_client_order(silos) -> None:
-    """Each client draws from its own stream, so Flower's parallel clients can reproduce the in-process run."""
+def test_run_draws_nothing_from_the_global_random_state(silos) -> None:
+    """Every draw comes from the per-client streams (seed, round, client), which is what lets Flower's engine,
+    training clients in its own order in other processes, reproduce the run (tests/test_flower.py)."""
     parts = silos[0]
+    torch.manual_seed(1)
     a = run_federated(FedAvg(), parts, silos[1], 3, CFG, SHORT, seed=0)
+    torch.manual_seed(2)
     assert run_federated(FedAvg(), parts, silos[1], 3, CFG, SHORT, seed=0)["curve"] == a["curve"]
     assert run_federated(FedAvg(), parts, silos[1], 3, CFG, SHORT, seed=1)["curve"] != a["curve"]
+
+
+def test_step_sum_is_the_displacement_under_a_constant_gradient() -> None:
+    """SCAFFOLD divides a client's drift by the summed effective step size; with momentum that sum must be
+    what SGD actually moved a parameter whose gradient is 1 throughout."""
+
+    class Linear(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(len(images), 2) + self.w * 0  # the loss ignores w: its gradient is the correction
+
+    model = Linear()
+    images, labels = torch.zeros(10, 1, 1, 1), torch.zeros(10, dtype=torch.long)
+    settings = FLSettings(lr=0.1, momentum=0.9, local_epochs=3)
+    cfg = replace(CFG, batch_size=4)  # 3 steps per epoch, 9 in all
+    step_sum = client_update(model, images, labels, cfg, settings, torch.Generator(), lambda p: [torch.ones(1)])
+    assert step_sum == pytest.approx(sum(0.1 * (1 - 0.9**j) / (1 - 0.9) for j in range(1, 10)))
+    assert -model.w.item() == pytest.approx(step_sum, rel=1e-5)
 
 
 @pytest.mark.parametrize("model", ["cnn", "resnet-group"])
@@ -95,7 +119,7 @@ def test_plateau_is_where_the_running_mean_stops_rising() -> None:
     curve = [{"round": r + 1, "accuracy": a} for r, a in enumerate([0.1, 0.3, 0.5, 0.7, 0.8, 0.8, 0.8, 0.8, 0.8])]
     assert plateau_round(curve) == 9  # the 5-round mean only reaches the best at the end
     flat = curve + [{"round": 10 + r, "accuracy": 0.8} for r in range(10)]
-    assert plateau_round(flat) < 19
+    assert plateau_round(flat) == 9  # and stays there
 
 
 def test_settings_reject_nonsense() -> None:

@@ -37,7 +37,8 @@ class Series:
     square: bool = False  # a single point drawn as a square, told apart from a circle it may sit on
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled scalable font (needs FreeType, as the wheels ship)."""
     return ImageFont.load_default(size=size)
 
 
@@ -71,16 +72,19 @@ def write_line_chart(
     `x_ticks` names the x positions to mark (categorical axes pass every category); without it, a log axis
     is marked at each power of ten and a linear one at five even steps.
     """
+    series = [s for s in series if s.points]
     xs = [x for s in series if not s.flat for x, _ in s.points] + [x for x, _ in x_ticks or ()]
     if not xs:
         raise ValueError("nothing to draw: every series is empty")
+    if x_log and min(xs) <= 0:
+        raise ValueError(f"a log axis needs x > 0, got {min(xs)}")
     f = (lambda v: math.log10(v)) if x_log else (lambda v: v)
     lo, hi = f(min(xs)), f(max(xs))
     pad = (hi - lo) * 0.05 or 0.5
     lo, hi = lo - pad, hi + pad
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
-    title_font, text_font, small_font = _font(26), _font(19), _font(16)
+    title_font, text_font, small_font = font(26), font(19), font(16)
     draw.text((LEFT, 18), title, fill="black", font=title_font)
     draw.text((LEFT, 56), subtitle, fill=(80, 80, 80), font=small_font)
     x0, x1, y0, y1 = LEFT, WIDTH - RIGHT, HEIGHT - BOTTOM, TOP
@@ -96,7 +100,9 @@ def write_line_chart(
         draw.text((x0 - 10, py(tick)), f"{tick:.1f}", fill="black", font=small_font, anchor="rm")
     if x_ticks is None:
         if x_log:
-            x_ticks = [(10.0**e, _bytes(10.0**e)) for e in range(math.ceil(lo), math.floor(hi) + 1)]
+            decades = range(math.ceil(lo), math.floor(hi) + 1)
+            ends = (10.0 ** (lo + pad), 10.0 ** (hi - pad))  # less than a decade: mark the ends
+            x_ticks = [(x, _bytes(x)) for x in ([10.0**e for e in decades] if len(decades) else ends)]
         else:
             x_ticks = [(v, f"{v:g}") for v in (lo + (hi - lo) * i / 4 for i in range(5))]
     for x, label in x_ticks:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-from harness.line_chart import PALETTE, Series, write_line_chart
+from harness.line_chart import PALETTE, Series, font, write_line_chart
 
 # (report path, bar label, colour group); a bar whose path is missing from the report is left out
 BARS: tuple[tuple[tuple[str, ...], str, str], ...] = (
@@ -25,6 +25,7 @@ BARS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("baselines", "feddyn", "accuracy"), "FedDyn", "fl"),
     (("baselines", "scaffold", "accuracy"), "SCAFFOLD", "fl"),
 )
+FL_NAMES = {"fedavg": "FedAvg", "fedprox": "FedProx", "feddyn": "FedDyn", "scaffold": "SCAFFOLD"}
 COLOURS = {"ours": (31, 119, 180), "reference": (140, 140, 140), "fl": (230, 126, 34)}
 CHANCE_COLOUR = (200, 30, 30)
 LEGEND = {
@@ -46,15 +47,11 @@ def _get(report: dict[str, Any], path: tuple[str, ...]) -> float | None:
     return float(node) if isinstance(node, int | float) else None
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)  # Pillow's bundled scalable font; needs FreeType, as wheels ship
-
-
 def _fl_note(report: dict[str, Any]) -> str | None:
     """'20 rounds x 1 local epoch' when the FL baselines agree on their budget (the testnet runs them alike)."""
     budgets = {
         (b.get("rounds"), b.get("local_epochs"))
-        for name in ("fedavg", "fedprox", "feddyn", "scaffold")
+        for name in FL_NAMES
         if isinstance(b := report.get("baselines", {}).get(name), dict)
     }
     if len(budgets) != 1:
@@ -72,7 +69,7 @@ def write_chart(report: dict[str, Any], path: Path, num_classes: int | None = No
         raise ValueError("the report has no accuracy figures to chart (expected at least poe_accuracy.mean)")
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
-    title_font, text_font, small_font = _font(28), _font(20), _font(17)
+    title_font, text_font, small_font = font(28), font(20), font(17)
 
     # title: what was run
     title = (
@@ -124,9 +121,6 @@ def write_chart(report: dict[str, Any], path: Path, num_classes: int | None = No
 
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG")
-
-
-FL_NAMES = {"fedavg": "FedAvg", "fedprox": "FedProx", "feddyn": "FedDyn", "scaffold": "SCAFFOLD"}
 
 
 def write_bytes_chart(report: dict[str, Any], path: Path) -> None:
