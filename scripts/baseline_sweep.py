@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only-final", type=Path, default=None, help="skip stages 1-2: take the winners from this sweep's JSON"
     )
+    p.add_argument("--lr", type=float, default=None, help="with --only-final: every winner at this learning rate")
     p.add_argument("--json", type=Path, default=None, help="write every run and the winners here")
     p.add_argument("--table", type=Path, nargs="+", default=None, help="print these sweeps' winners as Markdown")
     args = p.parse_args(argv)
@@ -175,7 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     winners: dict[str, dict] = {}
     with ProcessPoolExecutor(args.jobs, initializer=_setup, initargs=(args,)) as pool:
         if args.only_final:
-            winners = {k: v for k, v in json.loads(args.only_final.read_text())["winners"].items()}
+            winners = json.loads(args.only_final.read_text())["winners"]
+            if args.lr:  # the winners' settings with another learning rate, for a dataset they diverge on
+                winners = {k: v | {"settings": v["settings"] | {"lr": args.lr}} for k, v in winners.items()}
         else:
             rounds = args.rounds
             grid = [
