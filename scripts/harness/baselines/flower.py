@@ -14,13 +14,12 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import ffnode
 import harness
 from ffnode.expert.resnet import ExpertConfig
-from harness.baselines.simulate import FLSettings, client_generator, client_update, evaluate, fl_model, summarise
+from harness.baselines.simulate import FLSettings, Split, client_generator, client_update, evaluate, fl_model, summarise
 from harness.baselines.simulate import upload_bytes as model_bytes
 
 FLOWER_STRATEGIES = ("fedavg", "fedprox")
@@ -28,8 +27,8 @@ FLOWER_STRATEGIES = ("fedavg", "fedprox")
 
 def run_flower(
     name: str,
-    parts: list[tuple[np.ndarray, np.ndarray]],
-    test: tuple[np.ndarray, np.ndarray],
+    parts: list[Split],
+    test: Split,
     num_classes: int,
     cfg: ExpertConfig,
     settings: FLSettings,

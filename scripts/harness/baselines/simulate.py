@@ -36,6 +36,7 @@ from ffnode.poe import poe_predict
 from harness.metrics import accuracy, macro_auroc
 
 Params = list[torch.Tensor]
+Split = tuple[np.ndarray, np.ndarray]  # (images, labels)
 MODELS = ("cnn", "resnet-group", "resnet-batch")
 GROUP_SIZE = 8  # channels per GroupNorm group (16 channels: 2 groups, as in Hsieh et al. 2020's ResNet)
 
@@ -226,8 +227,8 @@ def summarise(name: str, settings: FLSettings, curve: list[dict], message_bytes:
 
 def run_federated(
     strategy: Strategy,
-    parts: list[tuple[np.ndarray, np.ndarray]],
-    test: tuple[np.ndarray, np.ndarray],
+    parts: list[Split],
+    test: Split,
     num_classes: int,
     cfg: ExpertConfig,
     settings: FLSettings,
