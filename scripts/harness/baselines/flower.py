@@ -19,6 +19,7 @@ import torch
 import ffnode
 import harness
 from ffnode.expert.resnet import ExpertConfig
+from harness.baselines import fedprox
 from harness.baselines.simulate import FLSettings, Split, client_generator, client_update, evaluate, fl_model, summarise
 from harness.baselines.simulate import upload_bytes as model_bytes
 
@@ -64,8 +65,8 @@ def run_flower(
         global_params = [p.detach().clone() for p in model.parameters()]
         prox = float(config.get("proximal-mu", 0.0))
 
-        def correction(params: list[torch.Tensor]) -> list[torch.Tensor] | None:
-            return [prox * (p - g) for p, g in zip(params, global_params, strict=True)] if prox else None
+        def correction(params: list[torch.Tensor]) -> list[torch.Tensor] | None:  # our FedProx's own term
+            return fedprox.FedProx(prox).correction(k, params, global_params) if prox else None
 
         x, y = (torch.tensor(a) for a in parts[k])  # copies: Ray hands the closure's arrays over read-only
         gen = client_generator(seed, int(config["server-round"]), k)
