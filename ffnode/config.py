@@ -67,6 +67,9 @@ class LearningConfig:
     factory_steps: int = 0  # 0 = the profile's; fewer steps, faster and rougher factories
     synth_own_classes: bool = False  # also synthesise the classes this node holds real data for
     deadline_s: float = 0.0  # >0: train the expert after this many seconds even if classes are missing
+    # once the own factories are done, wait at most this long after the last factory arrived for a class still
+    # missing (a peer may have withheld it, or nobody holds it); the expert is retrained when one comes. 0: for ever
+    patience_s: float = 600.0
     threads: int = 0  # torch CPU threads; 0 = torch's default
     poe_rule: str = "prior"  # how queries combine the experts: "prior" or "product" (the paper's); ffnode/poe.py
 
@@ -184,6 +187,8 @@ class Config:
         shape = self.federation.image_shape
         if shape and not re.fullmatch(r"[1-9]\d*x[1-9]\d*x[1-9]\d*", shape):
             raise ConfigError(f"{where}: federation.image_shape {shape!r} is not HxWxC, like 28x28x3")
+        if self.learning.deadline_s < 0 or self.learning.patience_s < 0:
+            raise ConfigError(f"{where}: learning.deadline_s and learning.patience_s are seconds >= 0 (0: no limit)")
         p = self.privacy
         if not 0 < p.holdout_fraction < 0.5 or not 1 <= p.holdout_min <= p.holdout_max:
             raise ConfigError(

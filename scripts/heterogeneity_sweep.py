@@ -42,6 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="reports go here (default: runs/hetero-DATASET)")
     p.add_argument("--chart", type=Path, default=None, help="the PNG (default: OUT/hetero.png)")
     p.add_argument("--timeout", type=float, default=3600.0, help="per federation, seconds")
+    p.add_argument(
+        "--patience", type=float, default=None,
+        help="learning.patience_s at every site: how long a class nobody supplies (all its factories withheld) is "
+        "waited for after the last factory arrived (default: the node's 600)",
+    )  # fmt: skip
     p.add_argument("--fl-rounds", type=int, default=None, help="the FL baselines' rounds (default: their tuned 200)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="baseline runs in parallel, one thread each")
     p.add_argument("--chart-only", action="store_true", help="draw from the reports in --out, run nothing")
@@ -66,6 +71,8 @@ def run_federation(args: argparse.Namespace, partition: str, out: Path) -> None:
     cmd += ["--dataset", args.dataset, "--nodes", str(args.nodes), "--partition", partition]
     cmd += ["--profile", args.profile, "--json", str(out), "--workdir", str(args.out / "work")]
     cmd += ["--timeout", str(args.timeout), "--baselines", "server"]
+    if args.patience is not None:
+        cmd += ["--set", f"all:learning.patience_s={args.patience}"]
     subprocess.run(cmd, check=True)
 
 

@@ -138,7 +138,7 @@ def test_a_failing_factory_is_withheld_and_an_unaudited_one_refused_by_peers_tha
         )
     a, b, c = homes
     for home in homes:
-        configure(home, learning={"deadline_s": 5.0})  # the withheld class 0 must not hold the others back
+        configure(home, learning={"patience_s": 5.0})  # the withheld class 0 must not hold the others back
     configure(a, privacy={"max_mia_auc": 0.0, "mia_z": 0.0, "snapshots": 1})
     configure(b, privacy={"audit": False})
     daemons = Daemons()

@@ -3,7 +3,8 @@
 FederatedFactory (arXiv 2603.16370): site d trains one generator Γ_{d,c} per local class c, shares it,
 and trains its expert f_d on its real data plus class-balanced samples from the generators of the
 classes it lacks. This module decides only *when*: train the own factories that are due; train the
-expert once every class is covered (or the deadline passed) and announcements have settled; retrain it
+expert once every class is covered (or, for a class nobody supplies, its patience or deadline ran out) and
+announcements have settled; retrain it
 when its lineage changes; withdraw the superseded one. What is built is build.py's (in a worker thread,
 so the node keeps gossiping), what is signed the outbox's, and the store says when anything changed.
 """
@@ -60,6 +61,9 @@ class Learner:
         self._gave_up: set[str] = set()  # publishers whose pending factories no longer hold the expert back
         self._unusable: dict[str, str] = {}  # factory ID -> why it is not sampled
         self.withheld: dict[int, str] = {}  # own class -> why its factory failed the privacy audit (not published)
+        self._lineage_seen: list[str] = []  # the usable factories when the last one arrived ...
+        self._quiet_since = time.monotonic()  # ... and when that was (or when the own factories were last trained)
+        self._not_coming: set[str] = set()  # missing classes patience gave up on: they hold nothing back
 
     def notify(self) -> None:
         """The store changed (a factory went live, something was revoked): look again. Any thread."""
@@ -85,7 +89,7 @@ class Learner:
                     self.progress = Progress(phase="left")
                 else:
                     await self._train_own_factories()
-                    await self._maybe_train_expert(deadline_passed=self._deadline_passed(started))
+                    await self._maybe_train_expert(out_of_time=self._deadline_passed(started))
             except (Stopping, HasLeft):
                 if self.stopping.is_set():
                     return
@@ -132,6 +136,8 @@ class Learner:
                             built.withheld)  # fmt: skip
                 continue
             await self.outbox.publish("factory", [label], fcfg.to_dict(), built.weights, [], built.seed, built.summary)
+        if todo:
+            self._quiet_since = time.monotonic()  # peers trained theirs meanwhile: patience counts from here
 
     # -- expert --------------------------------------------------------------------------------------
     def expert_lineage(self) -> tuple[list[Manifest], list[str]]:
@@ -201,20 +207,37 @@ class Learner:
                 )
         return blocking
 
-    async def _maybe_train_expert(self, *, deadline_passed: bool) -> None:
+    def _awaited(self, missing: list[str], lineage: list[str]) -> list[str]:
+        """The missing classes still worth waiting for. After learning.patience_s without a new factory, those
+        missing then are taken to be ones nobody is going to supply (their holders withheld their factories, or
+        nobody holds them), not ones still being trained, and are not waited for again: the expert is retrained
+        when one arrives. Without this limit such a class held the expert back for ever."""
+        if lineage != self._lineage_seen:
+            self._lineage_seen, self._quiet_since = lineage, time.monotonic()
+        awaited = [c for c in missing if c not in self._not_coming]
+        patience = self.config.learning.patience_s
+        if awaited and patience > 0 and time.monotonic() - self._quiet_since > patience:
+            log.warning("no new factory in %.0f s: not waiting for classes %s (retrained when one arrives)",
+                        patience, awaited)  # fmt: skip
+            self._not_coming |= set(awaited)
+            return []
+        return awaited
+
+    async def _maybe_train_expert(self, *, out_of_time: bool) -> None:
         factories, missing = self.expert_lineage()
         current = self.outbox.current_expert()
         lineage = sorted(m.id for m in factories)
+        awaited = self._awaited(missing, lineage)
         if current is not None and sorted(current.lineage) == lineage:
             await self._revoke_stale_experts(current)
             self.progress = Progress(phase="ready")
             return
         covered = set(self.local_classes()) | {m.classes[0] for m in factories}
-        if (missing or self._blocking_pending(covered)) and not deadline_passed:
+        if (awaited or self._blocking_pending(covered)) and not out_of_time:
             self.progress = Progress(phase="waiting", missing=missing)
             return
-        if missing:
-            log.warning("deadline passed: training the expert without classes %s", missing)
+        if awaited:
+            log.warning("deadline passed: training the expert without classes %s", awaited)
         await asyncio.sleep(QUIET_S)  # let a burst of announcements settle before an expensive training
         if sorted(m.id for m in self.expert_lineage()[0]) != lineage:
             return  # more arrived: the loop comes back
