@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ffnode's factory against a naive diffusers loop, side by side in one run, on the same data and model.
+"""ffnode's factory against a naive diffusers loop, or against a variant of itself, side by side in one run.
 
 Both methods train the same UNet2DModel (the profile's factory config, same initial weights, same batch
 size, same AdamW recipe, same augmentation); they differ only in the choices ffnode makes:
@@ -17,10 +17,13 @@ Figures, in one process so machine noise hits both alike:
 3. synthesis img/s: median over the per-class sampling calls of step 2.
 
 Targets (printed as met / not met): training >= 3x and synthesis >= 10x the naive img/s, at equal or
-better downstream accuracy.
+better downstream accuracy. With `--variant FIELD=VALUE,...` the second method is ffnode's own loop with those
+FactoryConfig fields changed (e.g. EDM's preconditioning: prediction_type=edm,sampler=edm-dpmsolver++): the
+same figures, at the same wall time, say which recipe learns more per CPU-second.
 
     python scripts/bench_factory.py --seconds 60 --json runs/bench_factory.json   # bloodmnist, profile cpu
     python scripts/bench_factory.py --quick                                       # digits smoke test, ~2 min
+    python scripts/bench_factory.py --variant prediction_type=edm,sampler=edm-dpmsolver++ --json runs/edm.json
 """
 
 from __future__ import annotations
@@ -48,8 +51,10 @@ from ffnode.device import bf16_pays, pick_device
 from ffnode.expert.resnet import ExpertConfig, expert_from_weights
 from ffnode.expert.train import train_expert
 from ffnode.factory.model import FactoryConfig, build_unet
+from ffnode.factory.objective import Objective
 from ffnode.factory.sample import sample_factory
 from ffnode.factory.train import images_to_tensor, noisy_batch, train_factory
+from ffnode.plainconfig import from_plain, to_plain
 from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
 from ffnode.schedule import warmup_cosine
@@ -57,7 +62,6 @@ from harness.metrics import accuracy, macro_auroc
 
 console = Console(stderr=True)  # progress; the result table goes to stdout
 
-METHODS = ("ffnode", "naive")
 NAIVE_SAMPLE_STEPS = 50  # DDIM's usual setting in diffusers' pipelines
 SAMPLE_BATCH = 256  # sample_factory's default batch, used for both methods
 TARGET_TRAIN_SPEEDUP = 3.0
@@ -84,7 +88,7 @@ def naive_train(
         torch.manual_seed(seed)
         model = build_unet(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    noise_scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps)  # linear betas, epsilon
+    objective = Objective(dataclasses.replace(cfg, beta_schedule="linear", prediction_type="epsilon", sampler="ddim"))
     generator = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     loss_value = float("nan")
@@ -92,7 +96,7 @@ def naive_train(
         for group in optimizer.param_groups:
             # the same schedule as train_factory: the comparison isolates precision, objective, EMA and sampler
             group["lr"] = warmup_cosine(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.train_steps, floor=0.1)
-        _, noise, t, xt = noisy_batch(data, cfg, generator, noise_scheduler)  # the same draws as ffnode's
+        xt, t, noise = noisy_batch(data, cfg, generator, objective)  # the same draws as ffnode's
         loss = F.mse_loss(model(xt, t).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -137,59 +141,58 @@ def naive_sample(
 def train_with(
     method: str, images: np.ndarray, cfg: FactoryConfig, seed: int, progress: Callable[[int, int], None] | None
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Dispatch to ffnode's `train_factory` or the naive loop (no checkpoints: they would cost ffnode time)."""
-    if method == "ffnode":
-        return train_factory(images, cfg, seed=seed, progress=progress)
-    return naive_train(images, cfg, seed=seed, progress=progress)
+    """Dispatch to the naive loop or ffnode's `train_factory` (no checkpoints: they would cost ffnode time)."""
+    if method == "naive":
+        return naive_train(images, cfg, seed=seed, progress=progress)
+    return train_factory(images, cfg, seed=seed, progress=progress)
 
 
 def sample_with(
     method: str, weights: dict[str, torch.Tensor], cfg: FactoryConfig, n: int, seed: int, *, warm_up: bool = False
 ) -> np.ndarray:
-    """Dispatch to ffnode's `sample_factory` or the naive DDIM loop, both in batches of SAMPLE_BATCH.
+    """Dispatch to the naive DDIM loop or ffnode's `sample_factory`, both in batches of SAMPLE_BATCH.
 
     `warm_up` runs 2 solver steps only: enough to build every kernel for these batch shapes.
     """
-    if method == "ffnode":
-        return sample_factory(
-            weights, dataclasses.replace(cfg, sample_steps=2) if warm_up else cfg, n, seed=seed, batch_size=SAMPLE_BATCH
-        )
-    return naive_sample(weights, cfg, n, seed=seed, steps=2 if warm_up else NAIVE_SAMPLE_STEPS)
+    if method == "naive":
+        return naive_sample(weights, cfg, n, seed=seed, steps=2 if warm_up else NAIVE_SAMPLE_STEPS)
+    return sample_factory(
+        weights, dataclasses.replace(cfg, sample_steps=2) if warm_up else cfg, n, seed=seed, batch_size=SAMPLE_BATCH
+    )
 
 
 # -----------------------------------------------------------------------------
 # measurements
 
 
-def warm_up(images: np.ndarray, cfg: FactoryConfig, n_sample: int) -> None:
+def warm_up(images: np.ndarray, configs: dict[str, FactoryConfig], n_sample: int) -> None:
     """Run every code path once, untimed, before anything is timed.
 
     oneDNN builds its bf16 and fp32 kernels per shape on first use: in a trial run without this, the first
     bf16 window ran at 17 img/s and the next ones at 300-900.
     """
-    short = dataclasses.replace(cfg, train_steps=3, warmup_steps=1)
-    for method in METHODS:
-        weights, _ = train_with(method, images, short, 0, None)
+    for method, cfg in configs.items():
+        weights, _ = train_with(method, images, dataclasses.replace(cfg, train_steps=3, warmup_steps=1), 0, None)
         sample_with(method, weights, cfg, n_sample, 0, warm_up=True)
 
 
 def training_rates(
-    images: np.ndarray, cfg: FactoryConfig, *, windows: int, window_steps: int, seed: int
+    images: np.ndarray, configs: dict[str, FactoryConfig], *, windows: int, window_steps: int, seed: int
 ) -> dict[str, list[float]]:
     """Training img/s per timing window, per method; windows alternate between the methods.
 
     Each window is a fresh run of `window_steps + 1` steps timed from the end of its first step, so model
     construction and first-call allocation are left out for both methods alike.
     """
-    short = dataclasses.replace(cfg, train_steps=window_steps + 1, warmup_steps=1)
-    rates: dict[str, list[float]] = {m: [] for m in METHODS}
+    rates: dict[str, list[float]] = {m: [] for m in configs}
     for w in range(windows):
-        for method in METHODS:
+        for method, cfg in configs.items():
+            short = dataclasses.replace(cfg, train_steps=window_steps + 1, warmup_steps=1)
             stamps: list[float] = []  # perf_counter at the end of every step
             train_with(method, images, short, seed + w, lambda _step, _total, s=stamps: s.append(time.perf_counter()))
             rates[method].append(window_steps * cfg.batch_size / (stamps[-1] - stamps[0]))
         console.print(
-            f"  window {w + 1}/{windows}: " + ", ".join(f"{m} {rates[m][-1]:.0f} img/s" for m in METHODS),
+            f"  window {w + 1}/{windows}: " + ", ".join(f"{m} {rates[m][-1]:.0f} img/s" for m in configs),
             highlight=False,
         )
     return rates
@@ -199,7 +202,7 @@ def downstream(
     train: ImageSet,
     test: ImageSet,
     classes: list[int],
-    cfg: FactoryConfig,
+    configs: dict[str, FactoryConfig],
     expert_cfg: ExpertConfig,
     *,
     seconds: float,
@@ -218,11 +221,11 @@ def downstream(
     mask = np.isin(test.labels, classes)
     test_x = test.images[mask]
     test_y = np.searchsorted(classes, test.labels[mask])  # labels 0..K-1 in `classes` order
-    steps = {m: max(1, round(seconds * rates[m] / cfg.batch_size)) for m in METHODS}
-    runs: dict[str, list[dict]] = {m: [] for m in METHODS}
-    synth: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
+    steps = {m: max(1, round(seconds * rates[m] / cfg.batch_size)) for m, cfg in configs.items()}
+    runs: dict[str, list[dict]] = {m: [] for m in configs}
+    synth: dict[str, list[np.ndarray]] = {m: [] for m in configs}
     for label in classes:
-        for method in METHODS:
+        for method, cfg in configs.items():
             run_cfg = dataclasses.replace(cfg, train_steps=steps[method])
             weights, summary = train_with(method, train.images[train.labels == label], run_cfg, seed + label, None)
             t0 = time.perf_counter()
@@ -235,7 +238,7 @@ def downstream(
             )
     y = np.repeat(np.arange(len(classes)), per_class)  # synth[m] is grouped by class in `classes` order
     out: dict[str, dict] = {}
-    for method in METHODS:
+    for method in configs:
         figures = _expert_figures(np.concatenate(synth[method]), y, test_x, test_y, len(classes), expert_cfg, seed)
         rates_per_class = [r["synth_img_per_s"] for r in runs[method]]
         out[method] = {
@@ -293,6 +296,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window-steps", type=int, default=None, help="steps per timing window (default 20)")
     p.add_argument("--per-class", type=int, default=None, help="synthetic images per class (default: profile's)")
     p.add_argument("--sample-steps", type=int, default=0, help="ffnode's sampler steps (0: the profile's)")
+    p.add_argument(
+        "--variant", default=None, metavar="FIELD=VALUE,...",
+        help="compare ffnode with itself under these FactoryConfig fields instead of the naive loop\n"
+        "(tuples as 64/128/128), e.g. prediction_type=edm,sampler=edm-dpmsolver++",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke test on digits with tiny budgets (~2 min)")
@@ -310,6 +318,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def variant_config(cfg: FactoryConfig, text: str) -> FactoryConfig:
+    """`cfg` with the fields of "FIELD=VALUE,..." changed, each VALUE read as its field's type."""
+    d = to_plain(cfg)
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in d:
+            raise SystemExit(f"error: --variant: {key!r} is not a FactoryConfig field ({', '.join(sorted(d))})")
+        default = d[key]
+        try:
+            if isinstance(default, bool):
+                d[key] = {"true": True, "false": False}[value.lower()]
+            elif isinstance(default, list | tuple):
+                d[key] = [int(v) for v in value.split("/")]
+            else:
+                d[key] = type(default)(value)
+        except (KeyError, ValueError):
+            raise SystemExit(f"error: --variant: {key}={value!r} is not a {type(default).__name__}") from None
+    try:
+        return from_plain(FactoryConfig, d)
+    except ValueError as exc:
+        raise SystemExit(f"error: --variant: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -325,6 +356,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = profile.factory
     if args.sample_steps:
         cfg = dataclasses.replace(cfg, sample_steps=args.sample_steps)
+    configs = {"ffnode": cfg} | ({"variant": variant_config(cfg, args.variant)} if args.variant else {"naive": cfg})
+    other = list(configs)[1]
     per_class = args.per_class or profile.synth_per_class
     n_params = sum(p.numel() for p in build_unet(cfg).parameters())
     console.print(
@@ -335,18 +368,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     console.print(f"training img/s on class {label}: {args.windows} windows of {args.window_steps} steps")
-    warm_up(train.images[train.labels == label], cfg, per_class)
-    windows = training_rates(
-        train.images[train.labels == label], cfg, windows=args.windows, window_steps=args.window_steps, seed=args.seed
-    )
-    train_rate = {m: statistics.median(windows[m]) for m in METHODS}
+    images = train.images[train.labels == label]
+    warm_up(images, configs, per_class)
+    windows = training_rates(images, configs, windows=args.windows, window_steps=args.window_steps, seed=args.seed)
+    train_rate = {m: statistics.median(windows[m]) for m in configs}
 
     console.print(f"downstream: classes {classes}, {args.seconds:g} s per factory, {per_class} synthetic per class")
     down = downstream(
         train,
         test,
         classes,
-        cfg,
+        configs,
         profile.expert,
         seconds=args.seconds,
         per_class=per_class,
@@ -354,23 +386,31 @@ def main(argv: list[str] | None = None) -> dict:
         seed=args.seed,
     )
 
-    speedup_train = train_rate["ffnode"] / train_rate["naive"]
-    speedup_synth = down["ffnode"]["synth_img_per_s"] / down["naive"]["synth_img_per_s"]
-    targets = {
-        "train_speedup_3x": speedup_train >= TARGET_TRAIN_SPEEDUP,
-        "synth_speedup_10x": speedup_synth >= TARGET_SYNTH_SPEEDUP,
-        "accuracy_not_worse": down["ffnode"]["accuracy"] >= down["naive"]["accuracy"],
-    }
-    targets["all_met"] = all(targets.values())
-    ffnode_precision = "bf16 autocast" if cfg.bf16 and bf16_pays(pick_device().type) else "fp32"
-    samplers = {
-        "ffnode": {"sampler": cfg.sampler, "sample_steps": cfg.sample_steps, "precision": ffnode_precision},
-        "naive": {"sampler": "ddim", "sample_steps": NAIVE_SAMPLE_STEPS, "precision": "fp32"},
-    }
+    speedup_train = train_rate["ffnode"] / train_rate[other]
+    speedup_synth = down["ffnode"]["synth_img_per_s"] / down[other]["synth_img_per_s"]
+    targets = {}
+    if other == "naive":
+        targets = {
+            "train_speedup_3x": speedup_train >= TARGET_TRAIN_SPEEDUP,
+            "synth_speedup_10x": speedup_synth >= TARGET_SYNTH_SPEEDUP,
+            "accuracy_not_worse": down["ffnode"]["accuracy"] >= down["naive"]["accuracy"],
+        }
+        targets["all_met"] = all(targets.values())
+
+    def solver(c: FactoryConfig) -> dict[str, Any]:
+        precision = "bf16 autocast" if c.bf16 and bf16_pays(pick_device().type) else "fp32"
+        return {"sampler": c.sampler, "sample_steps": c.sample_steps, "precision": precision}
+
+    samplers = {m: solver(c) for m, c in configs.items()}
+    if other == "naive":
+        samplers["naive"] = {"sampler": "ddim", "sample_steps": NAIVE_SAMPLE_STEPS, "precision": "fp32"}
+    changed = {k: v for k, v in to_plain(configs[other]).items() if v != to_plain(cfg)[k]}
     report: dict[str, Any] = {
         "dataset": args.dataset,
         "profile": args.profile,
         "quick": args.quick,
+        "methods": list(configs),
+        "variant": changed if other == "variant" else None,
         "label": label,
         "classes": classes,
         "seconds_per_factory": args.seconds,
@@ -389,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict:
                 **samplers[m],
                 **down[m],
             }
-            for m in METHODS
+            for m in configs
         },
         "real_same_count": down["real"],
         "speedup": {"train": speedup_train, "synth": speedup_synth},
@@ -413,16 +453,19 @@ def main(argv: list[str] | None = None) -> dict:
 
 def print_report(r: dict) -> None:
     """The figures as one table on stdout (short labels: it must fit 80 columns when piped), then the targets."""
-    f, n = r["ffnode"], r["naive"]
+    other = r["methods"][1]
+    f, n = r["ffnode"], r[other]
     out = Console()
     title = (
         f"{'[QUICK SMOKE RUN] ' if r['quick'] else ''}{r['dataset']} classes {','.join(map(str, r['classes']))}, "
         f"profile {r['profile']}, {r['model']['params'] / 1e6:.2f} M params, {r['seconds_per_factory']:g} s/factory"
     )
+    if r["variant"]:
+        title += "\nvariant: " + ", ".join(f"{k}={v}" for k, v in r["variant"].items())
     real = r["real_same_count"]
     caption = f"ceiling, same expert on {real['expert_n_train']} real images: accuracy {real['accuracy']:.4f}"
     t = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
-    for column in ("figure", "ffnode", "naive", "ratio"):
+    for column in ("figure", "ffnode", other, "ratio"):
         t.add_column(column, justify="left" if column == "figure" else "right")
 
     def row(label: str, key: str, fmt: str, ratio: bool = True) -> None:
@@ -431,13 +474,15 @@ def print_report(r: dict) -> None:
 
     row(f"train img/s (median of {len(f['train_img_per_s_windows'])})", "train_img_per_s", ".0f")
     row(f"synthesis img/s (median of {len(r['classes'])})", "synth_img_per_s", ".1f")
-    t.add_row("sampler, steps", f"{f['sampler']} {f['sample_steps']}", f"ddim {n['sample_steps']}", "")
+    t.add_row("sampler, steps", f"{f['sampler']} {f['sample_steps']}", f"{n['sampler']} {n['sample_steps']}", "")
     row("train s per factory (mean)", "train_seconds_per_class", ".1f")
     row("images seen per factory (mean)", "images_seen_per_class", ".0f")
     row("accuracy, synthetic only", "accuracy", ".4f", ratio=False)
     row("macro AUROC, synthetic only", "auroc", ".4f", ratio=False)
     out.print(t)
     tg = r["targets"]
+    if not tg:
+        return
     for text, ok in (
         (f"training >= {TARGET_TRAIN_SPEEDUP:g}x naive img/s: {r['speedup']['train']:.2f}x", tg["train_speedup_3x"]),
         (f"synthesis >= {TARGET_SYNTH_SPEEDUP:g}x naive img/s: {r['speedup']['synth']:.2f}x", tg["synth_speedup_10x"]),

@@ -11,12 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel, UniPCMultistepScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EDMDPMSolverMultistepScheduler,
+    UNet2DModel,
+    UniPCMultistepScheduler,
+)
 
 from ffnode.plainconfig import from_plain, to_plain
 
-SAMPLERS = ("unipc", "dpmsolver++", "ddim")
-PREDICTION_TYPES = ("v_prediction", "epsilon", "sample")  # what the UNet regresses: diffusers' names
+SAMPLERS = ("unipc", "dpmsolver++", "ddim", "edm-dpmsolver++")  # the last samples "edm" factories only
+PREDICTION_TYPES = ("v_prediction", "epsilon", "sample", "edm")  # diffusers' names, and EDM's preconditioning
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear", "sigmoid")  # diffusers' names
 
 
@@ -37,7 +44,14 @@ class FactoryConfig:
     # v-prediction, not epsilon: with the cosine schedule alpha_bar(T) ~ 0, so an epsilon model's x0 estimate
     # (x - sigma eps) / alpha explodes at the first solver step and DPM-Solver++ returns saturated noise
     # (measured: 0.73 downstream accuracy with epsilon, 0.98 with v on digits)
-    prediction_type: str = "v_prediction"  # or "epsilon", or "sample" (x0)
+    prediction_type: str = "v_prediction"  # or "epsilon", or "sample" (x0), or "edm" (ffnode/factory/objective.py)
+    # "edm" only: log-normal training noise levels, the data's std in [-1, 1] units, the sampler's sigma range
+    p_mean: float = -0.8  # the paper's EDM2 generators' P_mean and P_std
+    p_std: float = 1.6
+    sigma_data: float = 0.5
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0  # Karras et al.'s sampling-step spacing
     # training
     train_steps: int = 400
     batch_size: int = 64  # on CPU, 64 beats 128 per image for these widths (factories.md)
@@ -72,6 +86,10 @@ class FactoryConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
+        if (self.prediction_type == "edm") != (self.sampler == "edm-dpmsolver++"):
+            raise ValueError("prediction_type 'edm' and sampler 'edm-dpmsolver++' go together: set both or neither")
+        if not (0 < self.sigma_min < self.sigma_max and self.sigma_data > 0 and self.p_std > 0 and self.rho > 0):
+            raise ValueError("edm: 0 < sigma_min < sigma_max, and sigma_data, p_std and rho positive")
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -110,8 +128,18 @@ def build_train_scheduler(cfg: FactoryConfig) -> DDPMScheduler:
 
 def build_sample_scheduler(
     cfg: FactoryConfig,
-) -> DDIMScheduler | DPMSolverMultistepScheduler | UniPCMultistepScheduler:
-    """The deterministic reverse-time solver used for sampling (same betas as training)."""
+) -> DDIMScheduler | DPMSolverMultistepScheduler | UniPCMultistepScheduler | EDMDPMSolverMultistepScheduler:
+    """The deterministic reverse-time solver used for sampling (same betas, or sigma preconditioning, as training)."""
+    if cfg.sampler == "edm-dpmsolver++":  # Karras sigmas; its "epsilon" output scaling is objective.py's c_out
+        return EDMDPMSolverMultistepScheduler(
+            sigma_min=cfg.sigma_min,
+            sigma_max=cfg.sigma_max,
+            sigma_data=cfg.sigma_data,
+            rho=cfg.rho,
+            prediction_type="epsilon",
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+        )
     common = dict(
         num_train_timesteps=cfg.num_train_timesteps,
         beta_schedule=cfg.beta_schedule,

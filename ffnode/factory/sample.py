@@ -38,11 +38,11 @@ def sample_factory(
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         shape = (b, cfg.channels, cfg.image_size, cfg.image_size)
-        x = torch.randn(shape, generator=generator).to(device)  # (B, C, H, W) start noise
         scheduler.set_timesteps(cfg.sample_steps)  # resets the multistep solver's history per batch
+        x = torch.randn(shape, generator=generator).to(device) * scheduler.init_noise_sigma  # (B, C, H, W)
         for t in scheduler.timesteps:
-            with autocast(device, cfg.bf16):
-                model_out = model(x, t).sample
+            with autocast(device, cfg.bf16):  # scale_model_input: EDM's c_in, the identity for the others
+                model_out = model(scheduler.scale_model_input(x, t), t).sample
             x = scheduler.step(model_out.float(), t, x).prev_sample
             if on_step is not None:
                 on_step()

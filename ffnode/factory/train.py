@@ -1,11 +1,11 @@
-"""Train one factory (an unconditional DDPM on one class's images), resumable after a crash.
+"""Train one factory (an unconditional diffusion model of one class's images), resumable after a crash.
 
-The loop is flat, nanoGPT style: draw a batch, noise it at a random timestep, regress the noise, step
-AdamW, update the EMA, and every `checkpoint_every` steps write a crash-safe checkpoint. At the steps
-named in `snapshots` (and at the end) the EMA weights are also kept, so the privacy audit can fall back
-to an earlier, less fitted factory (`load_snapshot`). All randomness
-comes from one torch.Generator whose state is part of the checkpoint, so a resumed run continues on the
-exact same stream and ends with the same weights as an uninterrupted one.
+The loop is flat, nanoGPT style: draw a batch, noise it at a random level, regress the objective's target
+(objective.py), step AdamW, update the EMA, and every `checkpoint_every` steps write a crash-safe checkpoint.
+At the steps named in `snapshots` (and at the end) the EMA weights are also kept, so the privacy audit can
+fall back to an earlier, less fitted factory (`load_snapshot`). All randomness comes from one torch.Generator
+whose state is part of the checkpoint, so a resumed run continues on the exact same stream and ends with the
+same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ffnode.device import autocast, pick_device
-from ffnode.factory.model import FactoryConfig, build_train_scheduler, build_unet
+from ffnode.factory.model import FactoryConfig, build_unet
+from ffnode.factory.objective import Objective
 from ffnode.schedule import warmup_cosine
 
 CHECKPOINT_NAME = "factory_checkpoint.safetensors"
@@ -41,11 +41,11 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def noisy_batch(
-    data: torch.Tensor, cfg: FactoryConfig, generator: torch.Generator, scheduler: DDPMScheduler
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One training batch: images (x0), noise, timesteps and the noised images x_t, all drawn from `generator`.
+    data: torch.Tensor, cfg: FactoryConfig, generator: torch.Generator, objective: Objective
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training batch: the UNet's inputs, its timestep argument and its targets, all drawn from `generator`.
 
-    Drawn with replacement, so a class of 50 images and one of 5,000 cost the same per step.
+    Images are drawn with replacement, so a class of 50 images and one of 5,000 cost the same per step.
     """
     device = data.device
     idx = torch.randint(len(data), (cfg.batch_size,), generator=generator)
@@ -54,21 +54,7 @@ def noisy_batch(
         flip = (torch.rand(cfg.batch_size, generator=generator) < 0.5).to(device)
         x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
     noise = torch.randn(x0.shape, generator=generator).to(device)
-    t = torch.randint(cfg.num_train_timesteps, (cfg.batch_size,), generator=generator).to(device)
-    return x0, noise, t, scheduler.add_noise(x0, noise, t)
-
-
-def prediction_target(
-    cfg: FactoryConfig, scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
-) -> torch.Tensor:
-    """What the UNet regresses: the noise (epsilon), the velocity alpha_t * noise - sigma_t * x0 (v), or x0."""
-    if cfg.prediction_type == "epsilon":
-        return noise
-    if cfg.prediction_type == "v_prediction":
-        return scheduler.get_velocity(x0, noise, t)
-    if cfg.prediction_type == "sample":
-        return x0
-    raise ValueError(f"unknown prediction_type {cfg.prediction_type!r}")
+    return objective.inputs(x0, noise, objective.draw(cfg.batch_size, generator))
 
 
 def _fingerprint(images: np.ndarray, cfg: FactoryConfig, seed: int) -> str:
@@ -150,7 +136,7 @@ def train_factory(
         model = build_unet(cfg).to(device)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    noise_scheduler = build_train_scheduler(cfg)
+    objective = Objective(cfg)
     generator = torch.Generator().manual_seed(seed)  # every random draw of the loop, checkpointed
 
     step, seconds, loss_ema = 0, 0.0, float("nan")
@@ -169,11 +155,10 @@ def train_factory(
     while step < cfg.train_steps:
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.train_steps, floor=0.1)
-        x0, noise, t, xt = noisy_batch(data, cfg, generator, noise_scheduler)
-        target = prediction_target(cfg, noise_scheduler, x0, noise, t)
+        x_in, t, target = noisy_batch(data, cfg, generator, objective)
         # forward/backward
         with autocast(device, cfg.bf16):
-            pred = model(xt, t).sample
+            pred = model(x_in, t).sample
         loss = F.mse_loss(pred.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -38,9 +38,10 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from ffnode.device import autocast, pick_device
-from ffnode.factory.model import FactoryConfig, build_train_scheduler
+from ffnode.factory.model import FactoryConfig
+from ffnode.factory.objective import Objective
 from ffnode.factory.sample import sample_factory, unet_from_weights
-from ffnode.factory.train import images_to_tensor, prediction_target
+from ffnode.factory.train import images_to_tensor
 from ffnode.privacy.policy import AUDIT_VERSION, DISTANCE
 
 MEMORISED_RATIO = 1.0 / 3.0  # Gu et al.: a sample 3x closer to one training image than to any other is a copy
@@ -56,7 +57,7 @@ class AuditSettings:
     """How much auditing one factory costs; the defaults and their reasons are in docs/privacy.md."""
 
     samples: int = 500  # N: memorised share in steps of 0.2 %, so a 1 % threshold means 5 copies
-    levels: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)  # noise levels, as fractions of num_train_timesteps
+    levels: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)  # noise levels, as fractions (Objective.at)
     draws: int = 2  # noise draws per level, the same for every audited image
     members_per_holdout: int = 2  # members attacked per held-out image (all of them if the class is small)
     batch_size: int = 256
@@ -115,24 +116,21 @@ def _losses(
     """(images, levels * draws) denoising losses at the fixed levels, with the same noise draws for every image."""
     device = pick_device()
     model = unet_from_weights(weights, cfg, device)
-    scheduler = build_train_scheduler(cfg)
+    objective = Objective(cfg)
     generator = torch.Generator().manual_seed(seed)
     shape = (cfg.channels, cfg.image_size, cfg.image_size)
     noises = torch.randn((settings.draws, *shape), generator=generator)
-    steps = [min(cfg.num_train_timesteps - 1, max(1, round(f * cfg.num_train_timesteps))) for f in settings.levels]
+    levels = objective.at(settings.levels)
     data = images_to_tensor(images)
-    out = np.empty((len(images), len(steps) * settings.draws), np.float32)
+    out = np.empty((len(images), len(levels) * settings.draws), np.float32)
     for start in range(0, len(data), settings.batch_size):
         x0 = data[start : start + settings.batch_size].to(device)
         col = 0
-        for step in steps:
-            t = torch.full((len(x0),), step, dtype=torch.long, device=device)
+        for level in levels:
             for noise in noises:
-                eps = noise.to(device).expand_as(x0)
-                xt = scheduler.add_noise(x0, eps, t)
+                x_in, t, target = objective.inputs(x0, noise.to(device).expand_as(x0), level)
                 with autocast(device, cfg.bf16):
-                    pred = model(xt, t).sample
-                target = prediction_target(cfg, scheduler, x0, eps, t)
+                    pred = model(x_in, t).sample
                 loss = F.mse_loss(pred.float(), target, reduction="none").flatten(1).mean(1)
                 out[start : start + len(x0), col] = loss.cpu().numpy()
                 col += 1
