@@ -29,6 +29,7 @@ from ffnode.factory.sample import sample_factory
 from ffnode.loaders import load_factory
 
 VARIANTS = [("dpmsolver++", s) for s in (6, 8, 10, 15)] + [("unipc", s) for s in (6, 8, 10)]
+EDM_VARIANTS = [("edm-dpmsolver++", s) for s in (6, 8, 10, 15)]  # the one solver of an "edm" factory
 
 
 def draw(weights: dict, cfg: FactoryConfig, sampler: str, steps: int, n: int) -> tuple[np.ndarray, float]:
@@ -56,8 +57,9 @@ def main(argv: list[str] | None = None) -> dict:
     for m in factories:
         cfg, weights = load_factory(store, m)
 
-        reference, _ = draw(weights, cfg, "dpmsolver++", args.reference_steps, args.n)
-        for sampler, steps in VARIANTS:
+        variants = EDM_VARIANTS if cfg.prediction_type == "edm" else VARIANTS
+        reference, _ = draw(weights, cfg, variants[0][0], args.reference_steps, args.n)
+        for sampler, steps in variants:
             x, rate = draw(weights, cfg, sampler, steps, args.n)
             row = rows.setdefault(f"{sampler} {steps}", {"sampler": sampler, "steps": steps, "rmse": [], "img_s": []})
             row["rmse"].append(float(np.sqrt(((x - reference) ** 2).mean())))

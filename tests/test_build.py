@@ -156,3 +156,14 @@ def test_seeds_depend_on_what_they_are_for() -> None:
     assert derive_seed(0, "factory", 1) == derive_seed(0, "factory", 1)
     assert len({derive_seed(0, "factory", 1), derive_seed(0, "factory", 2), derive_seed(1, "factory", 1)}) == 3
     assert 0 <= derive_seed("x") < 2**63
+
+
+def test_progress_estimates_the_time_left_at_the_pace_so_far() -> None:
+    p = Progress()
+    assert p.eta_s() is None
+    p.update(0, 100)
+    time.sleep(0.05)
+    p.update(50, 100)
+    assert 0.04 <= p.eta_s() < 1.0  # 50 more steps at the pace of the first 50
+    p.update(1, 10)  # another piece of work: timed from its own start
+    assert p.eta_s() is None

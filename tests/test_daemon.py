@@ -113,6 +113,7 @@ def test_inspection_commands_json(fed: Federation) -> None:
     assert ident["peer_id"] == st["peer_id"] and ident["running"]
     assert any(a.endswith(f"/p2p/{ident['peer_id']}") for a in ident["addrs"])
     assert st["phase"] == "ready" and st["local_classes"] == ["1"] and st["bytes_sent"] > 0
+    assert "eta_s" in st  # None here: nothing is being worked on
     # tables go to stdout too, errors for a stopped node are one line
     assert "ready" in cli("status", "--home", home).stdout
     out = cli("status", "--home", str(fed.root / "nowhere"))

@@ -45,7 +45,13 @@ def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
         ["peer", s["peer_id"]],
         ["federation", f"{s['federation']} ({len(s['classes'])} classes)"],
         ["local classes", ", ".join(s["local_classes"])],
-        ["phase", s["phase"] + (f" - {s['task']}" if s["task"] else "") + (f" {done}/{total}" if total else "")],
+        [
+            "phase",
+            s["phase"]
+            + (f" - {s['task']}" if s["task"] else "")
+            + (f" {done}/{total}" if total else "")
+            + (f", about {eta:.0f} s left" if (eta := s.get("eta_s")) is not None else ""),
+        ],  # fmt: skip
         ["missing classes", ", ".join(s["missing_classes"]) or "-"],
         ["artifacts", ", ".join(f"{k}: {v}" for k, v in sorted(s["artifacts"].items())) or "-"],
         ["current expert", short(s["current_expert"])],

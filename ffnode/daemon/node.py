@@ -578,6 +578,7 @@ class Node:
             "phase": p.phase,
             "task": p.task,
             "progress": [p.done, p.total],
+            "eta_s": p.eta_s(),  # the current piece of work at its pace so far; None if not yet known
             "missing_classes": p.missing or [],
             "artifacts": counts,
             "current_expert": (e.id if (e := self.outbox.current_expert()) else None),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger("ffnode.learner")  # progress is the learner's
 
@@ -18,12 +19,23 @@ class Progress:
     done: int = 0
     total: int = 0
     missing: list[str] | None = None  # classes no factory covers yet
+    _since: float = field(default=0.0, repr=False)  # when the current piece of work was first ticked ...
+    _from: int = field(default=0, repr=False)  # ... and its count then
 
     def update(self, done: int, total: int) -> None:
         """Record a step of long work; also logs every quarter, so the log shows it."""
+        if total != self.total or done < self.done:  # another piece of work (a new total, or counting again)
+            self._since, self._from = time.monotonic(), done
         if total and 4 * done // total > 4 * self.done // max(self.total, 1):
             log.info("%s %s: %d/%d", self.phase, self.task, done, total)
         self.done, self.total = done, total
+
+    def eta_s(self) -> float | None:
+        """Seconds the current piece of work still needs at its pace so far (None until two ticks were seen)."""
+        did = self.done - self._from
+        if not self.total or did <= 0:
+            return None
+        return round((time.monotonic() - self._since) * (self.total - self.done) / did, 1)
 
 
 class Stopping(Exception):
