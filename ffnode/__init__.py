@@ -3,7 +3,8 @@
 The data path, top to bottom, one module (or package) a step:
 
     data/        a site's images from a dataset spec, and query images            -> uint8 arrays
-    factory/     one small diffusion UNet per local class: config, training, sampling (the generative matrix Γ)
+    factory/     one small diffusion UNet per local class (the generative matrix Γ): config, objective,
+                 training, sampling
     privacy/     audit: each own factory against its training images and a held-out slice before it is published,
                  and the policy every site applies to the figures signed into a peer's manifest
     artifacts/   announce: canonical msgpack, signed manifests and revocations, the content-addressed store
