@@ -158,6 +158,9 @@ def test_edm_targets_are_what_diffusers_edm_sampler_denoises_with() -> None:
     assert levels[0] < np.exp(EDM.p_mean) < levels[2] and abs(float(levels[1]) - np.exp(EDM.p_mean)) < 1e-4
     with pytest.raises(ValueError, match="go together"):
         dataclasses.replace(CFG, prediction_type="edm")
+    for bad in ({"sigma_max": float("inf")}, {"sigma_min": float("nan")}, {"sigma_max": 1e30}, {"rho": -1.0}):
+        with pytest.raises(ValueError, match="edm"):  # what a peer's arch could say: refused before any sampling
+            dataclasses.replace(EDM, **bad)
 
 
 def test_an_edm_factory_learns_its_class() -> None:

@@ -8,6 +8,7 @@ The config travels in the signed manifest, so a peer rebuilds exactly the model 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,9 @@ class FactoryConfig:
                 raise ValueError(f"unknown {name} {value!r}: use one of {', '.join(allowed)}")
         if (self.prediction_type == "edm") != (self.sampler == "edm-dpmsolver++"):
             raise ValueError("prediction_type 'edm' and sampler 'edm-dpmsolver++' go together: set both or neither")
+        edm = (self.p_mean, self.p_std, self.sigma_data, self.sigma_min, self.sigma_max, self.rho)
+        if not all(map(math.isfinite, edm)) or self.sigma_max > 1e4:  # a peer's arch: no inf, no overflowing sigmas
+            raise ValueError("edm: p_mean, p_std, sigma_data, sigma_min, sigma_max, rho finite; sigma_max <= 1e4")
         if not (0 < self.sigma_min < self.sigma_max and self.sigma_data > 0 and self.p_std > 0 and self.rho > 0):
             raise ValueError("edm: 0 < sigma_min < sigma_max, and sigma_data, p_std and rho positive")
 
