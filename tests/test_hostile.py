@@ -265,11 +265,13 @@ async def test_model_bombs_are_refused_before_anything_is_built(fed: Fed, tmp_pa
     slow = dataclasses.replace(TINY.factory, sample_steps=10**6).to_dict()
     wide = expert_arch(expert=dataclasses.replace(TINY.expert, width=4096, blocks=(8, 8)).to_dict())
     tiny = TINY.factory.to_dict()
+    edm = tiny | {"prediction_type": "edm", "sampler": "edm-dpmsolver++", "sigma_max": 1e30}  # overflowing sigmas
     bombs = [  # (why it is refused, the manifest)
         ("parameters: over this node's limit", signed_manifest(BOMBER, blob, kind="factory", classes=[2], arch=huge,
                                                                seq=30)),
         ("out of bounds", signed_manifest(BOMBER, blob, kind="factory", classes=[2], arch=deep, seq=34)),
         ("sampler steps", signed_manifest(BOMBER, blob, kind="factory", classes=[2], arch=slow, seq=31)),
+        ("sigma_max <= 1e4", signed_manifest(BOMBER, blob, kind="factory", classes=[2], arch=edm, seq=35)),
         ("bytes of weights", signed_manifest(BOMBER, blob, kind="factory", classes=[2], arch=tiny, seq=32,
                                              size=4 * 2**30)),
         ("out of bounds", signed_manifest(BOMBER, blob, kind="expert", classes=[0, 1, 2], arch=wide, seq=33,

@@ -4,9 +4,9 @@ FederatedFactory (arXiv 2603.16370): site d trains one generator Γ_{d,c} per lo
 and trains its expert f_d on its real data plus class-balanced samples from the generators of the
 classes it lacks. This module decides only *when*: train the own factories that are due; train the
 expert once every class is covered (or, for a class nobody supplies, its patience or deadline ran out) and
-announcements have settled; retrain it
-when its lineage changes; withdraw the superseded one. What is built is build.py's (in a worker thread,
-so the node keeps gossiping), what is signed the outbox's, and the store says when anything changed.
+announcements have settled; retrain it when its lineage changes; withdraw the superseded one. What is
+built is build.py's (in a worker thread, so the node keeps gossiping), what is signed the outbox's, and the
+store says when anything changed.
 """
 
 from __future__ import annotations
