@@ -1,13 +1,18 @@
 """Named bundles of factory, expert and synthesis settings, sized for the hardware they run on.
 
 Every setting here was chosen by measurement (scripts/bench_learning.py); the comments give the figures.
-A profile is measured at one image size (its comment says which) and fitted to the federation's images by
-`profile_for`, which sets the factory's image_size and channels: a profile does not set them itself.
+A profile is measured at one image shape (`sized_for`) and fitted to the federation's images by `profile_for`,
+which sets the factory's image_size and channels and turns the profile's stated expert budget into a cap on the
+images the expert sees (`ExpertConfig.max_images`): a convolution costs about its pixel count, so the budget,
+stated in images of `sized_for`, buys proportionally fewer images of a bigger shape. Epochs then shrink to fit a
+site that holds more data than the profile was sized for, down to one epoch; `fit_warning` says when a profile
+meets images far from its shape and names the profile sized for them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from ffnode.expert.resnet import ExpertConfig
@@ -20,6 +25,10 @@ class Profile:
     expert: ExpertConfig
     synth_per_class: int  # synthetic images per missing class; about the real images per class works well
     description: str
+    sized_for: tuple[int, int, int]  # (H, W, C): the image shape the comments' figures were measured at
+    # the expert stage's budget: images of `sized_for` it may see in all (epochs x training set), chosen so the
+    # runs it was sized for never reach it (their figures stay as measured) and a site with 10x the data does
+    expert_images: int
 
 
 PROFILES: dict[str, Profile] = {
@@ -37,6 +46,8 @@ PROFILES: dict[str, Profile] = {
         expert=ExpertConfig(width=8, blocks=(1,), epochs=2, batch_size=32),
         synth_per_class=8,
         description="unit tests only: seconds per node, accuracy meaningless",
+        sized_for=(8, 8, 1),
+        expert_images=1_000_000,
     ),
     # the digits testnet: 10 single-class nodes as 10 processes on 2 cores, one thread each. Measured on one
     # core: 150 steps x 64 = 9,600 images seen (~14 s), DPM-Solver++ 10 steps, 100 images per missing class:
@@ -46,6 +57,8 @@ PROFILES: dict[str, Profile] = {
         expert=ExpertConfig(width=16, blocks=(1, 1), epochs=8, batch_size=32),
         synth_per_class=100,
         description="8x8 digits on one CPU core per node: ~20 s of CPU per node",
+        sized_for=(8, 8, 1),
+        expert_images=20_000,  # a digits site sees ~8,300 (1,040 images x 8 epochs), centralised ~11,500
     ),
     # 28x28 medical images (BloodMNIST, RetinaMNIST) on a 2-core CPU, sized so 8 sites finish in well under an
     # hour. Measured at 28x28x3 on 2 threads: factory training ~150 img/s in bf16 eager (torch.compile: 128 img/s
@@ -67,6 +80,8 @@ PROFILES: dict[str, Profile] = {
         expert=ExpertConfig(width=16, blocks=(1, 1, 1), epochs=15, batch_size=64, hflip=True, bf16=True),
         synth_per_class=500,
         description="28x28 medical images on a 2-core CPU: ~3 min of the machine per factory",
+        sized_for=(28, 28, 3),
+        expert_images=200_000,  # ~2.5 min at 1,380 img/s; a BloodMNIST silo site sees ~75,000, centralised ~180,000
     ),
     # one GPU, 32x32 RGB: wider models, attention, longer runs, many samples
     "gpu": Profile(
@@ -88,12 +103,18 @@ PROFILES: dict[str, Profile] = {
         expert=ExpertConfig(width=64, blocks=(2, 2, 2), epochs=60, batch_size=256, lr=0.1, hflip=True, bf16=True),
         synth_per_class=5000,
         description="one GPU: about 5M images seen per factory",
+        sized_for=(32, 32, 3),
+        expert_images=4_000_000,  # a CIFAR-10 silo site: 50,000 images x 60 epochs = 3M
     ),
 }
 
 
+def pixels(shape: tuple[int, ...]) -> int:
+    return math.prod(int(d) for d in shape)
+
+
 def profile_for(name: str, image_shape: tuple[int, int, int]) -> Profile:
-    """The named profile with its factory adapted to square images of `image_shape` (H, W, C)."""
+    """The named profile fitted to square images of `image_shape` (H, W, C): factory shape, expert budget."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile '{name}': use one of {', '.join(PROFILES)}")
     h, w, c = image_shape
@@ -101,4 +122,29 @@ def profile_for(name: str, image_shape: tuple[int, int, int]) -> Profile:
         raise ValueError(f"factories need square images, got {h}x{w}: crop or pad the dataset first")
     profile = PROFILES[name]
     factory = dataclasses.replace(profile.factory, image_size=int(h), channels=int(c))
-    return dataclasses.replace(profile, factory=factory)
+    max_images = max(1, profile.expert_images * pixels(profile.sized_for) // pixels(image_shape))
+    expert = dataclasses.replace(profile.expert, max_images=max_images)
+    return dataclasses.replace(profile, factory=factory, expert=expert)
+
+
+def fit_warning(name: str, image_shape: tuple[int, int, int]) -> str | None:
+    """What to tell an operator whose images are over 4x the pixels of the profile's shape, or under a quarter."""
+    ratio = pixels(image_shape) / pixels(PROFILES[name].sized_for)
+    if 0.25 <= ratio <= 4:
+        return None
+    fits = min(
+        (n for n in PROFILES if n != "tiny"),  # tiny is for unit tests, never advice
+        key=lambda n: abs(math.log(pixels(image_shape) / pixels(PROFILES[n].sized_for))),
+    )
+    shape, sized = "x".join(map(str, image_shape)), "x".join(map(str, PROFILES[name].sized_for))
+    if ratio > 1:
+        cost = (
+            f"{ratio:.1f}x the pixels: each factory step costs ~{ratio:.1f}x as much and the expert may see "
+            f"{profile_for(name, image_shape).expert.max_images:,} images in all (at least one epoch)"
+        )
+    else:
+        cost = f"1/{1 / ratio:.0f} of the pixels: its models are bigger and slower than these images need"
+    better = f"profile {fits!r} is sized for {'x'.join(map(str, PROFILES[fits].sized_for))}" if fits != name else ""
+    return f"profile {name!r} was sized for {sized} images and these are {shape}, {cost}" + (
+        f"; {better}" if better else ""
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from safetensors.torch import save as save_weights
 
 from ffnode.data import load_dataset
 from ffnode.expert import ExpertConfig, build_expert, expert_from_weights, expert_log_probs, train_expert
-from ffnode.profiles import PROFILES
+from ffnode.profiles import PROFILES, fit_warning, profile_for
 from harness.metrics import accuracy, macro_auroc
 
 CFG = PROFILES["tiny"].expert
@@ -37,6 +39,28 @@ def test_training_is_bitwise_deterministic(data: tuple[np.ndarray, np.ndarray]) 
     assert save_weights(a) == save_weights(b)  # the bytes the daemon compares
     assert save_weights(a) != save_weights(c)
     assert summary["n_train"] == 40 and summary["steps"] == CFG.epochs * 2
+
+
+def test_max_images_caps_epochs_never_below_one(data: tuple[np.ndarray, np.ndarray]) -> None:
+    cfg = ExpertConfig(width=8, blocks=(1,), epochs=5, batch_size=32)
+    for max_images, epochs in [(0, 5), (1_000, 5), (120, 3), (79, 1), (1, 1)]:
+        _, summary = train_expert(*data, 3, dataclasses.replace(cfg, max_images=max_images), seed=0)
+        assert (summary["epochs"], summary["steps"]) == (epochs, epochs * 2), max_images
+
+
+def test_a_profile_meets_data_it_was_not_sized_for() -> None:
+    # a digits site (~1,040 images x 8 epochs) stays under the default budget: its figures are as measured
+    assert PROFILES["default"].expert.epochs * 1_040 <= profile_for("default", (8, 8, 1)).expert.max_images
+    # a BloodMNIST silo site (~5,000 x 15) and its centralised bound (~12,000 x 15) stay under the cpu one
+    assert PROFILES["cpu"].expert.epochs * 12_000 <= profile_for("cpu", (28, 28, 3)).expert.max_images
+    # 10 grayscale 28x28 classes of 5,400 under `default` (5,400 real + 9 x 100 synthetic per site): one epoch,
+    # ~200 steps of 32, where the uncapped 8 epochs took ~1,570
+    cfg = profile_for("default", (28, 28, 1)).expert
+    assert max(1, min(cfg.epochs, cfg.max_images // 6_300)) == 1
+    warning = fit_warning("default", (28, 28, 1))
+    assert warning is not None and "12.2x the pixels" in warning and "profile 'cpu'" in warning
+    assert fit_warning("default", (8, 8, 1)) is None and fit_warning("cpu", (28, 28, 1)) is None
+    assert "profile 'default'" in (fit_warning("cpu", (8, 8, 1)) or "")
 
 
 def test_global_rng_does_not_leak_in(data: tuple[np.ndarray, np.ndarray]) -> None:

@@ -50,6 +50,7 @@ from ffnode.net.sync import (
     parse_request,
     peers_response,
 )
+from ffnode.profiles import fit_warning
 from ffnode.query import ExpertPool
 
 log = logging.getLogger("ffnode.node")
@@ -190,6 +191,8 @@ class Node:
                 )
             self.pool = ExpertPool(self.store, len(self.config.federation.classes), shape)
             profile = site_profile(self.config, data.image_shape, where=self.home / CONFIG_FILE)
+            if warning := fit_warning(self.config.learning.profile, data.image_shape):
+                log.warning("%s (set learning.profile in %s)", warning, self.home / CONFIG_FILE)
             self.learner = Learner(
                 self.config, data, profile, self.store, self.outbox, self.unlearning, self.cache, self.home / "work"
             )

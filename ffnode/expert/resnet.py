@@ -26,6 +26,7 @@ class ExpertConfig:
     # training: small batches, because a site's set is small and steps matter more than batch size
     # (digits, real data: batch 32 x 4 epochs 0.98 accuracy, batch 128 x 4 epochs 0.86)
     epochs: int = 8
+    max_images: int = 0  # images seen in all, epochs x training set, at most (fewer epochs, never under one); 0: no cap
     batch_size: int = 32
     lr: float = 0.05  # SGD with Nesterov momentum; peak lr after a one-epoch warmup, cosine to zero
     momentum: float = 0.9

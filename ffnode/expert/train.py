@@ -52,8 +52,9 @@ def train_expert(
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Train on images (N, H, W, C) uint8 with labels (N,) in 0..num_classes-1.
 
-    Returns the weights (state_dict, float32 and int64 tensors on CPU) and a summary: n_train, epochs,
-    steps, seconds, final_loss (mean loss of the last epoch), train_accuracy (of the last epoch, augmented).
+    Returns the weights (state_dict, float32 and int64 tensors on CPU) and a summary: n_train, epochs (fewer than
+    cfg.epochs where cfg.max_images caps them), steps, seconds, final_loss (mean loss of the last epoch),
+    train_accuracy (of the last epoch, augmented).
     """
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need equally many images and labels, got {len(images)} and {len(labels)}")
@@ -67,8 +68,9 @@ def train_expert(
     x_all = torch.from_numpy(np.ascontiguousarray(images))  # (N, H, W, C) uint8, converted per batch
     y_all = torch.from_numpy(labels.astype(np.int64))
     n = len(images)
+    epochs = cfg.epochs if cfg.max_images <= 0 else max(1, min(cfg.epochs, cfg.max_images // n))
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
+    total_steps = epochs * steps_per_epoch
     warmup = steps_per_epoch
     # decay only weights of convs and linear layers, not BatchNorm scales or biases (standard ResNet practice)
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -83,7 +85,7 @@ def train_expert(
     model.train()
     step, t0 = 0, time.perf_counter()
     loss_sum, correct = 0.0, 0
-    for _epoch in range(cfg.epochs):
+    for _epoch in range(epochs):
         order = torch.randperm(n, generator=generator)
         loss_sum, correct = 0.0, 0
         for start in range(0, n, cfg.batch_size):
@@ -108,7 +110,7 @@ def train_expert(
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     summary = {
         "n_train": int(n),
-        "epochs": int(cfg.epochs),
+        "epochs": int(epochs),
         "steps": int(step),
         "seconds": round(time.perf_counter() - t0, 3),
         "final_loss": loss_sum / n,
