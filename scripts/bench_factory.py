@@ -14,7 +14,9 @@ Figures, in one process so machine noise hits both alike:
    `--seconds` by either method (step counts calibrated from the measured rates), a class-balanced synthetic
    set sampled from each, ffnode's expert trained on synthetic images only and evaluated on the real test
    split restricted to those classes. An expert on as many REAL images per class gives the ceiling;
-3. synthesis img/s: median over the per-class sampling calls of step 2.
+3. synthesis img/s: median over the per-class sampling calls of step 2;
+4. variety: per class, the synthetic set's per-pixel std and nearest-neighbour RMS distance against the same
+   figures of as many real images (harness.metrics.spread); lower than real means less varied than real.
 
 Targets (printed as met / not met): training >= 3x and synthesis >= 10x the naive img/s, at equal or
 better downstream accuracy. With `--variant FIELD=VALUE,...` the second method is ffnode's own loop with those
@@ -58,7 +60,7 @@ from ffnode.plainconfig import from_plain, to_plain
 from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
 from ffnode.schedule import warmup_cosine
-from harness.metrics import accuracy, macro_auroc
+from harness.metrics import accuracy, macro_auroc, spread
 
 console = Console(stderr=True)  # progress; the result table goes to stdout
 
@@ -236,10 +238,22 @@ def downstream(
                 f"sampled {per_class} at {runs[method][-1]['synth_img_per_s']:.1f} img/s",
                 highlight=False,
             )
+    # the ceiling's real set: as many real images per class (fewer where the class has fewer)
+    rng = np.random.default_rng(seed)
+    real_x, real_y = [], []
+    for k, label in enumerate(classes):
+        pool = np.flatnonzero(train.labels == label)
+        pick = rng.choice(pool, size=min(per_class, len(pool)), replace=False)
+        real_x.append(train.images[pick])
+        real_y.append(np.full(len(pick), k, dtype=np.int64))
     y = np.repeat(np.arange(len(classes)), per_class)  # synth[m] is grouped by class in `classes` order
     out: dict[str, dict] = {}
     for method in configs:
         figures = _expert_figures(np.concatenate(synth[method]), y, test_x, test_y, len(classes), expert_cfg, seed)
+        # variety per class, each synthetic set cut to its real set's size (spread's NN figure depends on size)
+        figures["spread_per_class"] = [
+            spread(s, n=len(r), seed=seed) for s, r in zip(synth[method], real_x, strict=True)
+        ]
         rates_per_class = [r["synth_img_per_s"] for r in runs[method]]
         out[method] = {
             "train_seconds_per_class": [r["seconds"] for r in runs[method]],
@@ -251,17 +265,11 @@ def downstream(
             **figures,
         }
         console.print(f"  {method}: expert on synthetic only, accuracy {figures['accuracy']:.4f}", highlight=False)
-    # the ceiling: the same expert on as many real images per class
-    rng = np.random.default_rng(seed)
-    real_x, real_y = [], []
-    for k, label in enumerate(classes):
-        pool = np.flatnonzero(train.labels == label)
-        pick = rng.choice(pool, size=min(per_class, len(pool)), replace=False)
-        real_x.append(train.images[pick])
-        real_y.append(np.full(len(pick), k, dtype=np.int64))
+    # the ceiling: the same expert on the real set
     out["real"] = _expert_figures(
         np.concatenate(real_x), np.concatenate(real_y), test_x, test_y, len(classes), expert_cfg, seed
     )
+    out["real"]["spread_per_class"] = [spread(r) for r in real_x]
     out["real"]["n_test"] = int(len(test_y))
     return out
 
@@ -479,6 +487,10 @@ def print_report(r: dict) -> None:
     row("images seen per factory (mean)", "images_seen_per_class", ".0f")
     row("accuracy, synthetic only", "accuracy", ".4f", ratio=False)
     row("macro AUROC, synthetic only", "auroc", ".4f", ratio=False)
+    for key, name in (("pixel_std", "per-pixel std"), ("nn_rms", "nearest-neighbour RMS")):
+        a, b = (float(np.mean([c[key] for c in m["spread_per_class"]])) for m in (f, n))
+        t.add_row(f"{name} (real {np.mean([c[key] for c in real['spread_per_class']]):.1f})", f"{a:.1f}", f"{b:.1f}",
+                  f"{a / b:.2f}x")  # fmt: skip
     out.print(t)
     tg = r["targets"]
     if not tg:

@@ -13,7 +13,7 @@ from safetensors.torch import save as save_weights
 from ffnode.data import load_dataset
 from ffnode.expert import ExpertConfig, build_expert, expert_from_weights, expert_log_probs, train_expert
 from ffnode.profiles import PROFILES, fit_warning, profile_for
-from harness.metrics import accuracy, macro_auroc
+from harness.metrics import accuracy, macro_auroc, spread
 
 CFG = PROFILES["tiny"].expert
 
@@ -103,3 +103,12 @@ def test_macro_auroc_hand_example() -> None:
     # class 0 scores: positives {0.9, 0.1}, negatives {0.2, 0.6}: 2 of 4 pairs ordered -> 0.5; class 1 likewise
     assert macro_auroc(probs, labels) == pytest.approx(0.5)  # class 2 has no positives and is left out
     assert accuracy(probs.argmax(1), labels) == 0.5
+
+
+def test_spread_by_hand() -> None:
+    # two 1-pixel images at 0 and 10: per-pixel std 5, each one's nearest other 10 away
+    assert spread(np.array([[[[0]]], [[[10]]]], np.uint8)) == {"pixel_std": 5.0, "nn_rms": 10.0}
+    same = np.repeat(np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1), 30, 0)
+    assert spread(same) == {"pixel_std": 0.0, "nn_rms": 0.0}  # a collapsed factory: no variety at all
+    varied = np.random.default_rng(0).integers(0, 256, (200, 4, 4, 1)).astype(np.uint8)
+    assert spread(varied, n=20)["nn_rms"] > spread(varied)["nn_rms"]  # fewer images, farther apart
