@@ -87,6 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unlearn", type=int, default=None, metavar="K", help="node K leaves after convergence")
     p.add_argument("--fl-rounds", type=int, default=None, help="weight-averaging baselines' rounds (default: tuned)")
     p.add_argument("--fl-local-epochs", type=int, default=None, help="their local epochs (default: tuned)")
+    p.add_argument("--fl-lr", type=float, default=None, help="their lr (default: tuned; one tuned to it is skipped)")
     p.add_argument(
         "--baselines",
         type=baseline_set,
@@ -348,7 +349,10 @@ def baselines(args: argparse.Namespace, parts: list[np.ndarray], train: Any, tes
     if "fl" in args.baselines:
         clients = [(train.images[idx], train.labels[idx]) for idx in parts]
         for strategy, settings in tuned():
-            overrides = {"rounds": args.fl_rounds, "local_epochs": args.fl_local_epochs}
+            overrides = {"rounds": args.fl_rounds, "local_epochs": args.fl_local_epochs, "lr": args.fl_lr}
+            if args.fl_lr is not None and settings.lr == args.fl_lr:
+                console.print(f"baselines: {strategy.name} skipped: its tuned lr is already {args.fl_lr:g}")
+                continue
             settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
             console.print(f"baselines: {strategy.name} ({settings.label()}) ...")
             r = run_federated(strategy, clients, (test.images, test.labels), n_classes, cfg, settings, seed=args.seed)
