@@ -169,13 +169,14 @@ def draw(args: argparse.Namespace) -> None:
     rounds = args.fl_rounds or "their tuned"
     subtitle = f"Dirichlet(alpha) label split, then one class per site (silo); FL baselines tuned, {rounds} rounds"
     if args.fl_lr:
-        subtitle += f", each at its best of the tuned lr and {', '.join(f'{lr:g}' for lr in args.fl_lr)}"
+        subtitle += f", best of tuned lr and {', '.join(f'{lr:g}' for lr in args.fl_lr)}"
         for p, r in reports.items():
             runs = {k: v for k, v in r["baselines"].items() if "settings" in v}
             print(f"{label(p)}: " + ", ".join(f"{k} {v['accuracy']:.3f} at lr {v['settings']['lr']:g}"
                   for k, v in runs.items()), file=sys.stderr)  # fmt: skip
-    if missing := [label(p) for p in args.partitions if "poe_accuracy" not in reports.get(p, {})]:
-        subtitle += f"; no federation run at {', '.join(missing)}"
+    ran = [label(p) for p in args.partitions if "poe_accuracy" in reports.get(p, {})]
+    if len(ran) < len(args.partitions):
+        subtitle += f"; ffnode run at {', '.join(ran) or 'none'} only"
     write_line_chart(
         args.chart,
         title,
