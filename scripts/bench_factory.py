@@ -488,9 +488,8 @@ def print_report(r: dict) -> None:
     row("accuracy, synthetic only", "accuracy", ".4f", ratio=False)
     row("macro AUROC, synthetic only", "auroc", ".4f", ratio=False)
     for key, name in (("pixel_std", "per-pixel std"), ("nn_rms", "nearest-neighbour RMS")):
-        a, b = (float(np.mean([c[key] for c in m["spread_per_class"]])) for m in (f, n))
-        t.add_row(f"{name} (real {np.mean([c[key] for c in real['spread_per_class']]):.1f})", f"{a:.1f}", f"{b:.1f}",
-                  f"{a / b:.2f}x")  # fmt: skip
+        a, b, ref = (float(np.mean([c[key] for c in m["spread_per_class"]])) for m in (f, n, real))
+        t.add_row(f"{name} (real {ref:.1f})", f"{a:.1f}", f"{b:.1f}", f"{a / b:.2f}x")
     out.print(t)
     tg = r["targets"]
     if not tg:

@@ -170,10 +170,6 @@ def draw(args: argparse.Namespace) -> None:
     subtitle = f"Dirichlet(alpha) label split, then one class per site (silo); FL baselines tuned, {rounds} rounds"
     if args.fl_lr:
         subtitle += f", best of tuned lr and {', '.join(f'{lr:g}' for lr in args.fl_lr)}"
-        for p, r in reports.items():
-            runs = {k: v for k, v in r["baselines"].items() if "settings" in v}
-            print(f"{label(p)}: " + ", ".join(f"{k} {v['accuracy']:.3f} at lr {v['settings']['lr']:g}"
-                  for k, v in runs.items()), file=sys.stderr)  # fmt: skip
     ran = [label(p) for p in args.partitions if "poe_accuracy" in reports.get(p, {})]
     if len(ran) < len(args.partitions):
         subtitle += f"; ffnode run at {', '.join(ran) or 'none'} only"
@@ -186,6 +182,13 @@ def draw(args: argparse.Namespace) -> None:
         x_ticks=[(float(i), label(p)) for i, p in enumerate(args.partitions)],
     )
     print(f"chart written to {args.chart}", file=sys.stderr)
+    for p, r in reports.items():  # which rate each method was charted at
+        runs = [
+            f"{k} {v['accuracy']:.3f} at lr {v['settings']['lr']:g}"
+            for k, v in r["baselines"].items()
+            if "settings" in v
+        ]
+        print(f"{label(p)}: {', '.join(runs)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
