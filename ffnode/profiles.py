@@ -64,15 +64,17 @@ PROFILES: dict[str, Profile] = {
     ),
     # 28x28 medical images (BloodMNIST, RetinaMNIST) on a 2-core CPU, sized so 8 sites finish in well under an
     # hour. Measured at 28x28x3 on 2 threads: factory training ~150 img/s in bf16 eager (torch.compile: 128 img/s
-    # after 117 s of compiling; channels_last: 118), so 400 x 64 images ~3 min of the machine per factory;
+    # after 117 s of compiling; channels_last: 118), so 400 x 64 images took ~3 min of the machine per factory;
     # sampling ~40 img/s at 10 DPM-Solver++ steps (compiled: 58 after 52 s of compiling, not worth it per
     # process), and UniPC at 8 steps solves closer to the exact ODE than that for 0.8x the model calls (see
     # FactoryConfig.sampler; on the same RetinaMNIST factories, product-rule PoE 0.455 with UniPC-8 against 0.465
     # with DPM-Solver++-10, AUROC 0.710 against 0.702, prior-rule PoE 0.503 against 0.500: a wash in accuracy);
-    # expert width 16 in bf16 1,380 img/s (width 32 in fp32: 316)
+    # expert width 16 in bf16 1,380 img/s (width 32 in fp32: 316). 640 steps (40,960 images seen, ~4.5 min of the
+    # machine per factory) against 400: BloodMNIST PoE 0.877 vs 0.869-0.872 in 39 min, server mode 0.830 vs
+    # 0.788-0.813; RetinaMNIST seed 0 0.523 vs 0.468, in 17 min; a wider (64, 96) UNet at equal seconds lost
     "cpu": Profile(
         factory=FactoryConfig(
-            train_steps=400,
+            train_steps=640,
             batch_size=64,
             hflip=True,
             checkpoint_every=100,
@@ -81,7 +83,7 @@ PROFILES: dict[str, Profile] = {
         ),
         expert=ExpertConfig(width=16, blocks=(1, 1, 1), epochs=15, batch_size=64, hflip=True, bf16=True),
         synth_per_class=500,
-        description="28x28 medical images on a 2-core CPU: ~3 min of the machine per factory",
+        description="28x28 medical images on a 2-core CPU: ~4.5 min of the machine per factory",
         sized_for=(28, 28, 3),
         expert_images=200_000,  # ~2.5 min at 1,380 img/s; a BloodMNIST silo site sees ~75,000, centralised ~180,000
     ),
