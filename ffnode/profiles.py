@@ -71,7 +71,8 @@ PROFILES: dict[str, Profile] = {
     # with DPM-Solver++-10, AUROC 0.710 against 0.702, prior-rule PoE 0.503 against 0.500: a wash in accuracy);
     # expert width 16 in bf16 1,380 img/s (width 32 in fp32: 316). 640 steps (40,960 images seen, ~4.5 min of the
     # machine per factory) against 400: BloodMNIST PoE 0.877 vs 0.869-0.872 in 39 min, server mode 0.830 vs
-    # 0.788-0.813; RetinaMNIST seed 0 0.523 vs 0.468, in 17 min; a wider (64, 96) UNet at equal seconds lost
+    # 0.788-0.813; RetinaMNIST seeds 0/1/2 0.523/0.545/0.525 vs 0.468/0.520/0.507, in 17 min; a wider (64, 96)
+    # UNet at equal seconds lost (docs/benchmarks.md)
     "cpu": Profile(
         factory=FactoryConfig(
             train_steps=640,
