@@ -69,7 +69,7 @@ PROFILES: dict[str, Profile] = {
     # process), and UniPC at 8 steps solves closer to the exact ODE than that for 0.8x the model calls (see
     # FactoryConfig.sampler; on the same RetinaMNIST factories, product-rule PoE 0.455 with UniPC-8 against 0.465
     # with DPM-Solver++-10, AUROC 0.710 against 0.702, prior-rule PoE 0.503 against 0.500: a wash in accuracy);
-    # expert width 16 in bf16 1,380 img/s (width 32 in fp32: 316). 640 steps (40,960 images seen, ~4.5 min of the
+    # expert width 16 in bf16 1,380 img/s (width 32 in fp32: 316). 640 steps (40,960 images seen, ~3.5 min of the
     # machine per factory) against 400: BloodMNIST PoE 0.877 vs 0.869-0.872 in 39 min, server mode 0.830 vs
     # 0.788-0.813; RetinaMNIST seeds 0/1/2 0.523/0.545/0.525 vs 0.468/0.520/0.507, in 17 min; a wider (64, 96)
     # UNet at equal seconds lost (docs/benchmarks.md)
@@ -84,7 +84,7 @@ PROFILES: dict[str, Profile] = {
         ),
         expert=ExpertConfig(width=16, blocks=(1, 1, 1), epochs=15, batch_size=64, hflip=True, bf16=True),
         synth_per_class=500,
-        description="28x28 medical images on a 2-core CPU: ~4.5 min of the machine per factory",
+        description="28x28 medical images on a 2-core CPU: ~3.5 min of the machine per factory",
         sized_for=(28, 28, 3),
         expert_images=200_000,  # ~2.5 min at 1,380 img/s; a BloodMNIST silo site sees ~75,000, centralised ~180,000
     ),
