@@ -13,6 +13,8 @@ from pathlib import Path
 
 import tomli_w
 
+from ffnode.artifacts.codec import WireError, check_class_list
+
 CONFIG_FILE = "config.toml"
 POE_RULES = ("prior", "product")  # how queries combine the experts: the math is in ffnode/poe.py
 
@@ -162,8 +164,10 @@ class Config:
     def validate(self, where: Path | str = CONFIG_FILE) -> None:
         if not self.federation.classes:
             raise ConfigError(f"{where}: federation.classes is empty: list the class names, in order")
-        if len(set(self.federation.classes)) != len(self.federation.classes):
-            raise ConfigError(f"{where}: federation.classes has duplicates")
+        try:
+            check_class_list(self.federation.classes)
+        except WireError as exc:
+            raise ConfigError(f"{where}: federation.classes: {exc}") from None
         if not self.federation.name or "/" in self.federation.name:
             raise ConfigError(f"{where}: federation.name must be a non-empty name without '/'")
         for addr in self.network.listen + self.network.bootstrap + self.network.relays:

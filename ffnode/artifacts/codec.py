@@ -135,3 +135,30 @@ def check_fields(body: dict[str, Any], schema: dict[str, type | tuple[type, ...]
 
 def is_hex_id(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+MAX_CLASS_LIST = 1024  # classes in a federation
+MAX_CLASS_NAME_BYTES = 64  # UTF-8 bytes of one class name
+MAX_CLASS_LIST_BYTES = 8192  # the list's canonical msgpack: a manifest still fits its envelope beside its lineage
+
+
+def check_class_list(value: Any) -> list[str]:
+    """The federation's ordered class names, as every manifest and sync request carries them: 1 to
+    MAX_CLASS_LIST distinct non-empty strings of at most MAX_CLASS_NAME_BYTES UTF-8 bytes, the whole at most
+    MAX_CLASS_LIST_BYTES in canonical msgpack. WireError says which bound a list breaks."""
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_CLASS_LIST:
+        raise WireError(f"class_list must be a list of 1 to {MAX_CLASS_LIST} class names")
+    for name in value:
+        if not isinstance(name, str) or not 1 <= len(name.encode("utf-8", "surrogatepass")) <= MAX_CLASS_NAME_BYTES:
+            raise WireError(f"each class name must be a string of 1 to {MAX_CLASS_NAME_BYTES} UTF-8 bytes")
+    if len(set(value)) != len(value):
+        raise WireError("class_list names a class twice")
+    if len(canonical_bytes(value)) > MAX_CLASS_LIST_BYTES:
+        raise WireError(f"class_list encodes to more than {MAX_CLASS_LIST_BYTES} bytes")
+    return value
+
+
+def describe_classes(names: list[str], limit: int = 200) -> str:
+    """A class list for a log line: its names in order, cut at `limit` characters (a peer's list is hostile)."""
+    text = ", ".join(repr(n) for n in names)
+    return f"[{text if len(text) <= limit else text[:limit] + ' ...'}] ({len(names)} classes)"

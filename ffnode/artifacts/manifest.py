@@ -10,11 +10,20 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ffnode.artifacts.codec import WireError, body_id, check_fields, is_hex_id, open_envelope, seal
+from ffnode.artifacts.codec import (
+    MAX_CLASS_LIST,
+    WireError,
+    body_id,
+    check_class_list,
+    check_fields,
+    is_hex_id,
+    open_envelope,
+    seal,
+)
 from ffnode.identity import Identity
 
 KINDS = ("factory", "expert")
-MAX_CLASSES = 4096
+MAX_CLASSES = MAX_CLASS_LIST  # a manifest's distinct label indices
 MAX_LINEAGE = 800  # 800 IDs of 67 bytes still fit a 64 KiB envelope
 MAX_BLOB_BYTES = 4 * 2**30  # a generous bound on weight files, so nobody can announce an endless blob
 
@@ -23,7 +32,8 @@ _SCHEMA: dict[str, type | tuple[type, ...]] = {
     "owner": str,
     "owner_key": bytes,
     "federation": str,
-    "classes": list,  # label indices into the federation's class list
+    "classes": list,  # label indices into class_list
+    "class_list": list,  # the federation's class names in label order: part of its identity
     "arch": dict,  # the architecture/training config that rebuilds the module from the blob
     "blob": str,  # sha256 of the safetensors bytes, lowercase hex: the blob's name
     "size": int,  # exact byte length of the blob
@@ -42,6 +52,7 @@ class Manifest:
     owner_key: bytes
     federation: str
     classes: list[int]
+    class_list: list[str]
     arch: dict[str, Any]
     blob: str
     size: int
@@ -73,8 +84,11 @@ class Manifest:
         if not 0 <= body["size"] <= MAX_BLOB_BYTES or body["seq"] < 0:
             raise WireError(f"size must be 0..{MAX_BLOB_BYTES} and seq non-negative")
         classes, lineage = body["classes"], body["lineage"]
-        if not classes or len(classes) > MAX_CLASSES or not all(type(c) is int and c >= 0 for c in classes):
-            raise WireError("classes must be a non-empty list of label indices")
+        n = len(check_class_list(body["class_list"]))
+        if not classes or len(classes) > MAX_CLASSES or not all(type(c) is int and 0 <= c < n for c in classes):
+            raise WireError(f"classes must be a non-empty list of label indices into class_list (0..{n - 1})")
+        if len(set(classes)) != len(classes):
+            raise WireError("classes names a label twice")
         if len(lineage) > MAX_LINEAGE or not all(is_hex_id(x) for x in lineage):
             raise WireError("lineage must list artifact IDs (64-character hex)")
         if body["kind"] == "factory" and lineage:

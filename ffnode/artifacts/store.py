@@ -32,12 +32,12 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ffnode.artifacts.blob import BlobFormatError, blob_owner
-from ffnode.artifacts.codec import WireError, decode
+from ffnode.artifacts.codec import WireError, decode, describe_classes
 from ffnode.artifacts.manifest import Manifest, open_manifest
 from ffnode.artifacts.revocation import Revocation, open_revocation
 from ffnode.config import Config
@@ -161,6 +161,7 @@ class Store:
         root: Path,
         *,
         federation: str,
+        classes: Sequence[str] | None = None,
         trust: Trust = Trust(),
         limits: Limits = Limits(),
         repair: bool = False,
@@ -170,8 +171,11 @@ class Store:
         names, move damaged files to quarantine/. Readers such as the CLI never touch files; both skip a damaged
         file (listed in `damaged`) rather than fail on it, and only `repair` checks blob hashes at load
         (`hashes_checked`).
-        `vet` (the running node only) checks a manifest's arch before it is accepted (raises WireError)."""
+        `vet` (the running node only) checks a manifest's arch before it is accepted (raises WireError).
+        `classes`: the federation's class list, which every accepted manifest must carry (None: a reader that
+        accepts nothing, such as the CLI, need not say)."""
         self.root, self.federation, self.trust, self.limits = root, federation, trust, limits
+        self.classes = None if classes is None else list(classes)
         self._audit_verdicts: dict[str, str | None] = {}  # artifact ID -> the audit policy's verdict, per trust
         self.vet = vet
         self.on_change: Callable[[], None] = lambda: None  # the running node wakes its learner here
@@ -258,6 +262,11 @@ class Store:
         msg = open_announcement(data)
         if msg.federation != self.federation:
             raise WireError(f"federation {msg.federation!r} is not this node's ({self.federation!r})")
+        if isinstance(msg, Manifest) and self.classes is not None and msg.class_list != self.classes:
+            raise WireError(
+                f"its class list {describe_classes(msg.class_list)} is not this federation's "
+                f"{describe_classes(self.classes)}: the same label would mean another class"
+            )
         if isinstance(msg, Manifest) and self.vet is not None:
             self.vet(msg)
         if not self._lock.acquire(blocking=wait):

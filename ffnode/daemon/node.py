@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ffnode.artifacts.codec import WireError
+from ffnode.artifacts.codec import WireError, describe_classes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Stale, Store, atomic_write, limits_of, trust_of
@@ -48,6 +48,7 @@ from ffnode.net.sync import (
     inventory_request,
     parse_inventory_response,
     parse_request,
+    peers_request,
     peers_response,
 )
 from ffnode.profiles import fit_warning
@@ -114,11 +115,13 @@ class Node:
         self.store = Store(
             home / "store",
             federation=fed.name,
+            classes=fed.classes,
             trust=trust_of(self.config, self.identity.peer_id),
             limits=limits_of(self.config),
             repair=True,
             vet=functools.partial(vet, limits=limits),
         )
+        self._peers_request = peers_request(fed.name, fed.classes)  # discovery's question: who else is a member?
         self.outbox = Outbox(home, self.identity, self.store, fed.name, fed.classes, self._publish)
         self.cache = SynthCache(home / "work" / "synth")
         self.unlearning = Unlearning(self.store, self.outbox, self.cache)
@@ -226,7 +229,7 @@ class Node:
                     tg.create_task(self.learner.run()),
                     tg.create_task(self._maintenance()),
                     tg.create_task(self._watch_network()),
-                    tg.create_task(self.discovery.run(self.config.federation.name)),
+                    tg.create_task(self.discovery.run(self._peers_request)),
                     *(tg.create_task(self._sync_worker()) for _ in range(SYNC_WORKERS)),
                     *(tg.create_task(self._fetch_worker()) for _ in range(FETCH_WORKERS)),
                 ]
@@ -378,9 +381,17 @@ class Node:
     def _serve_sync(self, peer: str, body: bytes) -> bytes:
         """One page of the inventory, or our peer records (worker thread; a WireError resets the stream and is
         logged there)."""
-        kind, federation, cursor = parse_request(body)
-        if federation != self.config.federation.name:
+        kind, federation, class_list, cursor = parse_request(body)
+        fed = self.config.federation
+        if federation != fed.name:
             raise WireError(f"{kind} for federation {federation!r} from {peer}")
+        if class_list != fed.classes:  # the same federation name, another class list: a label would mean another class
+            reason = (
+                f"its {kind} names federation {federation!r} with classes {describe_classes(class_list)}, "
+                f"but this federation's are {describe_classes(fed.classes)}: not served (check federation.classes)"
+            )
+            self._reject(peer, reason)
+            raise WireError(reason)
         if kind == "peers_req":
             reply = peers_response(self.discovery.answer())
         else:
@@ -484,7 +495,7 @@ class Node:
             return
         try:
             async with asyncio.timeout(SYNC_TIMEOUT_S):
-                await self.discovery.ask(peer, self.config.federation.name)
+                await self.discovery.ask(peer, self._peers_request)
         except WireError as exc:
             self._reject(peer, f"its peers response: {exc}")
         except (NetError, TimeoutError) as exc:
@@ -499,7 +510,7 @@ class Node:
             async with asyncio.timeout(SYNC_ROUND_S):
                 for _ in range(MAX_PAGES):
                     async with asyncio.timeout(SYNC_TIMEOUT_S):
-                        request = inventory_request(self.config.federation.name, cursor)
+                        request = inventory_request(self.config.federation.name, self.config.federation.classes, cursor)
                         reply = await self.net.request(peer, request, max_response=MAX_PAGE_BYTES)
                     manifests, revocations, cursor = parse_inventory_response(reply)
                     if cursor and not manifests + revocations:

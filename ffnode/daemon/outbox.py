@@ -93,6 +93,7 @@ class Outbox:
             owner_key=self.identity.public_key,
             federation=self.federation,
             classes=classes,
+            class_list=list(self.class_names),
             arch=arch,
             blob=blob,
             size=len(data),

@@ -37,7 +37,7 @@ from libp2p.peer.peer_record import PeerRecord
 from ffnode.artifacts.codec import WireError
 from ffnode.artifacts.store import atomic_write
 from ffnode.net.sync import MAX_PEER_RECORDS as MAX_RECORDS
-from ffnode.net.sync import parse_peers_response, peers_request
+from ffnode.net.sync import parse_peers_response
 
 log = logging.getLogger("ffnode.discovery")
 
@@ -343,11 +343,12 @@ class Discovery:
         self.book.connected(peer, member=True)
         return new
 
-    async def ask(self, peer: str, federation: str) -> None:
-        reply = await self._request(peer, peers_request(federation))
+    async def ask(self, peer: str, request: bytes) -> None:
+        """Send our peers request (`sync.peers_request`: it names our federation and its class list)."""
+        reply = await self._request(peer, request)
         self.take(peer, parse_peers_response(reply))
 
-    async def run(self, federation: str) -> None:
+    async def run(self, request: bytes) -> None:
         """Dial due records; re-ask connected members for their peers; save members' records now and then."""
         last_save = time.monotonic()
         while True:
@@ -357,7 +358,7 @@ class Discovery:
                 self.book.connected(peer, member=False)
             dials = self.book.due(now, connected, self._max_peers)
             asks = self.book.exchange_due(now, connected)
-            await asyncio.gather(*(self._try_dial(r) for r in dials), *(self._try_ask(p, federation) for p in asks))
+            await asyncio.gather(*(self._try_dial(r) for r in dials), *(self._try_ask(p, request) for p in asks))
             if self.book.dirty and now - last_save > SAVE_INTERVAL_S:
                 last_save = now
                 try:
@@ -377,10 +378,10 @@ class Discovery:
         self.book.connected(record.peer_id, member=False)
         log.info("connected to %s (learnt %s)", record.peer_id, self.book.source(record.peer_id))
 
-    async def _try_ask(self, peer: str, federation: str) -> None:
+    async def _try_ask(self, peer: str, request: bytes) -> None:
         try:
             async with asyncio.timeout(DIAL_TIMEOUT_S):
-                await self.ask(peer, federation)
+                await self.ask(peer, request)
         except WireError as exc:
             self._reject(peer, f"its peers response: {exc}")
         except Exception as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ffnode.artifacts.codec import VERSION, WireError, canonical_bytes, decode, is_version
+from ffnode.artifacts.codec import VERSION, WireError, canonical_bytes, check_class_list, decode, is_version
 
 MAX_PAGE_BYTES = 1 << 20  # one response body; envelopes are at most 64 KiB, so a page holds at least 15
 MAX_INVENTORY_ITEMS = 65536  # per page and list
@@ -26,21 +26,23 @@ MAX_CURSOR = 256  # characters
 MAX_PAGES = 4096  # a client reads at most this many pages of one peer per sync round (4 GiB)
 MAX_PEER_RECORDS = 64  # per peers response
 MAX_PEERS_BYTES = 256 * 1024  # one peers response: 64 records of at most 2 KiB, with room to spare
+MAX_REQUEST_BYTES = 16384  # one request: a class list of at most 8 KiB, with room to spare
 _LIST_OVERHEAD = 5  # msgpack bin 32 header of one item
 
 
-def inventory_request(federation: str, cursor: str = "") -> bytes:
-    return canonical_bytes({"t": "inv_req", "v": VERSION, "federation": federation, "cursor": cursor})
+def inventory_request(federation: str, class_list: list[str], cursor: str = "") -> bytes:
+    body = {"t": "inv_req", "v": VERSION, "federation": federation, "class_list": class_list, "cursor": cursor}
+    return canonical_bytes(body)
 
 
-def parse_inventory_request(data: bytes) -> tuple[str, str]:
-    """(federation, cursor) of a request."""
-    msg = _message(data, "inv_req", {"t", "v", "federation", "cursor"})
+def parse_inventory_request(data: bytes) -> tuple[str, list[str], str]:
+    """(federation, class list, cursor) of a request."""
+    msg = _message(data, "inv_req", {"t", "v", "federation", "class_list", "cursor"})
     if not isinstance(msg["federation"], str) or not isinstance(msg["cursor"], str):
         raise WireError("federation and cursor must be strings")
     if len(msg["cursor"]) > MAX_CURSOR:
         raise WireError(f"cursor longer than {MAX_CURSOR} characters")
-    return msg["federation"], msg["cursor"]
+    return msg["federation"], check_class_list(msg["class_list"]), msg["cursor"]
 
 
 def inventory_response(manifests: list[bytes], revocations: list[bytes], next_cursor: str = "") -> bytes:
@@ -62,8 +64,8 @@ def parse_inventory_response(data: bytes) -> tuple[list[bytes], list[bytes], str
     return *lists, msg["next"]
 
 
-def peers_request(federation: str) -> bytes:
-    return canonical_bytes({"t": "peers_req", "v": VERSION, "federation": federation})
+def peers_request(federation: str, class_list: list[str]) -> bytes:
+    return canonical_bytes({"t": "peers_req", "v": VERSION, "federation": federation, "class_list": class_list})
 
 
 def peers_response(records: list[bytes]) -> bytes:
@@ -81,19 +83,20 @@ def parse_peers_response(data: bytes) -> list[bytes]:
     return records
 
 
-def parse_request(data: bytes) -> tuple[str, str, str]:
-    """(kind, federation, cursor) of a sync request: kind "inv_req" (with its cursor) or "peers_req" (cursor "")."""
+def parse_request(data: bytes) -> tuple[str, str, list[str], str]:
+    """(kind, federation, class list, cursor) of a sync request: kind "inv_req" (with its cursor) or "peers_req"
+    (cursor "")."""
     kind = _peek_kind(data)
     if kind == "peers_req":
-        msg = _message(data, "peers_req", {"t", "v", "federation"})
+        msg = _message(data, "peers_req", {"t", "v", "federation", "class_list"})
         if not isinstance(msg["federation"], str):
             raise WireError("federation must be a string")
-        return kind, msg["federation"], ""
+        return kind, msg["federation"], check_class_list(msg["class_list"]), ""
     return "inv_req", *parse_inventory_request(data)
 
 
 def _peek_kind(data: bytes) -> Any:
-    msg = decode(data, max_bytes=4096)
+    msg = decode(data, max_bytes=MAX_REQUEST_BYTES)
     return msg.get("t") if isinstance(msg, dict) else None
 
 
@@ -122,7 +125,7 @@ def inventory_page(
     return inventory_response(page["m"], page["r"], next_cursor)
 
 
-def _message(data: bytes, kind: str, keys: set[str], max_bytes: int = 4096) -> dict[str, Any]:
+def _message(data: bytes, kind: str, keys: set[str], max_bytes: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
     msg = decode(data, max_bytes=max_bytes)
     if not isinstance(msg, dict) or msg.get("t") != kind:
         raise WireError(f"expected a {kind!r} message")
