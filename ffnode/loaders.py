@@ -97,7 +97,7 @@ def vet(m: Manifest, limits: LimitsConfig) -> None:
 @functools.lru_cache(maxsize=256)
 def _arch_cost(kind: str, arch_bytes: bytes) -> tuple[int, int]:
     """(parameters, bytes of the state dict) of the model an arch describes, measured on the meta device."""
-    probe = Manifest(kind, "-", b"", "-", [0], decode(arch_bytes), "0" * 64, 0, 0, 0)  # for the loaders' errors
+    probe = Manifest(kind, "-", b"", "-", [0], ["-"], decode(arch_bytes), "0" * 64, 0, 0, 0)  # for the loaders' errors
     if kind == "factory":
         cfg = factory_config(probe)
         if not 1 <= cfg.image_size <= MAX_IMAGE_SIDE or not 1 <= cfg.channels <= MAX_CHANNELS:

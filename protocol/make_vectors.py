@@ -50,7 +50,13 @@ from libp2p.peer.peer_record import PeerRecord
 from safetensors.numpy import save as save_safetensors
 
 from ffnode.artifacts import codec
-from ffnode.artifacts.codec import WireError, canonical_bytes, signing_payload
+from ffnode.artifacts.codec import (
+    MAX_CLASS_LIST_BYTES,
+    MAX_CLASS_NAME_BYTES,
+    WireError,
+    canonical_bytes,
+    signing_payload,
+)
 from ffnode.artifacts.manifest import MAX_BLOB_BYTES, MAX_CLASSES, MAX_LINEAGE, Manifest
 from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import open_announcement
@@ -67,6 +73,7 @@ BOB = Identity(b"\x01" * 32)
 # RFC 8032 section 7.1, TEST 1: lets an implementer check their Ed25519 library on a published vector.
 RFC8032_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
 FEDERATION = "digits"
+CLASS_LIST = [str(d) for d in range(10)]  # the federation's class names, in label order
 T0 = 1795392000000  # 2026-11-23T00:00:00Z in unix milliseconds
 
 ALICE_BLOB = b"ffnode test vector blob: alice's factory for class 3\n"
@@ -185,6 +192,7 @@ def manifest(**changes: Any) -> Manifest:
         owner_key=ALICE.public_key,
         federation=FEDERATION,
         classes=[3],
+        class_list=CLASS_LIST,
         arch=FACTORY_ARCH,
         blob=hid(ALICE_BLOB),
         size=len(ALICE_BLOB),
@@ -567,6 +575,12 @@ def acceptance_file() -> dict[str, Any]:
             "wrong-federation",
         ),
         step(
+            "Alice's factory for federation 'digits' with the class list in reverse order: label 3 would mean '6'",
+            manifest(class_list=CLASS_LIST[::-1], seq=3).seal(ALICE),
+            None,
+            "wrong-classes",
+        ),
+        step(
             "Bob revokes his expert (seq 8): its blob is deleted and, an expert, its manifest compacted away",
             BOB_REVOCATION.seal(BOB),
             "accepted",
@@ -641,6 +655,7 @@ def acceptance_file() -> dict[str, Any]:
             {
                 "name": "lifecycle",
                 "federation": FEDERATION,
+                "class_list": CLASS_LIST,
                 "allowed_publishers": [],
                 "steps": lifecycle,
                 "inventory_after": inventory_after,
@@ -648,6 +663,7 @@ def acceptance_file() -> dict[str, Any]:
             {
                 "name": "late-joiner",
                 "federation": FEDERATION,
+                "class_list": CLASS_LIST,
                 "allowed_publishers": [],
                 "steps": late_joiner,
                 "inventory_after": inventory_after,
@@ -655,12 +671,14 @@ def acceptance_file() -> dict[str, Any]:
             {
                 "name": "allowed-publishers",
                 "federation": FEDERATION,
+                "class_list": CLASS_LIST,
                 "allowed_publishers": [ALICE.peer_id],
                 "steps": allowed,
             },
             {
                 "name": "forged-tombstone",
                 "federation": FEDERATION,
+                "class_list": CLASS_LIST,
                 "allowed_publishers": [],
                 "steps": forged_tombstone,
             },
@@ -678,8 +696,8 @@ def framed(body: bytes, value: Any, **before: Any) -> dict[str, Any]:
 
 
 def sync_file() -> dict[str, Any]:
-    request = sync.inventory_request(FEDERATION, "")
-    assert sync.parse_inventory_request(request) == (FEDERATION, "")
+    request = sync.inventory_request(FEDERATION, CLASS_LIST, "")
+    assert sync.parse_inventory_request(request) == (FEDERATION, CLASS_LIST, "")
     manifests, revocations = [ALICE_FACTORY.seal(ALICE)], LIFECYCLE_REVOCATIONS
     response = sync.inventory_response(manifests, revocations, "")
     assert sync.parse_inventory_response(response) == (manifests, revocations, "")
@@ -688,7 +706,7 @@ def sync_file() -> dict[str, Any]:
     by_id = [(open_announcement(d).id, d) for d in manifests], [(open_announcement(d).id, d) for d in revocations]
     pages, cursor = [], ""
     while True:
-        body = sync.inventory_request(FEDERATION, cursor)
+        body = sync.inventory_request(FEDERATION, CLASS_LIST, cursor)
         reply = sync.inventory_page(*by_id, cursor, max_bytes=1)
         pages.append({"request": framed(body, codec.decode(body)), "response": framed(reply, codec.decode(reply))})
         cursor = sync.parse_inventory_response(reply)[2]
@@ -707,7 +725,10 @@ def sync_file() -> dict[str, Any]:
             raise AssertionError(f"sync vector {name} is accepted by ffnode")
         return {"name": name, "description": message, "body_hex": data.hex(), "output": None}
 
-    req = {"t": "inv_req", "v": 1, "federation": FEDERATION, "cursor": ""}
+    req = {"t": "inv_req", "v": 1, "federation": FEDERATION, "class_list": CLASS_LIST, "cursor": ""}
+    oversized = req | {"federation": ""}
+    while len(canonical_bytes(oversized)) < sync.MAX_REQUEST_BYTES + 1:
+        oversized = req | {"federation": "f" * (len(oversized["federation"]) + 1)}
     inv = {"t": "inv", "v": 1, "manifests": [], "revocations": [], "next": ""}
     invalid = [
         bad("request-version", "v is 2", req | {"v": 2}),
@@ -718,11 +739,15 @@ def sync_file() -> dict[str, Any]:
         bad("request-federation-type", "federation is an integer", req | {"federation": 7}),
         bad("request-cursor-type", "cursor is an integer", req | {"cursor": 0}),
         bad("request-cursor-long", "a cursor of 257 characters (limit 256)", req | {"cursor": "m/" + "a" * 255}),
+        bad("request-class-list-missing", "no class_list", {k: v for k, v in req.items() if k != "class_list"}),
+        bad("request-class-list-empty", "class_list is []", req | {"class_list": []}),
+        bad("request-class-list-type", "class_list holds an integer", req | {"class_list": ["0", 1]}),
+        bad("request-class-twice", "class_list names '0' twice", req | {"class_list": ["0", "0"]}),
         bad("request-wrong-type", "t is 'inv' (a response)", req | {"t": "inv"}),
         bad(
             "request-oversized",
-            "a 4097-byte request body (limit 4096)",
-            raw=canonical_bytes(req | {"federation": "f" * 4061}),
+            f"a {sync.MAX_REQUEST_BYTES + 1}-byte request body (limit {sync.MAX_REQUEST_BYTES})",
+            raw=canonical_bytes(oversized),
         ),
         bad("response-item-type", "an item is str, not bin", inv | {"manifests": ["x"]}),
         bad("response-list-type", "manifests is a map", inv | {"manifests": {}}),
@@ -730,7 +755,10 @@ def sync_file() -> dict[str, Any]:
         bad("response-next-type", "next is nil", inv | {"next": None}),
         bad("response-malformed", "truncated msgpack", raw=response[:-1]),
     ]
-    assert len(bytes.fromhex(next(c for c in invalid if c["name"] == "request-oversized")["body_hex"])) == 4097
+    assert (
+        len(bytes.fromhex(next(c for c in invalid if c["name"] == "request-oversized")["body_hex"]))
+        == sync.MAX_REQUEST_BYTES + 1
+    )
     return {
         "description": "Sync protocol /ffnode/sync/1.0.0 (README: Inventory request/response). Frames are a "
         "4-byte big-endian length + body. The client writes request_frame_hex and closes its write side; the "
@@ -792,8 +820,8 @@ def record_case(name: str, identity: Identity, addrs: list[str], seq: int) -> di
 
 
 def discovery_file() -> dict[str, Any]:
-    request = sync.peers_request(FEDERATION)
-    assert sync.parse_request(request) == ("peers_req", FEDERATION, "")
+    request = sync.peers_request(FEDERATION, CLASS_LIST)
+    assert sync.parse_request(request) == ("peers_req", FEDERATION, CLASS_LIST, "")
     alice_addr = "/ip4/192.0.2.1/tcp/4747"
     alice = record_case("alice-direct", ALICE, [alice_addr], 1795392000000000000)
     relay = f"{alice_addr}/p2p/{ALICE.peer_id}/p2p-circuit"
@@ -1255,10 +1283,48 @@ def invalid_file() -> dict[str, Any]:
     add("class-bool", "value", "classes is [true]", signed("manifest", body | {"classes": [True]}))
     add("class-float", "value", "classes is [3.0]", signed("manifest", body | {"classes": [3.0]}))
     add(
+        "class-out-of-range",
+        "value",
+        "classes is [10]: class_list names 10 classes",
+        signed("manifest", body | {"classes": [10]}),
+    )
+    add("class-twice", "value", "classes is [3, 3]", signed("manifest", body | {"classes": [3, 3]}))
+    add(
         "too-many-classes",
         "value",
-        f"{MAX_CLASSES + 1} classes (limit {MAX_CLASSES})",
-        signed("manifest", body | {"classes": list(range(MAX_CLASSES + 1))}),
+        f"{MAX_CLASSES + 1} classes (limit {MAX_CLASSES}) over a class list of as many names",
+        signed(
+            "manifest",
+            body | {"classes": list(range(MAX_CLASSES + 1)), "class_list": [f"c{i}" for i in range(MAX_CLASSES + 1)]},
+        ),
+    )
+    add("class-list-type", "schema", "class_list is a map", signed("manifest", body | {"class_list": {}}))
+    add("class-list-empty", "value", "class_list is []", signed("manifest", body | {"class_list": []}))
+    add("class-name-type", "value", "class_list holds an integer", signed("manifest", body | {"class_list": [0] * 10}))
+    add(
+        "class-name-empty",
+        "value",
+        "a class name is ''",
+        signed("manifest", body | {"class_list": [""] + CLASS_LIST[1:]}),
+    )
+    add(
+        "class-name-long",
+        "value",
+        f"a class name of {MAX_CLASS_NAME_BYTES // 2 + 1} characters, {MAX_CLASS_NAME_BYTES + 2} UTF-8 bytes "
+        f"(limit {MAX_CLASS_NAME_BYTES} bytes)",
+        signed("manifest", body | {"class_list": ["\u00e9" * (MAX_CLASS_NAME_BYTES // 2 + 1)] + CLASS_LIST[1:]}),
+    )
+    add(
+        "class-list-duplicate",
+        "value",
+        "class_list names '0' twice",
+        signed("manifest", body | {"class_list": ["0", *CLASS_LIST[:-1]]}),
+    )
+    add(
+        "class-list-bytes",
+        "value",
+        f"class_list of 200 names of 60 bytes: more than {MAX_CLASS_LIST_BYTES} bytes encoded",
+        signed("manifest", body | {"class_list": [f"{i:03d}" + "x" * 57 for i in range(200)]}),
     )
     add(
         "factory-with-lineage",

@@ -133,6 +133,7 @@ def signed_manifest(
         owner_key=identity.public_key,
         federation="testnet",
         classes=classes,
+        class_list=CLASSES,
         arch=arch,
         blob=hashlib.sha256(data).hexdigest(),
         size=len(data),

@@ -30,6 +30,7 @@ def manifest(blob: bytes, *, seq: int, owner: Identity = ATTACKER, federation: s
         owner_key=owner.public_key,
         federation=federation,
         classes=[0],
+        class_list=CLASSES,
         arch={},
         blob=hashlib.sha256(blob).hexdigest(),
         size=len(blob),

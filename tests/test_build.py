@@ -57,6 +57,7 @@ def publish_factory(store: Store, peer: Identity, label: int, seq: int) -> Manif
         owner_key=peer.public_key,
         federation="testnet",
         classes=[label],
+        class_list=CLASSES,
         arch=profile.factory.to_dict(),
         blob=store.put_blob_bytes(blob),
         size=len(blob),

@@ -217,7 +217,7 @@ def test_a_peers_config_is_typed_and_sized_before_anything_is_built() -> None:
     from ffnode.loaders import vet
 
     def manifest(arch: dict) -> Manifest:
-        return Manifest("factory", "o", b"", "f", [0], arch, "0" * 64, 10, 1, 1)
+        return Manifest("factory", "o", b"", "f", [0], ["a"], arch, "0" * 64, 10, 1, 1)
 
     base = CFG.to_dict()
     for bad in ({"image_size": 8.0}, {"sample_steps": 2.5}, {"layers_per_block": 10**6}, {"hflip": 1}):

@@ -163,7 +163,7 @@ async def test_one_key_cannot_flood_the_store_and_big_inventories_are_paged(fed:
         # a page is at most 1 MiB: read A's inventory as any peer would, page by page
         cursor, pages, items = "", 0, 0
         while True:
-            body = await peer.host.request(status(fed.a)["peer_id"], inventory_request("testnet", cursor))
+            body = await peer.host.request(status(fed.a)["peer_id"], inventory_request("testnet", CLASSES, cursor))
             assert len(body) <= 1 << 20
             manifests, revocations, cursor = parse_inventory_response(body)
             pages, items = pages + 1, items + len(manifests) + len(revocations)
@@ -307,7 +307,7 @@ async def test_a_stream_flood_costs_the_flooder_only(fed: Fed) -> None:
     async def flood() -> None:
         """120 sync streams (trio side): 60 send a request and never read the answer, 60 send nothing at all
         (each of those would hold a server task for the 30 s request timeout)."""
-        request = inventory_request("testnet", "")
+        request = inventory_request("testnet", CLASSES, "")
         for i in range(120):
             try:
                 stream = await peer.host._t_open_stream(a_id, "/ffnode/sync/1.0.0")
@@ -330,7 +330,7 @@ async def test_a_stream_flood_costs_the_flooder_only(fed: Fed) -> None:
         honest = Peer(topic=TOPIC, seed=b"\x30" * 32)  # another peer still syncs with A meanwhile
         await honest.start(fed.addr_a)
         try:
-            page = await honest.host.request(a_id, inventory_request("testnet", ""))
+            page = await honest.host.request(a_id, inventory_request("testnet", CLASSES, ""))
             assert parse_inventory_response(page)[0]
         finally:
             await honest.stop()

@@ -36,6 +36,7 @@ from ffnode.net.sync import (
     MAX_CURSOR,
     MAX_INVENTORY_ITEMS,
     MAX_PAGE_BYTES,
+    MAX_REQUEST_BYTES,
     inventory_page,
     inventory_request,
     inventory_response,
@@ -50,6 +51,7 @@ from ffnode.privacy.policy import AuditPolicy, judge
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "protocol" / "vectors"
+DIGITS = [str(d) for d in range(10)]  # the vectors' federation 'digits' and its class list
 
 # What the WireError text says for each reason category: proves each vector fails for the reason it claims.
 REASONS = {
@@ -63,8 +65,9 @@ REASONS = {
     "signature": r"bad signature",
     "schema": r"fields differ from the schema|has type",
     "value": r"unknown artifact kind|blob must be|non-negative|classes must be|lineage must|has no lineage|"
-    r"ids must be|reason longer",
+    r"ids must be|reason longer|class_list|class name|names a label twice",
     "wrong-federation": r"is not this node's",
+    "wrong-classes": r"is not this federation's",
     "not-allowed": r"allowed_publishers|not trusted here",
     "blob-owner": r"names owner|naming its owner",
     "revoked": r"was revoked",
@@ -237,7 +240,7 @@ def test_invalid_envelope_is_rejected(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("scenario", cases_of("acceptance.json", "scenarios"))
 def test_acceptance(scenario: dict[str, Any], tmp_path: Path) -> None:
     trust = Trust(allowed=frozenset(scenario["allowed_publishers"]))
-    store = Store(tmp_path, federation=scenario["federation"], trust=trust)
+    store = Store(tmp_path, federation=scenario["federation"], classes=scenario["class_list"], trust=trust)
     stored: set[bytes] = set()
     for step in scenario["steps"]:
         data = h(step["envelope_hex"])
@@ -353,9 +356,9 @@ def run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
 def test_sync_messages() -> None:
     vectors = load("sync.json")
     request, response, empty = vectors["request"], vectors["response"], vectors["empty_response"]
-    federation = from_json(request["value"])["federation"]
-    assert inventory_request(federation, "").hex() == request["body_hex"]
-    assert parse_inventory_request(h(request["body_hex"])) == (federation, "")
+    federation, class_list = (from_json(request["value"])[k] for k in ("federation", "class_list"))
+    assert inventory_request(federation, class_list, "").hex() == request["body_hex"]
+    assert parse_inventory_request(h(request["body_hex"])) == (federation, class_list, "")
 
     value = from_json(response["value"])
     parts = value["manifests"], value["revocations"], value["next"]
@@ -369,7 +372,7 @@ def test_sync_messages() -> None:
     by_id_r = [(open_announcement(d).id, d) for d in value["revocations"]]
     assert inventory_page(by_id, by_id_r, "").hex() == response["body_hex"]  # all of it fits one page
     for exchange in vectors["pages"]["exchanges"]:  # and one envelope per page, cursor by cursor
-        _, cursor = parse_inventory_request(h(exchange["request"]["body_hex"]))
+        _, _, cursor = parse_inventory_request(h(exchange["request"]["body_hex"]))
         assert inventory_page(by_id, by_id_r, cursor, max_bytes=1).hex() == exchange["response"]["body_hex"]
 
     for entry in (request, response, empty):
@@ -389,7 +392,7 @@ def test_sync_over_a_stream() -> None:
     request, response = vectors["request"], vectors["response"]
 
     def serve_request(peer: str, body: bytes) -> bytes:
-        assert parse_inventory_request(body) == ("digits", "")
+        assert parse_inventory_request(body) == ("digits", DIGITS, "")
         value = from_json(response["value"])
         return inventory_response(value["manifests"], value["revocations"], value["next"])
 
@@ -488,6 +491,10 @@ def test_readme_limits_are_the_code_constants() -> None:
         "MAX_ENVELOPE_BYTES": codec.MAX_ENVELOPE_BYTES,
         "MAX_BLOB_BYTES": MAX_BLOB_BYTES,
         "MAX_CLASSES": MAX_CLASSES,
+        "MAX_CLASS_LIST": codec.MAX_CLASS_LIST,
+        "MAX_CLASS_NAME_BYTES": codec.MAX_CLASS_NAME_BYTES,
+        "MAX_CLASS_LIST_BYTES": codec.MAX_CLASS_LIST_BYTES,
+        "MAX_REQUEST_BYTES": MAX_REQUEST_BYTES,
         "MAX_LINEAGE": MAX_LINEAGE,
         "MAX_IDS": MAX_IDS,
         "MAX_REASON": MAX_REASON,
@@ -513,8 +520,8 @@ def test_every_reason_is_known() -> None:
 
 def test_discovery_records_and_messages() -> None:
     vectors = load("discovery.json")
-    assert peers_request("digits").hex() == vectors["request"]["body_hex"]
-    assert parse_request(bytes.fromhex(vectors["request"]["body_hex"])) == ("peers_req", "digits", "")
+    assert peers_request("digits", DIGITS).hex() == vectors["request"]["body_hex"]
+    assert parse_request(bytes.fromhex(vectors["request"]["body_hex"])) == ("peers_req", "digits", DIGITS, "")
     envelopes = []
     for case in vectors["records"]:
         key = create_new_key_pair(bytes.fromhex(case["signer_seed_hex"]))

@@ -35,6 +35,7 @@ def manifest(data: bytes, seq: int, owner: Identity = ALICE, kind: str = "factor
         owner_key=owner.public_key,
         federation="f",
         classes=[0],
+        class_list=["a", "b"],
         arch={},
         blob=hashlib.sha256(data).hexdigest(),
         size=len(data),
