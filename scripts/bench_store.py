@@ -23,7 +23,19 @@ from ffnode.identity import Identity
 
 def manifest(owner: Identity, seq: int) -> Manifest:
     blob = f"{seq:064x}"
-    return Manifest("factory", owner.peer_id, owner.public_key, "bench", [seq % 10], [str(d) for d in range(10)], {}, blob, 1000, seq, seq)
+    return Manifest(
+        "factory",
+        owner.peer_id,
+        owner.public_key,
+        "bench",
+        [seq % 10],
+        [str(d) for d in range(10)],
+        {},
+        blob,
+        1000,
+        seq,
+        seq,
+    )
 
 
 def median_ms(fn, repeats: int = 20) -> float:  # noqa: ANN001

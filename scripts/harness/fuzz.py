@@ -62,7 +62,9 @@ def _pack(value: Any) -> bytes:
 
 
 def valid_envelopes() -> list[bytes]:
-    factory = Manifest("factory", ALICE.peer_id, ALICE.public_key, "fuzz", [1], ["0", "1"], {"sample_steps": 8}, "a" * 64, 10, 1, 1)
+    factory = Manifest(
+        "factory", ALICE.peer_id, ALICE.public_key, "fuzz", [1], ["0", "1"], {"sample_steps": 8}, "a" * 64, 10, 1, 1
+    )
     revocation = Revocation(ALICE.peer_id, ALICE.public_key, "fuzz", [factory.id], "fuzz", 2, 2)
     return [factory.seal(ALICE), revocation.seal(ALICE)]
 
