@@ -79,8 +79,8 @@ def test_prior_rule_ignores_an_expert_on_a_class_it_never_saw() -> None:
 def expert_manifest(owner: str, seq: int, real: list, total: list, **meta: object) -> Manifest:
     return Manifest(
         kind="expert", owner=owner, owner_key=b"k", federation="f", classes=[0, 1], class_list=["a", "b"], arch={},
-        blob="0" * 64, size=1, created=0, seq=seq, meta={"real_counts": real, "label_counts": total, "n_real": sum(real),
-                                          "n_train": sum(total)} | meta,
+        blob="0" * 64, size=1, created=0, seq=seq,
+        meta={"real_counts": real, "label_counts": total, "n_real": sum(real), "n_train": sum(total)} | meta,
     )  # fmt: skip
 
 
