@@ -37,8 +37,10 @@ def test_sites_with_another_class_list_refuse_each_other(tmp_path: Path) -> None
         # both sides refuse the other's sync requests and manifests, each log line naming both lists
         for home, mine, other in ((a_home, ours, theirs), (b_home, theirs, ours)):
             wait_for(
-                lambda h=home, m=mine, o=other: logged(h, f"with classes {o}, but this federation's are {m}")
-                and logged(h, f"its class list {o} is not this federation's {m}"),
+                lambda h=home, m=mine, o=other: (
+                    logged(h, f"with classes {o}, but this federation's are {m}")
+                    and logged(h, f"its class list {o} is not this federation's {m}")
+                ),
                 timeout=60,
                 what=f"{home.name} to refuse the other class list",
                 daemons=daemons,
