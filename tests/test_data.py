@@ -99,18 +99,152 @@ def test_image_folder_with_split_folders(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
-        (lambda root: (root / "empty").mkdir(parents=True), "has no .png/.jpg/.jpeg images"),
-        (lambda root: _png(root / "a" / "x.png", size=(9, 8)), r"x.png is \(8, 9, 1\)"),
-        (lambda root: _png(root / "a" / "x.png", mode="RGB"), r"x.png is \(8, 8, 3\)"),
-        (lambda root: (root / "a" / "x.png").write_bytes(b"junk"), "cannot read image"),
+        (lambda root: (root / "empty").mkdir(parents=True), "empty has no images"),
+        (
+            lambda root: _png(root / "a" / "x.png", size=(9, 8)),
+            r"2 sizes: 1 of 8x8 .*ok.png.*1 of 8x9 .*x.png.*--resize",
+        ),
+        (lambda root: (root / "a" / "x.png").write_bytes(b"junk"), "cannot read image .*x.png"),
+        (lambda root: Image.fromarray(np.full((8, 8), 7.0, np.float32)).save(root / "a" / "f.tif"), "f.tif.*'F'"),
+        (lambda root: Image.new("I", (8, 8), -3).save(root / "a" / "i.tif"), "i.tif.*'I'.*-3..-3"),
+        (lambda root: Image.new("LAB", (8, 8)).save(root / "a" / "h.tif"), "h.tif has PIL mode 'LAB'"),
+        (
+            lambda root: Image.new("L", (8, 8)).save(
+                root / "a" / "s.tif", save_all=True, append_images=[Image.new("L", (8, 8))]
+            ),
+            "s.tif holds 2 frames",
+        ),
     ],
-    ids=["empty-class", "mixed-size", "mixed-channels", "corrupt"],
+    ids=["empty-class", "mixed-size", "corrupt", "float-out-of-range", "negative-int", "lab", "stack"],
 )
 def test_image_folder_errors(tmp_path: Path, setup, message: str) -> None:
     _png(tmp_path / "a" / "ok.png")
     setup(tmp_path)
     with pytest.raises(DataError, match=message):
         load_dataset(str(tmp_path))
+
+
+def _png16(path: Path, values: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(values.astype(np.uint16))
+    assert image.mode == "I;16"
+    image.save(path)
+
+
+def test_16_bit_pngs_keep_their_pixels(tmp_path: Path) -> None:
+    """A folder of real I;16 PNGs, values spread over 0..65535: read as value/257, not clipped to white."""
+    rng = np.random.default_rng(0)
+    raw = {f"{c}/{i}.png": rng.integers(0, 65536, (16, 16)) for c in ("ct", "mri") for i in range(4)}
+    raw["ct/0.png"][0, :2] = (0, 65535)  # the full range
+    for name, values in raw.items():
+        _png16(tmp_path / name, values)
+    with Image.open(tmp_path / "ct/0.png") as im:
+        assert im.mode == "I;16"  # what PIL reads, the mode the old loader clipped
+    data = load_dataset(str(tmp_path))
+    expected = np.stack([np.round(v / 257) for v in raw.values()]).astype(np.uint8)[..., None]
+    assert data.images.dtype == np.uint8 and np.array_equal(data.images, expected)
+    assert data.images.min() == 0 and data.images.max() == 255
+    assert (data.images == 255).mean() < 0.01 and 120 < data.images.mean() < 135  # uniform, not 99.9 % white
+    assert any("read 8 16-bit images" in note and "as 16-bit" in note for note in data.notes)
+
+
+def test_12_bit_data_in_16_bit_files_is_scaled_by_its_range(tmp_path: Path) -> None:
+    values = np.arange(256).reshape(16, 16) * 16  # 0..4080: 12-bit data, as CT and X-ray exports store it
+    _png16(tmp_path / "a" / "x.png", values)
+    _png16(tmp_path / "b" / "y.png", values[::-1])
+    data = load_dataset(str(tmp_path))
+    assert np.array_equal(data.images[0, ..., 0], np.round(values * 255 / 4095).astype(np.uint8))
+    assert any("as 12-bit: 0..4,095" in note for note in data.notes)
+    # a query image is read by the same rules (its own range)
+    assert np.array_equal(load_image_file(tmp_path / "a" / "x.png", (16, 16, 1)), data.images[0])
+    assert load_image_file(tmp_path / "a" / "x.png", (16, 16, 3)).shape == (16, 16, 3)
+
+
+def test_other_modes_are_read_as_meant(tmp_path: Path) -> None:
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    files = {
+        "g/l.png": Image.fromarray(gray),
+        "g/la.png": Image.fromarray(np.stack([gray, np.full_like(gray, 9)], -1), mode="LA"),
+        "g/i.tif": Image.fromarray(gray.astype(np.int32)),  # 32-bit integer holding 8-bit values
+        "g/f.tif": Image.fromarray(gray.astype(np.float32) / 255),  # float in 0..1
+        "g/b.bmp": Image.fromarray(gray),
+        "g/w.webp": Image.fromarray(gray),
+    }
+    for name, image in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        image.save(tmp_path / name, **({"lossless": True} if name.endswith(".webp") else {}))
+    data = load_dataset(str(tmp_path))
+    assert data.images.shape == (6, 8, 8, 1)
+    assert all(np.array_equal(image[..., 0], gray) for image in data.images), "every mode reads the same pixels"
+    colour = tmp_path / "colour"
+    rgb = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(colour / "c" / "rgb.png") if (colour / "c").mkdir(parents=True) is None else None
+    Image.fromarray(np.dstack([rgb, np.full((8, 8), 255, np.uint8)]), mode="RGBA").save(colour / "c" / "rgba.png")
+    Image.fromarray(rgb).convert("P").save(colour / "c" / "p.png")
+    Image.fromarray(rgb).convert("CMYK").save(colour / "c" / "cmyk.tif")
+    data = load_dataset(str(colour))
+    assert data.images.shape == (4, 8, 8, 3)
+    by_name = dict(zip(["cmyk", "p", "rgb", "rgba"], data.images, strict=True))  # sorted file order
+    assert np.array_equal(by_name["rgb"], rgb) and np.array_equal(by_name["rgba"], rgb)
+    assert np.array_equal(by_name["cmyk"], rgb)  # PIL's CMYK round trip is exact for RGB input
+    assert np.abs(by_name["p"].astype(int) - rgb).mean() < 40  # a palette quantises
+
+
+def test_skipped_files_are_counted_and_more_formats_read(tmp_path: Path) -> None:
+    for name in ("a/1.png", "a/2.tif", "a/3.tiff", "b/4.bmp", "b/5.jpg", "b/6.webp"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8), 50).save(path)
+    for name in ("a/notes.txt", "b/scan.dcm", "b/labels.txt", "README", "a/.DS_Store", ".cache/x.png"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not an image")
+    _png(tmp_path / "a" / ".thumbs" / "t.png")  # a hidden folder inside a class
+    data = load_dataset(str(tmp_path))
+    assert data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data.notes[0] == f"skipped 7 files in {tmp_path}: 3 hidden, 2 .txt, 1 .dcm, 1 without suffix"
+
+
+def test_nested_patient_folders_are_one_class_read_in_order(tmp_path: Path) -> None:
+    for value, name in enumerate(["b/p02/1.png", "a/p10/x/2.png", "a/p01/9.png", "a/p01/10.png", "a/top.png"]):
+        _png(tmp_path / name, value=value * 10)
+    data = load_dataset(str(tmp_path))
+    assert data.classes == ("a", "b") and data.labels.tolist() == [0, 0, 0, 0, 1]
+    # sorted by path parts: a/p01/10.png, a/p01/9.png, a/p10/x/2.png, a/top.png, b/p02/1.png
+    assert data.images[:, 0, 0, 0].tolist() == [30, 20, 10, 40, 0]
+    again = load_dataset(str(tmp_path))
+    assert np.array_equal(data.images, again.images)
+
+
+def test_sizes_are_resized_only_when_asked(tmp_path: Path) -> None:
+    for i in range(3):
+        _png(tmp_path / "a" / f"{i}.png", size=(16, 16), value=100)
+    _png(tmp_path / "b" / "small.png", size=(8, 8), value=100)
+    _png16(tmp_path / "b" / "deep.png", np.full((12, 12), 65535))
+    with pytest.raises(DataError, match=r"3 sizes: 3 of 16x16 .*--resize 16x16"):
+        load_dataset(str(tmp_path))
+    data = load_dataset(str(tmp_path), size=(8, 8))
+    assert data.images.shape == (5, 8, 8, 1) and data.resized == 4
+    # sorted: a/0..2.png (16x16), b/deep.png (12x12, 16-bit white), b/small.png (8x8, kept as it is)
+    assert (data.images[[0, 1, 2, 4]] == 100).all() and (data.images[3] == 255).all()
+    assert "resized 3 from 16x16, 1 from 12x12 to 8x8" in data.notes
+    npz = tmp_path / "set.npz"
+    save_npz(npz, {"train": (np.full((2, 16, 16, 3), 7, np.uint8), np.array([0, 1]))})
+    small = load_dataset(str(npz), size=(4, 4))
+    assert small.images.shape == (2, 4, 4, 3) and (small.images == 7).all() and small.resized == 2
+    assert small.notes == ("resized 2 images from 16x16 to 4x4",)
+    assert load_dataset(str(npz), size=(16, 16)).resized == 0
+
+
+def test_grayscale_and_colour_in_one_folder(tmp_path: Path) -> None:
+    _png(tmp_path / "a" / "gray.png", value=40)
+    _png(tmp_path / "a" / "rgb-gray.jpg", mode="RGB", value=(90, 90, 90))
+    data = load_dataset(str(tmp_path))  # the colour file is gray: one channel, lossless
+    assert data.images.shape == (2, 8, 8, 1) and any("as grayscale" in n for n in data.notes)
+    _png(tmp_path / "b" / "red.png", mode="RGB", value=(200, 10, 10))
+    data = load_dataset(str(tmp_path))  # a real colour file: all RGB
+    assert data.images.shape == (3, 8, 8, 3) and data.images[0, 0, 0].tolist() == [40, 40, 40]
+    assert any("read 1 grayscale images" in n and "as RGB" in n for n in data.notes)
 
 
 def test_image_folder_class_outside_federation(tmp_path: Path) -> None:

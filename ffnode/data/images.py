@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ffnode.data.sources import DataError
+from ffnode.data.sources import DEEP_MODES, DataError, read_image
 
 
 def load_image_file(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     """Return the image at `path` as (H, W, C) uint8.
 
-    The color mode is converted to C channels (1: grayscale, 3: RGB), but a wrong size is an error, never a
-    silent resize: a resized query is a different input than the one the user meant to classify.
+    The color mode is converted to C channels (1: grayscale, 3: RGB), 16-bit grayscale scaled by its bit depth
+    as `ffnode.data.sources` reads a folder, but a wrong size is an error, never a silent resize: a resized query
+    is a different input than the one the user meant to classify.
     """
     h, w, c = shape
     if c not in (1, 3):
@@ -24,7 +25,12 @@ def load_image_file(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     try:
         with Image.open(path) as im:
             size = im.size  # (W, H)
-            array = np.asarray(im.convert("L" if c == 1 else "RGB"), dtype=np.uint8)
+            deep = im.mode in DEEP_MODES
+            if not deep:
+                array = np.asarray(im.convert("L" if c == 1 else "RGB"), dtype=np.uint8)
+        if deep:  # 16-bit, 32-bit or float grayscale: scaled to 0..255 by its bit depth, never clipped
+            array = read_image(path)
+            array = np.repeat(array, 3, axis=2) if c == 3 else array
     except FileNotFoundError as e:
         raise DataError(f"image file {path} does not exist: check the path") from e
     except UnidentifiedImageError as e:

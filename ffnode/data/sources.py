@@ -9,25 +9,40 @@ A spec is one of:
   ``../shared/data`` from the cwd or from the repository root).
 - a path to a MedMNIST-format ``.npz`` (``train_images``, ``train_labels`` of shape (N, 1), ``val_*``, ``test_*``);
   an optional ``class_names`` array names the labels (MedMNIST files have none: their labels are named 0..K-1).
-- a path to an image-folder tree: ``root/<class>/*.png|jpg|jpeg``, or ``root/<split>/<class>/...``.
+- a path to an image-folder tree: ``root/<class>/...`` or ``root/<split>/<class>/...``, each class folder read
+  recursively in sorted path order (``root/<class>/patient01/*.jpg`` is one class), files ending in .png, .jpg,
+  .jpeg, .tif, .tiff, .bmp or .webp. Every other file, and every hidden one, is skipped and counted in one note
+  (``skipped 3 files: 2 .txt, 1 hidden``).
+
+Files are read as they are meant: 8-bit grayscale stays one channel, colour modes (RGB, RGBA, P, CMYK, YCbCr)
+become RGB (alpha dropped); 16-bit and 32-bit integer images are scaled by the bit range the folder uses (the
+smallest of 8, 10, 12, 14 or 16 bits that holds its largest value: full-range 16-bit is divided by 257, 12-bit
+data by 4095/255), float images in 0..1 are multiplied by 255, and any other mode or range is refused by name.
+A folder mixing grayscale and colour files is read as grayscale when every colour file is gray (R = G = B), else
+as RGB. Images of more than one size are refused unless ``size`` is given, which resizes every image to it.
 
 Every bad input raises :class:`DataError` with one sentence naming the file or class and what to do: a node
-operator reads it, so it must say more than a numpy traceback would.
+operator reads it, so it must say more than a numpy traceback would. What was done to make the files usable
+(skips, scaling, resizing) is said in ``ImageSet.notes``, one line each, for ``ffnode init`` to print.
 """
 
 from __future__ import annotations
 
 import os
 import tarfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+# suffixes this PIL build cannot decode: skipped and counted, with the reason
+UNREADABLE_SUFFIXES = () if features.check("webp") else (".webp",)
+BIT_DEPTHS = (8, 10, 12, 14, 16)  # the depths a 16- or 32-bit integer image is read as (the folder's largest value)
 
 # named datasets -> (file in the data dir, class names in label order; None means "0".."K-1")
 NAMED_FILES: dict[str, tuple[str, tuple[str, ...] | None]] = {
@@ -59,6 +74,8 @@ class ImageSet:
     images: np.ndarray  # (N, H, W, C) uint8
     labels: np.ndarray  # (N,) int64, indices into `classes`
     classes: tuple[str, ...]  # the federation's class names, in label order
+    notes: tuple[str, ...] = ()  # what loading did to the files (skipped, scaled, resized), one line each
+    resized: int = 0  # how many images were resized to the `size` load_dataset was given
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -126,6 +143,21 @@ def _archive_root(target: Path) -> Path:
 # public API
 
 
+def is_named(spec: str) -> bool:
+    """Whether `spec` names a dataset (whose full class list is known) rather than a file or folder."""
+    return spec == "digits" or spec in NAMED_FILES
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'28x28' (or '28') -> (28, 28): height x width, as `--resize` takes it."""
+    parts = text.lower().split("x")
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= 4096 for p in parts):
+        raise DataError(f"size {text!r} is not HxW (like 28x28, each side 1..4096): write it that way")
+    return int(parts[0]), int(parts[1])
+
+
 def default_classes(spec: str) -> tuple[str, ...]:
     """The class names a spec provides, in label order (without loading the images where possible)."""
     if spec == "digits":
@@ -135,8 +167,13 @@ def default_classes(spec: str) -> tuple[str, ...]:
     return load_dataset(spec).classes
 
 
-def load_dataset(spec: str, *, split: str = "train", classes: Sequence[str] | None = None) -> ImageSet:
-    """Load one split of a dataset spec; with `classes`, labels index that (federation) list instead."""
+def load_dataset(
+    spec: str, *, split: str = "train", classes: Sequence[str] | None = None, size: tuple[int, int] | None = None
+) -> ImageSet:
+    """Load one split of a dataset spec; with `classes`, labels index that (federation) list instead; with `size`
+    (H, W), every image of another size is resized to it (and `notes` says how many, from which sizes)."""
+    notes: list[str] = []
+    resized = 0
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
     if spec == "digits":
@@ -144,7 +181,7 @@ def load_dataset(spec: str, *, split: str = "train", classes: Sequence[str] | No
     elif spec in NAMED_FILES:
         path = _named_file(spec)
         if spec == "cifar10":
-            images, labels, names = _load_folder(_archive_root(_unpacked_archive(path)), split)
+            images, labels, names, resized = _load_folder(_archive_root(_unpacked_archive(path)), split, size, notes)
         else:
             images, labels, _ = _load_npz(path, split)
             names = NAMED_FILES[spec][1]
@@ -156,17 +193,22 @@ def load_dataset(spec: str, *, split: str = "train", classes: Sequence[str] | No
                 f"and no such file or folder exists: check the spelling or the path"
             )
         if path.is_dir():
-            images, labels, names = _load_folder(path, split)
+            images, labels, names, resized = _load_folder(path, split, size, notes)
         elif path.suffix == ".npz":
             images, labels, names = _load_npz(path, split)
         else:
             raise DataError(f"{path} is neither an .npz file nor a folder of class folders: give one of those")
     if len(images) == 0:
         raise DataError(f"dataset '{spec}' has no images in split '{split}': add images or pick another split")
+    if size is not None and tuple(images.shape[1:3]) != tuple(size):
+        notes.append(_resized_note(Counter({tuple(images.shape[1:3]): len(images)}), size))
+        images, resized = np.stack([_resize(image, size) for image in images]), len(images)
     if classes is not None:
         labels = _remap(labels, names, tuple(classes), spec)
         names = tuple(classes)
-    return ImageSet(images=images, labels=labels.astype(np.int64), classes=tuple(names))
+    return ImageSet(
+        images=images, labels=labels.astype(np.int64), classes=tuple(names), notes=tuple(notes), resized=resized
+    )
 
 
 def save_npz(
@@ -235,7 +277,10 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str
     return images, labels, names
 
 
-def _load_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _load_folder(
+    root: Path, split: str, size: tuple[int, int] | None, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], int]:
+    """(images, labels, class names, how many images were resized to `size`); `notes` gets what was done."""
     split_dirs = [s for s in SPLITS if (root / s).is_dir()]
     if split_dirs:
         if split not in split_dirs:
@@ -244,35 +289,195 @@ def _load_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"{root} has no class folders: lay images out as {root}/<class>/<image>.png")
+    skipped: Counter[str] = Counter()
+    for entry in root.iterdir():  # files beside the class folders, and hidden folders there
+        if entry not in class_dirs:
+            hidden = entry.name.startswith(".")
+            skipped.update(
+                _skip_reason(f, hidden, outside=True) for f in (_files(entry) if entry.is_dir() else [entry])
+            )
     images: list[np.ndarray] = []
     labels: list[int] = []
-    first_file: Path | None = None  # the file whose shape every other image must match
+    files: list[Path] = []
+    resized: Counter[tuple[int, int]] = Counter()  # source sizes of the images resized to `size`
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"class folder {class_dir} has no .png/.jpg/.jpeg images: add images or remove it")
-        for file in files:
+        found = 0
+        for file in _files(class_dir):
+            hidden = any(part.startswith(".") for part in file.relative_to(class_dir).parts)
+            suffix = file.suffix.lower()
+            if hidden or suffix not in IMAGE_SUFFIXES or suffix in UNREADABLE_SUFFIXES:
+                skipped[_skip_reason(file, hidden)] += 1
+                continue
             image = _read_image(file)
-            if images and image.shape != images[0].shape:
-                raise DataError(
-                    f"{file} is {image.shape} (H, W, C) but {first_file} is {images[0].shape}: "
-                    f"convert all images to one size and color mode"
-                )
-            first_file = first_file or file
+            if size is not None and image.shape[:2] != tuple(size):
+                resized[image.shape[:2]] += 1
+                image = _resize(image, size)
             images.append(image)
             labels.append(label)
-    return np.stack(images), np.asarray(labels, dtype=np.int64), tuple(p.name for p in class_dirs)
+            files.append(file)
+            found += 1
+        if not found:
+            raise DataError(
+                f"class folder {class_dir} has no images ({', '.join(IMAGE_SUFFIXES)}, in it or below it): "
+                f"add images or remove it"
+            )
+    if skipped:
+        counts = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+        notes.append(f"skipped {sum(skipped.values())} files in {root}: {counts}")
+    _scale_deep(images, files, notes)
+    _one_channel_count(images, files, notes)
+    if resized:
+        notes.append(_resized_note(resized, size))
+    _one_size(images, files, root)
+    names = tuple(p.name for p in class_dirs)
+    return np.stack(images), np.asarray(labels, dtype=np.int64), names, sum(resized.values())
+
+
+def _files(folder: Path) -> list[Path]:
+    """Every file under `folder`, recursively, in sorted path order (links to folders are not followed)."""
+    found = [Path(top) / name for top, _, names in os.walk(folder) for name in names]
+    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+
+
+def _skip_reason(file: Path, hidden: bool = False, outside: bool = False) -> str:
+    """Why a file is skipped, as counted in the note: hidden, its suffix, or an image outside a class folder."""
+    if hidden or file.name.startswith("."):
+        return "hidden"
+    suffix = file.suffix.lower()
+    if suffix in UNREADABLE_SUFFIXES:
+        return f"{suffix} (this PIL build cannot read it)"
+    if outside and suffix in IMAGE_SUFFIXES:
+        return f"{suffix} outside a class folder"
+    return suffix or "without suffix"
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """One file as (H, W, C) uint8: grayscale stays 1 channel, every other mode becomes RGB."""
+    """One file as (H, W, C): uint8, or uint16 for 16- and 32-bit integer images (scaled by `_scale_deep` once
+    the folder's bit depth is known). Grayscale stays 1 channel, colour becomes RGB; other modes are refused."""
     try:
         with Image.open(path) as im:
-            im = im.convert("L") if im.mode in ("L", "1", "I;16", "I", "F", "LA") else im.convert("RGB")
-            array = np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError) as e:
+            if getattr(im, "n_frames", 1) > 1:
+                raise DataError(
+                    f"{path} holds {im.n_frames} frames (a stack or an animation): save each frame as its own file"
+                )
+            mode = im.mode
+            if mode in ("1", "L", "LA", "La"):
+                array = np.asarray(im.convert("L"), dtype=np.uint8)
+            elif mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+                array = np.asarray(im).astype(np.uint16)
+            elif mode == "I":  # 32-bit signed: usable when its values are those of a 16-bit (or 8-bit) image
+                raw = np.asarray(im)
+                if raw.size and (raw.min() < 0 or raw.max() > 65535):
+                    raise DataError(
+                        f"{path} is a 32-bit integer image (PIL mode 'I') with values {raw.min()}..{raw.max()}, "
+                        f"outside 0..65535: convert it to 8- or 16-bit"
+                    )
+                array = raw.astype(np.uint16)
+            elif mode == "F":  # 32-bit float: usable when its values are in 0..1
+                raw = np.asarray(im, dtype=np.float64)
+                if raw.size and (not np.isfinite(raw).all() or raw.min() < 0 or raw.max() > 1):
+                    raise DataError(
+                        f"{path} is a float image (PIL mode 'F') with values {np.nanmin(raw):g}..{np.nanmax(raw):g}, "
+                        f"not 0..1: convert it to 8- or 16-bit"
+                    )
+                array = np.round(raw * 255).astype(np.uint8)
+            elif mode in ("RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YCbCr"):
+                array = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            else:
+                raise DataError(
+                    f"{path} has PIL mode {mode!r}, which ffnode does not read: "
+                    f"convert it to 8- or 16-bit grayscale or to RGB"
+                )
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"cannot read image {path} ({e}): replace or remove the file") from e
     return array[..., None] if array.ndim == 2 else array
+
+
+DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # PIL modes of more than 8 bits a channel
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One file on its own (a query image) as (H, W, C) uint8, read by the same rules as a folder's, its 16-bit
+    values scaled by its own bit depth (a folder's images are scaled by the folder's)."""
+    image = _read_image(path)
+    images = [image]
+    _scale_deep(images, [path], [])
+    return images[0]
+
+
+def _bit_depth(largest: int) -> int:
+    return next(bits for bits in BIT_DEPTHS if largest < 2**bits)
+
+
+def _scale_deep(images: list[np.ndarray], files: list[Path], notes: list[str]) -> None:
+    """Scale every uint16 image in place to uint8 by the bit depth of the folder's largest 16-bit value."""
+    deep = [i for i, image in enumerate(images) if image.dtype == np.uint16]
+    if not deep:
+        return
+    largest = max(int(images[i].max()) for i in deep)
+    top = 2 ** _bit_depth(largest) - 1
+    for i in deep:
+        images[i] = ((images[i].astype(np.uint32) * 255 + top // 2) // top).astype(np.uint8)
+    notes.append(
+        f"read {len(deep)} 16-bit images (largest value {largest:,}, e.g. {files[deep[0]]}) as "
+        f"{_bit_depth(largest)}-bit: 0..{top:,} scaled to 0..255"
+    )
+
+
+def _one_channel_count(images: list[np.ndarray], files: list[Path], notes: list[str]) -> None:
+    """Grayscale and colour files in one folder: all gray if every colour one is gray (R = G = B), else all RGB."""
+    colour = [i for i, image in enumerate(images) if image.shape[2] == 3]
+    if not colour or len(colour) == len(images):
+        return
+    if all((images[i] == images[i][..., :1]).all() for i in colour):
+        for i in colour:
+            images[i] = images[i][..., :1]
+        notes.append(f"read {len(colour)} RGB images whose channels are equal (e.g. {files[colour[0]]}) as grayscale")
+        return
+    gray = [i for i, image in enumerate(images) if image.shape[2] == 1]
+    for i in gray:
+        images[i] = np.repeat(images[i], 3, axis=2)
+    notes.append(f"read {len(gray)} grayscale images (e.g. {files[gray[0]]}) as RGB, like the other {len(colour)}")
+
+
+def _one_size(images: list[np.ndarray], files: list[Path], root: Path) -> None:
+    """Refuse a folder of more than one image size, naming the sizes, an example of each and the fix."""
+    sizes = Counter(image.shape[:2] for image in images)
+    if len(sizes) == 1:
+        return
+    example = {shape: files[next(i for i, im in enumerate(images) if im.shape[:2] == shape)] for shape in sizes}
+    listed = "; ".join(f"{n} of {h}x{w} (e.g. {example[(h, w)]})" for (h, w), n in sizes.most_common())
+    (h, w), _ = sizes.most_common(1)[0]
+    raise DataError(
+        f"{root} holds images of {len(sizes)} sizes: {listed}: resize them all to one size "
+        f"(ffnode init --resize {h}x{w} does it), or convert the files"
+    )
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) uint8 or uint16 -> (size[0], size[1], C) of the same dtype (Lanczos, values kept in range)."""
+    h, w = size
+    if image.dtype == np.uint16:  # 16-bit values resized as floats, so the folder's bit depth survives
+        channels = [
+            Image.fromarray(image[..., c].astype(np.float32)).resize((w, h), Image.Resampling.LANCZOS)
+            for c in range(image.shape[2])
+        ]
+        out = np.stack([np.asarray(ch) for ch in channels], axis=-1)
+        return np.clip(np.round(out), 0, 65535).astype(np.uint16)
+    pil = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
+    out = np.asarray(pil.resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def _resized_note(sources: Counter, size: tuple[int, int]) -> str:
+    """'resized 40 images from 64x64 to 28x28' (several source sizes listed, the most common first)."""
+    listed = ", ".join(f"{n} from {h}x{w}" for (h, w), n in sources.most_common())
+    if len(sources) == 1:
+        (h, w), n = sources.most_common(1)[0]
+        listed = f"{n} images from {h}x{w}"
+    return f"resized {listed} to {size[0]}x{size[1]}"
 
 
 def _remap(labels: np.ndarray, names: tuple[str, ...], classes: tuple[str, ...], spec: str) -> np.ndarray:
