@@ -1,18 +1,24 @@
 """Named bundles of factory, expert and synthesis settings, sized for the hardware they run on.
 
 Every setting here was chosen by measurement (scripts/bench_learning.py); the comments give the figures.
-A profile is measured at one image shape (`sized_for`) and fitted to the federation's images by `profile_for`,
-which sets the factory's image_size and channels and turns the profile's stated expert budget into a cap on the
-images the expert sees (`ExpertConfig.max_images`): a convolution costs about its pixel count, so the budget,
-stated in images of `sized_for`, buys proportionally fewer images of a bigger shape. Epochs then shrink to fit a
-site that holds more data than the profile was sized for, down to one epoch; `fit_warning` says when a profile
-meets images far from its shape and names the profile sized for them.
+A profile is measured at one image shape (`sized_for`) and fits images of a quarter to 4x its pixels
+(`fits`); `profile_for` fits it to the federation's images: it sets the factory's image_size and channels and
+turns the profile's stated expert budget into a cap on the images the expert sees (`ExpertConfig.max_images`).
+The cap is never below the budget as stated (`expert_images`, the images the profile was validated with at
+its own shape): no image shape cuts an expert below what the profile was measured to reach; smaller images
+buy proportionally more. Only a site holding more data than the profile was sized for trains fewer epochs
+(never under one). `choose_profile` is the one rule that picks a profile (`ffnode init`, scripts/testnet.py):
+`auto` is the profile sized for the data (among those that fit its shape, first one whose budget covers every
+site's full epochs, then the nearest in pixels; never `tiny`, `gpu` only where CUDA is present); a named
+profile that does not fit is refused naming the one that does, unless forced, and then its cost is stated
+(`fit_warning`, which `ffnode start` logs too).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ffnode.expert.resnet import ExpertConfig
@@ -29,6 +35,7 @@ class Profile:
     # the expert stage's budget: images of `sized_for` it may see in all (epochs x training set), chosen so the
     # runs it was sized for never reach it (their figures stay as measured) and a site with 10x the data does
     expert_images: int
+    needs_gpu: bool = False  # `auto` picks it only where CUDA is present
 
 
 PROFILES: dict[str, Profile] = {
@@ -110,16 +117,44 @@ PROFILES: dict[str, Profile] = {
         description="one GPU: about 5M images seen per factory",
         sized_for=(32, 32, 3),
         expert_images=4_000_000,  # a CIFAR-10 silo site: 50,000 images x 60 epochs = 3M
+        needs_gpu=True,
     ),
 }
+
+
+AUTO = "auto"  # `--profile auto`: choose_profile picks the profile sized for the data
+FIT_RATIO = 4.0  # a profile fits images of 1/FIT_RATIO to FIT_RATIO times the pixels it was sized for
+
+
+class ProfileError(ValueError):
+    """A profile that does not fit the data (or no profile that does); the message says what to pass instead."""
 
 
 def pixels(shape: tuple[int, ...]) -> int:
     return math.prod(int(d) for d in shape)
 
 
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def pixel_ratio(name: str, image_shape: tuple[int, int, int]) -> float:
+    """The images' pixels over those of the shape the profile was sized for."""
+    return pixels(image_shape) / pixels(PROFILES[name].sized_for)
+
+
+def fits(name: str, image_shape: tuple[int, int, int]) -> bool:
+    """Whether images of `image_shape` have a quarter to 4x the pixels the profile was sized for."""
+    return 1 / FIT_RATIO <= pixel_ratio(name, image_shape) <= FIT_RATIO
+
+
 def profile_for(name: str, image_shape: tuple[int, int, int]) -> Profile:
-    """The named profile fitted to square images of `image_shape` (H, W, C): factory shape, expert budget."""
+    """The named profile fitted to square images of `image_shape` (H, W, C): factory shape, expert budget.
+
+    The expert's cap is the budget stated in images of `sized_for`, scaled by pixels only upwards: images with
+    fewer pixels buy more, images with more never cut it below `expert_images`, which every run the profile was
+    validated with stays under (a 28x28 site under `default` keeps 20,000 images, not the 1,632 that scaling by
+    pixels gave: one epoch, PoE 0.241 instead of ~0.7)."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile '{name}': use one of {', '.join(PROFILES)}")
     h, w, c = image_shape
@@ -127,29 +162,114 @@ def profile_for(name: str, image_shape: tuple[int, int, int]) -> Profile:
         raise ValueError(f"factories need square images, got {h}x{w}: crop or pad the dataset first")
     profile = PROFILES[name]
     factory = dataclasses.replace(profile.factory, image_size=int(h), channels=int(c))
-    max_images = max(1, profile.expert_images * pixels(profile.sized_for) // pixels(image_shape))
-    expert = dataclasses.replace(profile.expert, max_images=max_images)
+    scaled = profile.expert_images * pixels(profile.sized_for) // pixels(image_shape)
+    expert = dataclasses.replace(profile.expert, max_images=max(profile.expert_images, scaled))
     return dataclasses.replace(profile, factory=factory, expert=expert)
 
 
-def fit_warning(name: str, image_shape: tuple[int, int, int]) -> str | None:
-    """What to tell an operator whose images are over 4x the pixels of the profile's shape, or under a quarter."""
-    ratio = pixels(image_shape) / pixels(PROFILES[name].sized_for)
-    if 0.25 <= ratio <= 4:
-        return None
-    fits = min(
-        (n for n in PROFILES if n != "tiny"),  # tiny is for unit tests, never advice
-        key=lambda n: abs(math.log(pixels(image_shape) / pixels(PROFILES[n].sized_for))),
+def expert_epochs(name: str, image_shape: tuple[int, int, int], real: int, missing: int, synth: int = 0) -> int:
+    """Epochs the expert of a site holding `real` images and missing `missing` classes trains under the profile
+    (`synth`: synthetic images per missing class, 0 for the profile's), as `train_expert` caps them."""
+    profile = profile_for(name, image_shape)
+    n = max(1, real + (synth or profile.synth_per_class) * missing)
+    return max(1, min(profile.expert.epochs, profile.expert.max_images // n))
+
+
+def choose_profile(
+    name: str,
+    image_shape: tuple[int, int, int],
+    sites: Sequence[tuple[int, int]] = ((0, 0),),
+    *,
+    force: bool = False,
+    synth: int = 0,
+    gpu: bool | None = None,
+) -> tuple[str, str]:
+    """The profile a federation of `image_shape` images runs, and what to tell its operator ("" if nothing).
+
+    `name` is `auto` or a profile; `sites` lists each site's (real images, classes it lacks), whose expert sets
+    decide whether a profile's budget covers them; `synth` overrides synthetic images per missing class; `gpu`
+    (default: whether CUDA is present) admits `needs_gpu` profiles to `auto`. Raises ProfileError naming the
+    profile that fits when `name` does not (unless `force`), or the sizes that would fit when none does."""
+    if name != AUTO and name not in PROFILES:
+        raise ProfileError(f"unknown profile {name!r}: use one of {AUTO}, {', '.join(PROFILES)}")
+    if gpu is None:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    candidates = [n for n, p in PROFILES.items() if n != "tiny" and (gpu or not p.needs_gpu)]
+    fitting = [n for n in candidates if fits(n, image_shape)]
+    shape = _shape(image_shape)
+
+    def covers(n: str) -> bool:
+        return all(expert_epochs(n, image_shape, r, m, synth) >= PROFILES[n].expert.epochs for r, m in sites)
+
+    best = min(fitting, key=lambda n: (not covers(n), abs(math.log(pixel_ratio(n, image_shape)))), default=None)
+    if name == AUTO:
+        if best is None:
+            raise ProfileError(
+                f"no profile fits {shape} images: {_sizes_that_fit(candidates, image_shape)}, "
+                f"or name a profile with --force-profile"
+            )
+        chosen, said = (
+            best,
+            f"profile {best!r} chosen for {shape} images (sized for {_shape(PROFILES[best].sized_for)})",
+        )
+    elif fits(name, image_shape):
+        chosen, said = name, ""
+    elif force:
+        chosen, said = name, f"{fit_warning(name, image_shape)}; kept (--force-profile)"
+    else:
+        other = (
+            f"profile {best!r} fits them: pass --profile {best} (or {AUTO})"
+            if best
+            else _sizes_that_fit(candidates, image_shape)
+        )
+        raise ProfileError(
+            f"profile {name!r} was sized for {_shape(PROFILES[name].sized_for)} images and these are {shape} "
+            f"({_ratio_text(pixel_ratio(name, image_shape))}): {other}, or --force-profile to keep {name!r}"
+        )
+    budget = profile_for(chosen, image_shape)
+    synth_each = synth or budget.synth_per_class
+    cut = [(r, m) for r, m in sites if expert_epochs(chosen, image_shape, r, m, synth) < budget.expert.epochs]
+    if cut:
+        r, m = max(cut)
+        n = r + synth_each * m
+        epochs = expert_epochs(chosen, image_shape, r, m, synth)
+        more = (
+            f"a site of {r:,} real images trains its expert {epochs} of {budget.expert.epochs} epochs "
+            f"({epochs * n:,} images seen, budget {budget.expert.max_images:,}: more data than profile {chosen!r} "
+            f"was validated with)"
+        )
+        said = f"{said}; {more}" if said else more
+    return chosen, said
+
+
+def _ratio_text(ratio: float) -> str:
+    return f"{ratio:.1f}x the pixels" if ratio >= 1 else f"1/{1 / ratio:.0f} of the pixels"
+
+
+def _sizes_that_fit(candidates: Sequence[str], image_shape: tuple[int, int, int]) -> str:
+    """What an operator with images no profile fits can do: resize to a profile's size, the nearest first."""
+    near = sorted(candidates, key=lambda n: abs(math.log(pixel_ratio(n, image_shape))))
+    return "pass " + ", ".join(
+        f"--resize {PROFILES[n].sized_for[0]}x{PROFILES[n].sized_for[1]} for {n!r}" for n in near
     )
-    shape, sized = "x".join(map(str, image_shape)), "x".join(map(str, PROFILES[name].sized_for))
+
+
+def fit_warning(name: str, image_shape: tuple[int, int, int]) -> str | None:
+    """What to tell an operator whose images are over 4x the pixels of the profile's shape, or under a quarter:
+    the cost, and the profile sized nearest to them (never `tiny`, which is for unit tests)."""
+    if fits(name, image_shape):
+        return None
+    ratio = pixel_ratio(name, image_shape)
+    nearest = min((n for n in PROFILES if n != "tiny"), key=lambda n: abs(math.log(pixel_ratio(n, image_shape))))
     if ratio > 1:
         cost = (
-            f"{ratio:.1f}x the pixels: each factory step costs ~{ratio:.1f}x as much and the expert may see "
-            f"{profile_for(name, image_shape).expert.max_images:,} images in all (at least one epoch)"
+            f"{ratio:.1f}x the pixels: each factory step and each expert image costs ~{ratio:.1f}x what the "
+            f"profile was measured at"
         )
     else:
         cost = f"1/{1 / ratio:.0f} of the pixels: its models are bigger and slower than these images need"
-    better = f"profile {fits!r} is sized for {'x'.join(map(str, PROFILES[fits].sized_for))}" if fits != name else ""
-    return f"profile {name!r} was sized for {sized} images and these are {shape}, {cost}" + (
-        f"; {better}" if better else ""
-    )
+    sized = _shape(PROFILES[name].sized_for)
+    better = f"; profile {nearest!r} is sized for {_shape(PROFILES[nearest].sized_for)}" if nearest != name else ""
+    return f"profile {name!r} was sized for {sized} images and these are {_shape(image_shape)}, {cost}{better}"

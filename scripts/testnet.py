@@ -48,7 +48,7 @@ from ffnode.expert.resnet import expert_from_weights
 from ffnode.expert.train import train_expert
 from ffnode.loaders import load_factory
 from ffnode.poe import poe_predict
-from ffnode.profiles import profile_for
+from ffnode.profiles import AUTO, ProfileError, choose_profile, profile_for
 from ffnode.synth import synthesize
 from harness import partition
 from harness.baselines import TUNED, run_federated, tuned
@@ -78,7 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nodes", type=int, default=10, help="number of sites (silo: = number of classes)")
     p.add_argument("--dataset", default="digits", help="digits | bloodmnist | retinamnist | cifar10 | PATH")
     p.add_argument("--partition", default="silo", help="silo | dirichlet:ALPHA")
-    p.add_argument("--profile", default="default", help="learning profile (ffnode/profiles.py)")
+    p.add_argument(
+        "--profile", default=AUTO, help="learning profile (ffnode/profiles.py); auto: the one sized for the data"
+    )
+    p.add_argument("--force-profile", action="store_true", help="keep a named profile sized for other images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=Path("runs/testnet"), help="homes and logs (wiped first)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
@@ -176,6 +179,21 @@ def split_data(args: argparse.Namespace, classes: list[str]) -> tuple[list[np.nd
     return parts, train, test
 
 
+def pick_profile(args: argparse.Namespace, parts: list[np.ndarray], train: Any, classes: list[str]) -> str:
+    """The federation's one profile, by the rule `ffnode init` applies (ffnode.profiles.choose_profile): with
+    `auto`, the one sized for the images and for every site's expert set; a named one must fit (or be forced)."""
+    sites = [(len(idx), len(classes) - len(set(train.labels[idx].tolist()))) for idx in parts]
+    try:
+        chosen, said = choose_profile(
+            args.profile, train.image_shape, sites, force=args.force_profile, synth=args.synth_per_class
+        )
+    except ProfileError as e:
+        raise SystemExit(f"error: --dataset {args.dataset}: {e}") from None
+    if said:
+        console.print(said, markup=False, highlight=False)
+    return chosen
+
+
 def make_homes(
     args: argparse.Namespace, parts: list[np.ndarray], train: Any, classes: list[str], net: Netns | None
 ) -> list[Path]:
@@ -200,6 +218,7 @@ def make_homes(
                 classes=classes,
                 bootstrap=boot,
                 profile=args.profile,
+                force_profile=args.force_profile,
                 seed=args.seed + i,
                 threads=args.threads,
                 host=net.ip(i) if net else "127.0.0.1",
@@ -604,6 +623,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.partition == "silo" and args.nodes < len(classes):
         raise SystemExit(f"error: silo needs --nodes >= {len(classes)} (one class per site) for {args.dataset}")
     parts, train, test = split_data(args, classes)
+    args.profile = pick_profile(args, parts, train, classes)
     net = Netns(len(parts), rate_mbit=args.rate_mbit, no_inbound=args.nat) if args.netns else None
     daemons = Daemons()
     try:

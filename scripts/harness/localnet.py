@@ -31,7 +31,8 @@ def init_home(
     classes: Sequence[str],
     bootstrap: Sequence[str] = (),
     federation: str = "testnet",
-    profile: str = "default",
+    profile: str = "auto",
+    force_profile: bool = False,
     seed: int = 0,
     threads: int = 1,
     host: str = "127.0.0.1",
@@ -62,6 +63,7 @@ def init_home(
     )
     for b in bootstrap:
         cmd += ["--bootstrap", b]
+    cmd += ["--force-profile"] if force_profile else []
     cmd += list(extra)  # more `ffnode init` options
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode:
