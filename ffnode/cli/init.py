@@ -92,6 +92,7 @@ def init(
     if local.resized:  # `start` loads the resized copy: the source stays as it is
         copy = home.resolve() / RESIZED_DATA
         save_npz(copy, {split: (local.images, local.labels)}, names)
+        copy.chmod(0o600)  # the site's own images: for this node only
         config.data.spec = str(copy)
         notes.append(f"the resized images are in {copy} (data.spec in config.toml), read from {spec}")
     identity = create_identity(home)
