@@ -140,6 +140,21 @@ async def test_start_fails_with_net_error_when_port_is_taken(make_node) -> None:
                 await make_node(listen=[addr])
 
 
+async def test_a_port_another_host_listens_on_is_refused_and_port_0_still_works(make_node) -> None:
+    """py-libp2p listens with SO_REUSEPORT: without the check a second host bound the same port and split the
+    inbound connections with the first."""
+    async with asyncio.timeout(30):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        a = await make_node(listen=[f"/ip4/127.0.0.1/tcp/{port}"])
+        with pytest.raises(NetError, match=f"127.0.0.1:{port} is in use by another process"):
+            await make_node(listen=[f"/ip4/127.0.0.1/tcp/{port}"])
+        b, c = await make_node(), await make_node()  # port 0: any free port, each its own
+        assert len({x.host.addrs[0] for x in (a, b, c)}) == 3
+        assert await c.host.connect(a.host.addrs[0]) == a.host.peer_id  # a still serves its port
+
+
 async def test_connect_to_nobody_raises_net_error(make_node) -> None:
     a, b = await make_node(), await make_node()
     dead = b.host.addrs[0]

@@ -14,8 +14,19 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+PIPED_WIDTH = 100_000  # stdout to a pipe or file: a table as wide as its widest cell, never folded to 80 columns
+
+
+def _stdout() -> Console:
+    """Data on stdout. A line is never hard-wrapped (a terminal wraps it for the eye; `$(ffnode id | tail -1)` gets
+    it whole); on a terminal a table still fits the window (long cells fold inside their column), and to a pipe it
+    is as wide as it needs (COLUMNS, often 80 or unset there, does not apply)."""
+    console = Console(soft_wrap=True)
+    return console if console.is_terminal else Console(soft_wrap=True, width=PIPED_WIDTH)
+
+
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the terminal width
-out = Console()
+out = _stdout()
 
 
 class UserError(Exception):

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -140,6 +142,43 @@ class _Circuits(CircuitV2Protocol):
 
 class NetError(Exception):
     """A network operation failed; the message names the peer/blob and what failed."""
+
+
+def check_listen(addrs: Sequence[str | multiaddr.Multiaddr]) -> None:
+    """NetError unless every TCP address in `addrs` is free to listen on.
+
+    py-libp2p 0.8.1 binds its listeners with SO_REUSEPORT (transport/tcp/tcp.py, so that hole-punch dials can
+    leave from the listen port), and Linux lets a second socket of the same user bind and listen on that port
+    beside the first: a second node would start, and inbound connections be split between the two. A socket
+    without SO_REUSEPORT cannot bind beside a listening one, whoever holds it, so binding one here (SO_REUSEADDR
+    only: connections of an earlier run in TIME_WAIT do not count) tells whether the port is free. Port 0 (any
+    free port) always is."""
+    for addr in addrs:
+        ma = multiaddr.Multiaddr(str(addr))
+        protocols = {p.name for p in ma.protocols()}
+        if "tcp" not in protocols or not protocols & {"ip4", "ip6"}:
+            continue
+        v6 = "ip6" in protocols
+        family, ip = (socket.AF_INET6 if v6 else socket.AF_INET), ma.value_for_protocol("ip6" if v6 else "ip4")
+        port = int(ma.value_for_protocol("tcp"))
+        if port == 0:
+            continue
+        where = f"[{ip}]:{port}" if v6 else f"{ip}:{port}"
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((ip, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    why = f"{where} is in use by another process (another ffnode?)"
+                    todo = "stop it, or pick another port (network.listen in the node's config.toml)"
+                elif exc.errno == errno.EADDRNOTAVAIL:
+                    why, todo = f"{ip} is not an address of this machine", "listen on one of its own addresses"
+                elif exc.errno == errno.EACCES:
+                    why, todo = f"port {port} needs privileges this process lacks", "pick a port above 1023"
+                else:
+                    why, todo = f"{where}: {exc.strerror or exc}", "pick another address"
+                raise NetError(f"cannot listen on {ma}: {why}: {todo}") from None
 
 
 @dataclass(frozen=True)
@@ -286,6 +325,7 @@ class NetHost:
         """Start the trio thread; return once listening and subscribed to the topic."""
         if self._thread is not None:
             raise NetError(f"host {self.peer_id} was already started")
+        check_listen(self._listen)  # py-libp2p would share a port another node listens on (SO_REUSEPORT)
         self._loop = asyncio.get_running_loop()
         self._ended = asyncio.Event()
         ready: asyncio.Future[None] = self._loop.create_future()
