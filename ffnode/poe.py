@@ -72,9 +72,20 @@ def poe_combine(log_probs: torch.Tensor, priors: Priors | None = None) -> torch.
     likelihoods = clamped - _log_share(priors.train_counts)[:, None, :]  # (K, B, C): log q_k(x|y) + const_k(x)
     n_seen = seen.sum(dim=0)  # (C,)
     mean = torch.where(seen[:, None, :], likelihoods, 0.0).sum(dim=0) / n_seen.clamp(min=1)  # (B, C)
-    usable = (n_seen > 0) & torch.as_tensor(priors.real_counts > 0)  # (C,)
+    usable = torch.as_tensor(covered(priors.train_counts, priors.real_counts))  # (C,)
     logits = torch.where(usable, mean + _log_share(priors.real_counts), LOG_FLOOR)
     return torch.log_softmax(logits, dim=-1)
+
+
+def covered(train_counts: np.ndarray, real_counts: np.ndarray | None = None) -> np.ndarray:
+    """(C,) bool: the classes a PoE over experts trained on `train_counts` (K, C) can answer.
+
+    A class is covered iff at least one expert was trained on images of it (real or synthetic), and, when
+    `real_counts` (the prior rule's federation prior) is given, there are real images of it: `poe_combine`
+    gives any other class LOG_FLOOR, probability about 0 whatever the image. Under the product rule an
+    uncovered class still gets the mass label smoothing leaves it: noise, not evidence."""
+    trained = (np.asarray(train_counts).reshape(-1, np.shape(train_counts)[-1]) > 0).any(axis=0)
+    return trained if real_counts is None else trained & (np.asarray(real_counts) > 0)
 
 
 @torch.no_grad()

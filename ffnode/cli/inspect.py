@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -16,29 +17,48 @@ from ffnode.identity import load_identity
 
 
 def node_id(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
-    """Print this node's peer ID and its full multiaddrs (what peers put in --bootstrap)."""
+    """Print this node's peer ID and its full multiaddrs (what peers put in --bootstrap).
+
+    Running or not is asked of the node itself (its control socket answers, or a process holds its lock), never
+    read from `node.json`, which a killed node leaves behind."""
     identity, config = load_identity(home), Config.load(home)
-    runtime = home / control.RUNTIME_FILE
-    running = runtime.exists()
-    if running:
-        addrs = json.loads(runtime.read_text())["addrs"]
-    else:  # configured addresses; a port 0 is only known once the node runs
+    addrs, state = None, control.node_state(home)
+    if state == "running":
+        try:
+            addrs = control.call(home, "runtime", timeout=10)["addrs"]
+        except control.ControlError:  # it stopped meanwhile, or predates `runtime`: its node.json then
+            addrs = _runtime_addrs(home)
+    if addrs is None:  # configured addresses; a port 0 is only known once the node runs
         addrs = [f"{a}/p2p/{identity.peer_id}" for a in config.network.listen]
     if as_json:
-        emit_json({"peer_id": identity.peer_id, "addrs": addrs, "running": running})
+        emit_json({"peer_id": identity.peer_id, "addrs": addrs, "running": state != "stopped", "state": state})
         return
     out.print(identity.peer_id)
     for a in addrs:
         out.print(a)
-    if not running:
-        err.print("(node not running: configured addresses shown)")
+    if state != "running":
+        err.print(f"(node {'starting' if state == 'starting' else 'not running'}: configured addresses shown)")
+
+
+def _runtime_addrs(home: Path) -> list[str] | None:
+    try:
+        return json.loads((home / control.RUNTIME_FILE).read_text())["addrs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
-    """What the running node is doing: phase, progress, artifacts, peers, traffic."""
-    s = control.call(home, "status")
+    """What the running node is doing: phase, progress, artifacts, peers, traffic, and the classes its queries
+    cannot answer. Of a stopped node (or one still starting), what its store holds and would answer."""
+    try:
+        s = control.call(home, "status")
+    except control.NotRunning:
+        s = stopped_status(home, control.node_state(home))
     if as_json:
         emit_json(s)
+        return
+    if not s["running"]:
+        _print_stopped(home, s)
         return
     done, total = s["progress"]
     rows = [
@@ -53,6 +73,7 @@ def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
             + (f", about {eta:.0f} s left" if (eta := s.get("eta_s")) is not None else ""),
         ],  # fmt: skip
         ["missing classes", ", ".join(s["missing_classes"]) or "-"],
+        _uncovered_row(s),
         ["artifacts", ", ".join(f"{k}: {v}" for k, v in sorted(s["artifacts"].items())) or "-"],
         ["current expert", short(s["current_expert"])],
         ["connected peers", s["connected_peers"]],
@@ -72,6 +93,66 @@ def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
     if s.get("own_missing"):
         rows.append([styled("[red]own artifacts missing[/]"), ", ".join(short(i) for i in s["own_missing"]) +
                      " (their blobs were damaged; waiting for a peer that holds them)"])  # fmt: skip
+    table(f"ffnode {home}", ["", ""], rows)
+
+
+def stopped_status(home: Path, state: str) -> dict[str, Any]:
+    """The status document of a node that does not answer, from its home alone: state "stopped" (or
+    "starting": a process holds its lock), what its store holds and what a query would be answered with
+    (`ffnode query` answers from the store then)."""
+    from ffnode.cli.query import image_shape
+    from ffnode.query import ExpertPool
+
+    config, me = Config.load(home), load_identity(home).peer_id
+    classes = config.federation.classes
+    store = Store(home / "store", federation=config.federation.name, trust=trust_of(config, me))
+    counts: dict[str, int] = {}
+    for e in store.entries():
+        counts[f"{e.manifest.kind}_{e.state}"] = counts.get(f"{e.manifest.kind}_{e.state}", 0) + 1
+    own = [m for m in store.live("expert") if m.owner == me]
+    cover = ExpertPool(store, len(classes), image_shape(config)).coverage(classes, config.learning.poe_rule)
+    return {
+        "running": False,
+        "state": state,
+        "phase": state,
+        "peer_id": me,
+        "federation": config.federation.name,
+        "classes": classes,
+        "artifacts": counts,
+        "current_expert": max(own, key=lambda m: m.seq).id if own else None,
+        "answering_experts": cover["experts"],
+        "uncovered_classes": cover["uncovered_classes"],
+        "uncovered_why": cover["uncovered_why"],
+        "query_refusal": cover["refusal"],
+        "store_damaged": store.damaged,
+    }
+
+
+def _uncovered_row(s: dict) -> list:
+    """The row naming what queries cannot answer: every class no answering expert covers, and why."""
+    if s["answering_experts"] == 0:
+        return ["uncovered classes", "all: no live expert yet"]
+    if not s["uncovered_classes"]:
+        return ["uncovered classes", "-"]
+    lines = [f"{name}: {s['uncovered_why'][name]}" for name in s["uncovered_classes"]]
+    lines.append("(no query can answer an image of these right)")
+    if s["query_refusal"]:
+        lines.append(f"queries refused: {s['query_refusal']}")
+    return [styled("[red]uncovered classes[/]"), "\n".join(lines)]
+
+
+def _print_stopped(home: Path, s: dict) -> None:
+    state = "starting (its control socket is not up yet)" if s["state"] == "starting" else "stopped"
+    rows = [
+        ["peer", s["peer_id"]],
+        ["federation", f"{s['federation']} ({len(s['classes'])} classes)"],
+        [styled("[yellow]state[/]"), state + "; `ffnode query` answers from its store"],
+        _uncovered_row(s),
+        ["artifacts", ", ".join(f"{k}: {v}" for k, v in sorted(s["artifacts"].items())) or "-"],
+        ["current expert", short(s["current_expert"])],
+    ]
+    if s["store_damaged"]:
+        rows.append([styled("[yellow]damaged store files[/]"), "\n".join(s["store_damaged"])])
     table(f"ffnode {home}", ["", ""], rows)
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from rich.markup import escape
 
-from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, table
+from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err, table
 from ffnode.config import Config, check_poe_rule
 from ffnode.daemon import control
 
@@ -18,7 +19,10 @@ def query(
     rule: str = typer.Option("", help="PoE rule: prior | product (default: the config's learning.poe_rule)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Predict each image's class; through the running node, or from the store when it is stopped."""
+    """Predict each image's class; through the running node, or from the store when no node answers (stopped,
+    killed, or still starting). Every answer names the classes no answering expert covers (`uncovered_classes`,
+    also warned about on stderr): an image of one of them is answered with another class. Experts that cover
+    fewer than two classes give no answer: the command fails and says which class they cover."""
     from ffnode.data.images import load_image_file
 
     config = Config.load(home)
@@ -26,19 +30,17 @@ def query(
         rule = check_poe_rule(rule or config.learning.poe_rule, "--rule")
     except ValueError as exc:
         abort(str(exc))
-    shape = _image_shape(config)
+    shape = image_shape(config)
     batch = np.stack([load_image_file(p, shape) for p in images])  # DataError names the bad file
-    if (home / control.SOCKET_FILE).exists():
+    try:
         result = control.call(home, "query", control.encode_images(batch) | {"rule": rule}, timeout=300)
-    else:
-        from ffnode.artifacts.store import Store, trust_of
-        from ffnode.identity import load_identity
-        from ffnode.query import ExpertPool
-
-        me = load_identity(home).peer_id
-        store = Store(home / "store", federation=config.federation.name, trust=trust_of(config, me))
-        pool = ExpertPool(store, len(config.federation.classes), shape)
-        result = pool.query(batch, config.federation.classes, rule)
+        result["answered_by"] = "node"
+    except control.NotRunning:
+        result = _from_store(home, config, batch, shape, rule) | {"answered_by": "store"}
+    if uncovered := result["uncovered_classes"]:
+        why = "; ".join(f"{name}: {result['uncovered_why'][name]}" for name in uncovered)
+        n = f"{len(uncovered)} of the {len(result['classes'])} classes"
+        err.print(f"[yellow]warning:[/] no live expert covers {n}; no image of them is answered right: " + escape(why))
     if as_json:
         emit_json({"images": [str(p) for p in images], **result})
         return
@@ -46,10 +48,28 @@ def query(
         [str(p), pred, f"{max(probs):.3f}"]
         for p, pred, probs in zip(images, result["predictions"], result["probabilities"], strict=True)
     ]
-    table(f"PoE ({result['rule']} rule) over {len(result['experts'])} experts", ["image", "class", "p"], rows)
+    title = f"PoE ({result['rule']} rule) over {len(result['experts'])} experts"
+    if uncovered:
+        title += f"; not covered, never answered right: {', '.join(uncovered)}"
+    table(title, ["image", "class", "p"], rows)
 
 
-def _image_shape(config: Config) -> tuple[int, int, int]:
+def _from_store(home: Path, config: Config, batch: np.ndarray, shape: tuple[int, int, int], rule: str) -> dict:
+    """The answer of the experts in the home's store, as the node would give it."""
+    from ffnode.artifacts.store import Store, trust_of
+    from ffnode.identity import load_identity
+    from ffnode.query import CannotAnswer, ExpertPool, NoExperts
+
+    me = load_identity(home).peer_id
+    store = Store(home / "store", federation=config.federation.name, trust=trust_of(config, me))
+    pool = ExpertPool(store, len(config.federation.classes), shape)
+    try:
+        return pool.query(batch, config.federation.classes, rule)
+    except (CannotAnswer, NoExperts) as exc:
+        abort(f"{exc} (answered from the store: the node at {home} is not running)")
+
+
+def image_shape(config: Config) -> tuple[int, int, int]:
     """The federation's image shape: from the config, else (a home made before it recorded one) the local data."""
     if (shape := config.image_shape) is not None:
         return shape

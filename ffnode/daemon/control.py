@@ -4,16 +4,22 @@ One JSON request per connection, one JSON reply: `{"cmd": NAME, "args": {...}}` 
 `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`. A query's images travel as
 `encode_images` writes them (base64 of the uint8 pixels, and their shape). File permissions are the access
 control (socket 0600 inside a 0700 home), so no token is needed and nothing listens on the network.
+
+Whether a node runs is decided by whether its socket answers, never by the files it leaves: after a `kill -9`
+`control.sock` and `node.json` stay behind. `node_state` tells running, starting (the home's lock is held,
+the socket not up yet) and stopped apart; `call` raises `NotRunning` when no node answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import json
 import logging
 import os
 import socket
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ log = logging.getLogger("ffnode.control")
 
 SOCKET_FILE = "control.sock"
 RUNTIME_FILE = "node.json"  # pid and listen addresses of the running node, for `ffnode id` and scripts
+LOCK_FILE = "node.lock"  # held (flock) by the node for its lifetime
 MAX_REQUEST = 256 * 2**20  # a query may carry a batch of images
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -33,11 +40,14 @@ class ControlError(Exception):
     """The node is not running or refused the request; the message says which."""
 
 
+class NotRunning(ControlError):
+    """No node answers on the home's control socket (none there, or a stale one a killed node left)."""
+
+
 async def serve(home: Path, handlers: dict[str, Handler], ready: asyncio.Event) -> None:
     """Serve until cancelled. Each handler gets the request's args; a raised exception becomes an error
     reply (its message), never a dead server."""
     path = home / SOCKET_FILE
-    path.unlink(missing_ok=True)  # a stale socket from a crash
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -56,17 +66,73 @@ async def serve(home: Path, handlers: dict[str, Handler], ready: asyncio.Event) 
         finally:
             writer.close()
 
-    old_umask = os.umask(0o177)  # the socket is created 0600: no window where others can connect
+    sock = private_socket(path)
     try:
-        server = await asyncio.start_unix_server(on_client, path=str(path), limit=MAX_REQUEST)
-    finally:
-        os.umask(old_umask)
+        server = await asyncio.start_unix_server(on_client, sock=sock, limit=MAX_REQUEST)
+    except BaseException:
+        sock.close()
+        path.unlink(missing_ok=True)
+        raise
     ready.set()
     try:
         async with server:
             await server.serve_forever()
     finally:
         path.unlink(missing_ok=True)
+
+
+def private_socket(path: Path) -> socket.socket:
+    """A listening Unix socket at `path` (replacing a stale one) that only this user can connect to, made without
+    touching the process's umask, which is shared by every thread (a umask changed around an await once gave
+    other threads' new folders mode 0700/0600). It is bound inside a fresh 0700 folder beside `path`, where
+    nobody else can reach it, made 0600 there, and then renamed into place: there is no moment at which
+    another user could connect."""
+    private = Path(tempfile.mkdtemp(prefix=".c", dir=path.parent))  # mode 0700
+    bound = private / "s"  # no longer than `path`: a Unix socket path has at most 107 bytes
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(bound))
+        os.chmod(bound, 0o600)
+        sock.listen(100)
+        sock.setblocking(False)
+        os.replace(bound, path)  # atomically over a stale socket from a crash
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        bound.unlink(missing_ok=True)
+        private.rmdir()
+    return sock
+
+
+def node_state(home: Path, timeout: float = 5.0) -> str:
+    """The node's state: "running" (its control socket answers), "starting" (a node holds the home's lock, its
+    socket is not up yet, or it is stopping) or "stopped" (nobody holds the lock: whatever `control.sock` and
+    `node.json` say is stale, e.g. after a `kill -9`)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(home / SOCKET_FILE))
+            return "running"
+        except OSError:
+            pass
+    return "starting" if lock_held(home) else "stopped"
+
+
+def lock_held(home: Path) -> bool:
+    """Whether a process holds the home's node lock. Probes it with a shared lock held for an instant (a node
+    that starts in that instant retries: `Node._lock_home`); creates nothing."""
+    try:
+        fd = os.open(home / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock
+    return False
 
 
 def encode_images(images: np.ndarray) -> dict[str, Any]:
@@ -90,13 +156,13 @@ def call(home: Path, cmd: str, args: dict[str, Any] | None = None, *, timeout: f
     """Blocking client for the CLI and scripts."""
     path = home / SOCKET_FILE
     if not path.exists():
-        raise ControlError(f"the node at {home} is not running (no {path}): start it with `ffnode start --home {home}`")
+        raise NotRunning(f"the node at {home} is not running (no {path}): start it with `ffnode start --home {home}`")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(str(path))
         except (ConnectionRefusedError, FileNotFoundError):
-            raise ControlError(f"the node at {home} is not running (stale {path}): start it again") from None
+            raise NotRunning(f"the node at {home} is not running (stale {path}): start it again") from None
         try:
             sock.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
             chunks = []

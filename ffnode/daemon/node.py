@@ -66,6 +66,7 @@ MIN_FETCH_RATE = 256 * 1024  # bytes/s a transfer must average after its first 6
 SYNC_ROUND_S = 300.0  # one sync round with one peer, all its pages: a server inventing pages holds a worker this long
 MAX_BAD_PER_ROUND = 256  # rejected items from one peer before the round with it is cut short
 LOG_REJECTIONS_PER_MINUTE = 20  # per peer; more are counted, not logged
+LOCK_RETRY_S = 1.0  # a CLI probing the home's lock holds it this long at most (far less in fact)
 
 
 @dataclass
@@ -234,8 +235,7 @@ class Node:
                     *(tg.create_task(self._fetch_worker()) for _ in range(FETCH_WORKERS)),
                 ]
                 await control_ready.wait()
-                runtime = {"pid": os.getpid(), "peer_id": self.identity.peer_id, "addrs": self.net.addrs}
-                (self.home / control.RUNTIME_FILE).write_text(json.dumps(runtime))
+                atomic_write(self.home / control.RUNTIME_FILE, json.dumps(self._runtime_info()).encode())
                 log.info("node %s listening on %s", self.identity.peer_id, " ".join(self.net.addrs))
                 self.ready.set()
                 await stop.wait()
@@ -256,13 +256,26 @@ class Node:
         raise NetError("the libp2p host stopped on its own (its error is logged above): restart the node")
 
     def _lock_home(self) -> Any:
-        f = open(self.home / "node.lock", "w")  # held for the node's lifetime
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            raise ConfigError(f"another node is already running in {self.home}: stop it first") from None
+        """Take the home's lock for the node's lifetime (the kernel drops it however the process ends), then
+        delete what a killed node left: its `node.json` and `control.sock` say nothing about this run. The lock
+        is retried for LOCK_RETRY_S, since `ffnode id`/`status` probe it for an instant (`control.lock_held`)."""
+        f = open(self.home / control.LOCK_FILE, "w")
+        deadline = time.monotonic() + LOCK_RETRY_S
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    f.close()
+                    raise ConfigError(f"another node is already running in {self.home}: stop it first") from None
+                time.sleep(0.05)
+        for stale in (control.RUNTIME_FILE, control.SOCKET_FILE):
+            (self.home / stale).unlink(missing_ok=True)
         return f
+
+    def _runtime_info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "peer_id": self.identity.peer_id, "addrs": self.net.addrs}
 
     # -- what peers send -----------------------------------------------------------------------------
     # Every path of peer input ends here, and none lets an exception out: a message that breaks a rule costs
@@ -566,6 +579,7 @@ class Node:
     def _control_handlers(self) -> dict[str, control.Handler]:
         return {
             "status": self._status,
+            "runtime": self._runtime,
             "peers": self._peers,
             "artifacts": self._artifacts,
             "query": self._query,
@@ -575,8 +589,15 @@ class Node:
             "reload_trust": self._reload_trust,
         }
 
+    async def _runtime(self, args: dict) -> dict[str, Any]:
+        """What `ffnode id` shows of a running node: its pid, peer ID and listen addresses."""
+        return self._runtime_info()
+
     async def _status(self, args: dict) -> dict[str, Any]:
-        assert self.learner is not None
+        assert self.learner is not None and self.pool is not None
+        classes = self.config.federation.classes
+        # in a thread: a query may hold the pool while it loads experts
+        cover = await asyncio.to_thread(self.pool.coverage, classes, self.config.learning.poe_rule)
         p = self.learner.progress
         entries = self.store.entries()
         counts: dict[str, int] = {}
@@ -584,6 +605,8 @@ class Node:
             key = f"{e.manifest.kind}_{e.state}"
             counts[key] = counts.get(key, 0) + 1
         return {
+            "running": True,
+            "state": "running",
             "peer_id": self.identity.peer_id,
             "addrs": self.net.addrs,
             "federation": self.config.federation.name,
@@ -594,6 +617,11 @@ class Node:
             "progress": [p.done, p.total],
             "eta_s": p.eta_s(),  # the current piece of work at its pace so far; None if not yet known
             "missing_classes": p.missing or [],
+            # classes the experts that answer queries cannot answer now, why, and why a query is refused if it is
+            "answering_experts": cover["experts"],
+            "uncovered_classes": cover["uncovered_classes"],
+            "uncovered_why": cover["uncovered_why"],
+            "query_refusal": cover["refusal"],
             "artifacts": counts,
             "current_expert": (e.id if (e := self.outbox.current_expert()) else None),
             "connected_peers": len(self.net.connected_peers()),
