@@ -37,6 +37,7 @@ def query(
         result["answered_by"] = "node"
     except control.NotRunning:
         result = _from_store(home, config, batch, shape, rule) | {"answered_by": "store"}
+        err.print(f"(the node at {home} is not running: answered from its store)", highlight=False)
     if uncovered := result["uncovered_classes"]:
         why = "; ".join(f"{name}: {result['uncovered_why'][name]}" for name in uncovered)
         n = f"{len(uncovered)} of the {len(result['classes'])} classes"
