@@ -190,7 +190,7 @@ def pick_profile(args: argparse.Namespace, parts: list[np.ndarray], train: Any, 
     except ProfileError as e:
         raise SystemExit(f"error: --dataset {args.dataset}: {e}") from None
     if said:
-        console.print(said, markup=False, highlight=False)
+        console.print(said, markup=False, highlight=False, soft_wrap=True)
     return chosen
 
 
