@@ -100,6 +100,7 @@ def test_image_folder_with_split_folders(tmp_path: Path) -> None:
     ("setup", "message"),
     [
         (lambda root: (root / "empty").mkdir(parents=True), "empty has no images"),
+        (lambda root: (root / "dicom" / "x.dcm").parent.mkdir() or (root / "dicom" / "x.dcm").write_text(""), "1 .dcm"),
         (
             lambda root: _png(root / "a" / "x.png", size=(9, 8)),
             r"2 sizes: 1 of 8x8 .*ok.png.*1 of 8x9 .*x.png.*--resize",
@@ -115,7 +116,7 @@ def test_image_folder_with_split_folders(tmp_path: Path) -> None:
             "s.tif holds 2 frames",
         ),
     ],
-    ids=["empty-class", "mixed-size", "corrupt", "float-out-of-range", "negative-int", "lab", "stack"],
+    ids=["empty-class", "dicom-only", "mixed-size", "corrupt", "float-out-of-range", "negative-int", "lab", "stack"],
 )
 def test_image_folder_errors(tmp_path: Path, setup, message: str) -> None:
     _png(tmp_path / "a" / "ok.png")

@@ -301,7 +301,7 @@ def _load_folder(
     files: list[Path] = []
     resized: Counter[tuple[int, int]] = Counter()  # source sizes of the images resized to `size`
     for label, class_dir in enumerate(class_dirs):
-        found = 0
+        found, before = 0, skipped.copy()
         for file in _files(class_dir):
             hidden = any(part.startswith(".") for part in file.relative_to(class_dir).parts)
             suffix = file.suffix.lower()
@@ -317,9 +317,10 @@ def _load_folder(
             files.append(file)
             found += 1
         if not found:
+            here = ", ".join(f"{n} {reason}" for reason, n in (skipped - before).most_common())
             raise DataError(
-                f"class folder {class_dir} has no images ({', '.join(IMAGE_SUFFIXES)}, in it or below it): "
-                f"add images or remove it"
+                f"class folder {class_dir} has no images ({', '.join(IMAGE_SUFFIXES)}, in it or below it"
+                f"{'; it holds ' + here if here else ''}): add images or remove it"
             )
     if skipped:
         counts = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
