@@ -90,19 +90,7 @@ def test_the_gossip_validator_never_waits_for_the_store(home: Path) -> None:
     node = Node(home)
     try:
         peer = Identity(b"\x44" * 32)
-        m = Manifest(
-            "factory",
-            peer.peer_id,
-            peer.public_key,
-            "testnet",
-            [1],
-            [str(d) for d in range(10)],
-            {},
-            "a" * 64,
-            100,
-            1,
-            1,
-        )
+        m = Manifest("factory", peer.peer_id, peer.public_key, "testnet", [1], CLASSES, {}, "a" * 64, 100, 1, 1)
         data = m.seal(peer)
         held, release = threading.Event(), threading.Event()
 
