@@ -129,7 +129,9 @@ def test_init_resizes_images_of_other_sizes_or_refuses_them(tmp_path: Path) -> N
 
 def test_broken_homes_and_configs(tmp_path: Path, home: Path) -> None:
     assert_user_error(run("start", "--home", str(tmp_path / "missing")), "ffnode init")
-    assert_user_error(run("status", "--home", str(home)), "not running")
+    stopped = run("status", "--home", str(home), "--json")  # never started: what its (empty) store answers
+    assert stopped.returncode == 3 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert json.loads(stopped.stdout)["state"] == "stopped" and json.loads(stopped.stdout)["answering_experts"] == 0
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "identity.key").write_bytes((home / "identity.key").read_bytes())

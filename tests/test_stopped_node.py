@@ -146,11 +146,13 @@ def test_a_lost_class_is_shown_and_a_killed_node_answers_from_its_store(tmp_path
         assert (b / control.SOCKET_FILE).exists() and (b / control.RUNTIME_FILE).exists()
         ident = cli_json("id", "--home", str(b))
         assert ident["running"] is False and ident["state"] == "stopped" and ident["peer_id"] == before["peer_id"]
-        stopped = cli_json("status", "--home", str(b))
-        assert stopped["running"] is False and stopped["phase"] == "stopped"
+        out = cli("status", "--home", str(b), "--json")
+        stopped = json.loads(out.stdout)
+        assert out.returncode == 3 and stopped["running"] is False and stopped["phase"] == "stopped"
         assert stopped["current_expert"] == before["current_expert"] and stopped["uncovered_classes"] == ["2"]
         assert stopped["artifacts"]["expert_live"] == before["artifacts"]["expert_live"]
-        assert "stopped" in cli("status", "--home", str(b)).stdout
+        out = cli("status", "--home", str(b))
+        assert out.returncode == 3 and "stopped" in out.stdout and "its factories were revoked" in out.stdout
         out = cli("query", "--home", str(b), "--json", str(one))
         from_store = json.loads(out.stdout)
         assert from_store["answered_by"] == "store" and from_store["uncovered_classes"] == ["2"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from ffnode.cli.output import HomeOption, JsonOption, ago, emit_json, err, listi
 from ffnode.config import Config
 from ffnode.daemon import control
 from ffnode.identity import load_identity
+
+NOT_RUNNING = 3  # the exit code of `ffnode status` when no node answers (LSB's "program is not running")
 
 
 def node_id(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
@@ -49,17 +52,23 @@ def _runtime_addrs(home: Path) -> list[str] | None:
 
 def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
     """What the running node is doing: phase, progress, artifacts, peers, traffic, and the classes its queries
-    cannot answer. Of a stopped node (or one still starting), what its store holds and would answer."""
+    cannot answer. Of a stopped node (or one still starting), what its store holds and would answer, with exit
+    code 3 (as `systemctl status` says "not running"), so that scripts can still wait on it."""
     try:
         s = control.call(home, "status")
     except control.NotRunning:
         s = stopped_status(home, control.node_state(home))
     if as_json:
         emit_json(s)
-        return
-    if not s["running"]:
+    elif not s["running"]:
         _print_stopped(home, s)
-        return
+    else:
+        _print_running(home, s)
+    if not s["running"]:
+        sys.exit(NOT_RUNNING)  # not typer.Exit: `ffnode.cli.main` runs the app with standalone_mode=False
+
+
+def _print_running(home: Path, s: dict) -> None:
     done, total = s["progress"]
     rows = [
         ["peer", s["peer_id"]],
