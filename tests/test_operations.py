@@ -1,6 +1,7 @@
 """Operating a site (issue 30, item 4): a listen port another node holds is refused at start, output piped to
-another program is never hard-wrapped, and `leave` leaves nothing derived from the site's data under work/.
-(`revoke` on a stopped node: tests/test_unlearning.py.)"""
+another program is never hard-wrapped, `revoke` and `leave` work on a stopped node (applied to its store, and
+its peers get them when it starts), and `leave` leaves nothing derived from the site's data under work/.
+Real daemons on 127.0.0.1, tiny profile."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from ffnode.daemon import control
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
-from tests.daemons import CLASSES, class_file, free_port
+from tests.daemons import CLASSES, chained_federation, class_file, free_port
 
 TIMEOUT = 180.0
 
@@ -70,3 +74,113 @@ def test_a_long_table_cell_is_neither_cut_nor_folded_when_piped() -> None:
     assert out.returncode == 0, out.stderr
     assert sum(cell in line for line in out.stdout.splitlines()) == 1, out.stdout
     assert "p1" in out.stdout and "peers" in out.stdout
+
+
+# -- revoke and leave ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Path], Daemons]]:
+    homes, _ = chained_federation(tmp_path_factory.mktemp("ops"))
+    with Daemons() as daemons:
+        for home in homes:
+            daemons.start(home)
+        wait_for(
+            lambda: all(
+                (s := status(h)) and s["phase"] == "ready" and s["artifacts"].get("expert_live") == 3 for h in homes
+            ),
+            timeout=TIMEOUT,
+            what="3 nodes ready",
+            daemons=daemons,
+        )
+        yield homes, daemons
+
+
+def rows(home: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in control.call(home, "artifacts")}
+
+
+def cli(*words: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(ffnode_cmd(*words), capture_output=True, text=True, timeout=180, check=False)
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def test_revoke_on_a_stopped_node_is_applied_and_reaches_its_peers_when_it_starts(
+    fed: tuple[list[Path], Daemons],
+) -> None:
+    (a, b, c), daemons = fed
+    me = status(a)["peer_id"]
+    victim = next(r for r in rows(a).values() if r["kind"] == "factory" and r["owner"] == me)
+    old_experts = {h: status(h)["current_expert"] for h in (b, c)}
+    assert daemons.stop(a) == 0
+
+    out = cli("revoke", "--home", str(a), victim["id"][:16], "--json")
+    assert out.returncode == 0, out.stderr  # before: "the node ... is not running"
+    result = json.loads(out.stdout)
+    assert result["ids"] == [victim["id"]] and result["node_running"] is False
+    assert (a / "store" / "revocations" / f"{result['revocation']}.msgpack").exists()  # applied while stopped
+    assert not (a / "store" / "blobs" / victim["blob"]).exists()
+    again = cli("revoke", "--home", str(a), victim["id"][:16])
+    assert again.returncode == 1 and "already revoked" in again.stderr
+
+    daemons.start(a)
+
+    def unlearned(home: Path) -> bool:
+        s = status(home)
+        if not s or s["phase"] != "ready" or s["current_expert"] == old_experts[home]:
+            return False
+        r = rows(home)
+        return r[victim["id"]]["state"] == "revoked" and victim["id"] not in r[s["current_expert"]]["lineage"]
+
+    wait_for(
+        lambda: unlearned(b) and unlearned(c), timeout=TIMEOUT, what="B and C to drop A's factory", daemons=daemons
+    )
+    assert not (b / "store" / "blobs" / victim["blob"]).exists()
+    assert rows(a)[victim["id"]]["state"] == "revoked"
+    proof = control.call(b, "verify_unlearning", timeout=None)
+    assert proof["bitwise_identical"] is True and victim["id"] in proof["revoked_ids"]
+
+
+def test_leave_deletes_what_the_site_derived_from_its_data(fed: tuple[list[Path], Daemons]) -> None:
+    (a, b, _), daemons = fed
+    me = status(b)["peer_id"]
+    own = [r for r in rows(b).values() if r["owner"] == me and r["state"] == "live"]
+    assert (b / "work" / "factory-1").is_dir() and files_under(b / "work" / "synth")  # checkpoints, snapshots, sets
+
+    out = cli("leave", "--home", str(b), "--json")
+    assert out.returncode == 0, out.stderr
+    assert files_under(b / "work") == []  # before: factory-1's checkpoint, EMA snapshots and audit, the sets stayed
+    result = json.loads(out.stdout)
+    assert set(result["ids"]) == {r["id"] for r in own} and len(result["revocations"]) == 1
+    assert result["node_running"] is True
+    assert "work/factory-1" in result["deleted"] and result["remaining"] == []
+    assert result["data"].endswith("class1.npz")
+    wait_for(
+        lambda: all(rows(a)[r["id"]]["state"] == "revoked" for r in own if r["kind"] == "factory"),
+        timeout=60,
+        what="A to drop B's factory",
+        daemons=daemons,
+    )
+
+
+def test_leave_on_a_stopped_node_is_applied_and_reaches_its_peers_when_it_starts(
+    fed: tuple[list[Path], Daemons],
+) -> None:
+    (a, _, c), daemons = fed
+    me = status(c)["peer_id"]
+    factory = next(r for r in rows(c).values() if r["owner"] == me and r["kind"] == "factory")
+    assert daemons.stop(c) == 0
+
+    out = cli("leave", "--home", str(c))
+    assert out.returncode == 0, out.stderr
+    assert "artifact(s) revoked; its peers get the revocations when it next starts" in out.stderr
+    assert f"under {c / 'work'}" in out.stderr and "not touched: the site's own data" in out.stderr
+    assert files_under(c / "work") == [] and (c / "left").exists()
+
+    daemons.start(c)
+    wait_for(lambda: (s := status(c)) and s["phase"] == "left", timeout=60, what="C up, and left", daemons=daemons)
+    wait_for(
+        lambda: rows(a)[factory["id"]]["state"] == "revoked", timeout=60, what="A to drop C's factory", daemons=daemons
+    )
+    assert files_under(c / "work") == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import signal
@@ -15,20 +14,8 @@ from rich.logging import RichHandler
 
 from ffnode.cli.output import HomeOption, abort, err
 from ffnode.config import Config
+from ffnode.daemon import control
 from ffnode.identity import load_identity
-
-LOCK_FILE = "node.lock"  # held by the running node (Node._lock_home) for its lifetime
-
-
-def running(home: Path) -> bool:
-    """Whether a node runs in `home`: it holds the home's lock (a `kill -9` leaves node.json and control.sock
-    behind, never the lock)."""
-    try:
-        with open(home / LOCK_FILE, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when f closes
-    except BlockingIOError:
-        return True
-    return False
 
 
 def start(
@@ -47,7 +34,7 @@ def start(
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = Config.load(home)  # a bad home or config fails here in a moment, before torch and libp2p load
     load_identity(home)
-    if running(home):
+    if control.lock_held(home):
         abort(f"another node is already running in {home}: stop it first")
     from ffnode.net.host import check_listen
 

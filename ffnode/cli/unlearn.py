@@ -1,13 +1,57 @@
-"""Unlearning commands: `ffnode revoke`, `ffnode leave`, `ffnode verify-unlearning`."""
+"""Unlearning commands: `ffnode revoke`, `ffnode leave`, `ffnode verify-unlearning`.
+
+`revoke` and `leave` work on a running node (through its control socket) and on a stopped one: then the
+revocation is signed into its store with the key in its home, and its peers get it when it next starts."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.markup import escape
 
-from ffnode.cli.output import HomeOption, JsonOption, emit_json, err, table
+from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err, table
+from ffnode.config import Config
 from ffnode.daemon import control
+
+
+@contextlib.contextmanager
+def _stopped(home: Path) -> Iterator[bool]:
+    """True, holding the home's lock (no node starts meanwhile), when no node runs in `home`; False when one does
+    (it holds the lock): then the command goes through its control socket."""
+    Config.load(home)  # not a node's home: say so before making a lock file there
+    with open(home / control.LOCK_FILE, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def _call(home: Path, cmd: str, args: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
+    try:
+        return control.call(home, cmd, args, timeout=timeout)
+    except control.NotRunning:  # it holds the lock but does not answer yet
+        abort(f"the node at {home} is starting or stopping: run this again once it is up, or once it has stopped")
+
+
+def _derived(home: Path) -> list[str]:
+    """What the node holds under work/ (derived from the site's data or from factories), relative to the home:
+    each entry, and each synthetic set's files."""
+    work = home / "work"
+    if not work.is_dir():
+        return []
+    found: list[str] = []
+    for entry in sorted(work.iterdir()):
+        inside = sorted(entry.iterdir()) if entry.name == "synth" and entry.is_dir() else [entry]
+        found += [str(p.relative_to(home)) for p in inside]
+    return found
 
 
 def revoke(
@@ -16,21 +60,65 @@ def revoke(
     reason: str = typer.Option("revoked by operator", "--reason"),
     as_json: bool = JsonOption,
 ) -> None:
-    """Withdraw some of this node's artifacts everywhere; experts derived from them are retrained."""
-    result = control.call(home, "revoke", {"ids": ids, "reason": reason})
+    """Withdraw some of this node's artifacts everywhere; experts derived from them are retrained. On a stopped
+    node the revocation is signed into its store now and reaches its peers when it next starts."""
+    with _stopped(home) as stopped:
+        if stopped:
+            from ffnode.daemon.unlearn import offline
+
+            unlearning = offline(home)
+            try:
+                r = asyncio.run(unlearning.revoke([unlearning.store.resolve(i) for i in ids], reason=reason))
+            except ValueError as exc:  # already revoked
+                abort(str(exc))
+            result = {"revocation": r.id, "ids": r.ids}
+        else:
+            result = _call(home, "revoke", {"ids": ids, "reason": reason})
+    result["node_running"] = not stopped
     if as_json:
         emit_json(result)
+    elif stopped:
+        err.print(
+            f"revoked {len(result['ids'])} artifact(s) in the stopped node's store; revocation "
+            f"{result['revocation'][:12]} reaches its peers when it next starts (ffnode start --home {home})"
+        )
     else:
         err.print(f"revoked {len(result['ids'])} artifact(s); revocation {result['revocation'][:12]} gossiped")
 
 
 def leave(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
-    """The right to be forgotten: revoke everything this node ever published and stop taking part."""
-    result = control.call(home, "leave")
+    """The right to be forgotten: revoke everything this node ever published, delete what it derived from the
+    site's data (work/: factory checkpoints and snapshots, audit records, synthetic sets), and stop taking part."""
+    before = _derived(home)
+    with _stopped(home) as stopped:
+        if stopped:
+            from ffnode.daemon.unlearn import offline
+
+            revocations = asyncio.run(offline(home).leave())
+            result = {"revocations": [r.id for r in revocations], "ids": [i for r in revocations for i in r.ids]}
+        else:
+            result = _call(home, "leave", timeout=120.0)  # it waits for a training run to stop
+    remaining = _derived(home)
+    data = Config.load(home).data.spec
+    result |= {
+        "node_running": not stopped,
+        "deleted": [p for p in before if p not in remaining],
+        "remaining": remaining,
+        "data": data,
+    }
     if as_json:
         emit_json(result)
-    else:
-        err.print(f"left the federation: {len(result['ids'])} artifact(s) revoked")
+        return
+    later = "" if not stopped else "; its peers get the revocations when it next starts"
+    err.print(f"left the federation: {len(result['ids'])} artifact(s) revoked{later}")
+    work = escape(str(home / "work"))
+    err.print(f"deleted {len(result['deleted'])} file(s) and folder(s) derived from the site's data under {work}")
+    if remaining:
+        err.print(f"[yellow]still there, delete them by hand:[/] {escape(' '.join(str(home / p) for p in remaining))}")
+    err.print(
+        f"not touched: the site's own data ({escape(data)}); the store keeps the revoked factories' signed manifests "
+        "(no weights, no images): peers need them to refuse those factories"
+    )
 
 
 def verify_unlearning(home: Path = HomeOption, as_json: bool = JsonOption) -> None:

@@ -10,26 +10,39 @@ The cascade has one path, `Unlearning.forget`, for revocations this node signs a
 from peers alike. The store has already deleted the revoked blobs and tombstoned the IDs (and wakes the
 learner, which retrains any expert whose lineage lost a factory and revokes the superseded one);
 forget deletes what this node derived from them: the cached synthetic sets.
+
+A stopped node revokes and leaves too (`offline`): the revocation is signed with the key in its home into its
+store, and peers get it when it next starts (they sync its inventory on connecting, and its learner retrains
+what the revocation took, as after any start). Leaving also deletes what was derived from the site's data under
+`work/` (factory checkpoints, EMA snapshots, audit records, synthetic sets): `erase_derived`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import MAX_IDS, Revocation
-from ffnode.artifacts.store import Store
-from ffnode.daemon.build import SynthCache, make_expert, weights_to_bytes
+from ffnode.artifacts.store import Store, limits_of, trust_of
+from ffnode.config import Config
+from ffnode.daemon.build import BUILD_LOCK, SynthCache, make_expert, weights_to_bytes
 from ffnode.daemon.outbox import Outbox
 from ffnode.daemon.progress import Progress
 from ffnode.data.sources import ImageSet
+from ffnode.identity import load_identity
 from ffnode.query import candidates
 
 log = logging.getLogger("ffnode.unlearn")
+
+WORK = "work"  # in the node's home: everything there is derived from the site's data or from peers' factories
+ERASE_WAIT_S = 20.0  # leaving waits this long for a training run to stop before deleting what it writes
 
 
 class Unlearning:
@@ -62,11 +75,64 @@ class Unlearning:
         return await self.finish_leaving(reason=reason)
 
     async def finish_leaving(self, *, reason: str = "left the federation") -> list[Revocation]:
-        """Revoke whatever this node still has unrevoked once it has left (nothing if it has not)."""
+        """Revoke whatever this node still has unrevoked once it has left (nothing if it has not), then delete what
+        it derived from its data (also at start: after a crash in the middle, or a training run that wrote on)."""
         if not self.outbox.left:
             return []
         live = self.outbox.own_unrevoked()
-        return [await self.revoke(live[i : i + MAX_IDS], reason=reason) for i in range(0, len(live), MAX_IDS)]
+        done = [await self.revoke(live[i : i + MAX_IDS], reason=reason) for i in range(0, len(live), MAX_IDS)]
+        await asyncio.to_thread(self.erase_derived)
+        return done
+
+    def erase_derived(self) -> list[Path]:
+        """Delete everything under the home's work/ (factory checkpoints, EMA snapshots and audit records, the
+        synthetic sets: all derived from this site's data or from factories); returns what was deleted. Waits
+        (ERASE_WAIT_S at most) for a training run to stop, so that none writes a checkpoint after it."""
+        work = self.outbox.home / WORK
+        if not work.is_dir():
+            return []
+        locked = BUILD_LOCK.acquire(timeout=ERASE_WAIT_S)
+        try:
+            deleted: list[Path] = []
+            for entry in sorted(work.iterdir()):
+                if entry == self.cache.folder:  # the cache's folder stays: the running node holds it
+                    deleted += [_delete(p) for p in sorted(entry.iterdir())]
+                else:
+                    deleted.append(_delete(entry))
+        finally:
+            if locked:
+                BUILD_LOCK.release()
+        if deleted:
+            log.info("deleted %d file(s) and folder(s) derived from this site's data under %s", len(deleted), work)
+        return deleted
+
+
+def _delete(path: Path) -> Path:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    return path
+
+
+async def _at_next_start(envelope: bytes) -> None:
+    """A stopped node gossips nothing: its peers get what it signed by sync when it next starts."""
+
+
+def offline(home: Path) -> Unlearning:
+    """The unlearning of the stopped node in `home`: its store and its own key, nothing on the network. The caller
+    holds the home's lock (no node may start meanwhile)."""
+    config, identity = Config.load(home), load_identity(home)
+    fed = config.federation
+    store = Store(
+        home / "store",
+        federation=fed.name,
+        classes=fed.classes,
+        trust=trust_of(config, identity.peer_id),
+        limits=limits_of(config),
+    )
+    outbox = Outbox(home, identity, store, fed.name, fed.classes, _at_next_start)
+    return Unlearning(store, outbox, SynthCache(home / WORK / "synth"))
 
 
 def verify_unlearning(
