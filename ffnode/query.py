@@ -86,13 +86,17 @@ class ExpertPool:
         random init would draw on torch's global generator beside a training thread)."""
         voters = candidates(self.store)
         with self._lock:
+            fits = {}
             for m in voters:
-                if m.id not in self._models and m.id not in self._fits:
-                    try:
-                        self._check(m)
-                        self._fits[m.id] = True
-                    except ValueError:  # logged once, when a query loads it
-                        self._fits[m.id] = False
+                if m.id not in self._models:
+                    fits[m.id] = self._fits.get(m.id)
+                    if fits[m.id] is None:
+                        try:
+                            self._check(m)
+                            fits[m.id] = True
+                        except ValueError:  # logged once, when a query loads it
+                            fits[m.id] = False
+            self._fits = fits
             return [m for m in voters if (self._models[m.id] is not None if m.id in self._models else self._fits[m.id])]
 
     def _check(self, m: Manifest) -> None:
