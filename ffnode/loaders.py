@@ -23,8 +23,10 @@ from ffnode.artifacts.codec import WireError, canonical_bytes, decode
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.config import LimitsConfig
-from ffnode.expert.resnet import ExpertConfig, build_expert, expert_from_weights
-from ffnode.factory.model import FactoryConfig, build_unet
+from ffnode.expert.config import ExpertConfig
+from ffnode.expert.resnet import build_expert, expert_from_weights
+from ffnode.factory.config import FactoryConfig
+from ffnode.factory.model import build_unet
 
 MAX_IMAGE_SIDE = 512  # pixels: the largest image a factory or expert of this version may be made for
 MAX_CHANNELS = 4

@@ -21,8 +21,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ffnode.expert.resnet import ExpertConfig
-from ffnode.factory.model import FactoryConfig
+from ffnode.expert.config import ExpertConfig
+from ffnode.factory.config import FactoryConfig
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ffnode.factory.model import FactoryConfig
+from ffnode.factory.config import FactoryConfig
 from ffnode.factory.sample import sample_factory
 
 

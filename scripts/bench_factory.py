@@ -50,9 +50,11 @@ from rich.table import Table
 
 from ffnode.data.sources import NAMED_FILES, ImageSet, data_dir, load_dataset
 from ffnode.device import bf16_pays, pick_device
-from ffnode.expert.resnet import ExpertConfig, expert_from_weights
+from ffnode.expert.config import ExpertConfig
+from ffnode.expert.resnet import expert_from_weights
 from ffnode.expert.train import train_expert
-from ffnode.factory.model import FactoryConfig, build_unet
+from ffnode.factory.config import FactoryConfig
+from ffnode.factory.model import build_unet
 from ffnode.factory.objective import Objective
 from ffnode.factory.sample import sample_factory
 from ffnode.factory.train import images_to_tensor, noisy_batch, train_factory

@@ -24,8 +24,9 @@ from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
 
 from ffnode.data import load_dataset
-from ffnode.expert import expert_from_weights, train_expert
-from ffnode.factory import train_factory
+from ffnode.expert.resnet import expert_from_weights
+from ffnode.expert.train import train_expert
+from ffnode.factory.train import train_factory
 from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
 from ffnode.synth import synthesize

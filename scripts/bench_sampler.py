@@ -24,7 +24,7 @@ from rich.table import Table
 
 from ffnode.artifacts.store import Store
 from ffnode.config import Config
-from ffnode.factory.model import FactoryConfig
+from ffnode.factory.config import FactoryConfig
 from ffnode.factory.sample import sample_factory
 from ffnode.loaders import load_factory
 

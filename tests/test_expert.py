@@ -11,7 +11,9 @@ from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
 
 from ffnode.data import load_dataset
-from ffnode.expert import ExpertConfig, build_expert, expert_from_weights, expert_log_probs, train_expert
+from ffnode.expert.config import ExpertConfig
+from ffnode.expert.resnet import build_expert, expert_from_weights
+from ffnode.expert.train import expert_log_probs, train_expert
 from ffnode.profiles import PROFILES, fit_warning, profile_for
 from harness.metrics import accuracy, macro_auroc, spread
 

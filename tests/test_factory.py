@@ -11,9 +11,10 @@ import torch
 from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
 
-from ffnode.factory import FactoryConfig, build_unet, sample_factory, train_factory
-from ffnode.factory.model import SAMPLERS, build_sample_scheduler
-from ffnode.factory.train import CHECKPOINT_NAME
+from ffnode.factory.config import SAMPLERS, FactoryConfig
+from ffnode.factory.model import build_sample_scheduler, build_unet
+from ffnode.factory.sample import sample_factory
+from ffnode.factory.train import CHECKPOINT_NAME, train_factory
 from ffnode.profiles import PROFILES, profile_for
 from ffnode.synth import synthesize
 

@@ -18,7 +18,7 @@ from ffnode.config import PrivacyConfig
 from ffnode.daemon import control
 from ffnode.daemon.build import factory_split
 from ffnode.data.sources import ImageSet, load_dataset
-from ffnode.factory.model import FactoryConfig
+from ffnode.factory.config import FactoryConfig
 from ffnode.factory.train import train_factory
 from ffnode.privacy.audit import AuditSettings, audit_factory, holdout_split
 from ffnode.privacy.picture import closest_pairs

@@ -56,7 +56,7 @@ def _fail(exc: BaseException) -> NoReturn:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns a `typer.Exit`'s code here instead of exiting
     except _user_errors() as exc:
         _fail(exc)
     except ExceptionGroup as group:  # a daemon task failed, e.g. its network thread died: show its cause
@@ -68,8 +68,6 @@ def main() -> None:
         _fail(user)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except Exception as exc:  # click's own usage errors
         import click
 
@@ -77,3 +75,4 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code or 0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,7 @@ def status(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
     else:
         _print_running(home, s)
     if not s["running"]:
-        sys.exit(NOT_RUNNING)  # not typer.Exit: `ffnode.cli.main` runs the app with standalone_mode=False
+        raise typer.Exit(NOT_RUNNING)
 
 
 def _print_running(home: Path, s: dict) -> None:

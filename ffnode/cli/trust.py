@@ -19,9 +19,11 @@ from ffnode.identity import load_identity, public_key_from_peer_id
 def _apply(home: Path, config: Config, what: str, as_json: bool) -> None:
     config.validate(home / "config.toml")
     config.save(home)
-    running = (home / control.SOCKET_FILE).exists()
-    if running:
+    try:
         control.call(home, "reload_trust")
+        running = True
+    except control.NotRunning:  # stopped (or killed): the node reads the config when it starts
+        running = False
     fed = config.federation
     if as_json:
         emit_json({"denied_publishers": fed.denied_publishers, "quarantined": fed.quarantined, "applied": running})

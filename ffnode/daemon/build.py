@@ -34,9 +34,9 @@ from ffnode.artifacts.store import Store, atomic_write
 from ffnode.config import Config, ConfigError, PrivacyConfig
 from ffnode.daemon.progress import Progress, ticker
 from ffnode.data.sources import ImageSet
-from ffnode.expert.resnet import ExpertConfig
+from ffnode.expert.config import ExpertConfig
 from ffnode.expert.train import train_expert
-from ffnode.factory.model import FactoryConfig
+from ffnode.factory.config import FactoryConfig
 from ffnode.factory.train import load_snapshot, train_factory
 from ffnode.loaders import LoadError, load_factory
 from ffnode.privacy.audit import AuditError, AuditSettings, audit_factory, holdout_split

@@ -8,40 +8,11 @@ image without knowing any preprocessing convention.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ffnode.plainconfig import from_plain, to_plain
-
-
-@dataclass(frozen=True)
-class ExpertConfig:
-    # model
-    width: int = 16  # channels of the first stage; each later stage doubles it
-    blocks: tuple[int, ...] = (1, 1)  # residual blocks per stage; stages after the first halve the size
-    # training: small batches, because a site's set is small and steps matter more than batch size
-    # (digits, real data: batch 32 x 4 epochs 0.98 accuracy, batch 128 x 4 epochs 0.86)
-    epochs: int = 8
-    max_images: int = 0  # images seen in all, epochs x training set, at most (fewer epochs, never under one); 0: no cap
-    batch_size: int = 32
-    lr: float = 0.05  # SGD with Nesterov momentum; peak lr after a one-epoch warmup, cosine to zero
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1  # softens over-confident experts, whose log-probs PoE adds up
-    shift: int = 1  # random translation by up to this many pixels (reflect-padded), the cheapest augmentation
-    hflip: bool = False  # random horizontal flips: right for cells and photos, wrong for digits
-    bf16: bool = False  # off by default: fp32 keeps retraining bitwise repeatable across torch builds
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ExpertConfig:
-        return from_plain(cls, d)
+from ffnode.expert.config import ExpertConfig
 
 
 class BasicBlock(nn.Module):

@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ffnode.device import autocast, pick_device
-from ffnode.expert.resnet import ExpertConfig, build_expert
+from ffnode.expert.config import ExpertConfig
+from ffnode.expert.resnet import build_expert
 from ffnode.schedule import warmup_cosine
 
 

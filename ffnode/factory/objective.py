@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler
 
-from ffnode.factory.model import FactoryConfig, build_train_scheduler
+from ffnode.factory.config import FactoryConfig
+from ffnode.factory.model import build_train_scheduler
 
 
 class Objective:

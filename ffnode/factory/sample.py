@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from ffnode.device import autocast, pick_device
-from ffnode.factory.model import FactoryConfig, build_sample_scheduler, build_unet
+from ffnode.factory.config import FactoryConfig
+from ffnode.factory.model import build_sample_scheduler, build_unet
 
 
 def unet_from_weights(weights: dict[str, torch.Tensor], cfg: FactoryConfig, device: torch.device) -> torch.nn.Module:

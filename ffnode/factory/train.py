@@ -27,7 +27,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ffnode.device import autocast, pick_device
-from ffnode.factory.model import FactoryConfig, build_unet
+from ffnode.factory.config import FactoryConfig
+from ffnode.factory.model import build_unet
 from ffnode.factory.objective import Objective
 from ffnode.schedule import warmup_cosine
 

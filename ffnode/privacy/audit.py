@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from ffnode.device import autocast, pick_device
-from ffnode.factory.model import FactoryConfig
+from ffnode.factory.config import FactoryConfig
 from ffnode.factory.objective import Objective
 from ffnode.factory.sample import sample_factory, unet_from_weights
 from ffnode.factory.train import images_to_tensor

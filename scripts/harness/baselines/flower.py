@@ -18,7 +18,7 @@ import torch
 
 import ffnode
 import harness
-from ffnode.expert.resnet import ExpertConfig
+from ffnode.expert.config import ExpertConfig
 from harness.baselines import fedprox
 from harness.baselines.simulate import FLSettings, Split, client_generator, client_update, evaluate, fl_model, summarise
 from harness.baselines.simulate import upload_bytes as model_bytes

@@ -30,7 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ffnode.expert.resnet import ExpertConfig, build_expert
+from ffnode.expert.config import ExpertConfig
+from ffnode.expert.resnet import build_expert
 from ffnode.expert.train import augment
 from ffnode.poe import poe_predict
 from harness.metrics import accuracy, macro_auroc
