@@ -10,6 +10,7 @@ The data path, top to bottom, one module (or package) a step:
     artifacts/   announce: canonical msgpack, signed manifests and revocations, the content-addressed store
     net/         fetch/verify: the libp2p host in its trio thread (relays, hole punching), the blob and sync
                  stream protocols, discovery of the federation's members by signed peer records
+    arch.py      a peer's arch parsed and bounded (its model sized from the config, without torch)
     loaders.py   a verified manifest and its blob -> the factory or expert it describes
     synth.py     synthesise: class-balanced samples from the peers' factories
     expert/      each site's classifier: ResNet and its (bitwise repeatable) training

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ffnode.arch import expert_spec
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.config import check_poe_rule
-from ffnode.loaders import expert_spec, load_expert
+from ffnode.loaders import load_expert
 from ffnode.poe import Priors, covered, poe_predict
 from ffnode.privacy.policy import audit_of
 

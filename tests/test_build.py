@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ffnode.arch import LoadError
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Store
@@ -26,7 +27,6 @@ from ffnode.daemon.build import (
 from ffnode.daemon.progress import Progress, Stopping
 from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.identity import Identity
-from ffnode.loaders import LoadError
 
 CLASSES = ["0", "1", "2"]
 

@@ -212,10 +212,10 @@ def test_profiles_adapt_to_image_shape(shape: tuple[int, int, int]) -> None:
 def test_a_peers_config_is_typed_and_sized_before_anything_is_built() -> None:
     import time
 
+    from ffnode.arch import vet
     from ffnode.artifacts.codec import WireError
     from ffnode.artifacts.manifest import Manifest
     from ffnode.config import LimitsConfig
-    from ffnode.loaders import vet
 
     def manifest(arch: dict) -> Manifest:
         return Manifest("factory", "o", b"", "f", [0], ["a"], arch, "0" * 64, 10, 1, 1)

@@ -22,10 +22,11 @@ def samples(
     """Write a PNG grid of synthetic samples from one factory held by this node."""
     from PIL import Image
 
+    from ffnode.arch import LoadError
     from ffnode.artifacts.store import Store
     from ffnode.config import Config
     from ffnode.factory.sample import sample_factory
-    from ffnode.loaders import LoadError, load_factory
+    from ffnode.loaders import load_factory
 
     config = Config.load(home)
     store = Store(home / "store", federation=config.federation.name)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from safetensors.torch import save as save_safetensors
 
+from ffnode.arch import LoadError
 from ffnode.artifacts.blob import OWNER_KEY
 from ffnode.artifacts.codec import canonical_bytes
 from ffnode.artifacts.manifest import Manifest
@@ -38,7 +39,7 @@ from ffnode.expert.config import ExpertConfig
 from ffnode.expert.train import train_expert
 from ffnode.factory.config import FactoryConfig
 from ffnode.factory.train import load_snapshot, train_factory
-from ffnode.loaders import LoadError, load_factory
+from ffnode.loaders import load_factory
 from ffnode.privacy.audit import AuditError, AuditSettings, audit_factory, holdout_split
 from ffnode.privacy.policy import AuditPolicy, audit_of, refusals
 from ffnode.profiles import Profile, profile_for

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ffnode.arch import LoadError, factory_config
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.config import Config
@@ -27,7 +28,6 @@ from ffnode.daemon.outbox import HasLeft, Outbox
 from ffnode.daemon.progress import Progress, Stopping
 from ffnode.daemon.unlearn import Unlearning
 from ffnode.data.sources import ImageSet
-from ffnode.loaders import LoadError, factory_config
 from ffnode.profiles import Profile
 
 log = logging.getLogger("ffnode.learner")

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ffnode.arch import vet
 from ffnode.artifacts.codec import WireError, describe_classes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
@@ -37,7 +38,6 @@ from ffnode.daemon.outbox import Outbox
 from ffnode.daemon.unlearn import Unlearning, verify_unlearning
 from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.identity import load_identity
-from ffnode.loaders import vet
 from ffnode.net import Handlers, NetError, NetHost, Relaying
 from ffnode.net.discovery import Discovery
 from ffnode.net.sync import (
