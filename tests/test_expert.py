@@ -71,6 +71,16 @@ def test_global_rng_does_not_leak_in(data: tuple[np.ndarray, np.ndarray]) -> Non
     assert save_weights(a) == save_weights(b)
 
 
+def test_loading_an_expert_draws_nothing_from_the_global_rng(data: tuple[np.ndarray, np.ndarray]) -> None:
+    """A query loads experts while a training may run in another thread: the load must leave torch's RNG as is."""
+    weights, _ = train_expert(*data, 3, CFG, seed=1)
+    blob = save_weights(weights)
+    before = torch.random.get_rng_state()
+    model = expert_from_weights(load_weights(blob), CFG, 3, (8, 8, 1))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert save_weights(model.state_dict()) == blob  # and it holds exactly the published weights
+
+
 def test_log_probs_shape_and_normalisation(data: tuple[np.ndarray, np.ndarray]) -> None:
     weights, _ = train_expert(*data, 3, CFG, seed=1)
     model = expert_from_weights(load_weights(save_weights(weights)), CFG, 3, (8, 8, 1))

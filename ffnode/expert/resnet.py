@@ -70,7 +70,12 @@ def build_expert(cfg: ExpertConfig, num_classes: int, image_shape: tuple[int, in
 def expert_from_weights(
     weights: dict[str, torch.Tensor], cfg: ExpertConfig, num_classes: int, image_shape: tuple[int, int, int]
 ) -> nn.Module:
-    """Rebuild a published expert in eval mode (strict load: weights and config must match)."""
-    model = build_expert(cfg, num_classes, image_shape)
-    model.load_state_dict(weights)
+    """Rebuild a published expert in eval mode (strict load: weights and config must match).
+
+    Built on the meta device and given the weights as they are: no initialisation, so no draw from torch's
+    global RNG, which a training in another thread of the process may be using (an expert loaded for a query
+    mid-training would otherwise change that training's weights, and the unlearning proof with them)."""
+    with torch.device("meta"):
+        model = build_expert(cfg, num_classes, image_shape)
+    model.load_state_dict(weights, assign=True)
     return model.eval()
