@@ -79,6 +79,9 @@ def test_loading_an_expert_draws_nothing_from_the_global_rng(data: tuple[np.ndar
     model = expert_from_weights(load_weights(blob), CFG, 3, (8, 8, 1))
     assert torch.equal(torch.random.get_rng_state(), before)
     assert save_weights(model.state_dict()) == blob  # and it holds exactly the published weights
+    half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    with pytest.raises(ValueError, match="float16, not torch.float32"):  # a peer's fp16 file: refused, not voting
+        expert_from_weights(half, CFG, 3, (8, 8, 1))
 
 
 def test_log_probs_shape_and_normalisation(data: tuple[np.ndarray, np.ndarray]) -> None:

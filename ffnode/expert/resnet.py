@@ -77,5 +77,9 @@ def expert_from_weights(
     mid-training would otherwise change that training's weights, and the unlearning proof with them)."""
     with torch.device("meta"):
         model = build_expert(cfg, num_classes, image_shape)
-    model.load_state_dict(weights, assign=True)
+    expected = model.state_dict()
+    for name, tensor in weights.items():  # assign keeps a tensor's dtype: a peer's fp16 file would break queries
+        if name in expected and tensor.dtype != expected[name].dtype:
+            raise ValueError(f"tensor {name!r} is {tensor.dtype}, not {expected[name].dtype}")
+    model.load_state_dict(weights, assign=True)  # strict: every name, every shape
     return model.eval()
