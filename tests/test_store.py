@@ -269,3 +269,19 @@ def test_a_peers_factory_without_a_passing_audit_is_refused_held_but_never_used(
     assert [m.id for m in store.live()] == [own.id]  # its blob is held, yet it is not used (nor ever fetched)
     store.set_trust(Trust(me=ALICE.peer_id))  # an operator who no longer requires audits
     assert store.entry(theirs.id).state == "live"
+
+
+def test_manifests_of_another_class_list_or_federation_are_set_aside_at_load(tmp_path: Path) -> None:
+    """The operator reordered the classes (or renamed the federation) after the store filled: what was accepted
+    under the old identity is never used or served under the new one, and the node says so."""
+    store = Store(tmp_path, federation="f", classes=["a", "b"], repair=True)
+    m = store.add(manifest(weights(b"x"), 1).seal(ALICE))
+    assert m is not None and store.knows(manifest(weights(b"x"), 1).seal(ALICE))
+    reader = Store(tmp_path, federation="f", classes=["b", "a"])  # the CLI: looks, moves nothing
+    assert reader.entries() == []
+    assert "['a', 'b'] (2 classes) is not this federation's ['b', 'a']" in reader.damaged[0]
+    assert Store(tmp_path, federation="g", classes=["a", "b"]).entries() == []
+    node = Store(tmp_path, federation="f", classes=["b", "a"], repair=True)  # the node: into quarantine/, logged
+    assert node.entries() == [] and node.inventory() == ([], [])
+    assert not (tmp_path / "manifests" / f"{m.id}.msgpack").exists()
+    assert any(p.name.startswith("manifests-") for p in (tmp_path / "quarantine").iterdir())

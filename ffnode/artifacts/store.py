@@ -217,6 +217,7 @@ class Store:
                     msg = opener(data)
                     if path.name != f"{msg.id}.msgpack":
                         raise WireError(f"it holds {msg.id[:12]}, not what its name says")
+                    self._check_federation(msg)  # the config changed under it: kept aside, never used or served
                 except (WireError, OSError) as exc:
                     self._damaged(path, str(exc), repair)
                     continue
@@ -260,13 +261,7 @@ class Store:
         validator, on the network thread) the checks that need the lock are skipped while someone holds
         it: the message is checked in full when it is stored."""
         msg = open_announcement(data)
-        if msg.federation != self.federation:
-            raise WireError(f"federation {msg.federation!r} is not this node's ({self.federation!r})")
-        if isinstance(msg, Manifest) and self.classes is not None and msg.class_list != self.classes:
-            raise WireError(
-                f"its class list {describe_classes(msg.class_list)} is not this federation's "
-                f"{describe_classes(self.classes)}: the same label would mean another class"
-            )
+        self._check_federation(msg)
         if isinstance(msg, Manifest) and self.vet is not None:
             self.vet(msg)
         if not self._lock.acquire(blocking=wait):
@@ -282,6 +277,16 @@ class Store:
         finally:
             self._lock.release()
         return msg
+
+    def _check_federation(self, msg: Manifest | Revocation) -> None:
+        """WireError unless the message is of this federation: its name, and a manifest's class list."""
+        if msg.federation != self.federation:
+            raise WireError(f"federation {msg.federation[:64]!r} is not this node's ({self.federation!r})")
+        if isinstance(msg, Manifest) and self.classes is not None and msg.class_list != self.classes:
+            raise WireError(
+                f"its class list {describe_classes(msg.class_list)} is not this federation's "
+                f"{describe_classes(self.classes)}: the same label would mean another class"
+            )
 
     def _tombstone(self, m: Manifest) -> Revocation | None:
         return next((r for r in self._revoked.get(m.id, ()) if r.owner == m.owner), None)

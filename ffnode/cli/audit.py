@@ -115,7 +115,9 @@ def audit(
     from ffnode.privacy.policy import AuditPolicy
 
     config, me = Config.load(home), load_identity(home).peer_id
-    store = Store(home / "store", federation=config.federation.name, trust=trust_of(config, me))
+    store = Store(
+        home / "store", federation=config.federation.name, classes=config.federation.classes, trust=trust_of(config, me)
+    )
     policy = AuditPolicy.of(config.privacy)
     rows = _own_rows(home, config, store, me, policy) + _peer_rows(config, store, me, policy)
     if factory:

@@ -113,7 +113,9 @@ def stopped_status(home: Path, state: str) -> dict[str, Any]:
 
     config, me = Config.load(home), load_identity(home).peer_id
     classes = config.federation.classes
-    store = Store(home / "store", federation=config.federation.name, trust=trust_of(config, me))
+    store = Store(
+        home / "store", federation=config.federation.name, classes=config.federation.classes, trust=trust_of(config, me)
+    )
     counts: dict[str, int] = {}
     for e in store.entries():
         counts[f"{e.manifest.kind}_{e.state}"] = counts.get(f"{e.manifest.kind}_{e.state}", 0) + 1
@@ -193,7 +195,7 @@ def artifacts(
     blob's hash is checked (skip with --no-verify). Damaged store files are skipped and named on stderr."""
     config = Config.load(home)
     trust = trust_of(config, load_identity(home).peer_id)
-    store = Store(home / "store", federation=config.federation.name, trust=trust)
+    store = Store(home / "store", federation=config.federation.name, classes=config.federation.classes, trust=trust)
     for damaged in store.damaged:
         err.print(f"[yellow]damaged store file skipped[/]: {damaged}")
     columns = ["id", "kind", "owner", "classes", "size", "state", "verified"]

@@ -62,7 +62,9 @@ def _from_store(home: Path, config: Config, batch: np.ndarray, shape: tuple[int,
     from ffnode.query import CannotAnswer, ExpertPool, NoExperts
 
     me = load_identity(home).peer_id
-    store = Store(home / "store", federation=config.federation.name, trust=trust_of(config, me))
+    store = Store(
+        home / "store", federation=config.federation.name, classes=config.federation.classes, trust=trust_of(config, me)
+    )
     pool = ExpertPool(store, len(config.federation.classes), shape)
     try:
         return pool.query(batch, config.federation.classes, rule)

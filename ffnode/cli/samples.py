@@ -29,7 +29,7 @@ def samples(
     from ffnode.loaders import load_factory
 
     config = Config.load(home)
-    store = Store(home / "store", federation=config.federation.name)
+    store = Store(home / "store", federation=config.federation.name, classes=config.federation.classes)
     m = store.get(store.resolve(factory))
     if m is None or m.kind != "factory":
         abort(f"{factory} is not a factory: pick a factory ID from `ffnode artifacts --home {home}`")

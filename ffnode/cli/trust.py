@@ -75,7 +75,9 @@ def quarantine(
 
     config = Config.load(home)
     try:
-        aid = Store(home / "store", federation=config.federation.name).resolve(artifact)
+        aid = Store(home / "store", federation=config.federation.name, classes=config.federation.classes).resolve(
+            artifact
+        )
     except KeyError as exc:
         abort(f"{exc.args[0]}: pick an ID from `ffnode artifacts --home {home}`")
     done = "released from quarantine" if undo else "quarantined"
