@@ -7,7 +7,8 @@ import hashlib
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from ffnode.artifacts.manifest import Manifest
+from ffnode.daemon import control
 from ffnode.daemon.build import weights_to_bytes
 from ffnode.data.sources import load_dataset, save_npz
 from ffnode.identity import Identity
 from ffnode.net import Handlers, NetHost
-from harness.localnet import init_home, wait_for
+from harness.localnet import Daemons, init_home, status, wait_for
 
 CLASSES = ["0", "1", "2"]
 
@@ -48,6 +50,38 @@ def chained_federation(root: Path) -> tuple[list[Path], list[str]]:
             init_home(home, port=free_port(), data=data, classes=CLASSES, bootstrap=addrs[-1:], profile="tiny", seed=i)
         )
     return homes, addrs
+
+
+@contextmanager
+def ready_chain(root: Path, timeout: float = 180.0) -> Iterator[tuple[list[Path], list[str], Daemons]]:
+    """The chained federation of `chained_federation`, started, every site ready with the 3 sites' experts live."""
+    homes, addrs = chained_federation(root)
+    with Daemons() as daemons:
+        for home in homes:
+            daemons.start(home)
+        wait_for(
+            lambda: all(
+                (s := status(h)) and s["phase"] == "ready" and s["artifacts"].get("expert_live") == 3 for h in homes
+            ),
+            timeout=timeout,
+            what="3 nodes ready",
+            daemons=daemons,
+        )
+        yield homes, addrs, daemons
+
+
+def rows(home: Path) -> dict[str, dict]:
+    """The running node's artifacts by ID."""
+    return {r["id"]: r for r in control.call(home, "artifacts")}
+
+
+def retrained_without(home: Path, artifact: str, old_expert: str) -> bool:
+    """The node is ready with a new expert, `artifact` is revoked there and not in that expert's lineage."""
+    s = status(home)
+    if not s or s["phase"] != "ready" or s["current_expert"] == old_expert:
+        return False
+    r = rows(home)
+    return r[artifact]["state"] == "revoked" and artifact not in r[s["current_expert"]]["lineage"]
 
 
 async def wait_for_log(home: Path, needle: str, what: str) -> None:

@@ -15,6 +15,7 @@ from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.poe import Priors, covered, poe_combine
 from ffnode.query import CannotAnswer, ExpertPool, coverage
+from tests.test_poe import Fixed
 
 CLASSES = ["a", "b", "c"]
 
@@ -26,17 +27,6 @@ def expert(owner: str, real: list[int], total: list[int]) -> Manifest:
         arch={}, blob="0" * 64, size=1, created=0, seq=1,
         meta={"real_counts": real, "label_counts": total, "n_real": sum(real), "n_train": sum(total)},
     )  # fmt: skip
-
-
-class Fixed(nn.Module):
-    """An 'expert' answering fixed logits."""
-
-    def __init__(self, logits: list[float]) -> None:
-        super().__init__()
-        self.logits = nn.Parameter(torch.tensor(logits))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits.expand(len(images), -1)
 
 
 def pool_of(tmp_path: Path, experts: list[tuple[Manifest, nn.Module]]) -> ExpertPool:

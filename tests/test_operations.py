@@ -17,7 +17,7 @@ import pytest
 
 from ffnode.daemon import control
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
-from tests.daemons import CLASSES, chained_federation, class_file, free_port
+from tests.daemons import CLASSES, class_file, free_port, ready_chain, retrained_without, rows
 
 TIMEOUT = 180.0
 
@@ -79,23 +79,8 @@ def test_a_long_table_cell_is_neither_cut_nor_folded_when_piped() -> None:
 # -- revoke and leave ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Path], Daemons]]:
-    homes, _ = chained_federation(tmp_path_factory.mktemp("ops"))
-    with Daemons() as daemons:
-        for home in homes:
-            daemons.start(home)
-        wait_for(
-            lambda: all(
-                (s := status(h)) and s["phase"] == "ready" and s["artifacts"].get("expert_live") == 3 for h in homes
-            ),
-            timeout=TIMEOUT,
-            what="3 nodes ready",
-            daemons=daemons,
-        )
+    with ready_chain(tmp_path_factory.mktemp("ops"), TIMEOUT) as (homes, _, daemons):
         yield homes, daemons
-
-
-def rows(home: Path) -> dict[str, dict]:
-    return {r["id"]: r for r in control.call(home, "artifacts")}
 
 
 def cli(*words: str) -> subprocess.CompletedProcess[str]:
@@ -127,11 +112,7 @@ def test_revoke_on_a_stopped_node_is_applied_and_reaches_its_peers_when_it_start
     daemons.start(a)
 
     def unlearned(home: Path) -> bool:
-        s = status(home)
-        if not s or s["phase"] != "ready" or s["current_expert"] == old_experts[home]:
-            return False
-        r = rows(home)
-        return r[victim["id"]]["state"] == "revoked" and victim["id"] not in r[s["current_expert"]]["lineage"]
+        return retrained_without(home, victim["id"], old_experts[home])
 
     wait_for(
         lambda: unlearned(b) and unlearned(c), timeout=TIMEOUT, what="B and C to drop A's factory", daemons=daemons

@@ -475,6 +475,29 @@ def test_vectors_are_up_to_date() -> None:
     assert not stale, f"rerun `python protocol/make_vectors.py`: {stale} differ"
 
 
+def test_the_largest_expert_manifest_fits_an_envelope() -> None:
+    """Every bound at once: the longest class list, a label index and two label counts per class, the longest
+    lineage. A federation the config accepts can always publish its experts."""
+    n = codec.MAX_CLASS_LIST
+    name_bytes = (codec.MAX_CLASS_LIST_BYTES - 3) // n - 1  # each name's str header is one byte
+    names = [f"{i:03d}".ljust(name_bytes, "x") for i in range(n)]
+    assert len(canonical_bytes(names)) <= codec.MAX_CLASS_LIST_BYTES
+    owner = Identity(b"\x33" * 32)
+    counts = [10**8] * n
+    m = Manifest(
+        "expert", owner.peer_id, owner.public_key, "federation", list(range(n)), names,
+        {"expert": {"width": 1024, "blocks": [16] * 8}, "num_classes": n, "image_shape": [512, 512, 4]},
+        "0" * 64, 2**32, 2**62, 2**62, ["f" * 64] * MAX_LINEAGE, 2**62,
+        {"real_counts": counts, "label_counts": counts, "n_real": 10**10, "n_train": 10**10, "seconds": 1.5},
+    )  # fmt: skip
+    assert len(m.seal(owner)) <= codec.MAX_ENVELOPE_BYTES
+
+
+def test_a_class_name_that_is_not_utf8_is_refused_by_name() -> None:
+    with pytest.raises(WireError, match="not valid UTF-8"):
+        codec.check_class_list(["ok", "\udc80"])
+
+
 def test_readme_limits_are_the_code_constants() -> None:
     """The limits table of protocol/README.md ("Parameters and limits") states ffnode's constants."""
     table = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,30 +16,15 @@ from ffnode.artifacts.revocation import Revocation
 from ffnode.daemon import control
 from ffnode.identity import Identity
 from harness.localnet import Daemons, ffnode_cmd, status, wait_for
-from tests.daemons import Peer, chained_federation, wait_for_log
+from tests.daemons import Peer, ready_chain, retrained_without, rows, wait_for_log
 
 TIMEOUT = 180.0
 
 
 @pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[str], Daemons]:
-    homes, addrs = chained_federation(tmp_path_factory.mktemp("unlearn"))
-    with Daemons() as daemons:
-        for home in homes:
-            daemons.start(home)
-        wait_for(
-            lambda: all(
-                (s := status(h)) and s["phase"] == "ready" and s["artifacts"].get("expert_live") == 3 for h in homes
-            ),
-            timeout=TIMEOUT,
-            what="3 nodes ready",
-            daemons=daemons,
-        )
-        yield homes, addrs, daemons
-
-
-def rows(home: Path) -> dict[str, dict]:
-    return {r["id"]: r for r in control.call(home, "artifacts")}
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Path], list[str], Daemons]]:
+    with ready_chain(tmp_path_factory.mktemp("unlearn"), TIMEOUT) as federation:
+        yield federation
 
 
 def own_factory(home: Path) -> dict:
@@ -88,11 +74,7 @@ def test_revocation_cascades_exactly_and_offline_node_catches_up(fed: tuple[list
     assert json.loads(out.stdout)["ids"] == [victim["id"]]
 
     def unlearned(home: Path) -> bool:
-        s = status(home)
-        if not s or s["phase"] != "ready" or s["current_expert"] == old_experts[home]:
-            return False
-        r = rows(home)
-        return r[victim["id"]]["state"] == "revoked" and victim["id"] not in r[s["current_expert"]]["lineage"]
+        return retrained_without(home, victim["id"], old_experts[home])
 
     wait_for(lambda: unlearned(b), timeout=TIMEOUT, what="B to drop the factory and retrain", daemons=daemons)
     daemons.start(c)

@@ -137,9 +137,11 @@ def is_hex_id(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-MAX_CLASS_LIST = 1024  # classes in a federation
+MAX_CLASS_LIST = 256  # classes in a federation
 MAX_CLASS_NAME_BYTES = 64  # UTF-8 bytes of one class name
-MAX_CLASS_LIST_BYTES = 8192  # the list's canonical msgpack: a manifest still fits its envelope beside its lineage
+# the list's canonical msgpack: an expert's manifest still fits its envelope with the longest lineage (53 KB) and
+# its label counts (2 x 256 ints)
+MAX_CLASS_LIST_BYTES = 4096
 
 
 def check_class_list(value: Any) -> list[str]:
@@ -149,7 +151,11 @@ def check_class_list(value: Any) -> list[str]:
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_CLASS_LIST:
         raise WireError(f"class_list must be a list of 1 to {MAX_CLASS_LIST} class names")
     for name in value:
-        if not isinstance(name, str) or not 1 <= len(name.encode("utf-8", "surrogatepass")) <= MAX_CLASS_NAME_BYTES:
+        try:
+            size = len(name.encode("utf-8")) if isinstance(name, str) else 0
+        except UnicodeEncodeError:  # a lone surrogate, e.g. from arguments that were not UTF-8
+            raise WireError(f"class name {name!r} is not valid UTF-8") from None
+        if not 1 <= size <= MAX_CLASS_NAME_BYTES:
             raise WireError(f"each class name must be a string of 1 to {MAX_CLASS_NAME_BYTES} UTF-8 bytes")
     if len(set(value)) != len(value):
         raise WireError("class_list names a class twice")

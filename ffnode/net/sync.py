@@ -26,7 +26,7 @@ MAX_CURSOR = 256  # characters
 MAX_PAGES = 4096  # a client reads at most this many pages of one peer per sync round (4 GiB)
 MAX_PEER_RECORDS = 64  # per peers response
 MAX_PEERS_BYTES = 256 * 1024  # one peers response: 64 records of at most 2 KiB, with room to spare
-MAX_REQUEST_BYTES = 16384  # one request: a class list of at most 8 KiB, with room to spare
+MAX_REQUEST_BYTES = 8192  # one request: a class list of at most 4 KiB, with room to spare
 _LIST_OVERHEAD = 5  # msgpack bin 32 header of one item
 
 
