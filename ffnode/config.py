@@ -59,6 +59,7 @@ class FederationConfig:
 class DataConfig:
     spec: str = "digits"  # digits | bloodmnist | retinamnist | cifar10 | PATH.npz | image-folder PATH
     split: str = "train"
+    bit_depth: int = 0  # 16-bit files are read at this depth (ffnode init writes what it found); 0: each folder's own
 
 
 @dataclass
@@ -168,8 +169,8 @@ class Config:
             check_class_list(self.federation.classes)
         except WireError as exc:
             raise ConfigError(f"{where}: federation.classes: {exc}") from None
-        if not self.federation.name or "/" in self.federation.name:
-            raise ConfigError(f"{where}: federation.name must be a non-empty name without '/'")
+        if not 0 < len(self.federation.name) <= 64 or "/" in self.federation.name:
+            raise ConfigError(f"{where}: federation.name must be a name of 1 to 64 characters without '/'")
         for addr in self.network.listen + self.network.bootstrap + self.network.relays:
             if not addr.startswith("/"):
                 raise ConfigError(f"{where}: {addr!r} is not a multiaddr (like /ip4/127.0.0.1/tcp/4747)")

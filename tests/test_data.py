@@ -161,6 +161,31 @@ def test_12_bit_data_in_16_bit_files_is_scaled_by_its_range(tmp_path: Path) -> N
     assert load_image_file(tmp_path / "a" / "x.png", (16, 16, 3)).shape == (16, 16, 3)
 
 
+def test_a_query_is_read_at_the_training_datas_bit_depth(tmp_path: Path) -> None:
+    """A dark 16-bit query (largest value 3,000) from full-range 16-bit training data: read as the training data
+    was (3,000 / 257 = 12), not stretched by its own 12-bit range (187, 16x brighter)."""
+    _png16(tmp_path / "train" / "a" / "x.png", np.full((8, 8), 65535))
+    _png16(tmp_path / "train" / "b" / "y.png", np.full((8, 8), 3000))
+    data = load_dataset(str(tmp_path / "train"))
+    assert data.bit_depth == 16 and data.images[1, 0, 0, 0] == 12
+    _png16(tmp_path / "query.png", np.full((8, 8), 3000))
+    assert load_image_file(tmp_path / "query.png", (8, 8, 1), data.bit_depth)[0, 0, 0] == 12
+    assert load_image_file(tmp_path / "query.png", (8, 8, 1))[0, 0, 0] == 187  # its own range: what init prevents
+    with pytest.raises(DataError, match="beyond the 12-bit range"):  # brighter than the training data can be
+        load_image_file(tmp_path / "train" / "a" / "x.png", (8, 8, 1), 12)
+    assert load_dataset(str(tmp_path / "train"), bit_depth=16).bit_depth == 16
+
+
+def test_resizing_keeps_a_folders_bit_depth(tmp_path: Path) -> None:
+    """Lanczos overshoots at a sharp edge: a 12-bit folder must not be read as 14-bit (4x darker) once resized."""
+    edge = np.zeros((16, 16), np.uint16)
+    edge[:, 8:] = 4095
+    _png16(tmp_path / "a" / "x.png", edge)
+    _png16(tmp_path / "b" / "y.png", edge.T)
+    data = load_dataset(str(tmp_path), size=(6, 6))
+    assert data.bit_depth == 12 and data.images.max() == 255
+
+
 def test_other_modes_are_read_as_meant(tmp_path: Path) -> None:
     gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
     files = {

@@ -155,7 +155,8 @@ def _draw(home: Path, config: Any, row: dict, path: Path) -> None:
     if path.resolve().is_relative_to((home / "store").resolve()):
         abort(f"{path} is inside the node's store: the picture holds real images; write it somewhere else")
     label, step = config.federation.classes.index(row["class"]), row["step"]
-    data = load_dataset(config.data.spec, split=config.data.split, classes=config.federation.classes)
+    cfg = config.data
+    data = load_dataset(cfg.spec, split=cfg.split, classes=config.federation.classes, bit_depth=cfg.bit_depth)
     cfg = site_profile(config, data.image_shape).factory
     train, _held = factory_split(data, label, config.learning.seed, config.privacy)
     work = home / "work" / f"factory-{label}"

@@ -84,6 +84,7 @@ def init(
     config.federation.image_shape = "x".join(str(x) for x in local.image_shape)
     config.federation.allowed_publishers = list(allow)
     config.data.spec, config.data.split = spec, split
+    config.data.bit_depth = local.bit_depth if local.bit_depth > 8 else 0  # queries are read at the same depth
     config.learning.profile, config.learning.seed, config.learning.threads = chosen, seed, threads
     config.validate("--options")
     home.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ def query(
     except ValueError as exc:
         abort(str(exc))
     shape = image_shape(config)
-    batch = np.stack([load_image_file(p, shape) for p in images])  # DataError names the bad file
+    batch = np.stack([load_image_file(p, shape, config.data.bit_depth) for p in images])  # DataError names the file
     try:
         result = control.call(home, "query", control.encode_images(batch) | {"rule": rule}, timeout=300)
         result["answered_by"] = "node"

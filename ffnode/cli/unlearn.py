@@ -15,6 +15,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from ffnode.cli.init import RESIZED_DATA
 from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err, table
 from ffnode.config import Config
 from ffnode.daemon import control
@@ -115,9 +116,11 @@ def leave(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
     err.print(f"deleted {len(result['deleted'])} file(s) and folder(s) derived from the site's data under {work}")
     if remaining:
         err.print(f"[yellow]still there, delete them by hand:[/] {escape(' '.join(str(home / p) for p in remaining))}")
+    copy = " (a resized copy `ffnode init --resize` made of the site's images: delete it once no node needs it)"
+    made = copy if Path(data).resolve() == (home / RESIZED_DATA).resolve() else ""
     err.print(
-        f"not touched: the site's own data ({escape(data)}); the store keeps the revoked factories' signed manifests "
-        "(no weights, no images): peers need them to refuse those factories"
+        f"not touched: the site's data ({escape(data)}){made}; the store keeps the revoked factories' signed "
+        "manifests (no weights, no images): peers need them to refuse those factories"
     )
 
 

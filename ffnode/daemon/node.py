@@ -215,7 +215,7 @@ class Node:
     def _load_data(self) -> ImageSet:
         """Load and check the local data; bad data fails here, before the node starts anything else."""
         cfg, classes = self.config.data, self.config.federation.classes
-        data = load_dataset(cfg.spec, split=cfg.split, classes=classes)
+        data = load_dataset(cfg.spec, split=cfg.split, classes=classes, bit_depth=cfg.bit_depth)
         names = [classes[c] for c in sorted(set(data.labels.tolist()))]
         log.info("local data %s: %d images of classes %s", cfg.spec, len(data.labels), names)
         return data
@@ -396,15 +396,16 @@ class Node:
         logged there)."""
         kind, federation, class_list, cursor = parse_request(body)
         fed = self.config.federation
-        if federation != fed.name:
-            raise WireError(f"{kind} for federation {federation!r} from {peer}")
+        if federation != fed.name:  # counted and logged within the peer's budget; the stream is reset
+            self._reject(peer, f"its {kind} is for federation {federation[:64]!r}, not {fed.name!r}")
+            raise WireError(f"{kind} refused: another federation")
         if class_list != fed.classes:  # the same federation name, another class list: a label would mean another class
-            reason = (
+            self._reject(
+                peer,
                 f"its {kind} names federation {federation!r} with classes {describe_classes(class_list)}, "
-                f"but this federation's are {describe_classes(fed.classes)}: not served (check federation.classes)"
+                f"but this federation's are {describe_classes(fed.classes)}: not served (check federation.classes)",
             )
-            self._reject(peer, reason)
-            raise WireError(reason)
+            raise WireError(f"{kind} refused: another class list")
         if kind == "peers_req":
             reply = peers_response(self.discovery.answer())
         else:

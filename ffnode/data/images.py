@@ -12,12 +12,13 @@ from PIL import Image, UnidentifiedImageError
 from ffnode.data.sources import DEEP_MODES, DataError, read_image
 
 
-def load_image_file(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+def load_image_file(path: Path, shape: tuple[int, int, int], bit_depth: int = 0) -> np.ndarray:
     """Return the image at `path` as (H, W, C) uint8.
 
-    The color mode is converted to C channels (1: grayscale, 3: RGB), 16-bit grayscale scaled by its bit depth
-    as `ffnode.data.sources` reads a folder, but a wrong size is an error, never a silent resize: a resized query
-    is a different input than the one the user meant to classify.
+    The color mode is converted to C channels (1: grayscale, 3: RGB), 16-bit grayscale scaled from `bit_depth`
+    (the training data's: data.bit_depth), else from its own, as `ffnode.data.sources` reads a folder; but a wrong
+    size is an error, never a silent resize: a resized query is a different input than the one the user meant to
+    classify.
     """
     h, w, c = shape
     if c not in (1, 3):
@@ -29,7 +30,7 @@ def load_image_file(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
             if not deep:
                 array = np.asarray(im.convert("L" if c == 1 else "RGB"), dtype=np.uint8)
         if deep:  # 16-bit, 32-bit or float grayscale: scaled to 0..255 by its bit depth, never clipped
-            array = read_image(path)
+            array = read_image(path, bit_depth)
             array = np.repeat(array, 3, axis=2) if c == 3 else array
     except FileNotFoundError as e:
         raise DataError(f"image file {path} does not exist: check the path") from e

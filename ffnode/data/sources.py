@@ -76,6 +76,7 @@ class ImageSet:
     classes: tuple[str, ...]  # the federation's class names, in label order
     notes: tuple[str, ...] = ()  # what loading did to the files (skipped, scaled, resized), one line each
     resized: int = 0  # how many images were resized to the `size` load_dataset was given
+    bit_depth: int = 8  # the depth 16-bit files were read as (8: none was); queries must be read at the same
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -168,12 +169,18 @@ def default_classes(spec: str) -> tuple[str, ...]:
 
 
 def load_dataset(
-    spec: str, *, split: str = "train", classes: Sequence[str] | None = None, size: tuple[int, int] | None = None
+    spec: str,
+    *,
+    split: str = "train",
+    classes: Sequence[str] | None = None,
+    size: tuple[int, int] | None = None,
+    bit_depth: int = 0,
 ) -> ImageSet:
     """Load one split of a dataset spec; with `classes`, labels index that (federation) list instead; with `size`
-    (H, W), every image of another size is resized to it (and `notes` says how many, from which sizes)."""
+    (H, W), every image of another size is resized to it (and `notes` says how many, from which sizes); with
+    `bit_depth`, 16-bit files are read at that depth (the one `ffnode init` found), else at the folder's own."""
     notes: list[str] = []
-    resized = 0
+    resized, depth = 0, 8
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
     if spec == "digits":
@@ -181,7 +188,8 @@ def load_dataset(
     elif spec in NAMED_FILES:
         path = _named_file(spec)
         if spec == "cifar10":
-            images, labels, names, resized = _load_folder(_archive_root(_unpacked_archive(path)), split, size, notes)
+            root = _archive_root(_unpacked_archive(path))
+            images, labels, names, resized, depth = _load_folder(root, split, size, notes, bit_depth)
         else:
             images, labels, _ = _load_npz(path, split)
             names = NAMED_FILES[spec][1]
@@ -193,7 +201,7 @@ def load_dataset(
                 f"and no such file or folder exists: check the spelling or the path"
             )
         if path.is_dir():
-            images, labels, names, resized = _load_folder(path, split, size, notes)
+            images, labels, names, resized, depth = _load_folder(path, split, size, notes, bit_depth)
         elif path.suffix == ".npz":
             images, labels, names = _load_npz(path, split)
         else:
@@ -207,7 +215,12 @@ def load_dataset(
         labels = _remap(labels, names, tuple(classes), spec)
         names = tuple(classes)
     return ImageSet(
-        images=images, labels=labels.astype(np.int64), classes=tuple(names), notes=tuple(notes), resized=resized
+        images=images,
+        labels=labels.astype(np.int64),
+        classes=tuple(names),
+        notes=tuple(notes),
+        resized=resized,
+        bit_depth=depth,
     )
 
 
@@ -278,9 +291,10 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str
 
 
 def _load_folder(
-    root: Path, split: str, size: tuple[int, int] | None, notes: list[str]
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], int]:
-    """(images, labels, class names, how many images were resized to `size`); `notes` gets what was done."""
+    root: Path, split: str, size: tuple[int, int] | None, notes: list[str], bit_depth: int = 0
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], int, int]:
+    """(images, labels, class names, how many images were resized to `size`, the bit depth 16-bit files were read
+    as); `notes` gets what was done."""
     split_dirs = [s for s in SPLITS if (root / s).is_dir()]
     if split_dirs:
         if split not in split_dirs:
@@ -325,13 +339,13 @@ def _load_folder(
     if skipped:
         counts = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
         notes.append(f"skipped {sum(skipped.values())} files in {root}: {counts}")
-    _scale_deep(images, files, notes)
+    depth = _scale_deep(images, files, notes, bit_depth)
     _one_channel_count(images, files, notes)
     if resized:
         notes.append(_resized_note(resized, size))
     _one_size(images, files, root)
     names = tuple(p.name for p in class_dirs)
-    return np.stack(images), np.asarray(labels, dtype=np.int64), names, sum(resized.values())
+    return np.stack(images), np.asarray(labels, dtype=np.int64), names, sum(resized.values()), depth
 
 
 def _files(folder: Path) -> list[Path]:
@@ -399,12 +413,13 @@ def _read_image(path: Path) -> np.ndarray:
 DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # PIL modes of more than 8 bits a channel
 
 
-def read_image(path: Path) -> np.ndarray:
-    """One file on its own (a query image) as (H, W, C) uint8, read by the same rules as a folder's, its 16-bit
-    values scaled by its own bit depth (a folder's images are scaled by the folder's)."""
+def read_image(path: Path, bit_depth: int = 0) -> np.ndarray:
+    """One file on its own (a query image) as (H, W, C) uint8, read by the same rules as a folder's: 16-bit values
+    scaled from `bit_depth` (the federation's training data's, so a pixel means what it meant there), else from
+    the image's own."""
     image = _read_image(path)
     images = [image]
-    _scale_deep(images, [path], [])
+    _scale_deep(images, [path], [], bit_depth)
     return images[0]
 
 
@@ -412,19 +427,27 @@ def _bit_depth(largest: int) -> int:
     return next(bits for bits in BIT_DEPTHS if largest < 2**bits)
 
 
-def _scale_deep(images: list[np.ndarray], files: list[Path], notes: list[str]) -> None:
-    """Scale every uint16 image in place to uint8 by the bit depth of the folder's largest 16-bit value."""
+def _scale_deep(images: list[np.ndarray], files: list[Path], notes: list[str], bit_depth: int = 0) -> int:
+    """Scale every uint16 image in place to uint8 by `bit_depth`, else by the depth of the folder's largest 16-bit
+    value; returns the depth used (8: no 16-bit image). A value beyond a given depth is refused, never clipped."""
     deep = [i for i, image in enumerate(images) if image.dtype == np.uint16]
     if not deep:
-        return
+        return 8
     largest = max(int(images[i].max()) for i in deep)
-    top = 2 ** _bit_depth(largest) - 1
+    depth = bit_depth or _bit_depth(largest)
+    top = 2**depth - 1
+    if largest > top:
+        raise DataError(
+            f"{files[deep[0]]} and others hold values up to {largest:,}, beyond the {depth}-bit range (0..{top:,}) "
+            f"the federation's data was read at (data.bit_depth in config.toml): give images of that depth"
+        )
     for i in deep:
         images[i] = ((images[i].astype(np.uint32) * 255 + top // 2) // top).astype(np.uint8)
     notes.append(
         f"read {len(deep)} 16-bit images (largest value {largest:,}, e.g. {files[deep[0]]}) as "
-        f"{_bit_depth(largest)}-bit: 0..{top:,} scaled to 0..255"
+        f"{depth}-bit: 0..{top:,} scaled to 0..255"
     )
+    return depth
 
 
 def _one_channel_count(images: list[np.ndarray], files: list[Path], notes: list[str]) -> None:
@@ -466,7 +489,8 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
             for c in range(image.shape[2])
         ]
         out = np.stack([np.asarray(ch) for ch in channels], axis=-1)
-        return np.clip(np.round(out), 0, 65535).astype(np.uint16)
+        # Lanczos overshoots at edges: beyond the image's own largest value, the folder would read as deeper
+        return np.clip(np.round(out), 0, int(image.max())).astype(np.uint16)
     pil = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
     out = np.asarray(pil.resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)
     return out[..., None] if out.ndim == 2 else out

@@ -738,7 +738,7 @@ class NetHost:
             log.exception("validate_gossip raised on a message from %s; rejected", origin)
             return False
         if reason is not None:
-            log.warning("rejected gossip from %s (via %s): %s", origin, forwarder, reason)
+            log.warning("rejected gossip from %s (via %s): %s", origin, forwarder, reason[:300])
             return False
         return True
 

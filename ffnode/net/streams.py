@@ -150,7 +150,7 @@ def guard_handler(protocol: str, handler: StreamHandler) -> StreamHandler:
                 peer = peer_of(stream)
             except Exception:  # a half-built stream may lack its connection; the log still helps
                 peer = "?"
-            log.warning("%s stream from %s failed: %r; stream reset", protocol, peer, exc)
+            log.warning("%s stream from %s failed: %s; stream reset", protocol, peer, repr(exc)[:300])
             await reset_quietly(stream)
 
     guarded.ffnode_guarded = True  # type: ignore[attr-defined]
