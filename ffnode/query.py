@@ -251,7 +251,8 @@ def expert_priors(manifests: list[Manifest], num_classes: int) -> Priors | None:
 
 def implausible_counts(store: Store, m: Manifest, num_classes: int) -> str | None:
     """Why an expert's label counts cannot be right, or None. Beyond their own consistency (_label_counts):
-    each class's synthetic count is 0 or the arch's synth_per_class, and the real counts agree with the
+    each class's synthetic count is 0 or the arch's synth_per_class, and only for a class a factory of its lineage
+    makes (so no expert can claim classes it never saw and look like their cover), and the real counts agree with the
     images of every factory the same owner published for a class: n_train, plus the images its audit held out
     of factory training (the expert trains on all of them)."""
     try:
@@ -261,6 +262,9 @@ def implausible_counts(store: Store, m: Manifest, num_classes: int) -> str | Non
     per_class = m.arch.get("synth_per_class")
     if any(t - r not in (0, per_class) for r, t in zip(real, total, strict=True)):
         return f"synthetic counts other than 0 or synth_per_class {per_class!r}"
+    drawn = {c for aid in m.lineage if (f := store.get(aid)) is not None and f.kind == "factory" for c in f.classes}
+    if claimed := [c for c in range(num_classes) if total[c] > real[c] and c not in drawn]:
+        return f"synthetic images of class {claimed[0]}, which no factory of its lineage makes"
     for e in store.entries():
         f = e.manifest
         if f.kind == "factory" and f.owner == m.owner and f.classes[0] < num_classes:

@@ -13,8 +13,9 @@ import torch.nn as nn
 
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
+from ffnode.identity import Identity
 from ffnode.poe import Priors, covered, poe_combine
-from ffnode.query import CannotAnswer, ExpertPool, coverage
+from ffnode.query import CannotAnswer, ExpertPool, coverage, implausible_counts
 from tests.test_poe import Fixed
 
 CLASSES = ["a", "b", "c"]
@@ -76,3 +77,21 @@ def test_experts_of_one_class_refuse_to_answer_and_name_it(tmp_path: Path) -> No
     assert "real images" in report["uncovered_why"]["b"]
     assert coverage(pool.store, [synth_only], CLASSES, "product")["refusal"] is None  # two classes trained on
     assert coverage(pool.store, [], CLASSES, "prior")["refusal"].startswith("no live experts yet")
+
+
+def test_synthetic_counts_only_for_classes_its_lineage_makes(tmp_path: Path) -> None:
+    """A peer's expert claiming synthetic images of a class no factory of its lineage makes would make that class
+    look covered (status, queries) while nothing real stands behind it: its counts are refused."""
+    store = Store(tmp_path / "store", federation="f", classes=CLASSES)
+    site = Identity(b"\x21" * 32)
+    factory = Manifest("factory", site.peer_id, site.public_key, "f", [1], CLASSES, {}, "1" * 64, 1, 1, 1)
+    store.add(factory.seal(site))
+
+    def claiming(total: list[int], lineage: list[str]) -> Manifest:
+        m = expert("E", [100, 0, 0], total)
+        return Manifest(**(m.body() | {"arch": {"synth_per_class": 50}, "lineage": lineage}))
+
+    assert implausible_counts(store, claiming([100, 50, 0], [factory.id]), 3) is None
+    reason = implausible_counts(store, claiming([100, 50, 50], [factory.id]), 3)
+    assert reason == "synthetic images of class 2, which no factory of its lineage makes"
+    assert implausible_counts(store, claiming([100, 50, 0], []), 3) is not None  # nothing cited, nothing drawn

@@ -202,10 +202,16 @@ async def test_one_publisher_cannot_steer_or_break_queries(fed: Fed, tmp_path: P
         (STEERER, weights, expert_arch(), expert_meta(liar)),
         (STEERER, weights, expert_arch(), expert_meta(liar)),  # more experts of one owner: still one vote
     ]
+    # synthetic counts must come from factories of the lineage: the steerer cites A's, which anyone can name
+    factories = {r["classes"][0]: r["id"] for r in control.call(fed.a, "artifacts") if r["kind"] == "factory"}
+    cited = sorted(factories[c] for c in ("1", "2"))
     experts, blobs = [], {}
     for i, (owner, w, arch, meta) in enumerate(plan):
         blob = owned_blob(tmp_path / f"e{i}", w, owner.peer_id)
-        m = signed_manifest(owner, blob, kind="expert", classes=[0, 1, 2], arch=arch, seq=1 + i, meta=meta)
+        lineage = cited if owner is STEERER else []
+        m = signed_manifest(
+            owner, blob, kind="expert", classes=[0, 1, 2], arch=arch, seq=1 + i, meta=meta, lineage=lineage
+        )
         experts.append((owner, m))
         blobs[m.blob] = blob
     peers = []
