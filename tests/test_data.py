@@ -226,9 +226,14 @@ def test_skipped_files_are_counted_and_more_formats_read(tmp_path: Path) -> None
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("not an image")
     _png(tmp_path / "a" / ".thumbs" / "t.png")  # a hidden folder inside a class
+    _png(tmp_path.parent / "elsewhere" / "e.png")
+    (tmp_path / "b" / "p03").symlink_to(tmp_path.parent / "elsewhere")  # a link to a folder: counted, not followed
     data = load_dataset(str(tmp_path))
     assert data.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert data.notes[0] == f"skipped 7 files in {tmp_path}: 3 hidden, 2 .txt, 1 .dcm, 1 without suffix"
+    assert data.notes[0] == (
+        f"skipped 8 files in {tmp_path}: 3 hidden, 2 .txt, 1 .dcm, 1 links to folders (not followed: copy the images "
+        "in), 1 without suffix"
+    )
 
 
 def test_nested_patient_folders_are_one_class_read_in_order(tmp_path: Path) -> None:

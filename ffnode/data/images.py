@@ -25,7 +25,9 @@ def load_image_file(path: Path, shape: tuple[int, int, int], bit_depth: int = 0)
         raise DataError(f"expected 1 or 3 channels, got shape {shape}")
     try:
         with Image.open(path) as im:
-            size = im.size  # (W, H)
+            size = im.size  # (W, H), from the header: a wrong size is refused before anything is decoded
+            if size != (w, h):
+                raise DataError(f"{path} is {size[0]}x{size[1]} pixels, expected {w}x{h}: resize it to {w}x{h} first")
             deep = im.mode in DEEP_MODES
             if not deep:
                 array = np.asarray(im.convert("L" if c == 1 else "RGB"), dtype=np.uint8)
@@ -36,10 +38,8 @@ def load_image_file(path: Path, shape: tuple[int, int, int], bit_depth: int = 0)
         raise DataError(f"image file {path} does not exist: check the path") from e
     except UnidentifiedImageError as e:
         raise DataError(f"{path} is not an image PIL can read: give a PNG or JPEG of {w}x{h} pixels") from e
-    except OSError as e:
+    except (OSError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image file {path} ({e}): check the file and its permissions") from e
-    if size != (w, h):
-        raise DataError(f"{path} is {size[0]}x{size[1]} pixels, expected {w}x{h}: resize it to {w}x{h} first")
     return array.reshape(h, w, c)
 
 

@@ -319,7 +319,7 @@ def _load_folder(
         for file in _files(class_dir):
             hidden = any(part.startswith(".") for part in file.relative_to(class_dir).parts)
             suffix = file.suffix.lower()
-            if hidden or suffix not in IMAGE_SUFFIXES or suffix in UNREADABLE_SUFFIXES:
+            if hidden or suffix not in IMAGE_SUFFIXES or suffix in UNREADABLE_SUFFIXES or file.is_dir():
                 skipped[_skip_reason(file, hidden)] += 1
                 continue
             image = _read_image(file)
@@ -349,8 +349,13 @@ def _load_folder(
 
 
 def _files(folder: Path) -> list[Path]:
-    """Every file under `folder`, recursively, in sorted path order (links to folders are not followed)."""
-    found = [Path(top) / name for top, _, names in os.walk(folder) for name in names]
+    """Every file under `folder`, recursively, in sorted path order; a link to a folder is listed, not followed
+    (so it is counted among the skipped files, never silently dropped)."""
+    found = [
+        Path(top) / name
+        for top, dirs, names in os.walk(folder)
+        for name in names + [d for d in dirs if (Path(top) / d).is_symlink()]
+    ]
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
 
@@ -358,6 +363,8 @@ def _skip_reason(file: Path, hidden: bool = False, outside: bool = False) -> str
     """Why a file is skipped, as counted in the note: hidden, its suffix, or an image outside a class folder."""
     if hidden or file.name.startswith("."):
         return "hidden"
+    if file.is_dir():
+        return "links to folders (not followed: copy the images in)"
     suffix = file.suffix.lower()
     if suffix in UNREADABLE_SUFFIXES:
         return f"{suffix} (this PIL build cannot read it)"
@@ -405,7 +412,7 @@ def _read_image(path: Path) -> np.ndarray:
                 )
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path} ({e}): replace or remove the file") from e
     return array[..., None] if array.ndim == 2 else array
 
