@@ -232,8 +232,12 @@ class Store:
                     self._damaged(path, "its content does not match its name (it is fetched again)", repair)
         for path in (self.root / "blobs").iterdir():
             if not path.name.startswith("."):
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:  # a reader beside a starting node, which just moved it to quarantine
+                    continue
                 self._blobs[path.name] = _owner_or_none(path)
-                self._held += path.stat().st_size
+                self._held += size
         if repair:
             # a crash between an own blob and its manifest, or between a tombstone and the blob's deletion
             for blob in set(self._blobs) - set(self._refs):
