@@ -156,7 +156,7 @@ def test_leave_on_a_stopped_node_is_applied_and_reaches_its_peers_when_it_starts
     out = cli("leave", "--home", str(c))
     assert out.returncode == 0, out.stderr
     assert "artifact(s) revoked; its peers get the revocations when it next starts" in out.stderr
-    assert f"under {c / 'work'}" in out.stderr and "not touched: the site's own data" in out.stderr
+    assert f"under {c / 'work'}" in out.stderr and "not touched: the site's data" in out.stderr
     assert files_under(c / "work") == [] and (c / "left").exists()
 
     daemons.start(c)
