@@ -116,10 +116,10 @@ def test_the_gossip_validator_never_waits_for_the_store(home: Path) -> None:
 def test_the_peer_table_is_bounded(home: Path) -> None:
     node = Node(home)
     try:
-        node.config.limits.peers_tracked = 5
+        node.ledger.peers_tracked = 5
         for i in range(50):
-            node._reject(f"peer-{i}", "test")
-        assert list(node.peers) == [f"peer-{i}" for i in range(45, 50)]  # the most recently seen
+            node.ledger.reject(f"peer-{i}", "test")
+        assert list(node.ledger.peers) == [f"peer-{i}" for i in range(45, 50)]  # the most recently seen
     finally:
         node._lock.close()
 

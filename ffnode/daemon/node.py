@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import functools
-import hashlib
 import json
 import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from ffnode.config import CONFIG_FILE, Config, ConfigError
 from ffnode.daemon import control
 from ffnode.daemon.build import SynthCache, site_profile
 from ffnode.daemon.learner import Learner
+from ffnode.daemon.ledger import Ledger, PeerState
 from ffnode.daemon.outbox import Outbox
 from ffnode.daemon.unlearn import Unlearning, verify_unlearning
 from ffnode.data.sources import ImageSet, load_dataset
@@ -65,20 +64,7 @@ FETCH_TIMEOUT_S = 600.0  # at most, for one blob from one peer; a small blob get
 MIN_FETCH_RATE = 256 * 1024  # bytes/s a transfer must average after its first 60 s (a slow drip frees the worker)
 SYNC_ROUND_S = 300.0  # one sync round with one peer, all its pages: a server inventing pages holds a worker this long
 MAX_BAD_PER_ROUND = 256  # rejected items from one peer before the round with it is cut short
-LOG_REJECTIONS_PER_MINUTE = 20  # per peer; more are counted, not logged
 LOCK_RETRY_S = 1.0  # a CLI probing the home's lock holds it this long at most (far less in fact)
-
-
-@dataclass
-class PeerState:
-    connected: bool = False
-    last_seen: float = 0.0
-    accepted: int = 0  # messages from this peer that passed every check
-    rejected: int = 0
-    last_rejection: str = ""
-    log_window: float = 0.0  # start of the current minute of rejection logging
-    logged: int = 0
-    unlogged: int = 0
 
 
 @dataclass
@@ -128,9 +114,7 @@ class Node:
         self.unlearning = Unlearning(self.store, self.outbox, self.cache)
         self.pool: ExpertPool | None = None  # made once the image shape is known (Node.run)
         self.learner: Learner | None = None  # made once the local data is loaded (Node.run)
-        self.peers: OrderedDict[str, PeerState] = OrderedDict()  # least recently seen first
-        self._peers_lock = threading.Lock()  # rejections are counted on the network thread, the rest on the loop
-        self._bad: OrderedDict[bytes, str] = OrderedDict()  # sha256 of rejected envelopes -> why (an LRU)
+        self.ledger = Ledger(limits.peers_tracked, limits.bad_items)  # what each peer cost: counted, logged
         self.fault: str | None = None  # a local fault (disk full, ...): the node stops accepting until it clears
         self.traffic = Traffic()
         self.started = time.time()
@@ -176,7 +160,7 @@ class Node:
             max_peers=self.config.network.max_peers,
             capacity=limits.peer_records,
             per_source=limits.records_per_peer,
-            reject=self._reject,
+            reject=self.ledger.reject,
             loopback=any(a.startswith("/ip4/127.") for a in self.config.network.listen),
         )
 
@@ -285,66 +269,20 @@ class Node:
     def _validate(self, data: bytes, peer: str) -> str | None:
         """Gossip validator, called on the network thread: reject before anything is forwarded. Never waits
         for the store's lock (the loop may hold it across a disk write)."""
-        if (reason := self._known_bad(data)) is not None:
+        if (reason := self.ledger.known_bad(data)) is not None:
             return reason
         try:
             self.store.check(data, wait=False)
         except Stale as exc:
             return str(exc)  # not forwarded, not held against the peer
         except WireError as exc:
-            self._reject(peer, str(exc), data, quiet=True)  # the network thread logs it
+            self.ledger.reject(peer, str(exc), data, quiet=True)  # the network thread logs it
             return str(exc)
         except Exception as exc:  # a bug reachable from peer input: drop the message, keep the node
             log.exception("checking a message from %s failed", peer)
-            self._reject(peer, f"internal error on its message: {exc!r}", data, quiet=True)
+            self.ledger.reject(peer, f"internal error on its message: {exc!r}", data, quiet=True)
             return repr(exc)
         return None
-
-    def _peer(self, peer: str) -> PeerState:
-        """The peer's row, created if new; the table keeps the `peers_tracked` most recently seen."""
-        with self._peers_lock:
-            state = self.peers.get(peer)
-            if state is None:
-                state = self.peers[peer] = PeerState()
-                while len(self.peers) > self.config.limits.peers_tracked:
-                    self.peers.popitem(last=False)
-            self.peers.move_to_end(peer)
-            return state
-
-    def _known_bad(self, data: bytes) -> str | None:
-        with self._peers_lock:
-            return self._bad.get(hashlib.sha256(data).digest())
-
-    def _reject(self, peer: str, reason: str, data: bytes | None = None, *, quiet: bool = False) -> None:
-        """Count a rejection against the peer; remember the envelope so that a re-offer costs no re-check."""
-        state = self._peer(peer)
-        with self._peers_lock:
-            state.rejected += 1
-            state.last_rejection = reason
-        if data is not None:
-            self._remember_bad(data, reason)
-        if not quiet and self._log_budget(state):
-            log.warning("rejected a message from %s: %s", peer, reason)
-
-    def _remember_bad(self, data: bytes, reason: str) -> None:
-        with self._peers_lock:
-            self._bad[hashlib.sha256(data).digest()] = reason
-            while len(self._bad) > self.config.limits.bad_items:
-                self._bad.popitem(last=False)
-
-    def _log_budget(self, state: PeerState) -> bool:
-        """Whether one more rejection of this peer is logged (LOG_REJECTIONS_PER_MINUTE; the rest are counted)."""
-        now = time.monotonic()
-        with self._peers_lock:
-            if now - state.log_window > 60.0:
-                if state.unlogged:
-                    log.warning("%d more rejections were counted, not logged", state.unlogged)
-                state.log_window, state.logged, state.unlogged = now, 0, 0
-            state.logged += 1
-            if state.logged > LOG_REJECTIONS_PER_MINUTE:
-                state.unlogged += 1
-                return False
-            return True
 
     def _local_fault(self, what: str, exc: OSError) -> None:
         if self.fault is None:
@@ -355,28 +293,26 @@ class Node:
         self._accept(data, peer)
 
     def _accept(self, data: bytes, peer: str) -> None:
-        state = self._peer(peer)
-        state.last_seen = time.time()
-        if self.fault is not None or self._known_bad(data) is not None:
+        state = self.ledger.seen(peer)
+        if self.fault is not None or self.ledger.known_bad(data) is not None:
             return  # a fault: peers offer it again by sync once it clears; a known bad one: counted already
         try:
             msg = self.store.add(data)
         except Stale as exc:  # an honest peer that has not caught up yet: not its fault, but never checked twice
             log.debug("refused a stale message from %s: %s", peer, exc)
-            self._remember_bad(data, str(exc))
+            self.ledger.remember_bad(data, str(exc))
             return
         except WireError as exc:
-            self._reject(peer, str(exc), data)
+            self.ledger.reject(peer, str(exc), data)
             return
         except OSError as exc:
             self._local_fault(f"storing a message from {peer}", exc)
             return
         except Exception as exc:  # a bug reachable from peer input: drop the message, keep the node
             log.exception("storing a message from %s failed", peer)
-            self._reject(peer, f"internal error on its message: {exc!r}", data, quiet=True)
+            self.ledger.reject(peer, f"internal error on its message: {exc!r}", data, quiet=True)
             return
-        with self._peers_lock:
-            state.accepted += 1
+        self.ledger.accepted(state)
         if isinstance(msg, Manifest):
             log.info("accepted %s %s of %s", msg.kind, msg.id[:12], msg.owner)
             self._queue_fetch(msg.id, peer)
@@ -385,8 +321,7 @@ class Node:
             self.unlearning.forget(msg.ids)
 
     def _on_peer(self, peer: str, connected: bool) -> None:
-        state = self._peer(peer)
-        state.connected, state.last_seen = connected, time.time()
+        self.ledger.seen(peer, connected=connected)
         if connected:
             self._retry.clear()  # a new peer may hold what nobody served so far
             self._queue_sync(peer)
@@ -397,10 +332,10 @@ class Node:
         kind, federation, class_list, cursor = parse_request(body)
         fed = self.config.federation
         if federation != fed.name:  # counted and logged within the peer's budget; the stream is reset
-            self._reject(peer, f"its {kind} is for federation {federation[:64]!r}, not {fed.name!r}")
+            self.ledger.reject(peer, f"its {kind} is for federation {federation[:64]!r}, not {fed.name!r}")
             raise WireError(f"{kind} refused: another federation")
         if class_list != fed.classes:  # the same federation name, another class list: a label would mean another class
-            self._reject(
+            self.ledger.reject(
                 peer,
                 f"its {kind} names federation {federation!r} with classes {describe_classes(class_list)}, "
                 f"but this federation's are {describe_classes(fed.classes)}: not served (check federation.classes)",
@@ -463,7 +398,7 @@ class Node:
             except WireError as exc:  # the bytes the peer served break a rule: counted against it
                 tmp.unlink(missing_ok=True)
                 log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc)
-                self._reject(peer, f"its blob for {m.kind} {aid[:12]}: {exc}", quiet=True)
+                self.ledger.reject(peer, f"its blob for {m.kind} {aid[:12]}: {exc}", quiet=True)
                 if self.store.get(aid) is None:
                     return  # the manifest itself was invalid (its blob is not its owner's): dropped
                 continue
@@ -511,7 +446,7 @@ class Node:
             async with asyncio.timeout(SYNC_TIMEOUT_S):
                 await self.discovery.ask(peer, self._peers_request)
         except WireError as exc:
-            self._reject(peer, f"its peers response: {exc}")
+            self.ledger.reject(peer, f"its peers response: {exc}")
         except (NetError, TimeoutError) as exc:
             log.warning("peers request to %s failed: %s", peer, exc)
 
@@ -519,7 +454,7 @@ class Node:
         """Read the peer's inventory page by page; accept each envelope not held yet, as if gossiped. A round is
         bounded in pages, time and rejected items, and every page but the last must hold something. True if
         the peer served its whole inventory for our federation."""
-        cursor, rejected_before = "", self._peer(peer).rejected
+        cursor, rejected_before = "", self.ledger.peer(peer).rejected
         try:
             async with asyncio.timeout(SYNC_ROUND_S):
                 for _ in range(MAX_PAGES):
@@ -532,7 +467,7 @@ class Node:
                     for data in manifests + revocations:  # manifests first: a revocation frees what it names
                         if not self.store.knows(data):
                             self._accept(data, peer)
-                    if self._peer(peer).rejected - rejected_before > MAX_BAD_PER_ROUND:
+                    if self.ledger.peer(peer).rejected - rejected_before > MAX_BAD_PER_ROUND:
                         log.warning("sync with %s cut short: more than %d bad items", peer, MAX_BAD_PER_ROUND)
                         return False
                     if not cursor:
@@ -541,7 +476,7 @@ class Node:
                 log.warning("sync with %s stopped after %d pages; the rest waits for the next round", peer, MAX_PAGES)
                 return True
         except WireError as exc:
-            self._reject(peer, f"its inventory: {exc}")
+            self.ledger.reject(peer, f"its inventory: {exc}")
         except (NetError, TimeoutError) as exc:
             log.warning("sync with %s failed: %s", peer, exc)
         return False
@@ -649,8 +584,7 @@ class Node:
             by_kind = published.setdefault(e.manifest.owner, {})
             by_kind[e.manifest.kind] = by_kind.get(e.manifest.kind, 0) + (e.state != "revoked")
         connected, paths = set(self.net.connected_peers()), self.net.connection_paths()
-        with self._peers_lock:
-            known = dict(self.peers)
+        known = self.ledger.snapshot()
         book = self.discovery.book.rows()
         bootstrap = {a.rsplit("/p2p/", 1)[-1] for a in self.config.network.bootstrap}
         ids = (set(known) | connected | set(published) | set(book)) - {self.identity.peer_id}
