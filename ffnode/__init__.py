@@ -16,7 +16,7 @@ The data path, top to bottom, one module (or package) a step:
     expert/      each site's classifier: ResNet and its (bitwise repeatable) training
     poe.py       Product of Experts: the paper's product and the prior-corrected rule
     query.py     answer queries by PoE over every live expert held
-    daemon/      a site's lifecycle: node wiring, learner policy, builds, outbox, unlearning, control
+    daemon/      a site's lifecycle: node wiring, peer ledger, learner policy, builds, outbox, unlearning, control
     cli/         the `ffnode` command: one module per command group
 
 Beside the path: config.py (the node's TOML), profiles.py (sizes per hardware), schedule.py (the lr

@@ -1,6 +1,7 @@
 """A site's lifecycle: the daemon that `ffnode start` runs.
 
     node.py     wiring: store, network, learner, control; the fetch and sync workers; the control handlers
+    ledger.py   what each peer cost: accepted and rejected messages, the per-peer log budget, known-bad envelopes
     learner.py  policy only: which factories are due, when the expert is trained, retrained, superseded
     build.py    what is built, as pure functions: factory and expert from (data, lineage, seed, arch);
                 the synthetic-set cache
@@ -11,5 +12,6 @@
     progress.py what the node is doing now, and how work in a thread learns to stop
     control.py  the local control socket (JSON) and its query-image codec
 
-Imports point one way: node -> learner -> unlearn -> outbox -> build -> progress; control stands alone.
+Imports point one way: node -> learner -> unlearn -> outbox -> build -> progress; ledger and control stand
+alone.
 """
