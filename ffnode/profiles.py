@@ -20,7 +20,9 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from ffnode.config import Config, ConfigError
 from ffnode.expert.config import ExpertConfig
 from ffnode.factory.config import FactoryConfig
 
@@ -273,3 +275,14 @@ def fit_warning(name: str, image_shape: tuple[int, int, int]) -> str | None:
     sized = _shape(PROFILES[name].sized_for)
     better = f"; profile {nearest!r} is sized for {_shape(PROFILES[nearest].sized_for)}" if nearest != name else ""
     return f"profile {name!r} was sized for {sized} images and these are {_shape(image_shape)}, {cost}{better}"
+
+
+def site_profile(config: Config, image_shape: tuple[int, int, int], where: Path | str = "config.toml") -> Profile:
+    """The configured profile, fitted to the site's images, with the config's overrides applied."""
+    try:
+        profile = profile_for(config.learning.profile, image_shape)
+    except ValueError as exc:
+        raise ConfigError(f"{where} [learning]: {exc}") from None
+    if steps := config.learning.factory_steps:
+        profile = dataclasses.replace(profile, factory=dataclasses.replace(profile.factory, train_steps=steps))
+    return profile

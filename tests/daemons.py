@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ffnode.artifacts.blob import weights_to_bytes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.daemon import control
-from ffnode.daemon.build import weights_to_bytes
 from ffnode.data.sources import load_dataset, save_npz
 from ffnode.identity import Identity
 from ffnode.net import Handlers, NetHost

@@ -11,22 +11,17 @@ import numpy as np
 import pytest
 
 from ffnode.arch import LoadError
+from ffnode.artifacts.blob import weights_to_bytes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Store
 from ffnode.config import Config, PrivacyConfig
-from ffnode.daemon.build import (
-    SynthCache,
-    derive_seed,
-    expert_arch,
-    make_expert,
-    make_factory,
-    site_profile,
-    weights_to_bytes,
-)
+from ffnode.daemon.build import derive_seed, expert_arch, make_expert, make_factory
 from ffnode.daemon.progress import Progress, Stopping
+from ffnode.daemon.synthcache import SynthCache
 from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.identity import Identity
+from ffnode.profiles import site_profile
 
 CLASSES = ["0", "1", "2"]
 

@@ -11,8 +11,8 @@ import torch
 from ffnode.artifacts.codec import decode
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
-from ffnode.daemon.build import SynthCache
 from ffnode.daemon.outbox import HasLeft, Outbox
+from ffnode.daemon.synthcache import SynthCache
 from ffnode.daemon.unlearn import Unlearning
 from ffnode.identity import Identity
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 OWNER_KEY = "owner"
 MAX_HEADER_BYTES = 1 << 20  # a UNet's header lists a few hundred tensors: ~30 KB
@@ -47,3 +48,11 @@ def blob_owner(path: Path) -> str:
     if not isinstance(owner, str) or not owner:
         raise BlobFormatError(f"safetensors header names no {OWNER_KEY!r} in __metadata__")
     return owner
+
+
+def weights_to_bytes(weights: dict[str, Any], owner: str) -> bytes:
+    """The blob of an artifact: a safetensors file naming its owner in the header; its bytes depend on the tensors
+    and the owner alone. (torch is imported by whoever writes weights; reading a blob's owner needs none.)"""
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in weights.items()}, metadata={OWNER_KEY: owner})

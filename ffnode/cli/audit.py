@@ -146,11 +146,12 @@ def _draw(home: Path, config: Any, row: dict, path: Path) -> None:
     """Redraw the audited samples of an own factory and write the picture of its closest pairs to `path`."""
     from PIL import Image
 
-    from ffnode.daemon.build import AUDIT_FILE, audit_seed, factory_seed, factory_split, site_profile
+    from ffnode.daemon.build import AUDIT_FILE, audit_seed, factory_seed, factory_split
     from ffnode.data.sources import load_dataset
     from ffnode.factory.sample import sample_factory
     from ffnode.factory.train import load_snapshot
     from ffnode.privacy.picture import closest_pairs
+    from ffnode.profiles import site_profile
 
     if path.resolve().is_relative_to((home / "store").resolve()):
         abort(f"{path} is inside the node's store: the picture holds real images; write it somewhere else")

@@ -6,17 +6,16 @@
 The expert is a deterministic function of the site's real data, its lineage (the factory IDs it was
 trained from), its seed and its arch, so anyone holding the same inputs rebuilds it bit for bit: that is
 how `ffnode verify-unlearning` proves that a revoked factory left no trace (see unlearn.py). The
-synthetic sets are cached under the node's work folder, keyed by everything that determines them, and
-the cache is the one place derived data outlives a build, so revocation purges it (SynthCache.purge).
+synthetic sets are cached under the node's work folder (synthcache.py), keyed by everything that determines
+them, and revocation purges them. The blob of what is built is written by artifacts/blob.py; which profile a
+site trains with is profiles.site_profile's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,15 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.torch import save as save_safetensors
 
 from ffnode.arch import LoadError
-from ffnode.artifacts.blob import OWNER_KEY
 from ffnode.artifacts.codec import canonical_bytes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store, atomic_write
-from ffnode.config import Config, ConfigError, PrivacyConfig
+from ffnode.config import Config, PrivacyConfig
 from ffnode.daemon.progress import Progress, ticker
+from ffnode.daemon.synthcache import SynthCache
 from ffnode.data.sources import ImageSet
 from ffnode.expert.config import ExpertConfig
 from ffnode.expert.train import train_expert
@@ -42,7 +40,7 @@ from ffnode.factory.train import load_snapshot, train_factory
 from ffnode.loaders import load_factory
 from ffnode.privacy.audit import AuditError, AuditSettings, audit_factory, holdout_split
 from ffnode.privacy.policy import AuditPolicy, audit_of, refusals
-from ffnode.profiles import Profile, profile_for
+from ffnode.profiles import Profile
 from ffnode.synth import SampleError, synthesize
 
 # One training at a time in this process: torch's seeding (model init) is process-global, and the
@@ -54,23 +52,6 @@ log = logging.getLogger("ffnode.learner")
 def derive_seed(*parts: Any) -> int:
     """A 63-bit seed from the node seed and the IDs it applies to: independent of everything else present."""
     return int.from_bytes(hashlib.sha256(canonical_bytes(list(parts))).digest()[:8], "big") >> 1
-
-
-def weights_to_bytes(weights: dict[str, Any], owner: str) -> bytes:
-    """The blob of an artifact: safetensors naming its owner in the header (artifacts/blob.py); its bytes
-    depend on the tensors and the owner alone."""
-    return save_safetensors({k: v.contiguous() for k, v in weights.items()}, metadata={OWNER_KEY: owner})
-
-
-def site_profile(config: Config, image_shape: tuple[int, int, int], where: Path | str = "config.toml") -> Profile:
-    """The configured profile, fitted to the site's images, with the config's overrides applied."""
-    try:
-        profile = profile_for(config.learning.profile, image_shape)
-    except ValueError as exc:
-        raise ConfigError(f"{where} [learning]: {exc}") from None
-    if steps := config.learning.factory_steps:
-        profile = dataclasses.replace(profile, factory=dataclasses.replace(profile.factory, train_steps=steps))
-    return profile
 
 
 def expert_arch(config: Config, profile: Profile, num_classes: int, image_shape: tuple[int, int, int]) -> dict:
@@ -187,54 +168,6 @@ def _audit_record(work: Path, train: np.ndarray, cfg: FactoryConfig, seed: int) 
     except (OSError, ValueError):  # absent, or damaged: audit again
         pass
     return {"run": run, "audits": {}}
-
-
-# -- the synthetic cache -----------------------------------------------------------------------------------
-class SynthCache:
-    """Synthetic sets on disk: `class<label>-<key>.npz` with a `.json` index naming the factories drawn from.
-
-    The data file is written first and the index last, so a set without an index is a crash's leftover."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, label: int, ids: list[str], per_class: int, seed: int) -> Path:
-        key = hashlib.sha256(canonical_bytes([label, ids, per_class, seed])).hexdigest()[:16]
-        return self.folder / f"class{label}-{key}.npz"
-
-    def get(self, label: int, ids: list[str], per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
-        path = self._path(label, ids, per_class, seed)
-        if not (path.exists() and path.with_suffix(".json").exists()):
-            return None
-        with np.load(path) as z:
-            return z["images"], z["labels"]
-
-    def put(
-        self, label: int, ids: list[str], per_class: int, seed: int, images: np.ndarray, labels: np.ndarray
-    ) -> None:
-        path = self._path(label, ids, per_class, seed)
-        tmp = path.with_suffix(".tmp.npz")
-        with open(tmp, "wb") as f:
-            np.savez(f, images=images, labels=labels)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)  # the data first, then the index that purge reads
-        atomic_write(path.with_suffix(".json"), json.dumps({"factories": ids}).encode())
-
-    def purge(self, revoked: set[str]) -> int:
-        """Delete every set drawn from a revoked factory (and any set whose index was never written);
-        returns how many sets were drawn from revoked factories."""
-        count = 0
-        for data in self.folder.glob("*.npz"):
-            if not data.with_suffix(".json").exists():
-                data.unlink()
-        for meta in self.folder.glob("*.json"):
-            if revoked & set(json.loads(meta.read_text())["factories"]):
-                meta.with_suffix(".npz").unlink(missing_ok=True)
-                meta.unlink()
-                count += 1
-        return count
 
 
 # -- experts ------------------------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ from ffnode.arch import LoadError, factory_config
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.config import Config
-from ffnode.daemon.build import ExpertBuild, SynthCache, expert_arch, make_expert, make_factory
+from ffnode.daemon.build import ExpertBuild, expert_arch, make_expert, make_factory
 from ffnode.daemon.outbox import HasLeft, Outbox
 from ffnode.daemon.progress import Progress, Stopping
+from ffnode.daemon.synthcache import SynthCache
 from ffnode.daemon.unlearn import Unlearning
 from ffnode.data.sources import ImageSet
 from ffnode.profiles import Profile
@@ -52,7 +53,7 @@ class Learner:
         self.config, self.data, self.store, self.outbox = config, data, store, outbox
         self.unlearning, self.cache, self.work = unlearning, cache, work
         self.classes = config.federation.classes
-        self.profile = profile  # build.site_profile: the config's, fitted to the local images
+        self.profile = profile  # profiles.site_profile: the config's, fitted to the local images
         self.progress = Progress()
         self.stopping = threading.Event()  # set by the node on shutdown: work in threads aborts
         self._changed = asyncio.Event()  # set (thread-safely) whenever the store changes

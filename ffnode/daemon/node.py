@@ -30,10 +30,10 @@ from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Stale, Store, atomic_write, limits_of, trust_of
 from ffnode.config import CONFIG_FILE, Config, ConfigError
 from ffnode.daemon import control
-from ffnode.daemon.build import SynthCache, site_profile
 from ffnode.daemon.learner import Learner
 from ffnode.daemon.ledger import Ledger, PeerState
 from ffnode.daemon.outbox import Outbox
+from ffnode.daemon.synthcache import SynthCache
 from ffnode.daemon.unlearn import Unlearning, verify_unlearning
 from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.identity import load_identity
@@ -50,7 +50,7 @@ from ffnode.net.sync import (
     peers_request,
     peers_response,
 )
-from ffnode.profiles import fit_warning
+from ffnode.profiles import fit_warning, site_profile
 from ffnode.query import ExpertPool
 
 log = logging.getLogger("ffnode.node")

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ffnode.artifacts.blob import weights_to_bytes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Store
-from ffnode.daemon.build import weights_to_bytes
 from ffnode.identity import Identity
 
 log = logging.getLogger("ffnode.outbox")

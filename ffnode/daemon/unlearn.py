@@ -28,13 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ffnode.artifacts.blob import weights_to_bytes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import MAX_IDS, Revocation
 from ffnode.artifacts.store import Store, limits_of, trust_of
 from ffnode.config import Config
-from ffnode.daemon.build import BUILD_LOCK, SynthCache, make_expert, weights_to_bytes
+from ffnode.daemon.build import BUILD_LOCK, make_expert
 from ffnode.daemon.outbox import Outbox
 from ffnode.daemon.progress import Progress
+from ffnode.daemon.synthcache import SynthCache
 from ffnode.data.sources import ImageSet
 from ffnode.identity import load_identity
 from ffnode.query import candidates
