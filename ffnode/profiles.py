@@ -195,9 +195,9 @@ def choose_profile(
     if name != AUTO and name not in PROFILES:
         raise ProfileError(f"unknown profile {name!r}: use one of {AUTO}, {', '.join(PROFILES)}")
     if gpu is None:
-        import torch
+        from ffnode.device import pick_device  # torch: only when the caller does not say
 
-        gpu = torch.cuda.is_available()
+        gpu = pick_device().type == "cuda"
     candidates = [n for n, p in PROFILES.items() if n != "tiny" and (gpu or not p.needs_gpu)]
     fitting = [n for n in candidates if fits(n, image_shape)]
     shape = _shape(image_shape)

@@ -87,18 +87,15 @@ class ExpertPool:
         random init would draw on torch's global generator beside a training thread)."""
         voters = candidates(self.store)
         with self._lock:
-            fits = {}
-            for m in voters:
-                if m.id not in self._models:
-                    fits[m.id] = self._fits.get(m.id)
-                    if fits[m.id] is None:
-                        try:
-                            self._check(m)
-                            fits[m.id] = True
-                        except ValueError:  # logged once, when a query loads it
-                            fits[m.id] = False
-            self._fits = fits
-            return [m for m in voters if (self._models[m.id] is not None if m.id in self._models else self._fits[m.id])]
+            self._fits = {m.id: self._fits[m.id] if m.id in self._fits else self._fits_manifest(m) for m in voters}
+            return [m for m in voters if self._fits[m.id] and self._models.get(m.id, True) is not None]
+
+    def _fits_manifest(self, m: Manifest) -> bool:
+        try:
+            self._check(m)
+            return True
+        except ValueError:  # logged once, when a query loads it
+            return False
 
     def _check(self, m: Manifest) -> None:
         """ValueError if the expert's manifest does not fit this federation (classes, image shape, counts)."""

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from ffnode.daemon import control
 from ffnode.data.sources import load_dataset, save_npz
 from ffnode.identity import Identity
 from ffnode.net import Handlers, NetHost
-from harness.localnet import Daemons, init_home, status, wait_for
+from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
 
 CLASSES = ["0", "1", "2"]
 
@@ -68,6 +69,18 @@ def ready_chain(root: Path, timeout: float = 180.0) -> Iterator[tuple[list[Path]
             daemons=daemons,
         )
         yield homes, addrs, daemons
+
+
+def cli(*words: str) -> subprocess.CompletedProcess[str]:
+    """The `ffnode` command as a user runs it, in a subprocess."""
+    return subprocess.run(ffnode_cmd(*words), capture_output=True, text=True, timeout=180, check=False)
+
+
+def cli_json(*words: str) -> Any:
+    """The command's --json document; it must succeed."""
+    out = cli(*words, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
 
 def rows(home: Path) -> dict[str, dict]:

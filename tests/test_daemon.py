@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +15,8 @@ from PIL import Image
 
 from ffnode.daemon import control
 from ffnode.data.sources import load_dataset
-from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
-from tests.daemons import CLASSES, chained_federation, class_file, free_port
+from harness.localnet import Daemons, init_home, status, wait_for
+from tests.daemons import CLASSES, chained_federation, class_file, cli, cli_json, free_port
 
 TIMEOUT = 180.0
 
@@ -33,16 +32,6 @@ class Federation:
 def ready(homes: list[Path], experts: int) -> bool:
     sts = [status(h) for h in homes]
     return all(s and s["phase"] == "ready" and s["artifacts"].get("expert_live", 0) == experts for s in sts)
-
-
-def cli(*words: str) -> subprocess.CompletedProcess:
-    return subprocess.run(ffnode_cmd(*words), capture_output=True, text=True, timeout=120, check=False)
-
-
-def cli_json(*words: str) -> object:
-    out = cli(*words, "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 @pytest.fixture(scope="module")

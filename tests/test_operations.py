@@ -17,7 +17,7 @@ import pytest
 
 from ffnode.daemon import control
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
-from tests.daemons import CLASSES, class_file, free_port, ready_chain, retrained_without, rows
+from tests.daemons import CLASSES, class_file, cli, free_port, ready_chain, retrained_without, rows
 
 TIMEOUT = 180.0
 
@@ -81,10 +81,6 @@ def test_a_long_table_cell_is_neither_cut_nor_folded_when_piped() -> None:
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Path], Daemons]]:
     with ready_chain(tmp_path_factory.mktemp("ops"), TIMEOUT) as (homes, _, daemons):
         yield homes, daemons
-
-
-def cli(*words: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(ffnode_cmd(*words), capture_output=True, text=True, timeout=180, check=False)
 
 
 def files_under(folder: Path) -> list[Path]:

@@ -10,7 +10,6 @@ import fcntl
 import json
 import os
 import socket
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +18,10 @@ from PIL import Image
 
 from ffnode.daemon import control
 from ffnode.data.sources import load_dataset
-from harness.localnet import Daemons, ffnode_cmd, status, wait_for
-from tests.daemons import chained_federation
+from harness.localnet import Daemons, status, wait_for
+from tests.daemons import chained_federation, cli, cli_json
 
 TIMEOUT = 180.0
-
-
-def cli(*words: str) -> subprocess.CompletedProcess:
-    return subprocess.run(ffnode_cmd(*words), capture_output=True, text=True, timeout=120, check=False)
-
-
-def cli_json(*words: str) -> dict:
-    out = cli(*words, "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 def process_umask() -> int:

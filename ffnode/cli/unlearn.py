@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,11 @@ def _stopped(home: Path) -> Iterator[bool]:
     """True, holding the home's lock (no node starts meanwhile), when no node runs in `home`; False when one does
     (it holds the lock): then the command goes through its control socket."""
     Config.load(home)  # not a node's home: say so before making a lock file there
-    with open(home / control.LOCK_FILE, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
+    lock = control.lock_home(home)
+    if lock is None:
+        yield False
+        return
+    with lock:
         yield True
 
 

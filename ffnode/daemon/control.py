@@ -20,9 +20,10 @@ import logging
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -117,6 +118,22 @@ def node_state(home: Path, timeout: float = 5.0) -> str:
         except OSError:
             pass
     return "starting" if lock_held(home) else "stopped"
+
+
+def lock_home(home: Path, wait: float = 0.0) -> IO[str] | None:
+    """The home's node lock, taken exclusively and held for as long as the returned file stays open (the kernel
+    drops it however the process ends); None if another process still holds it after `wait` seconds."""
+    f = open(home / LOCK_FILE, "a")  # noqa: SIM115 - the caller owns it: closing it releases the lock
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                f.close()
+                return None
+            time.sleep(0.05)
 
 
 def lock_held(home: Path) -> bool:

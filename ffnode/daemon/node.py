@@ -10,7 +10,6 @@ inventories) and the control handlers; what to learn is the learner's, what to s
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
 import json
 import logging
@@ -243,17 +242,9 @@ class Node:
         """Take the home's lock for the node's lifetime (the kernel drops it however the process ends), then
         delete what a killed node left: its `node.json` and `control.sock` say nothing about this run. The lock
         is retried for LOCK_RETRY_S, since `ffnode id`/`status` probe it for an instant (`control.lock_held`)."""
-        f = open(self.home / control.LOCK_FILE, "w")
-        deadline = time.monotonic() + LOCK_RETRY_S
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    f.close()
-                    raise ConfigError(f"another node is already running in {self.home}: stop it first") from None
-                time.sleep(0.05)
+        f = control.lock_home(self.home, wait=LOCK_RETRY_S)
+        if f is None:
+            raise ConfigError(f"another node is already running in {self.home}: stop it first")
         for stale in (control.RUNTIME_FILE, control.SOCKET_FILE):
             (self.home / stale).unlink(missing_ok=True)
         return f
