@@ -30,14 +30,14 @@ from libp2p.peer.envelope import seal_record
 from libp2p.peer.id import ID as LibID
 from libp2p.peer.peer_record import PeerRecord
 
-from ffnode.artifacts.codec import VERSION
+from ffnode.artifacts.codec import MAX_CLASS_LIST_BYTES, VERSION, canonical_bytes
 from ffnode.artifacts.revocation import Revocation
 from ffnode.daemon import control
 from ffnode.data.sources import load_dataset
 from ffnode.expert.resnet import build_expert
 from ffnode.identity import Identity
-from ffnode.net import discovery, streams
-from ffnode.net.sync import inventory_request, parse_inventory_response
+from ffnode.net import NetError, discovery, streams
+from ffnode.net.sync import MAX_REQUEST_BYTES, inventory_request, parse_inventory_response
 from ffnode.profiles import profile_for
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
 from tests.daemons import CLASSES, Peer, class_file, free_port, owned_blob, signed_manifest
@@ -299,6 +299,44 @@ async def test_model_bombs_are_refused_before_anything_is_built(fed: Fed, tmp_pa
     held = {r["id"] for r in control.call(fed.a, "artifacts")}
     assert not held & {m.id for m in bombs.values()}
     assert rss_mb(fed.a) < rss + 200  # nothing of 23 GiB (or 4 GiB) was allocated
+    fed.daemons.check()
+
+
+# -- 5b. another class list, at its largest -------------------------------------------------------------------
+async def test_another_class_list_at_its_largest_costs_only_its_own_messages(fed: Fed, tmp_path: Path) -> None:
+    """A peer of the same federation name but another class list, every bound at its worst: the longest class
+    list a request may carry, a request one past MAX_REQUEST_BYTES, a signed manifest with that list. Each costs
+    one reset stream or one dropped message, counted against the peer and logged in bounded lines."""
+    liar = Identity(bytes([21]) * 32)
+    worst = [f"{i:02d}" + "\u00e9" * 31 for i in range(60)]  # 64 UTF-8 bytes each, 3,963 encoded (limit 4,096)
+    assert len(canonical_bytes(worst)) <= MAX_CLASS_LIST_BYTES
+    blob = owned_blob(tmp_path / "w", {"w": torch.zeros(4)}, liar.peer_id)
+    foreign = signed_manifest(liar, blob, kind="factory", classes=[0], arch=TINY.factory.to_dict(), seq=1,
+                              class_list=worst)  # fmt: skip
+    peer = Peer(topic=TOPIC, seed=liar.seed)
+    await peer.start(fed.addr_a)
+    a_id = status(fed.a)["peer_id"]
+    held = {r["id"] for r in control.call(fed.a, "artifacts")}
+    try:
+        assert peer.host is not None
+        with pytest.raises(NetError):  # refused: the stream is reset
+            await peer.host.request(a_id, inventory_request("testnet", worst, ""))
+        too_big = canonical_bytes({"t": "inv_req", "v": VERSION, "federation": "testnet", "cursor": "",
+                                   "class_list": [f"{i:03d}" + "x" * 60 for i in range(128)]})  # fmt: skip
+        assert len(too_big) > MAX_REQUEST_BYTES
+        with pytest.raises(NetError):
+            await peer.host.request(a_id, too_big)
+        await peer.publish(foreign.seal(liar))
+        await until(lambda: rejected_by(fed.a, liar.peer_id)["rejected"] >= 2, "A to count the refusals", fed.daemons)
+    finally:
+        await peer.stop()
+    assert foreign.id not in {r["id"] for r in control.call(fed.a, "artifacts")} and held <= {
+        r["id"] for r in control.call(fed.a, "artifacts")
+    }
+    lines = [line for line in log_of(fed.a).splitlines() if liar.peer_id in line]
+    assert any("is not this federation's" in line for line in lines)  # both lists named ...
+    assert max(map(len, lines)) < 1500  # ... in bounded lines, whatever the peer sent
+    assert status(fed.a)["phase"] == "ready"
     fed.daemons.check()
 
 
