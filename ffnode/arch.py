@@ -12,10 +12,13 @@ build a 37 GiB model or fetch 4 GiB for one.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
+from typing import Protocol
 
 from ffnode.artifacts.blob import MAX_HEADER_BYTES
 from ffnode.artifacts.codec import WireError, canonical_bytes, decode
 from ffnode.artifacts.manifest import Manifest
+from ffnode.artifacts.store import Store
 from ffnode.config import LimitsConfig
 from ffnode.expert.config import ExpertConfig, expert_size
 from ffnode.factory.config import FactoryConfig, unet_size
@@ -27,12 +30,28 @@ MAX_LEVELS = 6  # UNet levels (the profiles use 2 or 3)
 MAX_WIDTH = 1024  # channels of one level or of an expert's first stage (the gpu profile: 128 and 64)
 
 
+class Named(Protocol):
+    """What names an artifact in an error: a manifest, or a job's source of one (jobs/spec.py)."""
+
+    kind: str
+    id: str
+    owner: str
+
+
 class LoadError(ValueError):
     """An artifact that cannot be turned into a working module; the message says which and why."""
 
-    def __init__(self, m: Manifest, reason: str) -> None:
+    def __init__(self, m: Named, reason: str) -> None:
         super().__init__(f"{m.kind} {m.id[:12]} of {m.owner}: {reason}")
         self.artifact_id, self.reason = m.id, reason
+
+
+def held_blob(store: Store, m: Manifest) -> Path:
+    """The path of the artifact's blob; LoadError if it is no longer held (revoked, dropped)."""
+    try:
+        return store.blob_file(m)
+    except KeyError as exc:
+        raise LoadError(m, str(exc.args[0])) from None
 
 
 def factory_config(m: Manifest) -> FactoryConfig:

@@ -122,6 +122,24 @@ class LimitsConfig:
 
 
 @dataclass
+class JobsConfig:
+    """Where and how the learning runs (ffnode/jobs/): every training, synthesis and retrain is a job in its own
+    process, so the node process stays light and a peer's model that crashes, hangs or eats memory costs one job.
+    A job over a limit is killed and blamed on the artifact it was working on (docs/operators.md)."""
+
+    runner: str = "local"  # "local": worker processes on this machine; "ray": a Ray cluster (address below)
+    address: str = "auto"  # runner = "ray": "auto" (a cluster this machine belongs to) or "ray://host:10001"
+    workers: int = 0  # jobs at once (0: one per two cores, at least 1); with `slots`, across every node sharing it
+    slots: str = ""  # a folder nodes on one machine share, so together they run at most `workers` jobs at once
+    memory_mb: int = 6144  # resident memory one job may hold; then it is killed
+    cpu_s: int = 86400  # CPU seconds one job may use (RLIMIT_CPU); then it is killed
+    wall_s: float = 21600.0  # seconds one job may run; then it is killed
+    gpus: float = 0.0  # runner = "ray": GPUs each training job asks the cluster for
+    query_warm: bool = True  # start the query worker (experts loaded) once the node is ready; false: at the first query
+    query_idle_s: float = 0.0  # stop the query worker after this many idle seconds (0: keep it while the node runs)
+
+
+@dataclass
 class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
@@ -129,6 +147,7 @@ class Config:
     learning: LearningConfig = field(default_factory=LearningConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
@@ -204,6 +223,13 @@ class Config:
         for name in ("max_memorised", "max_dcr_close", "max_mia_auc", "max_mia_tpr_1pct"):
             if not 0 <= getattr(p, name) <= 1:
                 raise ConfigError(f"{where}: privacy.{name} is a share: write a number from 0 to 1")
+        j = self.jobs
+        if j.runner not in ("local", "ray"):
+            raise ConfigError(f'{where}: jobs.runner {j.runner!r}: use "local" or "ray"')
+        if j.workers < 0 or j.memory_mb < 256 or j.cpu_s < 1 or j.wall_s <= 0 or j.gpus < 0 or j.query_idle_s < 0:
+            raise ConfigError(
+                f"{where}: jobs: workers >= 0, memory_mb >= 256, cpu_s >= 1, wall_s > 0, gpus >= 0, query_idle_s >= 0"
+            )
         for f in fields(LimitsConfig):
             if getattr(self.limits, f.name) <= 0:
                 raise ConfigError(f"{where}: limits.{f.name} must be positive (delete the line for the default)")
@@ -216,6 +242,7 @@ _SECTIONS: dict[str, type] = {
     "learning": LearningConfig,
     "limits": LimitsConfig,
     "privacy": PrivacyConfig,
+    "jobs": JobsConfig,
 }
 
 

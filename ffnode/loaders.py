@@ -7,10 +7,12 @@ the artifact, so callers leave that one artifact out instead of failing.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from safetensors.torch import load_file
 
-from ffnode.arch import LoadError, expert_spec, factory_config
+from ffnode.arch import LoadError, Named, expert_spec, factory_config, held_blob
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.expert.resnet import expert_from_weights
@@ -19,8 +21,12 @@ from ffnode.factory.config import FactoryConfig
 
 def load_factory(store: Store, m: Manifest) -> tuple[FactoryConfig, dict[str, torch.Tensor]]:
     """A factory's config and weights, ready for `sample_factory` (which checks that they fit each other)."""
-    cfg = factory_config(m)
-    return cfg, _weights(store, m)
+    return load_factory_file(m, held_blob(store, m))
+
+
+def load_factory_file(m: Named, path: Path) -> tuple[FactoryConfig, dict[str, torch.Tensor]]:
+    """The same from the blob's path: what a job reads (it holds no store)."""
+    return factory_config(m), _read(m, path)
 
 
 def load_expert(store: Store, m: Manifest) -> torch.nn.Module:
@@ -34,10 +40,10 @@ def load_expert(store: Store, m: Manifest) -> torch.nn.Module:
 
 
 def _weights(store: Store, m: Manifest) -> dict[str, torch.Tensor]:
-    try:
-        path = store.blob_file(m)
-    except KeyError as exc:
-        raise LoadError(m, str(exc.args[0])) from None
+    return _read(m, held_blob(store, m))
+
+
+def _read(m: Named, path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)  # safetensors maps the file (never read whole into memory) and runs no code
     except Exception as exc:  # a signed but malformed file: the safetensors parser's own error types

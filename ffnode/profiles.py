@@ -286,3 +286,14 @@ def site_profile(config: Config, image_shape: tuple[int, int, int], where: Path 
     if steps := config.learning.factory_steps:
         profile = dataclasses.replace(profile, factory=dataclasses.replace(profile.factory, train_steps=steps))
     return profile
+
+
+def expert_arch(config: Config, profile: Profile, num_classes: int, image_shape: tuple[int, int, int]) -> dict:
+    """Everything besides the lineage and seed that determines an expert's weights (signed in its manifest)."""
+    return {
+        "expert": profile.expert.to_dict(),
+        "num_classes": num_classes,
+        "image_shape": list(image_shape),
+        "synth_per_class": config.learning.synth_per_class or profile.synth_per_class,
+        "profile": config.learning.profile,
+    }

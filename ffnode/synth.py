@@ -45,6 +45,7 @@ def synthesize(
     *,
     seed: int,
     progress: Callable[[int, int], None] | None = None,
+    on_factory: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample `per_class` images for every class that has at least one factory.
 
@@ -52,6 +53,7 @@ def synthesize(
     the class's count is split between them as evenly as possible (earlier factories get the remainder),
     so every class ends up with exactly `per_class` images however many sites hold it.
     Returns images (N, H, W, C) uint8 and labels (N,) int64, grouped by class in ascending label order.
+    `on_factory(label, index)` is told which factory is sampled next (a job names it if it is killed meanwhile).
     """
     by_class: dict[int, list[tuple[dict[str, torch.Tensor], FactoryConfig]]] = {}
     for label, weights, cfg in factories:
@@ -69,6 +71,8 @@ def synthesize(
             if count == 0:
                 continue
             ticks = _Ticks(progress, done, total)
+            if on_factory is not None:
+                on_factory(label, index)
             try:
                 images.append(sample_factory(weights, cfg, count, seed=_child_seed(seed, label, index), on_step=ticks))
             except Exception as exc:

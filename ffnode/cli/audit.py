@@ -17,7 +17,7 @@ from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err, sho
 
 
 def _own_rows(home: Path, config: Any, store: Any, me: str, policy: Any) -> list[dict]:
-    from ffnode.daemon.build import AUDIT_FILE
+    from ffnode.jobs.build import AUDIT_FILE
     from ffnode.privacy.policy import audit_of, refusals
 
     published = {  # (class, audited step) -> own factory manifest
@@ -146,10 +146,10 @@ def _draw(home: Path, config: Any, row: dict, path: Path) -> None:
     """Redraw the audited samples of an own factory and write the picture of its closest pairs to `path`."""
     from PIL import Image
 
-    from ffnode.daemon.build import AUDIT_FILE, audit_seed, factory_seed, factory_split
     from ffnode.data.sources import load_dataset
     from ffnode.factory.sample import sample_factory
     from ffnode.factory.train import load_snapshot
+    from ffnode.jobs.build import AUDIT_FILE, audit_seed, factory_seed, factory_split
     from ffnode.privacy.picture import closest_pairs
     from ffnode.profiles import site_profile
 

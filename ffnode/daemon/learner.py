@@ -5,15 +5,18 @@ and trains its expert f_d on its real data plus class-balanced samples from the 
 classes it lacks. This module decides only *when*: train the own factories that are due; train the
 expert once every class is covered (or, for a class nobody supplies, its patience or deadline ran out) and
 announcements have settled; retrain it when its lineage changes; withdraw the superseded one. What is
-built is build.py's (in a worker thread, so the node keeps gossiping), what is signed the outbox's, and the
+built is jobs/build.py's, run as a job in its own process (ffnode/jobs/: the node imports no torch, and a
+peer's factory that breaks a job's limits costs that job and is blamed), what is signed the outbox's, and the
 store says when anything changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
-import threading
+import os
 import time
 from pathlib import Path
 
@@ -23,18 +26,21 @@ from ffnode.arch import LoadError, factory_config
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.config import Config
-from ffnode.daemon.build import ExpertBuild, expert_arch, make_expert, make_factory
 from ffnode.daemon.outbox import HasLeft, Outbox
-from ffnode.daemon.progress import Progress, Stopping
-from ffnode.daemon.synthcache import SynthCache
 from ffnode.daemon.unlearn import Unlearning
 from ffnode.data.sources import ImageSet
-from ffnode.profiles import Profile
+from ffnode.jobs import Runner
+from ffnode.jobs.progress import Progress
+from ffnode.jobs.spec import FactorySource, Job, JobResult
+from ffnode.jobs.synthcache import SynthCache
+from ffnode.jobs.worker import SYNTH
+from ffnode.profiles import Profile, expert_arch
 
 log = logging.getLogger("ffnode.learner")
 
 QUIET_S = 2.0  # wait this long after the last new factory before training: announcements come in bursts
 RETRY_S = 30.0  # after a failed learning round
+DATA_FILE = "data.npz"  # under work/: deleted with it when the site leaves
 WAITING_POLL_S = 5.0  # while waiting for classes: pending factories give up after limits.pending_grace_s
 
 
@@ -49,13 +55,18 @@ class Learner:
         unlearning: Unlearning,
         cache: SynthCache,
         work: Path,
+        runner: Runner,
     ) -> None:
         self.config, self.data, self.store, self.outbox = config, data, store, outbox
-        self.unlearning, self.cache, self.work = unlearning, cache, work
+        self.unlearning, self.cache, self.work, self.runner = unlearning, cache, work, runner
+        self.data_file = work / DATA_FILE  # the local images as every job reads them (written by `save_data`)
+        # torch threads per job: the config's, else the cores shared by the runner's workers. A rebuild must use
+        # the same count as the build it checks (bitwise), and does: both come from here.
+        self.threads = config.learning.threads or max(1, (os.cpu_count() or 1) // runner.workers)
+        self._job: asyncio.Task[JobResult] | None = None  # the job running now, so `halt` can kill it
         self.classes = config.federation.classes
         self.profile = profile  # profiles.site_profile: the config's, fitted to the local images
         self.progress = Progress()
-        self.stopping = threading.Event()  # set by the node on shutdown: work in threads aborts
         self._changed = asyncio.Event()  # set (thread-safely) whenever the store changes
         self._loop = asyncio.get_running_loop()
         self._pending_since: dict[str, float] = {}  # factory ID -> when its blob was first found missing
@@ -76,8 +87,31 @@ class Learner:
     def local_classes(self) -> list[int]:
         return sorted({int(c) for c in np.unique(self.data.labels)})
 
-    def _should_stop(self) -> bool:
-        return self.stopping.is_set() or self.outbox.left
+    def save_data(self) -> None:
+        """Write the local images where jobs read them (once per start: the data may have been re-read)."""
+        self.data_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.data_file.with_suffix(".tmp.npz")
+        np.savez(tmp, images=self.data.images, labels=self.data.labels)
+        tmp.replace(self.data_file)
+
+    async def run_job(self, job: Job) -> JobResult:
+        """Run one job to its end; `halt` (the node is leaving) kills it and this raises HasLeft."""
+        self._job = task = asyncio.create_task(self.runner.run(job, self.progress))
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if (me := asyncio.current_task()) is not None and me.cancelling():
+                raise  # the node is stopping: the cancellation is ours, and it killed the job
+            raise HasLeft(f"{job.what} was stopped") from None
+        finally:
+            self._job = None
+
+    async def halt(self) -> None:
+        """Kill the running job, if any, and wait until it is gone (leaving erases what jobs write)."""
+        if (task := self._job) is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # -- the loop ------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -91,9 +125,7 @@ class Learner:
                 else:
                     await self._train_own_factories()
                     await self._maybe_train_expert(out_of_time=self._deadline_passed(started))
-            except (Stopping, HasLeft):
-                if self.stopping.is_set():
-                    return
+            except HasLeft:
                 continue  # the node left while it trained: the next round says so
             except Exception as exc:  # a bad round must not take the node (and its network) down
                 log.exception("learning round failed; trying again in %.0f s or when something changes", RETRY_S)
@@ -120,23 +152,28 @@ class Learner:
         for i, label in enumerate(todo):
             self.progress = Progress(phase="factories", task=f"factory {self.classes[label]} ({i + 1}/{len(todo)})")
             fcfg = self.profile.factory
-            built = await asyncio.to_thread(
-                make_factory,
-                self.data,
-                label,
-                fcfg,
-                self.config.learning.seed,
-                self.config.privacy,
-                self.work / f"factory-{label}",  # training resumes from here after a crash
-                self.progress,
-                self._should_stop,
-            )
-            if built.weights is None:
-                self.withheld[label] = built.withheld or ""
+            args = {
+                "label": label,
+                "cfg": fcfg.to_dict(),
+                "node_seed": self.config.learning.seed,
+                "privacy": dataclasses.asdict(self.config.privacy),
+                "owner": self.outbox.me,
+                "class_names": self.classes,
+                "threads": self.threads,
+            }
+            workdir = self.work / f"factory-{label}"  # training resumes from here after a crash
+            job = Job("factory", args, {"data": str(self.data_file)}, workdir, what=f"factory {self.classes[label]}")
+            done_job = await self.run_job(job)
+            if not done_job.ok or done_job.result is None:
+                raise RuntimeError(f"the factory of class {self.classes[label]} failed: {done_job.error}")
+            built = done_job.result
+            if built["withheld"] is not None:
+                self.withheld[label] = built["withheld"]
                 log.warning("withholding the factory of class %s: its privacy audit fails (%s)", self.classes[label],
-                            built.withheld)  # fmt: skip
+                            built["withheld"])  # fmt: skip
                 continue
-            await self.outbox.publish("factory", [label], fcfg.to_dict(), built.weights, [], built.seed, built.summary)
+            blob = done_job.blob.read_bytes()
+            await self.outbox.publish("factory", [label], fcfg.to_dict(), blob, [], built["seed"], built["summary"])
         if todo:
             self._quiet_since = time.monotonic()  # peers trained theirs meanwhile: patience counts from here
 
@@ -245,30 +282,51 @@ class Learner:
         arch = expert_arch(self.config, self.profile, len(self.classes), tuple(self.data.images.shape[1:]))
         self.progress = Progress(phase="synthesis", task=f"expert from {len(factories)} factories")
         try:
-            built: ExpertBuild = await asyncio.to_thread(
-                make_expert,
-                self.data,
-                self.store,
-                factories,
-                arch,
-                self.config.learning.seed,
-                cache=self.cache,
-                progress=self.progress,
-                class_names=self.classes,
-                should_stop=self._should_stop,
-            )
-        except LoadError as exc:
-            self._unusable[exc.artifact_id] = str(exc)
-            log.warning("skipping %s", exc)
-            self.notify()  # train again without it
+            job = self.expert_job(factories, arch, self.config.learning.seed, "expert", cache=True)
+        except LoadError as exc:  # a blob gone meanwhile (revoked, dropped)
+            self._skip(exc.artifact_id, str(exc))
             return
-        if any(self.store.is_revoked(aid) for aid in built.lineage):
+        done_job = await self.run_job(job)
+        if done_job.blame is not None:  # a peer's factory broke the job (cannot be loaded or sampled, a limit)
+            self._skip(done_job.blame, done_job.error or "")
+            return
+        if not done_job.ok or done_job.result is None:
+            raise RuntimeError(f"training the expert failed: {done_job.error}")
+        adopted = self.cache.adopt(done_job.workdir / "out" / SYNTH, self.store.is_revoked)
+        log.debug("kept %d synthetic set(s) in the cache", adopted)
+        built = done_job.result
+        if any(self.store.is_revoked(aid) for aid in built["lineage"]):
             return  # withdrawn while it trained: never publish it; the revocation woke the next round
-        new = await self.outbox.publish(
-            "expert", list(range(len(self.classes))), arch, built.weights, built.lineage, built.seed, built.summary
-        )
+        blob, classes = done_job.blob.read_bytes(), list(range(len(self.classes)))
+        lineage, seed, summary = built["lineage"], built["seed"], built["summary"]
+        new = await self.outbox.publish("expert", classes, arch, blob, lineage, seed, summary)
         await self._revoke_stale_experts(new)
         self.progress = Progress(phase="ready")
+
+    def _skip(self, aid: str, why: str) -> None:
+        """A factory that broke an expert's job is not sampled again; the expert is trained without it."""
+        self._unusable[aid] = why
+        log.warning("skipping factory %s: %s", aid[:12], why)
+        self.notify()
+
+    def expert_job(self, factories: list[Manifest], arch: dict, seed: int, name: str, *, cache: bool) -> Job:
+        """The job that trains an expert from `factories` (LoadError if a blob is no longer held): the learner's
+        and, without the cache, the unlearning proof's rebuild."""
+        sources, inputs = [], {"data": str(self.data_file)}
+        for m in factories:
+            src, path = FactorySource.of(self.store, m)
+            sources.append(dataclasses.asdict(src))
+            inputs[src.input] = str(path)
+        if cache:
+            inputs["cache"] = str(self.cache.folder)
+        args = {"factories": sources, "arch": arch, "seed": seed, "owner": self.outbox.me,
+                "class_names": self.classes, "threads": self.threads}  # fmt: skip
+        return Job("expert", args, inputs, self.work / "jobs" / name, what=f"{name} from {len(factories)} factories")
+
+    async def rebuild(self, factories: list[Manifest], expert: Manifest) -> JobResult:
+        """Train `expert` again from `factories` in a job of its own, without the cache: the unlearning proof."""
+        job = self.expert_job(factories, expert.arch, expert.seed, "verify", cache=False)
+        return await self.runner.run(job, Progress(phase="verify"))
 
     async def _revoke_stale_experts(self, keep: Manifest) -> None:
         """Every own live expert but `keep` is superseded: also after a crash between publishing and revoking."""

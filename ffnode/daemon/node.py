@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ffnode.arch import vet
 from ffnode.artifacts.codec import WireError, describe_classes
 from ffnode.artifacts.manifest import Manifest
@@ -32,10 +30,11 @@ from ffnode.daemon import control
 from ffnode.daemon.learner import Learner
 from ffnode.daemon.ledger import Ledger, PeerState
 from ffnode.daemon.outbox import Outbox
-from ffnode.daemon.synthcache import SynthCache
 from ffnode.daemon.unlearn import Unlearning, verify_unlearning
 from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.identity import load_identity
+from ffnode.jobs import make_runner
+from ffnode.jobs.synthcache import SynthCache
 from ffnode.net import Handlers, NetError, NetHost, Relaying
 from ffnode.net.discovery import Discovery
 from ffnode.net.sync import (
@@ -110,7 +109,8 @@ class Node:
         self._peers_request = peers_request(fed.name, fed.classes)  # discovery's question: who else is a member?
         self.outbox = Outbox(home, self.identity, self.store, fed.name, fed.classes, self._publish)
         self.cache = SynthCache(home / "work" / "synth")
-        self.unlearning = Unlearning(self.store, self.outbox, self.cache)
+        self.runner = make_runner(self.config.jobs)  # where every piece of learning runs (ffnode/jobs/)
+        self.unlearning = Unlearning(self.store, self.outbox, self.cache, self._halt_jobs)
         self.pool: ExpertPool | None = None  # made once the image shape is known (Node.run)
         self.learner: Learner | None = None  # made once the local data is loaded (Node.run)
         self.ledger = Ledger(limits.peers_tracked, limits.bad_items)  # what each peer cost: counted, logged
@@ -167,8 +167,6 @@ class Node:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; a failing task stops the node with its error."""
         try:
-            if self.config.learning.threads:
-                torch.set_num_threads(self.config.learning.threads)
             data = await asyncio.to_thread(self._load_data)
             shape = self.config.image_shape or data.image_shape
             if data.image_shape != shape:
@@ -181,8 +179,10 @@ class Node:
             if warning := fit_warning(self.config.learning.profile, data.image_shape):
                 log.warning("%s (set learning.profile in %s)", warning, self.home / CONFIG_FILE)
             self.learner = Learner(
-                self.config, data, profile, self.store, self.outbox, self.unlearning, self.cache, self.home / "work"
-            )
+                self.config, data, profile, self.store, self.outbox, self.unlearning, self.cache, self.home / "work",
+                self.runner,
+            )  # fmt: skip
+            await asyncio.to_thread(self.learner.save_data)
             self.store.on_change = self.learner.notify
             self.unlearning.forget_all_revoked()  # after a crash between a revocation and its purge
             await self.net.start()
@@ -222,8 +222,7 @@ class Node:
                 log.info("node %s listening on %s", self.identity.peer_id, " ".join(self.net.addrs))
                 self.ready.set()
                 await stop.wait()
-                log.info("stopping")
-                self.learner.stopping.set()  # training threads abort at their next step
+                log.info("stopping")  # cancelling the learner kills its running job
                 for task in tasks:
                     task.cancel()
         finally:
@@ -231,7 +230,10 @@ class Node:
                 self.discovery.save()  # the members this run met: a restart needs no bootstrap node
             except OSError as exc:
                 log.warning("could not save known peers: %s", exc)
-            self.learner.stopping.set()  # also when a task failed: no training thread outlives the node
+
+    async def _halt_jobs(self) -> None:
+        if self.learner is not None:
+            await self.learner.halt()
 
     async def _watch_network(self) -> None:
         """A node without its network would look alive and learn nothing: stop with an error instead."""
@@ -562,6 +564,8 @@ class Node:
                 "fetched": self.traffic.fetched_bytes,
             },
             "uptime_s": round(time.time() - self.started, 1),
+            "compute": self.runner.compute,  # core-seconds per phase, over every job this node ran
+            "jobs": self.runner.jobs,
             "fault": self.fault,
             "store_damaged": self.store.damaged,  # quarantined at start; peers send those artifacts again
             "own_missing": [m.id for m in self.store.pending() if m.owner == self.identity.peer_id],
@@ -631,6 +635,4 @@ class Node:
 
     async def _verify(self, args: dict) -> dict[str, Any]:
         assert self.learner is not None
-        current, classes = self.outbox.current_expert(), self.config.federation.classes
-        stopping = self.learner.stopping.is_set  # a proof running at shutdown must not hold the process
-        return await asyncio.to_thread(verify_unlearning, self.store, self.learner.data, current, classes, stopping)
+        return await verify_unlearning(self.store, self.outbox.current_expert(), self.learner.rebuild)

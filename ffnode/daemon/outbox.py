@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from ffnode.artifacts.blob import weights_to_bytes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Store
@@ -77,15 +76,15 @@ class Outbox:
         kind: str,
         classes: list[int],
         arch: dict[str, Any],
-        weights: dict[str, Any],
+        data: bytes,
         lineage: list[str],
         seed: int,
         summary: dict[str, Any],
     ) -> Manifest:
-        """Store the blob, sign and store its manifest, gossip it."""
+        """Store the blob (`data`: a job's out/blob, naming this node as its owner), sign and store its manifest,
+        gossip it."""
         if self.left:
             raise HasLeft(f"this node left the federation: it does not publish the {kind} it made")
-        data = weights_to_bytes(weights, self.me)
         blob = self.store.put_blob_bytes(data)
         m = Manifest(
             kind=kind,

@@ -3,8 +3,9 @@
 FederatedFactory's claim (arXiv 2603.16370, Sec. unlearning): because site d's contribution to every
 other site is confined to its generators Γ_{d,·}, withdrawing it needs no federation-wide retraining:
 delete Γ_{d,·} and retrain only the experts whose lineage contains them. An expert here is a
-deterministic function  f = Train(real_d ∪ ⋃_{Γ ∈ lineage} Sample(Γ, seed), seed, config)  (build.py),
-so the retrained expert must be bitwise equal to one trained from scratch on the remaining lineage: the proof.
+deterministic function  f = Train(real_d ∪ ⋃_{Γ ∈ lineage} Sample(Γ, seed), seed, config)  (jobs/build.py,
+run as a job), so the retrained expert must be bitwise equal to one trained from scratch on the remaining
+lineage: the proof, which rebuilds it in a job of its own, without the synthetic-set cache.
 
 The cascade has one path, `Unlearning.forget`, for revocations this node signs and for those it accepts
 from peers alike. The store has already deleted the revoked blobs and tombstoned the IDs (and wakes the
@@ -24,32 +25,35 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ffnode.artifacts.blob import weights_to_bytes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import MAX_IDS, Revocation
 from ffnode.artifacts.store import Store, limits_of, trust_of
 from ffnode.config import Config
-from ffnode.daemon.build import BUILD_LOCK, make_expert
 from ffnode.daemon.outbox import Outbox
-from ffnode.daemon.progress import Progress
-from ffnode.daemon.synthcache import SynthCache
-from ffnode.data.sources import ImageSet
 from ffnode.identity import load_identity
-from ffnode.query import candidates
+from ffnode.jobs.spec import JobResult
+from ffnode.jobs.synthcache import SynthCache
+from ffnode.voters import candidates
 
 log = logging.getLogger("ffnode.unlearn")
 
 WORK = "work"  # in the node's home: everything there is derived from the site's data or from peers' factories
-ERASE_WAIT_S = 20.0  # leaving waits this long for a training run to stop before deleting what it writes
+
+
+async def _nothing_runs() -> None:
+    """A stopped node runs no job."""
 
 
 class Unlearning:
-    def __init__(self, store: Store, outbox: Outbox, cache: SynthCache) -> None:
+    def __init__(
+        self, store: Store, outbox: Outbox, cache: SynthCache, halt: Callable[[], Awaitable[None]] = _nothing_runs
+    ) -> None:
         self.store, self.outbox, self.cache = store, outbox, cache
+        self.halt = halt  # kills the running job, so none writes under work/ once it is erased
 
     def forget(self, ids: list[str] | set[str]) -> None:
         """After a revocation is stored (own or a peer's): delete the synthetic sets drawn from its artifacts."""
@@ -83,27 +87,23 @@ class Unlearning:
             return []
         live = self.outbox.own_unrevoked()
         done = [await self.revoke(live[i : i + MAX_IDS], reason=reason) for i in range(0, len(live), MAX_IDS)]
+        await self.halt()
         await asyncio.to_thread(self.erase_derived)
         return done
 
     def erase_derived(self) -> list[Path]:
         """Delete everything under the home's work/ (factory checkpoints, EMA snapshots and audit records, the
-        synthetic sets: all derived from this site's data or from factories); returns what was deleted. Waits
-        (ERASE_WAIT_S at most) for a training run to stop, so that none writes a checkpoint after it."""
+        synthetic sets, the copy of the images jobs read: all derived from this site's data or from factories);
+        returns what was deleted. The caller has halted the running job, so none writes a checkpoint after it."""
         work = self.outbox.home / WORK
         if not work.is_dir():
             return []
-        locked = BUILD_LOCK.acquire(timeout=ERASE_WAIT_S)
-        try:
-            deleted: list[Path] = []
-            for entry in sorted(work.iterdir()):
-                if entry == self.cache.folder:  # the cache's folder stays: the running node holds it
-                    deleted += [_delete(p) for p in sorted(entry.iterdir())]
-                else:
-                    deleted.append(_delete(entry))
-        finally:
-            if locked:
-                BUILD_LOCK.release()
+        deleted: list[Path] = []
+        for entry in sorted(work.iterdir()):
+            if entry == self.cache.folder:  # the cache's folder stays: the running node holds it
+                deleted += [_delete(p) for p in sorted(entry.iterdir())]
+            else:
+                deleted.append(_delete(entry))
         if deleted:
             log.info("deleted %d file(s) and folder(s) derived from this site's data under %s", len(deleted), work)
         return deleted
@@ -137,18 +137,14 @@ def offline(home: Path) -> Unlearning:
     return Unlearning(store, outbox, SynthCache(home / WORK / "synth"))
 
 
-def verify_unlearning(
-    store: Store,
-    data: ImageSet,
-    current: Manifest | None,
-    class_names: list[str],
-    should_stop: Callable[[], bool] = lambda: False,
+async def verify_unlearning(
+    store: Store, current: Manifest | None, rebuild: Callable[[list[Manifest], Manifest], Awaitable[JobResult]]
 ) -> dict[str, Any]:
     """Retrain `current` (this node's expert) from scratch on its recorded lineage and compare bytes; check
     that nothing this node uses derives from a revoked ID. A peer's live expert whose lineage is revoked (its
     owner has not retrained it yet, or is offline) is held but excluded from every query (query.ExpertPool):
     it is reported in `excluded_tainted_experts`, and is a failure only if this node's own expert is tainted.
-    `should_stop` aborts the rebuild (Stopping) when the node shuts down."""
+    `rebuild(factories, current)` runs the expert's job again from its lineage, without any cache."""
     revoked = {aid for r in store.revocations() for aid in r.ids}
     live_experts = store.live("expert")
     tainted = sorted({m.id for m in live_experts if any(store.is_revoked(aid) for aid in m.lineage)})
@@ -171,18 +167,11 @@ def verify_unlearning(
         report["error"] = "some lineage factories are not held here, so the expert cannot be rebuilt"
         return report
     t0 = time.perf_counter()
-    built = make_expert(
-        data,
-        store,
-        held,
-        current.arch,
-        current.seed,
-        cache=None,
-        progress=Progress(),
-        class_names=class_names,
-        should_stop=should_stop,
-    )
-    rebuilt = hashlib.sha256(weights_to_bytes(built.weights, current.owner)).hexdigest()
+    built = await rebuild(held, current)
+    if not built.ok:
+        report["error"] = f"the rebuild failed: {built.error}"
+        return report
+    rebuilt = hashlib.sha256(built.blob.read_bytes()).hexdigest()
     report.update(
         bitwise_identical=rebuilt == current.blob,
         rebuilt_sha256=rebuilt,

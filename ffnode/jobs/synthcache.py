@@ -1,7 +1,9 @@
 """The synthetic-set cache: the one place derived data outlives a build, so revocation purges it.
 
 A set is keyed by everything that determines it (class, the factory IDs drawn from, images per class, seed), so
-a hit is bitwise the set a fresh draw would give (build.py's purity holds with or without the cache).
+a hit is bitwise the set a fresh draw would give (build.py's purity holds with or without the cache). A job reads
+the node's cache and writes new sets to its own out/ folder (`write_to`); the node adopts them after the job,
+unless a factory they were drawn from was revoked meanwhile.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +25,32 @@ class SynthCache:
 
     The data file is written first and the index last, so a set without an index is a crash's leftover."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, folder: Path, write_to: Path | None = None) -> None:
+        self.folder, self.write_to = folder, write_to or folder
+        self.write_to.mkdir(parents=True, exist_ok=True)
+
+    def _name(self, label: int, ids: list[str], per_class: int, seed: int) -> str:
+        key = hashlib.sha256(canonical_bytes([label, ids, per_class, seed])).hexdigest()[:16]
+        return f"class{label}-{key}.npz"
 
     def _path(self, label: int, ids: list[str], per_class: int, seed: int) -> Path:
-        key = hashlib.sha256(canonical_bytes([label, ids, per_class, seed])).hexdigest()[:16]
-        return self.folder / f"class{label}-{key}.npz"
+        """Where a set is read: the cache's folder, else what this job drew already."""
+        name = self._name(label, ids, per_class, seed)
+        return next((p for p in (self.folder / name, self.write_to / name) if p.with_suffix(".json").exists()),
+                    self.folder / name)  # fmt: skip
+
+    def adopt(self, drawn: Path, revoked: Callable[[str], bool]) -> int:
+        """Move the sets a job drew (its `write_to`) into the cache, but none drawn from a revoked factory; returns
+        how many were adopted."""
+        count = 0
+        for meta in sorted(drawn.glob("*.json")):
+            data = meta.with_suffix(".npz")
+            ids = json.loads(meta.read_text())["factories"]
+            if data.exists() and not any(revoked(aid) for aid in ids):
+                data.replace(self.folder / data.name)  # the data first, then the index that purge reads
+                meta.replace(self.folder / meta.name)
+                count += 1
+        return count
 
     def get(self, label: int, ids: list[str], per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
         path = self._path(label, ids, per_class, seed)
@@ -40,7 +62,7 @@ class SynthCache:
     def put(
         self, label: int, ids: list[str], per_class: int, seed: int, images: np.ndarray, labels: np.ndarray
     ) -> None:
-        path = self._path(label, ids, per_class, seed)
+        path = self.write_to / self._name(label, ids, per_class, seed)
         tmp = path.with_suffix(".tmp.npz")
         with open(tmp, "wb") as f:
             np.savez(f, images=images, labels=labels)

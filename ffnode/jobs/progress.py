@@ -1,4 +1,4 @@
-"""What a node is doing now (a value `ffnode status` reads), and how work in a worker thread learns to stop."""
+"""What a node or a job is doing now (a value `ffnode status` reads), and how long work learns to stop."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class Progress:
     done: int = 0
     total: int = 0
     missing: list[str] | None = None  # classes no factory covers yet
+    blame: str | None = None  # in a job: the peer artifact being loaded or sampled (a limit hit now is its fault)
     _since: float = field(default=0.0, repr=False)  # when the current piece of work was first ticked ...
     _from: int = field(default=0, repr=False)  # ... and its count then
 

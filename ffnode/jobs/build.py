@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,20 +27,19 @@ import numpy as np
 
 from ffnode.arch import LoadError
 from ffnode.artifacts.codec import canonical_bytes
-from ffnode.artifacts.manifest import Manifest
-from ffnode.artifacts.store import Store, atomic_write
-from ffnode.config import Config, PrivacyConfig
-from ffnode.daemon.progress import Progress, ticker
-from ffnode.daemon.synthcache import SynthCache
+from ffnode.artifacts.store import atomic_write
+from ffnode.config import PrivacyConfig
 from ffnode.data.sources import ImageSet
 from ffnode.expert.config import ExpertConfig
 from ffnode.expert.train import train_expert
 from ffnode.factory.config import FactoryConfig
 from ffnode.factory.train import load_snapshot, train_factory
-from ffnode.loaders import load_factory
+from ffnode.jobs.progress import Progress, ticker
+from ffnode.jobs.spec import FactorySource
+from ffnode.jobs.synthcache import SynthCache
+from ffnode.loaders import load_factory_file
 from ffnode.privacy.audit import AuditError, AuditSettings, audit_factory, holdout_split
 from ffnode.privacy.policy import AuditPolicy, audit_of, refusals
-from ffnode.profiles import Profile
 from ffnode.synth import SampleError, synthesize
 
 # One training at a time in this process: torch's seeding (model init) is process-global, and the
@@ -52,17 +51,6 @@ log = logging.getLogger("ffnode.learner")
 def derive_seed(*parts: Any) -> int:
     """A 63-bit seed from the node seed and the IDs it applies to: independent of everything else present."""
     return int.from_bytes(hashlib.sha256(canonical_bytes(list(parts))).digest()[:8], "big") >> 1
-
-
-def expert_arch(config: Config, profile: Profile, num_classes: int, image_shape: tuple[int, int, int]) -> dict:
-    """Everything besides the lineage and seed that determines an expert's weights (signed in its manifest)."""
-    return {
-        "expert": profile.expert.to_dict(),
-        "num_classes": num_classes,
-        "image_shape": list(image_shape),
-        "synth_per_class": config.learning.synth_per_class or profile.synth_per_class,
-        "profile": config.learning.profile,
-    }
 
 
 # -- factories -------------------------------------------------------------------------------------------
@@ -183,8 +171,8 @@ class ExpertBuild:
 
 def make_expert(
     data: ImageSet,
-    store: Store,
-    factories: list[Manifest],
+    factories: list[FactorySource],
+    blobs: Mapping[str, Path],
     arch: dict[str, Any],
     seed: int,
     *,
@@ -193,20 +181,21 @@ def make_expert(
     class_names: list[str],
     should_stop: Callable[[], bool] = lambda: False,
 ) -> ExpertBuild:
-    """Synthesise from `factories` (read from `store`) and train on real + synthetic data.
+    """Synthesise from `factories` (their blobs at `blobs[f.input]`) and train on real + synthetic data.
 
     A pure function of (data, factories' blobs, arch, seed): `cache` only saves the sampling. Raises
-    LoadError naming a factory that cannot be loaded or sampled."""
+    LoadError naming a factory that cannot be loaded or sampled; `progress.blame` names the one being read."""
     per_class = arch["synth_per_class"]
-    by_class: dict[int, list[Manifest]] = {}
-    for m in factories:
-        by_class.setdefault(m.classes[0], []).append(m)
+    by_class: dict[int, list[FactorySource]] = {}
+    for f in factories:
+        by_class.setdefault(f.label, []).append(f)
     with BUILD_LOCK:
         images, labels = [data.images], [data.labels]
         sampled, sampling_s = 0, 0.0  # images drawn now (not from the cache), and the seconds that took
         for i, (label, group) in enumerate(sorted(by_class.items())):
             progress.phase, progress.task = "synthesis", f"class {class_names[label]} ({i + 1}/{len(by_class)})"
-            x, y, seconds = _synthesise(store, label, group, per_class, seed, cache, ticker(progress, should_stop))
+            tick = ticker(progress, should_stop)
+            x, y, seconds = _synthesise(blobs, label, group, per_class, seed, cache, progress, tick)
             images.append(x)
             labels.append(y)
             if seconds:
@@ -233,29 +222,35 @@ def make_expert(
 
 
 def _synthesise(
-    store: Store,
+    blobs: Mapping[str, Path],
     label: int,
-    group: list[Manifest],
+    group: list[FactorySource],
     per_class: int,
     seed: int,
     cache: SynthCache | None,
+    progress: Progress,
     tick: Callable[[int, int], None],
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The synthetic set of one class, and the seconds spent sampling it (0.0 when it came from the cache)."""
-    group = sorted(group, key=lambda m: m.id)
-    ids = [m.id for m in group]
+    group = sorted(group, key=lambda f: f.id)
+    ids = [f.id for f in group]
     sseed = derive_seed(seed, "synth", label, ids, per_class)
     if cache is not None and (hit := cache.get(label, ids, per_class, sseed)) is not None:
         return (*hit, 0.0)
     factories = []
-    for m in group:
-        cfg, weights = load_factory(store, m)  # LoadError names the factory
+    for f in group:
+        progress.blame = f.id  # a job killed now (memory, time) was killed by this factory
+        cfg, weights = load_factory_file(f, blobs[f.input])  # LoadError names the factory
         factories.append((label, weights, cfg))
     t0 = time.perf_counter()
     try:
-        images, labels = synthesize(factories, per_class, seed=sseed, progress=tick)
+        images, labels = synthesize(
+            factories, per_class, seed=sseed, progress=tick, on_factory=lambda _, i: setattr(progress, "blame", ids[i])
+        )
     except SampleError as exc:  # the factory that failed, not another of its class
         raise LoadError(group[exc.index], f"cannot sample it ({exc.__cause__})") from exc
-    if cache is not None and not any(store.is_revoked(aid) for aid in ids):
+    finally:
+        progress.blame = None
+    if cache is not None:
         cache.put(label, ids, per_class, sseed, images, labels)
     return images, labels, time.perf_counter() - t0

@@ -1,0 +1,203 @@
+"""The local runner: each job a fresh worker process on this machine, under limits, at most `workers` at once.
+
+A job that breaks a limit (resident memory, CPU seconds, wall time) or dies is killed with its whole process
+group; its JobResult then names the limit and the peer artifact it was reading (the worker's last progress
+line), so the node blames that artifact and never itself. With `jobs.slots`, nodes sharing one machine also
+share `workers` slots (a file lock each), so N sites cost N light nodes plus at most `workers` jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any
+
+from ffnode.config import JobsConfig
+from ffnode.jobs.progress import Progress
+from ffnode.jobs.spec import Job, JobResult, read_result
+
+log = logging.getLogger("ffnode.jobs")
+
+WATCH_S = 0.2  # how often a job's memory, CPU and wall time are looked at
+SLOT_POLL_S = 0.5  # how often a node waiting for a shared slot tries again
+MAX_LINE = 64 * 1024  # a progress line longer than this ends the job: the worker is not talking sense
+LOG_FILE = "job.log"  # in the job's workdir: its stderr
+PAGE = os.sysconf("SC_PAGE_SIZE")
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+_LIBC = ctypes.CDLL(None, use_errno=True)
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def default_workers() -> int:
+    """One job per two cores (each trains with the threads it is given), at least one."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class LocalRunner:
+    def __init__(self, cfg: JobsConfig) -> None:
+        self.cfg = cfg
+        self.workers = cfg.workers or default_workers()
+        self._free = asyncio.Semaphore(self.workers)
+        self.compute: dict[str, float] = {}  # core-seconds per phase over every job this runner ran
+        self.jobs = {"ok": 0, "failed": 0, "killed": 0}
+
+    async def run(self, job: Job, progress: Progress | None = None) -> JobResult:
+        """Run `job` to its end (or a limit); cancelling the caller kills the job."""
+        job.write()
+        async with self._free, self._slot():
+            result = await self._spawn(job, progress or Progress())
+        for phase, seconds in result.cpu_s.items():
+            self.compute[phase] = round(self.compute.get(phase, 0.0) + seconds, 3)
+        return result
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of the machine's `workers` slots when nodes share `jobs.slots`, else nothing to wait for."""
+        if not self.cfg.slots:
+            yield
+            return
+        while True:  # other processes free slots: there is nothing in this one to wait on
+            if (held := _take_slot(Path(self.cfg.slots), self.workers)) is not None:
+                break
+            await asyncio.sleep(SLOT_POLL_S)
+        try:
+            yield
+        finally:
+            held.close()  # the kernel drops the lock with the file, also if this process dies
+
+    def _limits(self) -> None:
+        """In the child, before exec: CPU seconds are the kernel's to enforce (SIGXCPU, then SIGKILL), and the job
+        dies with the node (even a SIGKILLed one), so none writes on unowned."""
+        resource.setrlimit(resource.RLIMIT_CPU, (self.cfg.cpu_s, self.cfg.cpu_s + 5))
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    async def _spawn(self, job: Job, progress: Progress) -> JobResult:
+        t0 = time.monotonic()
+        with _open_log(job.workdir) as stderr:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ffnode.jobs.worker", str(job.workdir),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+                start_new_session=True, preexec_fn=self._limits, limit=MAX_LINE,
+            )  # fmt: skip
+        watch = Watch(proc.pid)
+        killed: str | None = None
+        try:
+            async with asyncio.timeout(self.cfg.wall_s):
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(_follow(proc, progress, watch))
+                    guard = tg.create_task(self._guard(proc, watch))
+                    await proc.wait()
+                    guard.cancel()
+            killed = watch.killed
+        except TimeoutError:
+            killed = f"it ran past jobs.wall_s ({self.cfg.wall_s:.0f} s)"
+        finally:
+            if proc.returncode is None:
+                _kill(proc)
+                await proc.wait()
+        return self._result(job, proc.returncode, killed, watch, time.monotonic() - t0)
+
+    async def _guard(self, proc: asyncio.subprocess.Process, watch: Watch) -> None:
+        """Kill the job once it holds more than jobs.memory_mb resident."""
+        while proc.returncode is None:
+            watch.sample()
+            if watch.rss_mb > self.cfg.memory_mb:
+                watch.killed = f"it held {watch.rss_mb:.0f} MB, over jobs.memory_mb ({self.cfg.memory_mb})"
+                _kill(proc)
+                return
+            await asyncio.sleep(WATCH_S)
+
+    def _result(self, job: Job, rc: int | None, killed: str | None, watch: Watch, wall: float) -> JobResult:
+        written = read_result(job.workdir) if killed is None else None
+        r = JobResult(job.workdir, wall_s=round(wall, 2), rss_mb_max=round(watch.rss_mb_max, 1), blame=watch.blame)
+        if written is not None and isinstance(written.get("cpu_s"), dict):
+            r.cpu_s = {str(k): float(v) for k, v in written["cpu_s"].items()}
+        else:
+            r.cpu_s = {watch.phase: round(watch.cpu_s, 3)}  # killed or crashed: its CPU as last seen
+        if rc == 0 and written is not None and isinstance(written.get("result"), dict):
+            r.result = written["result"]
+            self.jobs["ok"] += 1
+            return r
+        if written is not None and isinstance(written.get("error"), str):
+            r.error, r.blame = written["error"], written.get("blame") or watch.blame
+        else:
+            why = killed or (f"signal {signal.Signals(-rc).name}" if rc is not None and rc < 0 else f"exit {rc}")
+            r.error = f"the job was killed: {why}" if killed else f"the job died ({why}) before writing its result"
+        self.jobs["killed" if killed else "failed"] += 1
+        log.warning("job %s failed after %.1f s: %s%s (log: %s)", job.what or job.kind, wall, r.error,
+                    f"; it was reading {r.blame[:12]}" if r.blame else "", job.workdir / LOG_FILE)  # fmt: skip
+        return r
+
+
+class Watch:
+    """What the runner last saw of a job: memory, CPU, the phase and the artifact it was reading."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.rss_mb, self.rss_mb_max, self.cpu_s = pid, 0.0, 0.0, 0.0
+        self.phase, self.blame, self.killed = "startup", None, None
+
+    def sample(self) -> None:
+        try:
+            rss_pages = int(Path(f"/proc/{self.pid}/statm").read_text().split()[1])
+            stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError, ValueError):
+            return  # it ended meanwhile
+        self.rss_mb = rss_pages * PAGE / 2**20
+        self.rss_mb_max = max(self.rss_mb_max, self.rss_mb)
+        self.cpu_s = (int(stat[11]) + int(stat[12])) / TICK  # utime + stime
+
+
+async def _follow(proc: asyncio.subprocess.Process, progress: Progress, watch: Watch) -> None:
+    """Mirror the worker's progress lines into the node's Progress; remember the artifact it is reading."""
+    assert proc.stdout is not None
+    while True:
+        try:
+            line = await proc.stdout.readline()
+        except ValueError:  # a line over MAX_LINE
+            watch.killed = "its progress output broke the protocol"
+            _kill(proc)
+            return
+        if not line:
+            return
+        try:
+            msg: dict[str, Any] = json.loads(line)
+            watch.blame, phase = msg.get("blame"), str(msg["phase"])
+            if phase not in ("startup", "done"):
+                watch.phase = progress.phase = phase
+                progress.task = str(msg.get("task", ""))[:200]
+                progress.update(int(msg.get("done", 0)), int(msg.get("total", 0)))
+        except (ValueError, KeyError, TypeError):
+            continue
+
+
+def _take_slot(folder: Path, slots: int) -> IO[bytes] | None:
+    """A free slot's file, locked (the lock lasts while the file is open), or None if all are taken."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(slots):
+        f = open(folder / f"slot-{i}", "a+b")  # noqa: SIM115 - held until the job ends
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            f.close()
+    return None
+
+
+def _open_log(workdir: Path) -> IO[bytes]:
+    return open(workdir / LOG_FILE, "ab")  # noqa: SIM115 - the caller closes it once the child has it
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
