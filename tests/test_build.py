@@ -1,4 +1,4 @@
-"""daemon/build.py without a daemon: an expert is a pure function of (real data, lineage, seed, arch), the
+"""jobs/build.py without a job: an expert is a pure function of (real data, lineage, seed, arch), the
 synthetic cache changes nothing but time, and revocation purges exactly the sets drawn from revoked factories."""
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Store
 from ffnode.config import Config, PrivacyConfig
-from ffnode.daemon.build import derive_seed, expert_arch, make_expert, make_factory
-from ffnode.daemon.progress import Progress, Stopping
-from ffnode.daemon.synthcache import SynthCache
 from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.identity import Identity
-from ffnode.profiles import site_profile
+from ffnode.jobs.build import ExpertBuild, derive_seed, make_expert, make_factory
+from ffnode.jobs.progress import Progress, Stopping
+from ffnode.jobs.spec import FactorySource
+from ffnode.jobs.synthcache import SynthCache
+from ffnode.profiles import expert_arch, site_profile
 
 CLASSES = ["0", "1", "2"]
 
@@ -75,10 +76,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, list[Manifes
     return store, factories, peers, data, arch
 
 
-def build(world: tuple, factories: list[Manifest], cache: SynthCache | None, seed: int = 7) -> bytes:
+def expert(world: tuple, factories: list[Manifest], cache: SynthCache | None, seed: int = 7) -> ExpertBuild:
+    """make_expert as a job calls it: the factories as sources, their blobs by input name."""
     store, _, _, data, arch = world
-    built = make_expert(data, store, factories, arch, seed, cache=cache, progress=Progress(), class_names=CLASSES)
-    return weights_to_bytes(built.weights, "owner")
+    held = [FactorySource.of(store, m) for m in factories]
+    sources, blobs = [src for src, _ in held], {src.input: path for src, path in held}
+    return make_expert(data, sources, blobs, arch, seed, cache=cache, progress=Progress(), class_names=CLASSES)
+
+
+def build(world: tuple, factories: list[Manifest], cache: SynthCache | None, seed: int = 7) -> bytes:
+    return weights_to_bytes(expert(world, factories, cache, seed).weights, "owner")
 
 
 def test_same_inputs_give_a_bitwise_identical_expert(world: tuple, tmp_path: Path) -> None:
@@ -91,8 +98,8 @@ def test_same_inputs_give_a_bitwise_identical_expert(world: tuple, tmp_path: Pat
 
 
 def test_the_expert_records_its_lineage_and_label_counts(world: tuple) -> None:
-    store, factories, _, data, arch = world
-    built = make_expert(data, store, factories, arch, 7, cache=None, progress=Progress(), class_names=CLASSES)
+    _, factories, _, data, arch = world
+    built = expert(world, factories, None)
     assert built.lineage == sorted(m.id for m in factories)
     assert built.seed == 7
     per_class = arch["synth_per_class"]
@@ -119,6 +126,16 @@ def test_revocation_purges_exactly_the_sets_drawn_from_revoked_factories(world: 
     assert len(left) == 2 and all(name.startswith("class2-") for name in left)  # factory 1's set and index
 
 
+def test_a_job_draws_into_its_own_folder_and_the_node_adopts_only_unrevoked_sets(world: tuple, tmp_path: Path) -> None:
+    _, factories, _, _, _ = world
+    cache, drawn = SynthCache(tmp_path / "synth"), tmp_path / "job" / "out" / "synth"
+    cold = build(world, factories, SynthCache(cache.folder, write_to=drawn))
+    assert not list(cache.folder.iterdir()) and len(list(drawn.glob("*.json"))) == 2  # the node's cache untouched
+    assert cache.adopt(drawn, lambda aid: aid == factories[0].id) == 1  # the revoked factory's set stays out
+    assert [p.name.startswith("class2-") for p in cache.folder.glob("*.json")] == [True]
+    assert build(world, factories, SynthCache(cache.folder, write_to=tmp_path / "job2")) == cold
+
+
 def test_a_factory_whose_blob_is_gone_is_named_in_the_error(tmp_path: Path) -> None:
     store = Store(tmp_path / "store", federation="testnet")
     peer = Identity(b"\x09" * 32)
@@ -136,7 +153,12 @@ def test_a_factory_whose_blob_is_gone_is_named_in_the_error(tmp_path: Path) -> N
     data = digits([0])
     arch = expert_arch(tiny_config(), site_profile(tiny_config(), data.images.shape[1:]), 3, data.images.shape[1:])
     with pytest.raises(LoadError) as info:
-        make_expert(data, store, [m], arch, 7, cache=None, progress=Progress(), class_names=CLASSES)
+        FactorySource.of(store, m)
+    assert info.value.artifact_id == m.id
+    with pytest.raises(LoadError) as info:  # gone after the job was laid out: the job names it too
+        source = FactorySource(m.id, m.owner, 1, dict(m.arch), "f")
+        make_expert(data, [source], {"f": tmp_path / "gone"}, arch, 7, cache=None, progress=Progress(),
+                    class_names=CLASSES)  # fmt: skip
     assert info.value.artifact_id == m.id
 
 
