@@ -19,29 +19,24 @@ pi(y) (summed real counts, from the expert manifests) once:
 
 On balanced classes the two rules agree; on skewed ones (RetinaMNIST, 43 % grade 0) the second is the
 better calibrated one. Prediction is the argmax; probabilities are the softmax of the combined logits.
+
+The counts the prior rule needs (`Priors`) and which classes a rule can answer (`covered`) are plain numpy, in
+ffnode.voters, so the node judges coverage and refuses a query without loading torch.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ffnode.expert.train import expert_log_probs
+from ffnode.voters import Priors, covered
 
 LOG_FLOOR = math.log(1e-12)
-
-
-@dataclass(frozen=True)
-class Priors:
-    """Label counts behind a set of experts: what each was trained on, and the federation's real data."""
-
-    train_counts: np.ndarray  # (K, C): expert k's training labels per class, real and synthetic
-    real_counts: np.ndarray  # (C,): real training images per class, each site counted once
 
 
 def _log_share(counts: np.ndarray) -> torch.Tensor:
@@ -75,17 +70,6 @@ def poe_combine(log_probs: torch.Tensor, priors: Priors | None = None) -> torch.
     usable = torch.as_tensor(covered(priors.train_counts, priors.real_counts))  # (C,)
     logits = torch.where(usable, mean + _log_share(priors.real_counts), LOG_FLOOR)
     return torch.log_softmax(logits, dim=-1)
-
-
-def covered(train_counts: np.ndarray, real_counts: np.ndarray | None = None) -> np.ndarray:
-    """(C,) bool: the classes a PoE over experts trained on `train_counts` (K, C) can answer.
-
-    A class is covered iff at least one expert was trained on images of it (real or synthetic), and, when
-    `real_counts` (the prior rule's federation prior) is given, there are real images of it: `poe_combine`
-    gives any other class LOG_FLOOR, probability about 0 whatever the image. Under the product rule an
-    uncovered class still gets the mass label smoothing leaves it: noise, not evidence."""
-    trained = (np.asarray(train_counts).reshape(-1, np.shape(train_counts)[-1]) > 0).any(axis=0)
-    return trained if real_counts is None else trained & (np.asarray(real_counts) > 0)
 
 
 @torch.no_grad()

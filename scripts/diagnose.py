@@ -32,7 +32,8 @@ from ffnode.config import Config
 from ffnode.data.sources import load_dataset
 from ffnode.expert.train import expert_log_probs
 from ffnode.poe import poe_combine
-from ffnode.query import ExpertPool, priors_for
+from ffnode.query import ExpertPool
+from ffnode.voters import priors_for
 from harness.metrics import accuracy
 
 

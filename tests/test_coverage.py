@@ -15,7 +15,8 @@ from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.identity import Identity
 from ffnode.poe import Priors, covered, poe_combine
-from ffnode.query import CannotAnswer, ExpertPool, coverage, implausible_counts
+from ffnode.query import ExpertPool
+from ffnode.voters import CannotAnswer, coverage, implausible_counts
 from tests.test_poe import Fixed
 
 CLASSES = ["a", "b", "c"]

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from ffnode.artifacts.manifest import Manifest
 from ffnode.poe import Priors, poe_combine, poe_predict
-from ffnode.query import PRIOR_CLIP, expert_priors
+from ffnode.voters import PRIOR_CLIP, expert_priors
 
 
 def test_combine_matches_hand_computation() -> None:

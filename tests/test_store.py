@@ -237,7 +237,7 @@ def test_a_tainted_peer_expert_left_out_of_queries_is_no_unlearning_failure(tmp_
     """Mallory's expert derives from Alice's factory, which Alice revoked; Mallory is offline and never retrains.
     Queries leave his expert out, so the proof passes and names it; it fails only for a tainted own expert."""
     from ffnode.daemon.unlearn import verify_unlearning
-    from ffnode.query import candidates
+    from ffnode.voters import candidates
 
     store = Store(tmp_path, federation="f")
     factory = published(store, weights(b"f"), 1)

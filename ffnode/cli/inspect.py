@@ -109,7 +109,7 @@ def stopped_status(home: Path, state: str) -> dict[str, Any]:
     "starting": a process holds its lock), what its store holds and what a query would be answered with
     (`ffnode query` answers from the store then)."""
     from ffnode.cli.query import image_shape
-    from ffnode.query import ExpertPool
+    from ffnode.voters import Voters
 
     config, me = Config.load(home), load_identity(home).peer_id
     classes = config.federation.classes
@@ -120,7 +120,7 @@ def stopped_status(home: Path, state: str) -> dict[str, Any]:
     for e in store.entries():
         counts[f"{e.manifest.kind}_{e.state}"] = counts.get(f"{e.manifest.kind}_{e.state}", 0) + 1
     own = [m for m in store.live("expert") if m.owner == me]
-    cover = ExpertPool(store, len(classes), image_shape(config)).coverage(classes, config.learning.poe_rule)
+    cover = Voters(store, len(classes), image_shape(config)).coverage(classes, config.learning.poe_rule)
     return {
         "running": False,
         "state": state,

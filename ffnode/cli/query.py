@@ -59,7 +59,8 @@ def _from_store(home: Path, config: Config, batch: np.ndarray, shape: tuple[int,
     """The answer of the experts in the home's store, as the node would give it."""
     from ffnode.artifacts.store import Store, trust_of
     from ffnode.identity import load_identity
-    from ffnode.query import CannotAnswer, ExpertPool, NoExperts
+    from ffnode.query import ExpertPool
+    from ffnode.voters import CannotAnswer, NoExperts
 
     me = load_identity(home).peer_id
     store = Store(
