@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ffnode.artifacts.manifest import Manifest
-from ffnode.daemon.node import Node, Traffic
+from ffnode.daemon.intake import Traffic
+from ffnode.daemon.node import Node
 from ffnode.identity import Identity
 from ffnode.net import NetError
 from harness.localnet import Daemons, init_home, status, wait_for
@@ -42,9 +43,9 @@ def test_a_peer_waits_in_the_sync_queue_once(home: Path) -> None:
     node = Node(home)
     try:
         for _ in range(3):
-            node._queue_sync("peer-a")
-        node._queue_sync("peer-b")
-        assert node._sync_q.qsize() == 2
+            node.intake.queue_sync("peer-a")
+        node.intake.queue_sync("peer-b")
+        assert node.intake._sync_q.qsize() == 2
     finally:
         node._lock.close()
 
@@ -103,12 +104,12 @@ def test_the_gossip_validator_never_waits_for_the_store(home: Path) -> None:
         holder.start()
         held.wait(5)
         t0 = time.perf_counter()
-        reason = node._validate(data, peer.peer_id)  # stateless checks only while the lock is busy
+        reason = node.intake.validate(data, peer.peer_id)  # stateless checks only while the lock is busy
         took = time.perf_counter() - t0
         release.set()
         holder.join()
         assert took < 1.0 and reason is None
-        assert node._validate(data, peer.peer_id) is None  # and the full check once it is free
+        assert node.intake.validate(data, peer.peer_id) is None  # and the full check once it is free
     finally:
         node._lock.close()
 

@@ -1,0 +1,167 @@
+"""The control endpoint's handlers: what `ffnode status`, `peers`, `artifacts`, `query`, `revoke`, `leave`,
+`verify-unlearning` and the trust commands ask of a running node (over its private Unix socket, daemon/control.py).
+Each reads the node's parts; none changes what peers can reach."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ffnode.artifacts.store import trust_of
+from ffnode.config import Config
+from ffnode.daemon import control
+from ffnode.daemon.ledger import PeerState
+from ffnode.daemon.unlearn import verify_unlearning
+
+if TYPE_CHECKING:
+    from ffnode.daemon.node import Node
+
+log = logging.getLogger("ffnode.node")
+
+
+class ControlHandlers:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def table(self) -> dict[str, control.Handler]:
+        return {
+            "status": self.status,
+            "runtime": self.runtime,
+            "peers": self.peers,
+            "artifacts": self.artifacts,
+            "query": self.query,
+            "revoke": self.revoke,
+            "leave": self.leave,
+            "verify_unlearning": self.verify,
+            "reload_trust": self.reload_trust,
+        }
+
+    async def runtime(self, args: dict) -> dict[str, Any]:
+        """What `ffnode id` shows of a running node: its pid, peer ID and listen addresses."""
+        node = self.node
+        return node.runtime_info()
+
+    async def status(self, args: dict) -> dict[str, Any]:
+        node = self.node
+        assert node.learner is not None and node.pool is not None
+        classes = node.config.federation.classes
+        # in a thread: a query may hold the pool while it loads experts
+        cover = await asyncio.to_thread(node.pool.coverage, classes, node.config.learning.poe_rule)
+        p = node.learner.progress
+        entries = node.store.entries()
+        counts: dict[str, int] = {}
+        for e in entries:
+            key = f"{e.manifest.kind}_{e.state}"
+            counts[key] = counts.get(key, 0) + 1
+        return {
+            "running": True,
+            "state": "running",
+            "peer_id": node.identity.peer_id,
+            "addrs": node.net.addrs,
+            "federation": node.config.federation.name,
+            "classes": node.config.federation.classes,
+            "local_classes": [node.config.federation.classes[c] for c in node.learner.local_classes()],
+            "phase": p.phase,
+            "task": p.task,
+            "progress": [p.done, p.total],
+            "eta_s": p.eta_s(),  # the current piece of work at its pace so far; None if not yet known
+            "missing_classes": p.missing or [],
+            # classes the experts that answer queries cannot answer now, why, and why a query is refused if it is
+            "answering_experts": cover["experts"],
+            "uncovered_classes": cover["uncovered_classes"],
+            "uncovered_why": cover["uncovered_why"],
+            "query_refusal": cover["refusal"],
+            "artifacts": counts,
+            "current_expert": (e.id if (e := node.outbox.current_expert()) else None),
+            "connected_peers": len(node.net.connected_peers()),
+            "relayed_peers": sum(p == "relayed" for p in node.net.connection_paths().values()),
+            "peer_records": {"known": len(node.discovery.book.entries), "refused": node.discovery.book.refused},
+            "bytes_sent": node.intake.traffic.sent,
+            "traffic": {
+                "blob": node.intake.traffic.blob_bytes,
+                "sync": node.intake.traffic.sync_bytes,
+                "gossip": node.intake.traffic.gossip_bytes,
+                "fetched": node.intake.traffic.fetched_bytes,
+            },
+            "uptime_s": round(time.time() - node.started, 1),
+            "compute": node.runner.compute,  # core-seconds per phase, over every job this node ran
+            "jobs": node.runner.jobs,
+            "fault": node.intake.fault,
+            "store_damaged": node.store.damaged,  # quarantined at start; peers send those artifacts again
+            "own_missing": [m.id for m in node.store.pending() if m.owner == node.identity.peer_id],
+            # own factories that failed their privacy audit: not published (ffnode audit shows the figures)
+            "withheld_factories": {node.config.federation.classes[c]: why for c, why in node.learner.withheld.items()},
+        }
+
+    async def peers(self, args: dict) -> list[dict[str, Any]]:
+        node = self.node
+        published: dict[str, dict[str, int]] = {}
+        for e in node.store.entries():
+            by_kind = published.setdefault(e.manifest.owner, {})
+            by_kind[e.manifest.kind] = by_kind.get(e.manifest.kind, 0) + (e.state != "revoked")
+        connected, paths = set(node.net.connected_peers()), node.net.connection_paths()
+        known = node.ledger.snapshot()
+        book = node.discovery.book.rows()
+        bootstrap = {a.rsplit("/p2p/", 1)[-1] for a in node.config.network.bootstrap}
+        ids = (set(known) | connected | set(published) | set(book)) - {node.identity.peer_id}
+        return [
+            {
+                "peer_id": pid,
+                "addrs": node.net.peer_addrs(pid),
+                "connected": pid in connected,
+                "path": paths.get(pid),
+                "learnt": "bootstrap" if pid in bootstrap else book.get(pid, {}).get("source", "inbound"),
+                "member": book.get(pid, {}).get("member", False),
+                "record_addrs": book.get(pid, {}).get("record_addrs", []),
+                "dial_failures": book.get(pid, {}).get("dial_failures", 0),
+                "last_seen": known.get(pid, PeerState()).last_seen or None,
+                "published": published.get(pid, {}),
+                "accepted": known.get(pid, PeerState()).accepted,
+                "rejected": known.get(pid, PeerState()).rejected,
+                "last_rejection": known.get(pid, PeerState()).last_rejection,
+                "trusted": node.store.trust.trusts(pid),
+            }
+            for pid in sorted(ids)
+        ]
+
+    async def reload_trust(self, args: dict) -> dict[str, Any]:
+        """Apply the trust settings of config.toml (ffnode block / quarantine edited it) to everything held."""
+        node = self.node
+        fresh = Config.load(node.home)
+        fed = node.config.federation
+        fed.allowed_publishers = fresh.federation.allowed_publishers
+        fed.denied_publishers = fresh.federation.denied_publishers
+        fed.quarantined = fresh.federation.quarantined
+        node.store.set_trust(trust_of(node.config, node.identity.peer_id))
+        log.info("trust changed: %d allowed, %d denied, %d quarantined", *(len(x) for x in (
+            fed.allowed_publishers, fed.denied_publishers, fed.quarantined)))  # fmt: skip
+        return {"denied_publishers": fed.denied_publishers, "quarantined": fed.quarantined}
+
+    async def artifacts(self, args: dict) -> list[dict[str, Any]]:
+        node = self.node
+        return node.store.rows(node.config.federation.classes)
+
+    async def query(self, args: dict) -> dict[str, Any]:
+        node = self.node
+        assert node.pool is not None
+        images = control.decode_images(args)
+        rule = args.get("rule") or node.config.learning.poe_rule
+        return await asyncio.to_thread(node.pool.query, images, node.config.federation.classes, rule)
+
+    async def revoke(self, args: dict) -> dict[str, Any]:
+        node = self.node
+        ids = [node.store.resolve(i) for i in args["ids"]]
+        r = await node.unlearning.revoke(ids, reason=args.get("reason") or "revoked by operator")
+        return {"revocation": r.id, "ids": r.ids}
+
+    async def leave(self, args: dict) -> dict[str, Any]:
+        node = self.node
+        revocations = await node.unlearning.leave()
+        return {"revocations": [r.id for r in revocations], "ids": [i for r in revocations for i in r.ids]}
+
+    async def verify(self, args: dict) -> dict[str, Any]:
+        node = self.node
+        assert node.learner is not None
+        return await verify_unlearning(node.store, node.outbox.current_expert(), node.learner.rebuild)

@@ -1,0 +1,333 @@
+"""What peers send, and what the node asks of them: gossip validation and acceptance, blob fetches, inventory
+sync, and the node's local fault state.
+
+Every path of peer input ends here, and none lets an exception out: a message that breaks a rule costs that
+message (WireError: logged with the peer, counted against it in the ledger); one that hits a bug costs that
+message too (logged with its traceback); a local fault (OSError: the disk) degrades the node until `maintenance`
+sees the disk work again, and is not the peer's fault. Anything accepted went through `Store.check`/`Store.add`
+(signature, schema, federation, class list, trust, tombstones) first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ffnode.artifacts.codec import WireError, describe_classes
+from ffnode.artifacts.manifest import Manifest
+from ffnode.artifacts.revocation import Revocation
+from ffnode.artifacts.store import Stale, Store, atomic_write
+from ffnode.config import Config
+from ffnode.daemon.ledger import Ledger
+from ffnode.daemon.unlearn import Unlearning
+from ffnode.net import NetError, NetHost
+from ffnode.net.discovery import Discovery
+from ffnode.net.sync import (
+    MAX_PAGE_BYTES,
+    MAX_PAGES,
+    inventory_page,
+    inventory_request,
+    parse_inventory_response,
+    parse_request,
+    peers_request,
+    peers_response,
+)
+
+log = logging.getLogger("ffnode.node")
+
+FETCH_WORKERS = 2
+SYNC_WORKERS = 4  # a peer that never answers holds one worker for SYNC_TIMEOUT_S, not the whole round
+RETRY_S = 3.0  # first retry of a blob that failed to arrive; doubles per failure up to RETRY_MAX_S
+RETRY_MAX_S = 300.0
+SYNC_TIMEOUT_S = 30.0
+FETCH_TIMEOUT_S = 600.0  # at most, for one blob from one peer; a small blob gets 60 s + size / MIN_FETCH_RATE
+MIN_FETCH_RATE = 256 * 1024  # bytes/s a transfer must average after its first 60 s (a slow drip frees the worker)
+SYNC_ROUND_S = 300.0  # one sync round with one peer, all its pages: a server inventing pages holds a worker this long
+MAX_BAD_PER_ROUND = 256  # rejected items from one peer before the round with it is cut short
+
+
+@dataclass
+class Traffic:
+    """Application bytes this node sent: blobs and inventories served, announcements published."""
+
+    blob_bytes: int = 0
+    sync_bytes: int = 0
+    gossip_bytes: int = 0
+    fetched_bytes: int = 0
+    # bumped from the loop, the network thread and worker threads: `+=` on an attribute is not atomic
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, kind: str, n: int) -> None:
+        with self._lock:
+            setattr(self, f"{kind}_bytes", getattr(self, f"{kind}_bytes") + n)
+
+    @property
+    def sent(self) -> int:
+        return self.blob_bytes + self.sync_bytes + self.gossip_bytes
+
+
+class Intake:
+    """The node's side of every exchange with peers. `net` and `discovery` are set by the node once made (they
+    call back into this object)."""
+
+    def __init__(self, config: Config, store: Store, ledger: Ledger, unlearning: Unlearning) -> None:
+        self.config, self.store, self.ledger, self.unlearning = config, store, ledger, unlearning
+        self.net: NetHost
+        self.discovery: Discovery
+        self.traffic = Traffic()
+        self.fault: str | None = None  # a local fault (disk full, ...): the node stops accepting until it clears
+        self.peers_request = peers_request(config.federation.name, config.federation.classes)  # who else is a member?
+        self._fetch_q: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._retry: dict[str, tuple[float, float]] = {}  # artifact ID -> (current delay, next attempt)
+        self._sync_q: asyncio.Queue[str] = asyncio.Queue()
+        self._sync_queued: set[str] = set()  # a peer waits in the sync queue at most once
+
+    def validate(self, data: bytes, peer: str) -> str | None:
+        """Gossip validator, called on the network thread: reject before anything is forwarded. Never waits
+        for the store's lock (the loop may hold it across a disk write)."""
+        if (reason := self.ledger.known_bad(data)) is not None:
+            return reason
+        try:
+            self.store.check(data, wait=False)
+        except Stale as exc:
+            return str(exc)  # not forwarded, not held against the peer
+        except WireError as exc:
+            self.ledger.reject(peer, str(exc), data, quiet=True)  # the network thread logs it
+            return str(exc)
+        except Exception as exc:  # a bug reachable from peer input: drop the message, keep the node
+            log.exception("checking a message from %s failed", peer)
+            self.ledger.reject(peer, f"internal error on its message: {exc!r}", data, quiet=True)
+            return repr(exc)
+        return None
+
+    def _local_fault(self, what: str, exc: OSError) -> None:
+        if self.fault is None:
+            log.error("local fault while %s: %s; accepting nothing until it clears", what, exc)
+        self.fault = f"{what}: {exc}"
+
+    def on_gossip(self, data: bytes, peer: str) -> None:
+        self._accept(data, peer)
+
+    def _accept(self, data: bytes, peer: str) -> None:
+        state = self.ledger.seen(peer)
+        if self.fault is not None or self.ledger.known_bad(data) is not None:
+            return  # a fault: peers offer it again by sync once it clears; a known bad one: counted already
+        try:
+            msg = self.store.add(data)
+        except Stale as exc:  # an honest peer that has not caught up yet: not its fault, but never checked twice
+            log.debug("refused a stale message from %s: %s", peer, exc)
+            self.ledger.remember_bad(data, str(exc))
+            return
+        except WireError as exc:
+            self.ledger.reject(peer, str(exc), data)
+            return
+        except OSError as exc:
+            self._local_fault(f"storing a message from {peer}", exc)
+            return
+        except Exception as exc:  # a bug reachable from peer input: drop the message, keep the node
+            log.exception("storing a message from %s failed", peer)
+            self.ledger.reject(peer, f"internal error on its message: {exc!r}", data, quiet=True)
+            return
+        self.ledger.accepted(state)
+        if isinstance(msg, Manifest):
+            log.info("accepted %s %s of %s", msg.kind, msg.id[:12], msg.owner)
+            self._queue_fetch(msg.id, peer)
+        elif isinstance(msg, Revocation):
+            log.info("accepted revocation of %s by %s (%s)", [i[:12] for i in msg.ids], msg.owner, msg.reason)
+            self.unlearning.forget(msg.ids)
+
+    def on_peer(self, peer: str, connected: bool) -> None:
+        self.ledger.seen(peer, connected=connected)
+        if connected:
+            self._retry.clear()  # a new peer may hold what nobody served so far
+            self.queue_sync(peer)
+
+    def serve_sync(self, peer: str, body: bytes) -> bytes:
+        """One page of the inventory, or our peer records (worker thread; a WireError resets the stream and is
+        logged there)."""
+        kind, federation, class_list, cursor = parse_request(body)
+        fed = self.config.federation
+        if federation != fed.name:  # counted and logged within the peer's budget; the stream is reset
+            self.ledger.reject(peer, f"its {kind} is for federation {federation[:64]!r}, not {fed.name!r}")
+            raise WireError(f"{kind} refused: another federation")
+        if class_list != fed.classes:  # the same federation name, another class list: a label would mean another class
+            self.ledger.reject(
+                peer,
+                f"its {kind} names federation {federation!r} with classes {describe_classes(class_list)}, "
+                f"but this federation's are {describe_classes(fed.classes)}: not served (check federation.classes)",
+            )
+            raise WireError(f"{kind} refused: another class list")
+        if kind == "peers_req":
+            reply = peers_response(self.discovery.answer())
+        else:
+            reply = inventory_page(*self.store.inventory(), cursor)
+        self.traffic.add("sync", len(reply))
+        return reply
+
+    def open_blob(self, blob: str) -> Path | None:
+        path = self.store.blob_path(blob)
+        if path is not None:
+            self.traffic.add("blob", path.stat().st_size)
+        return path
+
+    async def publish(self, envelope: bytes) -> None:
+        try:
+            await self.net.publish(envelope)
+            self.traffic.add("gossip", len(envelope))
+        except NetError as exc:  # peers still get it by sync
+            log.warning("publish failed (%s); peers will get it by sync", exc)
+
+    # -- background work -----------------------------------------------------------------------------
+    def _queue_fetch(self, aid: str, hint: str | None) -> None:
+        if aid not in self._queued:
+            self._queued.add(aid)
+            self._fetch_q.put_nowait((aid, hint))
+
+    async def fetch_worker(self) -> None:
+        while True:
+            aid, hint = await self._fetch_q.get()
+            try:
+                await self._fetch(aid, hint)
+            except Exception:  # a bug must cost this fetch, never the node (peers' bytes reach this code)
+                log.exception("fetching %s failed", aid[:12])
+            finally:
+                self._queued.discard(aid)
+
+    async def _fetch(self, aid: str, hint: str | None) -> None:
+        if self.fault is not None:
+            return  # `maintenance` queues it again once the fault clears
+        try:
+            entry = self.store.entry(aid)
+        except KeyError:
+            return  # dropped or compacted meanwhile
+        if entry.state != "pending":
+            return
+        m = entry.manifest
+        connected = self.net.connected_peers()
+        candidates = [p for p in dict.fromkeys([m.owner, hint, *connected]) if p in connected]  # the owner first
+        for peer in candidates:
+            tmp, t0 = self.store.tmp_path(m.blob), time.monotonic()
+            try:
+                async with asyncio.timeout(min(FETCH_TIMEOUT_S, 60.0 + m.size / MIN_FETCH_RATE)):
+                    await self.net.fetch_blob(peer, m.blob, m.size, tmp)
+                await asyncio.to_thread(self.store.put_blob_file, tmp, m)  # hashes the file: off the loop
+            except WireError as exc:  # the bytes the peer served break a rule: counted against it
+                tmp.unlink(missing_ok=True)
+                log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc)
+                self.ledger.reject(peer, f"its blob for {m.kind} {aid[:12]}: {exc}", quiet=True)
+                if self.store.get(aid) is None:
+                    return  # the manifest itself was invalid (its blob is not its owner's): dropped
+                continue
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                self._local_fault(f"fetching {m.kind} {aid[:12]}", exc)
+                return
+            except (NetError, TimeoutError) as exc:
+                tmp.unlink(missing_ok=True)
+                log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc)
+                continue
+            self.traffic.add("fetched", m.size)
+            self._retry.pop(aid, None)
+            seconds = time.monotonic() - t0
+            path = self.net.connection_paths().get(peer, "gone")
+            log.info(
+                "verified %s %s (%d bytes) from %s in %.2f s (%.2f MB/s, %s)",
+                m.kind, aid[:12], m.size, peer, seconds, m.size / 1e6 / max(seconds, 1e-6), path,
+            )  # fmt: skip
+            return
+        # nobody served it yet: `maintenance` queues it again, backing off so a blob nobody has costs little
+        delay = min(RETRY_MAX_S, 2 * self._retry.get(aid, (RETRY_S / 2, 0.0))[0])
+        self._retry[aid] = (delay, time.monotonic() + delay)
+
+    def queue_sync(self, peer: str) -> None:
+        if peer not in self._sync_queued:
+            self._sync_queued.add(peer)
+            self._sync_q.put_nowait(peer)
+
+    async def sync_worker(self) -> None:
+        while True:
+            peer = await self._sync_q.get()
+            try:
+                await self._sync(peer)
+            except Exception:  # a bug must cost this round with this peer, never the node
+                log.exception("sync with %s failed", peer)
+            finally:
+                self._sync_queued.discard(peer)
+
+    async def _sync(self, peer: str) -> None:
+        """An inventory round with the peer; if it answered as a member of our federation, ask for its peers."""
+        if not await self._sync_inventory(peer):
+            return
+        try:
+            async with asyncio.timeout(SYNC_TIMEOUT_S):
+                await self.discovery.ask(peer, self.peers_request)
+        except WireError as exc:
+            self.ledger.reject(peer, f"its peers response: {exc}")
+        except (NetError, TimeoutError) as exc:
+            log.warning("peers request to %s failed: %s", peer, exc)
+
+    async def _sync_inventory(self, peer: str) -> bool:
+        """Read the peer's inventory page by page; accept each envelope not held yet, as if gossiped. A round is
+        bounded in pages, time and rejected items, and every page but the last must hold something. True if
+        the peer served its whole inventory for our federation."""
+        cursor, rejected_before = "", self.ledger.peer(peer).rejected
+        try:
+            async with asyncio.timeout(SYNC_ROUND_S):
+                for _ in range(MAX_PAGES):
+                    async with asyncio.timeout(SYNC_TIMEOUT_S):
+                        request = inventory_request(self.config.federation.name, self.config.federation.classes, cursor)
+                        reply = await self.net.request(peer, request, max_response=MAX_PAGE_BYTES)
+                    manifests, revocations, cursor = parse_inventory_response(reply)
+                    if cursor and not manifests + revocations:
+                        raise WireError("an empty page that is not the last")
+                    for data in manifests + revocations:  # manifests first: a revocation frees what it names
+                        if not self.store.knows(data):
+                            self._accept(data, peer)
+                    if self.ledger.peer(peer).rejected - rejected_before > MAX_BAD_PER_ROUND:
+                        log.warning("sync with %s cut short: more than %d bad items", peer, MAX_BAD_PER_ROUND)
+                        return False
+                    if not cursor:
+                        return True
+                    await asyncio.sleep(0)  # a long inventory must not hold the loop
+                log.warning("sync with %s stopped after %d pages; the rest waits for the next round", peer, MAX_PAGES)
+                return True
+        except WireError as exc:
+            self.ledger.reject(peer, f"its inventory: {exc}")
+        except (NetError, TimeoutError) as exc:
+            log.warning("sync with %s failed: %s", peer, exc)
+        return False
+
+    async def maintenance(self) -> None:
+        """Retry blobs that did not arrive; re-ask every peer for its inventory now and then; clear a local
+        fault once the disk takes a write again (and then ask every peer again for what was dropped)."""
+        last_sync = time.monotonic()
+        for m in self.store.pending():
+            self._queue_fetch(m.id, None)
+        while True:
+            await asyncio.sleep(RETRY_S)
+            if self.fault is not None and await asyncio.to_thread(self._disk_works):
+                log.info("local fault cleared (%s): accepting again", self.fault)
+                self.fault = None
+                last_sync = 0.0
+            now = time.monotonic()
+            for m in self.store.pending():
+                if self._retry.get(m.id, (0.0, 0.0))[1] <= now:
+                    self._queue_fetch(m.id, None)
+            if time.monotonic() - last_sync > self.config.network.sync_interval_s:
+                last_sync = time.monotonic()
+                for peer in self.net.connected_peers():
+                    self.queue_sync(peer)
+
+    def _disk_works(self) -> bool:
+        probe = self.store.root / "tmp" / "probe"
+        try:
+            atomic_write(probe, b"\0" * 65536)  # about one manifest
+            probe.unlink()
+            return True
+        except OSError:
+            return False
