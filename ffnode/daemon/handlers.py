@@ -4,10 +4,9 @@ Each reads the node's parts; none changes what peers can reach."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ffnode.artifacts.store import trust_of
 from ffnode.config import Config
@@ -15,15 +14,12 @@ from ffnode.daemon import control
 from ffnode.daemon.ledger import PeerState
 from ffnode.daemon.unlearn import verify_unlearning
 
-if TYPE_CHECKING:
-    from ffnode.daemon.node import Node
-
 log = logging.getLogger("ffnode.node")
 
 
 class ControlHandlers:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, node: Any) -> None:
+        self.node = node  # the running daemon.node.Node (not imported: it imports this module)
 
     def table(self) -> dict[str, control.Handler]:
         return {
@@ -47,8 +43,7 @@ class ControlHandlers:
         node = self.node
         assert node.learner is not None and node.pool is not None
         classes = node.config.federation.classes
-        # in a thread: a query may hold the pool while it loads experts
-        cover = await asyncio.to_thread(node.pool.coverage, classes, node.config.learning.poe_rule)
+        cover = await node.pool.coverage(classes, node.config.learning.poe_rule)  # from the manifests alone
         p = node.learner.progress
         entries = node.store.entries()
         counts: dict[str, int] = {}
@@ -148,7 +143,7 @@ class ControlHandlers:
         assert node.pool is not None
         images = control.decode_images(args)
         rule = args.get("rule") or node.config.learning.poe_rule
-        return await asyncio.to_thread(node.pool.query, images, node.config.federation.classes, rule)
+        return await node.pool.query(images, node.config.federation.classes, rule)  # in the query worker
 
     async def revoke(self, args: dict) -> dict[str, Any]:
         node = self.node

@@ -59,7 +59,7 @@ class Learner:
     ) -> None:
         self.config, self.data, self.store, self.outbox = config, data, store, outbox
         self.unlearning, self.cache, self.work, self.runner = unlearning, cache, work, runner
-        self.data_file = work / DATA_FILE  # the local images as every job reads them (written by `save_data`)
+        self.data_file = work / DATA_FILE  # the local images as every job reads them (the node writes it at start)
         # torch threads per job: the config's, else the cores shared by the runner's workers. A rebuild must use
         # the same count as the build it checks (bitwise), and does: both come from here.
         self.threads = config.learning.threads or max(1, (os.cpu_count() or 1) // runner.workers)
@@ -86,13 +86,6 @@ class Learner:
 
     def local_classes(self) -> list[int]:
         return sorted({int(c) for c in np.unique(self.data.labels)})
-
-    def save_data(self) -> None:
-        """Write the local images where jobs read them (once per start: the data may have been re-read)."""
-        self.data_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.data_file.with_suffix(".tmp.npz")
-        np.savez(tmp, images=self.data.images, labels=self.data.labels)
-        tmp.replace(self.data_file)
 
     async def run_job(self, job: Job) -> JobResult:
         """Run one job to its end; `halt` (the node is leaving) kills it and this raises HasLeft."""

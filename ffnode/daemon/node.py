@@ -13,9 +13,13 @@ import functools
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ffnode.arch import vet
 from ffnode.artifacts.store import Store, atomic_write, limits_of, trust_of
@@ -23,11 +27,11 @@ from ffnode.config import CONFIG_FILE, Config, ConfigError
 from ffnode.daemon import control
 from ffnode.daemon.handlers import ControlHandlers
 from ffnode.daemon.intake import FETCH_WORKERS, SYNC_WORKERS, Intake
-from ffnode.daemon.learner import Learner
+from ffnode.daemon.learner import DATA_FILE, Learner
 from ffnode.daemon.ledger import Ledger
 from ffnode.daemon.outbox import Outbox
 from ffnode.daemon.unlearn import Unlearning
-from ffnode.data.sources import ImageSet, load_dataset
+from ffnode.data.sources import DataError, ImageSet
 from ffnode.identity import load_identity
 from ffnode.jobs import make_runner
 from ffnode.jobs.synthcache import SynthCache
@@ -35,7 +39,7 @@ from ffnode.net import Handlers, NetError, NetHost, Relaying
 from ffnode.net.discovery import Discovery
 from ffnode.net.sync import MAX_PEERS_BYTES
 from ffnode.profiles import fit_warning, site_profile
-from ffnode.query import ExpertPool
+from ffnode.query_worker import QueryService
 
 log = logging.getLogger("ffnode.node")
 
@@ -69,7 +73,7 @@ class Node:
         self.outbox = Outbox(home, self.identity, self.store, fed.name, fed.classes, self._gossip)
         self.unlearning = Unlearning(self.store, self.outbox, self.cache, self._halt_jobs)
         self.intake = Intake(self.config, self.store, self.ledger, self.unlearning)  # what peers send
-        self.pool: ExpertPool | None = None  # made once the image shape is known (Node.run)
+        self.pool: QueryService | None = None  # made once the image shape is known (Node.run)
         self.learner: Learner | None = None  # made once the local data is loaded (Node.run)
         self.started = time.time()
         self.ready = asyncio.Event()  # the control endpoint answers and the host listens
@@ -125,7 +129,11 @@ class Node:
                     f"{self.home / CONFIG_FILE}: federation.image_shape is {self.config.federation.image_shape} but "
                     f"the local data is {'x'.join(map(str, data.image_shape))}: fix one of them"
                 )
-            self.pool = ExpertPool(self.store, len(self.config.federation.classes), shape)
+            jobs = self.config.jobs
+            self.pool = QueryService(
+                self.store, len(self.config.federation.classes), shape,
+                threads=self.config.learning.threads, idle_s=jobs.query_idle_s, warm=jobs.query_warm,
+            )  # fmt: skip
             profile = site_profile(self.config, data.image_shape, where=self.home / CONFIG_FILE)
             if warning := fit_warning(self.config.learning.profile, data.image_shape):
                 log.warning("%s (set learning.profile in %s)", warning, self.home / CONFIG_FILE)
@@ -133,7 +141,6 @@ class Node:
                 self.config, data, profile, self.store, self.outbox, self.unlearning, self.cache, self.home / "work",
                 self.runner,
             )  # fmt: skip
-            await asyncio.to_thread(self.learner.save_data)
             self.store.on_change = self.learner.notify
             self.unlearning.forget_all_revoked()  # after a crash between a revocation and its purge
             await self.net.start()
@@ -147,15 +154,24 @@ class Node:
             self._lock.close()
 
     def _load_data(self) -> ImageSet:
-        """Load and check the local data; bad data fails here, before the node starts anything else."""
+        """Read and check the local data in a process of its own (ffnode/data/extract.py), into the file every job
+        reads; bad data fails here, before the node starts anything else."""
         cfg, classes = self.config.data, self.config.federation.classes
-        data = load_dataset(cfg.spec, split=cfg.split, classes=classes, bit_depth=cfg.bit_depth)
+        path = self.home / "work" / DATA_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "ffnode.data.extract", cfg.spec, str(path), "--split", cfg.split,
+               "--classes", json.dumps(classes), "--bit-depth", str(cfg.bit_depth)]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise DataError(done.stderr.strip() or f"reading {cfg.spec} failed (exit {done.returncode})")
+        with np.load(path) as z:
+            data = ImageSet(z["images"], z["labels"], tuple(classes))
         names = [classes[c] for c in sorted(set(data.labels.tolist()))]
         log.info("local data %s: %d images of classes %s", cfg.spec, len(data.labels), names)
         return data
 
     async def _serve(self, stop: asyncio.Event) -> None:
-        assert self.learner is not None
+        assert self.learner is not None and self.pool is not None
         control_ready = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -172,11 +188,13 @@ class Node:
                 atomic_write(self.home / control.RUNTIME_FILE, json.dumps(self.runtime_info()).encode())
                 log.info("node %s listening on %s", self.identity.peer_id, " ".join(self.net.addrs))
                 self.ready.set()
+                tasks.append(tg.create_task(self.pool.start()))  # the query worker, if jobs.query_warm
                 await stop.wait()
                 log.info("stopping")  # cancelling the learner kills its running job
                 for task in tasks:
                     task.cancel()
         finally:
+            await self.pool.close()
             try:
                 self.discovery.save()  # the members this run met: a restart needs no bootstrap node
             except OSError as exc:
