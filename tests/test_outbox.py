@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from ffnode.artifacts.blob import weights_to_bytes
 from ffnode.artifacts.codec import decode
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.daemon.outbox import HasLeft, Outbox
-from ffnode.daemon.synthcache import SynthCache
 from ffnode.daemon.unlearn import Unlearning
 from ffnode.identity import Identity
+from ffnode.jobs.synthcache import SynthCache
 
 CLASSES = ["0", "1", "2"]
 
@@ -37,8 +38,8 @@ def make(tmp_path: Path, seed: bytes = b"\x01" * 32) -> tuple[Outbox, Unlearning
 
 
 async def publish(outbox: Outbox, kind: str = "factory", label: int = 0) -> Manifest:
-    weights = {"w": torch.full((4,), float(label))}
-    return await outbox.publish(kind, [label], {"x": 1}, weights, [], 7, {"seconds": 1.5, "bad": float("nan")})
+    blob = weights_to_bytes({"w": torch.full((4,), float(label))}, outbox.me)  # as a job writes it
+    return await outbox.publish(kind, [label], {"x": 1}, blob, [], 7, {"seconds": 1.5, "bad": float("nan")})
 
 
 async def test_publish_stores_then_gossips_with_fresh_sequence_numbers(tmp_path: Path) -> None:

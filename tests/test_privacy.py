@@ -16,10 +16,10 @@ from daemons import CLASSES, class_file, free_port
 
 from ffnode.config import PrivacyConfig
 from ffnode.daemon import control
-from ffnode.daemon.build import factory_split
 from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.factory.config import FactoryConfig
 from ffnode.factory.train import train_factory
+from ffnode.jobs.build import factory_split
 from ffnode.privacy.audit import AuditSettings, audit_factory, holdout_split
 from ffnode.privacy.picture import closest_pairs
 from ffnode.privacy.policy import AuditPolicy, audit_of, judge, mia_se, refusals
