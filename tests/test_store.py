@@ -4,6 +4,7 @@ are covered by the protocol vectors (test_protocol.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 from pathlib import Path
@@ -245,9 +246,13 @@ def test_a_tainted_peer_expert_left_out_of_queries_is_no_unlearning_failure(tmp_
     clean = published_expert(store, weights(b"e2"), 2, ALICE, lineage=[])
     store.add(revocation([factory.id], 3))
     assert [m.id for m in candidates(store)] == [clean.id]
-    proof = verify_unlearning(store, data=None, current=None, class_names=["0"])  # type: ignore[arg-type]
+
+    async def never(*_: object) -> None:
+        raise AssertionError("nothing to rebuild: the own expert's lineage is not held")
+
+    proof = asyncio.run(verify_unlearning(store, None, never))  # type: ignore[arg-type]
     assert proof["live_lineage_clean"] and proof["excluded_tainted_experts"] == [tainted.id]
-    own = verify_unlearning(store, data=None, current=tainted, class_names=["0"])  # type: ignore[arg-type]
+    own = asyncio.run(verify_unlearning(store, tainted, never))  # type: ignore[arg-type]
     assert not own["live_lineage_clean"]
 
 
