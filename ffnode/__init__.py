@@ -2,7 +2,7 @@
 
 The data path, top to bottom, one module (or package) a step:
 
-    data/        a site's images from a dataset spec, and query images            -> uint8 arrays
+    data/        a site's images from a dataset spec (read in a process of its own), and query images -> uint8
     factory/     one small diffusion UNet per local class (the generative matrix Γ): config, objective,
                  training, sampling
     privacy/     audit: each own factory against its training images and a held-out slice before it is published,
@@ -14,9 +14,13 @@ The data path, top to bottom, one module (or package) a step:
     loaders.py   a verified manifest and its blob -> the factory or expert it describes
     synth.py     synthesise: class-balanced samples from the peers' factories
     expert/      each site's classifier: ResNet and its (bitwise repeatable) training
+    jobs/        every training, synthesis and rebuild as a job in its own process: spec, the pure builds, the
+                 worker, the local and Ray runners (limits, blame)
     poe.py       Product of Experts: the paper's product and the prior-corrected rule
-    query.py     answer queries by PoE over every live expert held
-    daemon/      a site's lifecycle: node wiring, peer ledger, learner policy, builds, outbox, unlearning, control
+    voters.py    which experts answer and which classes they cover, from their manifests alone (torch-free)
+    query.py     the experts as modules, answering by PoE; query_worker.py runs it in a warm process
+    daemon/      a site's lifecycle, without torch: node wiring, what peers send, control handlers, peer ledger,
+                 learner policy, outbox, unlearning
     cli/         the `ffnode` command: one module per command group
 
 Beside the path: config.py (the node's TOML), profiles.py (sizes per hardware), schedule.py (the lr
