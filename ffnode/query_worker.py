@@ -17,7 +17,7 @@ Two halves in one module, so the wire format has one home:
 
 Wire: every message is a 4-byte big-endian length and that many bytes of msgpack, at most MAX_MESSAGE_BYTES.
 
-    request  {"experts": [[id, manifest body, blob path or None], ...],
+    request  {"experts": [[id, msgpack of its manifest body, blob path or None], ...],
               "priors": [train_counts (K, C), real_counts (C,)] or None (the product rule),
               "images": B*H*W*C uint8 bytes, or None to load the experts only, "shape": [B, H, W, C]}
     answer   {"failed": {id: why, ...}}                         an expert did not load: nothing answered
@@ -97,7 +97,7 @@ def handle(cache: ExpertCache, request: dict[str, Any]) -> dict[str, Any]:
 
     def load(aid: str) -> Any:
         body, path = named[aid]
-        return load_expert(_Blob(path), Manifest.from_body(body))  # type: ignore[arg-type]
+        return load_expert(_Blob(path), Manifest.from_body(msgpack.unpackb(body)))  # type: ignore[arg-type]
 
     models, failed = cache.sync(list(named), load)
     if failed or request["images"] is None:
@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Before torch loads its OpenMP runtime: threads that wait at a barrier sleep rather than spin. The worker
+    # shares the cores with the node's training jobs, and spinning threads there made a one-image query on
+    # 2 busy cores take 60-740 ms instead of 8-16 ms (scripts/bench_query.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print (a library's) goes to the log, not the wire
     serve(sys.stdin.buffer, answers, args.threads)
@@ -176,6 +180,7 @@ class QueryService:
         self._lock = asyncio.Lock()  # one request at a time: the answers come back in order on one pipe
         self._idle: asyncio.Task[None] | None = None
         self._closed = False
+        self._bodies: dict[str, bytes] = {}  # voter ID -> its manifest body, packed once (asdict is not cheap)
 
     @property
     def pid(self) -> int | None:
@@ -241,9 +246,10 @@ class QueryService:
         return voters, report, priors, self._request(voters, priors, images)
 
     def _request(self, voters: list[Manifest], priors: Priors | None, images: np.ndarray | None) -> bytes:
+        self._bodies = {m.id: self._bodies.get(m.id) or msgpack.packb(m.body()) for m in voters}
         return frame(
             {
-                "experts": [[m.id, m.body(), self._blob_path(m)] for m in voters],
+                "experts": [[m.id, self._bodies[m.id], self._blob_path(m)] for m in voters],
                 "priors": None if priors is None else [priors.train_counts.tolist(), priors.real_counts.tolist()],
                 "images": None if images is None else np.ascontiguousarray(images).tobytes(),
                 "shape": None if images is None else list(images.shape),
