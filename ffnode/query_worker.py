@@ -17,7 +17,7 @@ Two halves in one module, so the wire format has one home:
 
 Wire: every message is a 4-byte big-endian length and that many bytes of msgpack, at most MAX_MESSAGE_BYTES.
 
-    request  {"experts": [[id, msgpack of its manifest body, blob path or None], ...],
+    request  {"experts": [[id, its manifest body (canonical_bytes), blob path or None], ...],
               "priors": [train_counts (K, C), real_counts (C,)] or None (the product rule),
               "images": B*H*W*C uint8 bytes, or None to load the experts only, "shape": [B, H, W, C]}
     answer   {"failed": {id: why, ...}}                         an expert did not load: nothing answered
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import msgpack
 import numpy as np
 
+from ffnode.artifacts.codec import canonical_bytes, decode
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.voters import Priors, Voters, admit, answer, check_batch
@@ -97,7 +98,7 @@ def handle(cache: ExpertCache, request: dict[str, Any]) -> dict[str, Any]:
 
     def load(aid: str) -> Any:
         body, path = named[aid]
-        return load_expert(_Blob(path), Manifest.from_body(msgpack.unpackb(body)))  # type: ignore[arg-type]
+        return load_expert(_Blob(path), Manifest.from_body(decode(body)))  # type: ignore[arg-type]
 
     models, failed = cache.sync(list(named), load)
     if failed or request["images"] is None:
@@ -127,8 +128,11 @@ def serve(requests: BinaryIO, answers: BinaryIO, threads: int) -> None:
             data = frame(handle(cache, request))
         except Exception as exc:  # a malformed request or a failing model: this request, not the worker
             data = frame({"error": f"{type(exc).__name__}: {str(exc)[:1000]}"})
-        answers.write(data)
-        answers.flush()
+        try:
+            answers.write(data)
+            answers.flush()
+        except BrokenPipeError:  # the node is gone
+            return
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -246,7 +250,7 @@ class QueryService:
         return voters, report, priors, self._request(voters, priors, images)
 
     def _request(self, voters: list[Manifest], priors: Priors | None, images: np.ndarray | None) -> bytes:
-        self._bodies = {m.id: self._bodies.get(m.id) or msgpack.packb(m.body()) for m in voters}
+        self._bodies = {m.id: self._bodies.get(m.id) or canonical_bytes(m.body()) for m in voters}
         return frame(
             {
                 "experts": [[m.id, self._bodies[m.id], self._blob_path(m)] for m in voters],
