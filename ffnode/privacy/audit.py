@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 
 from ffnode.device import autocast, pick_device
 from ffnode.factory.config import FactoryConfig
@@ -139,6 +138,8 @@ def _losses(
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """P(pos > neg) + P(pos = neg) / 2: the area under the attack's ROC curve."""
+    from sklearn.metrics import roc_auc_score  # here: scikit-learn and scipy cost an expert job 3 s to import
+
     return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
 
 
