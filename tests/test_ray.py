@@ -5,13 +5,13 @@ too, the node never imports ray, and a two-site federation whose learning all ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,18 +71,19 @@ def head() -> Iterator[Head]:
         assert rc == 0, f"ray start failed:\n{(root / 'start.log').read_text()}"
         yield Head(f"127.0.0.1:{port}", f"ray://127.0.0.1:{client}", root / "tmp")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(start.pid, sig)
-            except ProcessLookupError:
-                break
-            time.sleep(2)
-        start.wait()
+        end_session(start)
         if saved is None:
             os.environ.pop(LOOPBACK, None)
         else:
             os.environ[LOOPBACK] = saved
         subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def end_session(leader: subprocess.Popen) -> None:
+    """Kill every process of the leader's session: the head's daemons and workers (jobs' workers die with them)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader.pid, signal.SIGKILL)
+    leader.wait()
 
 
 def ray_jobs(head: Head, address: str | None = None, **limits: float) -> JobsConfig:
@@ -169,8 +170,10 @@ async def test_the_cluster_gives_the_local_runners_bytes(head: Head, tmp_path: P
 
 
 async def test_a_job_past_its_wall_time_is_killed_on_the_cluster_too(head: Head, tmp_path: Path) -> None:
-    runner = RayRunner(ray_jobs(head, wall_s=9.0))  # past the worker's start, before its end
-    result = await runner.run(factory_job(site_data(tmp_path, [1]), tmp_path / "f"))
+    job = factory_job(site_data(tmp_path, [1]), tmp_path / "f")
+    job.args["cfg"]["train_steps"] = 10**6  # it would train for hours
+    runner = RayRunner(ray_jobs(head, wall_s=12.0))  # about when the worker on the cluster has started training
+    result = await runner.run(job)
     assert not result.ok and "jobs.wall_s" in (result.error or "")
     assert runner.jobs == {"ok": 0, "failed": 0, "killed": 1}
 

@@ -9,8 +9,9 @@ The node stays small: it imports neither ray nor torch. For each job it starts a
        which lays them out in a temp dir on its machine, rewrites the input paths and runs the very worker the
        local runner runs (`python -m ffnode.jobs.worker`: the audit hook, the CPU and memory limits, the job
        dying with its parent), streaming the worker's progress lines back as they come;
-    3. mirrors the task's workdir into WORKDIR (out/blob, out/synth/*, result.json, checkpoints) and writes
-       what the task's watch saw (exit status, a limit broken, memory, CPU) to WORKDIR/ray.json.
+    3. mirrors the task's workdir into WORKDIR (out/blob, result.json, checkpoints and audit records), appends
+       the worker's stderr to job.log and writes what the task's watch saw (exit status, a limit broken, peak
+       memory, CPU seconds) to WORKDIR/ray.json.
 
 The node forwards the driver's stdout (the worker's own progress lines) into its Progress, kills the driver past
 jobs.wall_s (the driver cancels its task on SIGTERM; a driver that dies anyhow ends its Ray job, whose workers Ray
@@ -39,12 +40,11 @@ from typing import Any
 
 from ffnode.artifacts.store import atomic_write
 from ffnode.config import JobsConfig
-from ffnode.jobs.local import MAX_LINE, LocalRunner, Watch, _follow, _kill, _open_log
+from ffnode.jobs.local import LOG_FILE, MAX_LINE, LocalRunner, Watch, _follow, _kill, _open_log
 from ffnode.jobs.progress import Progress
 from ffnode.jobs.spec import JOB_FILE, RESULT_FILE, Job, JobResult
 
 REPORT_FILE = "ray.json"  # in the workdir, written by the driver: what the watch on the cluster saw
-LOG_FILE = "job.log"  # the local runner's: the driver's stderr, then the worker's from the cluster
 LOCAL = {JOB_FILE, LOG_FILE, REPORT_FILE}  # the node's own files in the workdir: neither shipped nor mirrored
 CACHE = "cache"  # the input not shipped: the synthetic sets are drawn again on the cluster, identically
 STOP_S = 10.0  # how long a driver told to stop may take to cancel its task before it is killed
@@ -139,8 +139,7 @@ def _run_remote(spec: dict[str, Any], inputs: dict[str, Tree], files: Tree, cfg:
     An event loop of its own, driven between yields, so the local runner's memory guard watches the worker while
     the task waits for its output."""
     runner = LocalRunner(JobsConfig(**cfg))
-    loop = asyncio.new_event_loop()
-    with tempfile.TemporaryDirectory(prefix="ffnode-job-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ffnode-job-") as tmp, contextlib.closing(asyncio.new_event_loop()) as loop:
         root = Path(tmp)
         paths = {name: str(_unpack(tree, root / "inputs" / name)) for name, tree in inputs.items()}
         job = Job(spec["kind"], spec["args"], paths, _unpack(files, root / "work"))
@@ -153,13 +152,11 @@ def _run_remote(spec: dict[str, Any], inputs: dict[str, Tree], files: Tree, cfg:
             while chunk := loop.run_until_complete(proc.stdout.read(MAX_LINE)):
                 yield chunk
             loop.run_until_complete(proc.wait())
-            loop.run_until_complete(guard)
         finally:  # also when the driver cancels the task
             if proc.returncode is None:
                 _kill(proc)
                 loop.run_until_complete(proc.wait())
-            guard.cancel()
-            loop.close()
+            loop.run_until_complete(guard)  # it ends with the worker
         report = {"rc": proc.returncode, "killed": watch.killed, "rss_mb_max": watch.rss_mb_max, "cpu_s": watch.cpu_s}
         yield {"files": _pack(job.workdir, LOCAL), "log": (job.workdir / LOG_FILE).read_bytes(), "report": report}
 
