@@ -86,8 +86,8 @@ def end_session(leader: subprocess.Popen) -> None:
     leader.wait()
 
 
-def ray_jobs(head: Head, address: str | None = None, **limits: float) -> JobsConfig:
-    return JobsConfig(runner="ray", address=address or head.address, memory_mb=MEMORY_MB, **limits)  # type: ignore
+def ray_jobs(head: Head, address: str | None = None, **limits: Any) -> JobsConfig:
+    return JobsConfig(runner="ray", address=address or head.address, memory_mb=MEMORY_MB, **limits)
 
 
 def site_data(root: Path, labels: list[int]) -> Path:
@@ -214,7 +214,8 @@ def test_a_federation_learns_on_the_cluster(head: Head, tmp_path: Path) -> None:
         Image.fromarray(test.images[np.flatnonzero(test.labels == 2)[0]][..., 0]).save(png)
         for home in homes:
             jobs = status(home)["jobs"]
-            assert jobs["ok"] >= 2 and jobs["failed"] == jobs["killed"] == 0  # its factories and expert, on Ray
+            assert jobs["ok"] >= 2 and jobs["failed"] == jobs["killed"] == 0  # its factories and expert ...
+            assert (home / "work" / "jobs" / "expert" / "ray.json").exists()  # ... on the cluster
             assert len(cli_json("query", "--home", str(home), str(png))["experts"]) == 2  # both sites' experts
             maps = Path(f"/proc/{daemons.procs[home].pid}/maps").read_text()
             assert "_raylet" not in maps  # the node itself stayed light
