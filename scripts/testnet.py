@@ -9,6 +9,11 @@ local-only with the experts' classifier; FedAvg, FedProx, FedDyn and SCAFFOLD at
 and writes a JSON report. With --unlearn K, node K then leaves the federation and the report gains an
 `unlearning` section. Every process it starts is stopped on exit, whatever happens.
 
+All sites share the machine's one pool of --workers job slots (`jobs.slots`): N sites cost N light nodes plus
+at most --workers worker processes, and a site starts its query worker only when asked, stopping it once idle.
+The report's `compute` gives each site's job CPU (core-seconds) per stage, and `memory` the peaks of resident
+memory over every daemon and its workers, sampled each second through the run (scripts/harness/memory.py).
+
 With --netns (root) every site gets its own network namespace and address on a virtual bridge
 (scripts/harness/netns.py), links can be limited (--rate-mbit) and faults scheduled (--fault): sites then
 talk over real interfaces, and the report gains a `network` section (wire bytes per site, time to a full
@@ -53,6 +58,7 @@ from ffnode.synth import synthesize
 from harness import partition
 from harness.baselines import TUNED, run_federated, tuned
 from harness.localnet import Daemons, init_home, status
+from harness.memory import MemorySampler
 from harness.metrics import accuracy, macro_auroc
 from harness.netns import Netns
 from harness.report_chart import write_bytes_chart, write_chart
@@ -64,6 +70,10 @@ FETCH_LINE = re.compile(
 
 
 BASELINES = ("server", "centralised", "local", "fl")  # server mode, pooled data, each site alone, FedAvg...
+# A site's query worker stops after this long unasked, so N sites do not keep N of them (~240 MB each on digits):
+# evaluate() asks each site all its questions in a row, W sites at a time, and a worker answers a site's questions
+# in a second or two, so at 5 s idle 8 of 10 sites still held theirs at once; at 1 s about W more linger.
+QUERY_IDLE_S = 1.0
 
 
 def baseline_set(text: str) -> frozenset[str]:
@@ -98,7 +108,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"which baselines to run, comma-separated among {','.join(BASELINES)} (default: all)",
     )
     p.add_argument("--no-baselines", action="store_const", const=frozenset(), dest="baselines", help="run none")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per node")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per job and query worker")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="job processes at once over all sites (their shared jobs.slots), and queries at once (default: cores)",
+    )
     p.add_argument("--max-per-class", type=int, default=0, help="keep at most N training images per class (0: all)")
     p.add_argument("--synth-per-class", type=int, default=0, help="synthetic images per missing class (0: profile's)")
     p.add_argument("--factory-steps", type=int, default=0, help="factory training steps (0: the profile's)")
@@ -131,6 +147,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cut:K:AT:FOR (with --netns: site K offline from AT s for FOR s), kill:K:AT (for good), restart:K:AT",
     )
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
     if any(f.kind == "cut" for f in args.fault) and not args.netns:
         p.error("--fault cut needs --netns (a link to cut)")
     if args.nat and not (args.netns and args.relay) or 0 in args.nat:
@@ -197,10 +215,13 @@ def pick_profile(args: argparse.Namespace, parts: list[np.ndarray], train: Any, 
 def make_homes(
     args: argparse.Namespace, parts: list[np.ndarray], train: Any, classes: list[str], net: Netns | None
 ) -> list[Path]:
-    """One home per node; node i bootstraps to node 0 and node i-1 (a chain plus a hub), or to i-1 only."""
+    """One home per node; node i bootstraps to node 0 and node i-1 (a chain plus a hub), or to i-1 only. Every
+    site runs its jobs in the run's one pool of --workers slots, and its query worker only while it is asked."""
     if args.workdir.exists():
         shutil.rmtree(args.workdir)
     args.workdir.mkdir(parents=True)
+    pool = {"slots": str((args.workdir / "slots").resolve()), "workers": args.workers}
+    jobs = {"jobs": pool | {"query_warm": False, "query_idle_s": QUERY_IDLE_S}}
     homes, addrs = [], []
     for i, idx in enumerate(parts):
         data = args.workdir / f"node{i}.npz"
@@ -223,6 +244,7 @@ def make_homes(
                 threads=args.threads,
                 host=net.ip(i) if net else "127.0.0.1",
                 extra=extra,
+                settings=jobs,
             )
         )
         if args.synth_per_class or args.factory_steps or args.no_hole_punch or args.set:
@@ -310,26 +332,35 @@ def query(home: Path, images: np.ndarray, rule: str | None = None) -> dict:
     return control.call(home, "query", args, timeout=600)
 
 
-def evaluate(homes: list[Path], test: Any, live: list[int], rule: str | None = None) -> dict[int, dict]:
-    """Each live site's PoE on the test split, by `rule` (None: the site's configured rule).
+def evaluate(
+    homes: list[Path], test: Any, live: list[int], at_once: int, rules: tuple[str | None, ...] = (None,)
+) -> list[dict[int, dict]]:
+    """Each live site's PoE on the test split by each of `rules` (None: the site's configured rule), one result
+    per rule.
 
-    A daemon answers on its own torch threads (`--threads`, 1 by default), so the sites are asked
-    several at a time, one per CPU core: one at a time leaves the other cores idle.
+    A site answers in its query worker, started at its first query and stopped once idle: asking `at_once`
+    sites at a time (--workers) keeps the workers answering to one per core, and each site is asked every
+    rule in a row, so its worker loads the experts once.
     """
-    with ThreadPoolExecutor(max_workers=max(1, min(len(live), os.cpu_count() or 1))) as pool:
-        answers = list(pool.map(lambda i: query(homes[i], test.images, rule), live))
-    result = {}
-    for i, r in zip(live, answers, strict=True):
-        probs = np.asarray(r["probabilities"])
-        preds = np.asarray(r["labels"])
-        result[i] = {
-            "accuracy": accuracy(preds, test.labels),
-            "auroc": macro_auroc(probs, test.labels),
-            "experts": len(r["experts"]),
-            "rule": r["rule"],
-            "preds": preds,
-        }
-    return result
+
+    def ask(i: int) -> list[dict]:
+        return [query(homes[i], test.images, rule) for rule in rules]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(live), at_once))) as pool:
+        answers = dict(zip(live, pool.map(ask, live), strict=True))
+    results: list[dict[int, dict]] = [{} for _ in rules]
+    for i, per_rule in answers.items():
+        for result, r in zip(results, per_rule, strict=True):
+            probs = np.asarray(r["probabilities"])
+            preds = np.asarray(r["labels"])
+            result[i] = {
+                "accuracy": accuracy(preds, test.labels),
+                "auroc": macro_auroc(probs, test.labels),
+                "experts": len(r["experts"]),
+                "rule": r["rule"],
+                "preds": preds,
+            }
+    return results
 
 
 def poe_figures(results: dict[int, dict]) -> dict[str, dict]:
@@ -397,6 +428,28 @@ def server_mode(args: argparse.Namespace, home: Path, test: Any, n_classes: int)
 def synth_per_class(args: argparse.Namespace, image_shape: tuple[int, int, int]) -> int:
     """Synthetic images per missing class, as the daemons use it: --synth-per-class, else the profile's."""
     return args.synth_per_class or profile_for(args.profile, image_shape).synth_per_class
+
+
+def compute_per_site(st: list[dict | None], sites: list[int]) -> dict[str, Any]:
+    """The CPU its jobs used (core-seconds per stage: startup, factories, audit, synthesis, expert ...) at each
+    site, as the site's status counts it since it started (a restarted site's count begins again), and in all."""
+    per_site = [st[i]["compute"] if i in sites and st[i] else None for i in range(len(st))]
+    total = phase_sum(per_site)
+    return {
+        "core_s": total,
+        "core_s_total": round(sum(total.values()), 1),
+        "per_site_core_s": per_site,
+        "jobs": {k: sum(s["jobs"][k] for s in st if s) for k in ("ok", "failed", "killed")},
+    }
+
+
+def phase_sum(per_site: list[dict[str, float] | None]) -> dict[str, float]:
+    """Core-seconds per stage summed over the sites (None: a site that did not answer)."""
+    total: dict[str, float] = {}
+    for c in filter(None, per_site):
+        for phase, seconds in c.items():
+            total[phase] = total.get(phase, 0.0) + seconds
+    return {k: round(v, 1) for k, v in total.items()}
 
 
 def compute_used(home: Path) -> dict:
@@ -485,6 +538,7 @@ def unlearn(
     live_before = {r["id"] for r in control.call(homes[others[0]], "artifacts") if r["state"] == "live"}
     k_id = control.call(homes[k], "status")["peer_id"]
     blobs = {r["blob"] for r in control.call(homes[k], "artifacts") if r["owner"] == k_id and r["blob"]}
+    spent_before = phase_sum([s["compute"] if s else None for s in statuses(homes, daemons)])
     left = control.call(homes[k], "leave")
     revoked = set(left["ids"])
     t0 = time.time()
@@ -501,7 +555,8 @@ def unlearn(
                 return False
         return True
 
-    wait_until(f"node {k} leaves", homes, daemons, converged, deadline)
+    st = wait_until(f"node {k} leaves", homes, daemons, converged, deadline)
+    spent = phase_sum([s["compute"] if s else None for s in st])
     seconds = time.time() - t0
     proofs = [control.call(homes[i], "verify_unlearning", timeout=None) for i in others]
     retrained = len(
@@ -512,7 +567,7 @@ def unlearn(
             if r["id"] in live_before and r["state"] == "revoked" and (r["reason"] or "").startswith("superseded")
         }
     )
-    after = evaluate(homes, test, others)
+    (after,) = evaluate(homes, test, others, args.workers)
     held = [i for i in others for b in blobs if (homes[i] / "store" / "blobs" / b).exists()]
     not_tombstoned = [
         i for i in others for r in control.call(homes[i], "artifacts") if r["id"] in revoked and r["state"] != "revoked"
@@ -527,6 +582,7 @@ def unlearn(
         "class_accuracy_before": class_accuracy(before, others, mask, test.labels),
         "class_accuracy_after": class_accuracy(after, others, mask, test.labels),
         "seconds_to_converge": round(seconds, 1),
+        "compute_core_s": {k: round(v - spent_before.get(k, 0.0), 1) for k, v in spent.items()},  # the retraining
     }
 
 
@@ -626,7 +682,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.profile = pick_profile(args, parts, train, classes)
     net = Netns(len(parts), rate_mbit=args.rate_mbit, no_inbound=args.nat) if args.netns else None
     daemons = Daemons()
+    memory = MemorySampler(daemons.pids)  # every daemon and its workers, once a second, until they stop
     try:
+        memory.start()
         homes = make_homes(args, parts, train, classes, net)
         deadline = time.time() + args.timeout
         for i, home in enumerate(homes):
@@ -643,8 +701,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         wall = time.time() - network.t0
         running = network.running()
-        results = evaluate(homes, test, running)
-        poe, product = poe_figures(results), poe_figures(evaluate(homes, test, running, rule="product"))
+        results, by_product = evaluate(homes, test, running, args.workers, rules=(None, "product"))
+        poe, product = poe_figures(results), poe_figures(by_product)
         final = statuses(homes, daemons)
         report: dict[str, Any] = {
             "dataset": args.dataset,
@@ -661,7 +719,9 @@ def main(argv: list[str] | None = None) -> dict:
             "poe_product": product,  # the paper's rule on the same experts (ffnode/poe.py)
             "bytes_sent_per_node": [s["bytes_sent"] if s else None for s in final],
             "network": network.report(results),
-            "compute": compute_used(homes[running[0]]),
+            "workers": args.workers,
+            # the manifests' training summaries (results_table.py reads them), and the jobs' CPU per site and stage
+            "compute": compute_used(homes[running[0]]) | compute_per_site(final, running),
             "privacy": privacy_audits(homes[running[0]], final),
             "hardware": hardware(),
         }
@@ -671,9 +731,11 @@ def main(argv: list[str] | None = None) -> dict:
         if args.unlearn is not None:
             report["unlearning"] = unlearn(args, homes, daemons, test, parts, train, results, deadline)
     finally:
+        memory.stop()
         daemons.stop_all()
         if net is not None:
             net.close()
+    report["memory"] = memory.report()
     if args.baselines - {"server"}:
         write_report(args, report)  # the federation's figures are safe if the long baselines are interrupted
         report["baselines"] = baselines(args, parts, train, test, len(classes))
@@ -730,6 +792,16 @@ def print_report(r: dict) -> None:
         t.add_row("privacy audit: seconds per factory (mean)", f"{p['audit_seconds_mean']:.1f}")
     if p and (p["withheld"] or p["refused"]):
         t.add_row("factories withheld / refused", f"{sum(map(len, p['withheld'].values()))} / {p['refused']}")
+    c, m = r["compute"], r["memory"]
+    stages = ", ".join(f"{k} {v:.0f}" for k, v in sorted(c["core_s"].items(), key=lambda kv: -kv[1]))
+    t.add_row(f"job CPU, all sites ({r['workers']} workers)", f"{c['core_s_total']:.0f} core-s ({stages})")
+    t.add_row("jobs ok / failed / killed", "{ok} / {failed} / {killed}".format(**c["jobs"]))
+    t.add_row(
+        "memory peak (resident): largest node / all workers / all",
+        f"{m['node_rss_mb_max']:.0f} / {m['workers_rss_mb_max']:.0f} / {m['total_rss_mb_max']:.0f} MB",
+    )
+    t.add_row("memory peak, all (shared pages counted once)", f"{m['total_pss_mb_max']:.0f} MB (PSS)")
+    t.add_row("processes below the nodes at once, most", str(m["workers_max"]))  # jobs, queries, data readers
     sent = [b for b in r["bytes_sent_per_node"] if b is not None]
     t.add_row("bytes sent per node (mean)", f"{np.mean(sent) / 1e6:.2f} MB")
     net = r["network"]
@@ -757,6 +829,7 @@ def print_report(r: dict) -> None:
                 f"{u['class_accuracy_before']:.3f} -> {u['class_accuracy_after']:.3f}",
             )
         t.add_row("seconds to converge", f"{u['seconds_to_converge']:.1f}")
+        t.add_row("job CPU to converge", f"{sum(u['compute_core_s'].values()):.0f} core-s")
     Console().print(t)
 
 

@@ -84,3 +84,39 @@ def test_heterogeneity_chart_from_reports(tmp_path: Path) -> None:
     with Image.open(tmp_path / "h.png") as image:
         colours = {c for _, c in image.getcolors(maxcolors=1 << 16) or []}
     assert (31, 119, 180) in colours and (230, 126, 34) in colours
+
+
+def scale_report(nodes: int) -> dict:
+    memory = {"node_rss_mb_max": 140.0, "workers_rss_mb_max": 900.0, "total_pss_mb_max": 120.0 * nodes + 700}
+    return {
+        "dataset": "digits", "nodes": nodes, "partition": "silo", "profile": "tiny", "workers": 2,
+        "hardware": {"cpus": 2}, "wall_s": 30.0 * nodes, "poe_accuracy": {"mean": 0.9},
+        "compute": {"core_s_total": 50.0 * nodes},
+        "memory": memory | {"total_rss_mb_max": 150.0 * nodes + 900, "samples": 60},
+    }  # fmt: skip
+
+
+def test_scale_chart_and_summary_from_reports(tmp_path: Path) -> None:
+    """scripts/scale.py draws and sums up whatever sizes have a report; none at all is an error."""
+    import scale
+
+    argv = ["--sizes", "3,10,32", "--out", str(tmp_path), "--chart-only"]
+    with pytest.raises(SystemExit, match="no reports"):
+        scale.main(argv)
+    for n in (3, 10):  # 32 not run (yet): left out, not guessed
+        (tmp_path / f"sites-{n}.json").write_text(json.dumps(scale_report(n)))
+    rows = scale.main(argv)
+    assert [r["nodes"] for r in rows] == [3, 10] and rows[1]["total_pss_mb_per_site"] == 190.0
+    assert json.loads((tmp_path / "scale.json").read_text()) == rows
+    with Image.open(tmp_path / "scale.png") as image:
+        colours = {c for _, c in image.getcolors(maxcolors=1 << 16) or []}
+    assert {(31, 119, 180), (23, 190, 207), (230, 126, 34)} <= colours  # the panels' three lines
+
+
+def test_scale_refuses_what_it_sets_itself() -> None:
+    import scale
+
+    with pytest.raises(SystemExit):
+        scale.parse_args(["--sizes", "3", "--nodes", "4"])
+    args, rest = scale.parse_args(["--sizes", "6,3", "--dataset", "digits", "--profile", "tiny"])
+    assert args.sizes == [3, 6] and rest == ["--dataset", "digits", "--profile", "tiny"]

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,9 +37,11 @@ def init_home(
     threads: int = 1,
     host: str = "127.0.0.1",
     extra: Sequence[str] = (),
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     """`ffnode init` one node listening on host:port; returns its full multiaddr (with /p2p/) for others to
-    bootstrap from."""
+    bootstrap from. `settings` are config values `ffnode init` has no option for, by section (e.g. the testnet's
+    shared job slots: {"jobs": {"slots": ..., "workers": 2}})."""
     listen = f"/ip4/{host}/tcp/{port}"
     cmd = ffnode_cmd(
         "init",
@@ -68,23 +70,27 @@ def init_home(
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"ffnode init {home} failed: {out.stderr.strip()}")
-    if profile == "tiny":
-        _audit_noise_allowance(home)
+    # The tests' `tiny` factories train for 4 steps, so their membership attack measures only which 20 images were
+    # held out: at the default allowance (mia_z 1.645) about 1 factory in 80 is refused by that draw alone (digits
+    # class 1 at seed 1 is: AUC 0.73 at every step), and a test would pass or hang by the draw. mia_z 3.5 leaves it
+    # at about 1 in 50,000; the policy's own tests set their thresholds explicitly.
+    noise = {"privacy": {"mia_z": 3.5}} if profile == "tiny" else {}
+    if noise or settings:
+        _configure(home, noise, settings or {})
     return f"{listen}/p2p/{json.loads(out.stdout)['peer_id']}"
 
 
-def _audit_noise_allowance(home: Path) -> None:
-    """The tests' `tiny` factories train for 4 steps, so their membership attack measures only which 20 images were
-    held out: at the default allowance (mia_z 1.645) about 1 factory in 80 is refused by that draw alone (digits
-    class 1 at seed 1 is: AUC 0.73 at every step), and a test would pass or hang by the draw. mia_z 3.5 leaves it
-    at about 1 in 50,000; the policy's own tests set their thresholds explicitly."""
+def _configure(home: Path, *settings: Mapping[str, Mapping[str, Any]]) -> None:
+    """Merge `settings` (by section, later ones winning) into the home's config.toml."""
     import tomllib
 
     import tomli_w
 
     path = home / "config.toml"
     config = tomllib.loads(path.read_text())
-    config.setdefault("privacy", {})["mia_z"] = 3.5
+    for layer in settings:
+        for section, values in layer.items():
+            config.setdefault(section, {}).update(values)
     path.write_text(tomli_w.dumps(config))
 
 
@@ -110,6 +116,11 @@ class Daemons:
         p = self.procs.pop(home)
         p.kill()
         p.wait()
+
+    def pids(self) -> list[int]:
+        """The daemons' process ids, for a memory sampler in another thread: a copy taken at once, and no poll()
+        that would reap a daemon under the main thread (one that ended has no memory left to count)."""
+        return [p.pid for p in list(self.procs.values())]
 
     def running(self, home: Path) -> bool:
         return home in self.procs and self.procs[home].poll() is None

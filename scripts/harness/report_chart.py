@@ -1,4 +1,5 @@
-"""A testnet report's charts, drawn with Pillow alone: accuracies as bars, and accuracy against bytes sent.
+"""A testnet report's charts, drawn with Pillow alone: accuracies as bars, accuracy against bytes sent, and (over
+several reports) memory and wall time against the number of sites.
 
 Pillow is already a dependency (image loading); matplotlib would add ~40 MB for one picture. The chart puts
 FederatedFactory's two modes (decentralised PoE, server mode) beside the references (centralised, local
@@ -7,6 +8,8 @@ only) and the federated-learning baselines, with the chance level, so a report r
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +147,90 @@ def write_bytes_chart(report: dict[str, Any], path: Path) -> None:
     title = f"{report.get('dataset', '?')}: {report.get('nodes', '?')} sites, {report.get('partition', '?')}"
     subtitle = "accuracy against bytes each site sent (mean over sites); FL: the global model after each round"
     write_line_chart(path, title, subtitle, series, x_label="bytes sent per site (log scale)", x_log=True)
+
+
+Figure = Callable[[dict[str, Any]], float]  # one figure of a report
+# the scale chart's panels: each a title and its lines, each line a label and the figure it plots
+SCALE_PANELS: tuple[tuple[str, tuple[tuple[str, Figure], ...]], ...] = (
+    (
+        "memory peak, all processes (MB)",
+        (
+            ("resident, summed", lambda r: r["memory"]["total_rss_mb_max"]),
+            ("proportional (shared pages once)", lambda r: r["memory"]["total_pss_mb_max"]),
+            ("workers only, resident", lambda r: r["memory"]["workers_rss_mb_max"]),
+        ),
+    ),
+    (
+        "memory per site (MB)",
+        (
+            ("largest node process", lambda r: r["memory"]["node_rss_mb_max"]),
+            ("all, proportional / sites", lambda r: r["memory"]["total_pss_mb_max"] / r["nodes"]),
+        ),
+    ),
+    ("wall time to convergence (s)", (("federation", lambda r: r["wall_s"]),)),
+)
+
+
+def write_scale_chart(reports: list[dict[str, Any]], path: Path, title: str, subtitle: str) -> None:
+    """Memory and wall time against the number of sites, one panel per unit, from testnet reports (one per size)."""
+    reports = sorted(reports, key=lambda r: r["nodes"])
+    if not reports:
+        raise ValueError("no reports to chart")
+    width, height, top = 1500, 620, 120
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((40, 18), title, fill="black", font=font(26))
+    draw.text((40, 56), subtitle, fill=(80, 80, 80), font=font(16))
+    panel_w = (width - 40) / len(SCALE_PANELS)
+    for i, (name, lines) in enumerate(SCALE_PANELS):
+        box = (40 + i * panel_w + 60, top, 40 + (i + 1) * panel_w - 30, height - 150)
+        series = [(label, [(r["nodes"], float(get(r))) for r in reports]) for label, get in lines]
+        _panel(draw, box, name, series)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
+
+
+def _panel(
+    draw: ImageDraw.ImageDraw,
+    box: tuple[float, float, float, float],
+    name: str,
+    series: list[tuple[str, list[tuple[float, float]]]],
+) -> None:
+    """One pair of axes from 0 to a round top, the x ticks at the sizes run, the legend below."""
+    x0, y1, x1, y0 = box
+    small = font(15)
+    xs = sorted({x for _, points in series for x, _ in points})
+    top = _round_up(max(y for _, points in series for _, y in points))
+    lo, hi = (xs[0] - 1, xs[-1] + 1) if len(xs) == 1 else (xs[0], xs[-1])
+    pad = (hi - lo) * 0.06
+
+    def px(x: float) -> float:
+        return x0 + (x1 - x0) * (x - lo + pad) / (hi - lo + 2 * pad)
+
+    def py(y: float) -> float:
+        return y0 - (y0 - y1) * y / top
+
+    draw.text((x0, y1 - 30), name, fill="black", font=font(18))
+    for k in range(6):
+        y = top * k / 5
+        draw.line([(x0, py(y)), (x1, py(y))], fill=(225, 225, 225) if k else "black")
+        draw.text((x0 - 8, py(y)), f"{y:g}", fill="black", font=small, anchor="rm")
+    for x in xs:
+        draw.text((px(x), y0 + 8), f"{x:g}", fill="black", font=small, anchor="ma")
+    draw.text(((x0 + x1) / 2, y0 + 32), "sites", fill="black", font=small, anchor="ma")
+    for j, (label, points) in enumerate(series):
+        colour = PALETTE[j]
+        pts = [(px(x), py(y)) for x, y in points]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=3)
+        for cx, cy in pts:
+            draw.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], fill=colour)
+        ly = y0 + 60 + 22 * j
+        draw.line([(x0, ly + 8), (x0 + 26, ly + 8)], fill=colour, width=4)
+        draw.text((x0 + 34, ly), label, fill="black", font=small)
+
+
+def _round_up(value: float) -> float:
+    """A round axis top at or above `value` (at least 1), whose fifths are round too."""
+    step = 10 ** math.floor(math.log10(max(value, 1.0)))
+    return next(m * step for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if m * step >= value)
