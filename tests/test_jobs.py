@@ -200,8 +200,6 @@ async def test_a_failing_load_is_blamed_on_its_factory_and_the_job_says_why(data
     assert r.blame == "d2" * 32 and runner.jobs == {"ok": 0, "failed": 1, "killed": 0}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: LocalRunner._result reports RLIMIT_CPU's SIGXCPU as 'the job died "
-                   "(signal SIGXCPU)', counted as failed, without naming jobs.cpu_s")  # fmt: skip
 async def test_a_job_past_its_cpu_seconds_is_killed_and_says_so(data_file: Path, tmp_path: Path) -> None:
     """Under jobs.cpu_s = 1 the kernel stops the worker after one CPU second (RLIMIT_CPU: SIGXCPU, then SIGKILL):
     the result names jobs.cpu_s, as it names the other limits, and the runner counts it as killed."""
@@ -358,8 +356,6 @@ def log_of(home: Path) -> str:
     return (home / "node.log").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: ffnode/factory/sample.py checks no sample for NaN: a NaN factory's "
-                   "samples become black images, the job succeeds and the factory enters the lineage")  # fmt: skip
 async def test_hostile_factories_cost_one_job_each_and_the_node_goes_on(tmp_path: Path) -> None:
     """Three peers serve N a class-2 factory that only a job can find out about: a model bomb (the largest factory
     N's limits.factory_params allows, whose sampling holds more than N's jobs.memory_mb), a NaN factory (its

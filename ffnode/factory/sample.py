@@ -47,6 +47,8 @@ def sample_factory(
             x = scheduler.step(model_out.float(), t, x).prev_sample
             if on_step is not None:
                 on_step()
+        if not torch.isfinite(x).all():  # NaN or inf weights (or an overflowing solver) would pass as black images
+            raise ValueError("its sampler produced non-finite values (NaN or inf)")
         pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, C, H, W)
         out[start : start + b] = pixels.permute(0, 2, 3, 1).cpu().numpy()
     return out

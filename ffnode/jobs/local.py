@@ -119,6 +119,8 @@ class LocalRunner:
             await asyncio.sleep(WATCH_S)
 
     def _result(self, job: Job, rc: int | None, killed: str | None, watch: Watch, wall: float) -> JobResult:
+        if killed is None and rc == -signal.SIGXCPU:  # RLIMIT_CPU: the kernel's kill, for jobs.cpu_s
+            killed = f"it ran past jobs.cpu_s ({self.cfg.cpu_s} CPU seconds)"
         written = read_result(job.workdir) if killed is None else None
         r = JobResult(job.workdir, wall_s=round(wall, 2), rss_mb_max=round(watch.rss_mb_max, 1), blame=watch.blame)
         if written is not None and isinstance(written.get("cpu_s"), dict):
