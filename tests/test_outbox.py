@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,12 +45,12 @@ async def publish(outbox: Outbox, kind: str = "factory", label: int = 0) -> Mani
 
 async def test_publish_stores_then_gossips_with_fresh_sequence_numbers(tmp_path: Path) -> None:
     outbox, _, store, gossip = make(tmp_path)
-    changes: list[int] = []
-    store.on_change = lambda: changes.append(1)
+    changes: list[str] = []
+    store.listen(lambda event: changes.append(event.kind))
     a, b = await publish(outbox, label=0), await publish(outbox, label=1)
     assert (a.seq, b.seq) == (1, 2)
     assert gossip.sent == ["manifest", "manifest"]
-    assert store.entry(a.id).state == "live" and len(changes) == 2  # each stored manifest woke the listener
+    assert store.entry(a.id).state == "live" and changes == ["stored", "stored"]  # each told the listeners
     assert a.meta == {"seconds": 1.5}  # NaN never goes into a signed manifest
     assert [m.id for m in outbox.own()] == [a.id, b.id]
 
@@ -83,3 +84,22 @@ async def test_a_node_that_left_signs_nothing_new_and_finishes_leaving_at_start(
     fresh, unlearning_fresh, *_ = make(tmp_path / "stays")
     await publish(fresh)
     assert await unlearning_fresh.finish_leaving() == []  # a node that did not leave revokes nothing
+
+
+async def test_a_revocation_stored_from_anywhere_runs_the_one_cascade(tmp_path: Path) -> None:
+    """The store tells its listeners "revoked": the unlearning cascade deletes the synthetic sets drawn from the
+    revoked factory whether this node signed the revocation or a peer's arrived by gossip or sync."""
+    outbox, unlearning, store, gossip = make(tmp_path)
+    peer, *_ = make(tmp_path / "peer", seed=b"\x03" * 32)
+    mine, theirs = await publish(outbox, label=0), await publish(peer, label=1)
+    store.add(peer.store._raw[theirs.id])  # noqa: SLF001 - a peer's manifest as sync would bring it
+    for m in (mine, theirs):
+        unlearning.cache.put(m.classes[0], [m.id], 4, 0, np.zeros((4, 8, 8, 1), np.uint8), np.zeros(4, np.int64))
+    events: list[tuple[str, tuple[str, ...]]] = []
+    store.listen(lambda e: events.append((e.kind, e.ids)))
+    await outbox.revoke([mine.id], reason="withdrawn")  # one call, as publishing
+    r, _ = peer.sign_revocation([theirs.id], reason="left")
+    store.add(peer.store._raw[r.id])  # noqa: SLF001 - the peer's revocation, as gossip brings it
+    assert events == [("revoked", (mine.id,)), ("revoked", (theirs.id,))]
+    assert not list(unlearning.cache.folder.glob("*.json"))  # both sets deleted by the cascade
+    assert gossip.sent[-1] == "revocation"

@@ -20,9 +20,9 @@ superseded experts do not pile up.
 
 The store is shared by the asyncio loop, worker threads and the network thread, so every method takes one
 lock, and none holds it across file I/O that peers cannot cause (the gossip validator must never wait on a
-disk). It is the single source of "something changed": `on_change` is called, from whichever thread made
-the change and after the lock is released, when a manifest or revocation is stored, a blob is verified
-into place, or the trust settings change.
+disk). It is the single source of "something changed": every listener (`listen`) is told a typed
+`StoreEvent`, from whichever thread made the change and after the lock is released: a manifest stored, IDs
+revoked, a blob verified into place (its manifest live), the trust settings changed.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ffnode.artifacts.blob import BlobFormatError, blob_owner
 from ffnode.artifacts.codec import WireError, decode, describe_classes
@@ -44,6 +45,16 @@ from ffnode.config import Config
 from ffnode.privacy.policy import AuditPolicy, judge
 
 log = logging.getLogger("ffnode.store")
+
+
+@dataclass(frozen=True)
+class StoreEvent:
+    """What changed: "stored" (a manifest, ids = its ID), "revoked" (ids = what a stored revocation names),
+    "blob_live" (a blob verified into place, ids = its manifest's ID) or "trust" (new trust settings, ids = ())."""
+
+    kind: Literal["stored", "revoked", "blob_live", "trust"]
+    ids: tuple[str, ...]
+
 
 STATES = ("live", "pending", "revoked", "untrusted", "quarantined", "refused")  # refused: fails the audit policy
 
@@ -178,7 +189,7 @@ class Store:
         self.classes = None if classes is None else list(classes)
         self._audit_verdicts: dict[str, str | None] = {}  # artifact ID -> the audit policy's verdict, per trust
         self.vet = vet
-        self.on_change: Callable[[], None] = lambda: None  # the running node wakes its learner here
+        self._listeners: list[Callable[[StoreEvent], None]] = []  # the learner, the unlearning cascade
         for sub in ("blobs", "manifests", "revocations", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -362,8 +373,21 @@ class Store:
                 atomic_write(self.root / "revocations" / f"{msg.id}.msgpack", data)
                 self._insert_revocation(msg, data)
                 self._compact(msg)
-        self.on_change()
+        is_manifest = isinstance(msg, Manifest)
+        self._emit(StoreEvent("stored", (msg.id,)) if is_manifest else StoreEvent("revoked", tuple(msg.ids)))
         return msg
+
+    def listen(self, listener: Callable[[StoreEvent], None]) -> None:
+        """Call `listener` with every change from now on (on the thread that made it: it must be quick)."""
+        self._listeners.append(listener)
+
+    def _emit(self, event: StoreEvent) -> None:
+        """Tell every listener; one that fails is logged and does not undo the change or silence the others."""
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("a store listener failed on %s", event)
 
     def _insert_manifest(self, m: Manifest, data: bytes) -> None:
         self._manifests[m.id] = m
@@ -447,7 +471,7 @@ class Store:
         with self._lock:
             self.trust = trust
             self._audit_verdicts.clear()
-        self.on_change()
+        self._emit(StoreEvent("trust", ()))
 
     # -- blobs ---------------------------------------------------------------------------------------
     def tmp_path(self, name: str) -> Path:
@@ -484,7 +508,7 @@ class Store:
             fsync_dir(self.root / "blobs")
         finally:
             tmp.unlink(missing_ok=True)
-        self.on_change()
+        self._emit(StoreEvent("blob_live", (m.id,)))
 
     def put_blob_bytes(self, data: bytes) -> str:
         """Store one of this node's own blobs (before its manifest); returns its sha256."""

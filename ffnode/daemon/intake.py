@@ -23,7 +23,6 @@ from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Stale, Store, atomic_write
 from ffnode.config import Config
 from ffnode.daemon.ledger import Ledger
-from ffnode.daemon.unlearn import Unlearning
 from ffnode.net import NetError, NetHost
 from ffnode.net.discovery import Discovery
 from ffnode.net.sync import (
@@ -74,8 +73,8 @@ class Intake:
     """The node's side of every exchange with peers. `net` and `discovery` are set by the node once made (they
     call back into this object)."""
 
-    def __init__(self, config: Config, store: Store, ledger: Ledger, unlearning: Unlearning) -> None:
-        self.config, self.store, self.ledger, self.unlearning = config, store, ledger, unlearning
+    def __init__(self, config: Config, store: Store, ledger: Ledger) -> None:
+        self.config, self.store, self.ledger = config, store, ledger
         self.net: NetHost
         self.discovery: Discovery
         self.traffic = Traffic()
@@ -139,7 +138,6 @@ class Intake:
             self._queue_fetch(msg.id, peer)
         elif isinstance(msg, Revocation):
             log.info("accepted revocation of %s by %s (%s)", [i[:12] for i in msg.ids], msg.owner, msg.reason)
-            self.unlearning.forget(msg.ids)
 
     def on_peer(self, peer: str, connected: bool) -> None:
         self.ledger.seen(peer, connected=connected)

@@ -26,6 +26,7 @@ from ffnode.arch import LoadError, factory_config
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
 from ffnode.config import Config
+from ffnode.daemon import timing
 from ffnode.daemon.outbox import HasLeft, Outbox
 from ffnode.daemon.unlearn import Unlearning
 from ffnode.data.sources import ImageSet
@@ -69,13 +70,11 @@ class Learner:
         self.progress = Progress()
         self._changed = asyncio.Event()  # set (thread-safely) whenever the store changes
         self._loop = asyncio.get_running_loop()
-        self._pending_since: dict[str, float] = {}  # factory ID -> when its blob was first found missing
-        self._gave_up: set[str] = set()  # publishers whose pending factories no longer hold the expert back
         self._unusable: dict[str, str] = {}  # factory ID -> why it is not sampled
         self.withheld: dict[int, str] = {}  # own class -> why its factory failed the privacy audit (not published)
-        self._lineage_seen: list[str] = []  # the usable factories when the last one arrived ...
-        self._quiet_since = time.monotonic()  # ... and when that was (or when the own factories were last trained)
-        self._not_coming: set[str] = set()  # missing classes patience gave up on: they hold nothing back
+        limits, learning = config.limits, config.learning
+        self.rules = timing.Rules(learning.patience_s, limits.pending_grace_s, learning.deadline_s)
+        self.waiting = timing.start(time.monotonic())  # what the timing rules remember between looks
 
     def notify(self) -> None:
         """The store changed (a factory went live, something was revoked): look again. Any thread."""
@@ -109,7 +108,6 @@ class Learner:
     # -- the loop ------------------------------------------------------------------------------------
     async def run(self) -> None:
         """Train what is due, then sleep until something changes."""
-        started = time.monotonic()
         while True:
             self._changed.clear()  # before the work: whatever arrives meanwhile wakes the next round
             try:
@@ -117,7 +115,7 @@ class Learner:
                     self.progress = Progress(phase="left")
                 else:
                     await self._train_own_factories()
-                    await self._maybe_train_expert(out_of_time=self._deadline_passed(started))
+                    await self._maybe_train_expert()
             except HasLeft:
                 continue  # the node left while it trained: the next round says so
             except Exception as exc:  # a bad round must not take the node (and its network) down
@@ -130,10 +128,6 @@ class Learner:
                     await self._changed.wait()
             except TimeoutError:
                 pass
-
-    def _deadline_passed(self, started: float) -> bool:
-        deadline = self.config.learning.deadline_s
-        return deadline > 0 and time.monotonic() - started > deadline
 
     # -- factories -----------------------------------------------------------------------------------
     async def _train_own_factories(self) -> None:
@@ -168,7 +162,7 @@ class Learner:
             blob = done_job.blob.read_bytes()
             await self.outbox.publish("factory", [label], fcfg.to_dict(), blob, [], built["seed"], built["summary"])
         if todo:
-            self._quiet_since = time.monotonic()  # peers trained theirs meanwhile: patience counts from here
+            self.waiting = timing.trained_own(self.waiting, time.monotonic())
 
     # -- expert --------------------------------------------------------------------------------------
     def expert_lineage(self) -> tuple[list[Manifest], list[str]]:
@@ -215,60 +209,36 @@ class Learner:
             log.warning("skipping factory %s of %s: %s", m.id[:12], m.owner, reason)
         return False
 
-    def _blocking_pending(self, covered: set[int]) -> list[Manifest]:
-        """Announced factories, for a class nothing covers yet, whose blob has not arrived. Worth waiting for
-        a while (the expert would be retrained the moment they arrive), but not forever: a peer may announce
-        blobs nobody serves. Each publisher gets limits.pending_grace_s once: after one of its factories failed
-        to arrive in time, its pending factories hold nothing back (one every minute would, for ever)."""
-        now, grace = time.monotonic(), self.config.limits.pending_grace_s
-        pending = [m for m in self.store.pending() if m.kind == "factory" and m.classes[0] not in covered]
-        self._pending_since = {m.id: self._pending_since.get(m.id, now) for m in pending}
-        blocking = []
-        for m in pending:
-            if m.owner not in self._gave_up and now - self._pending_since[m.id] < grace:
-                blocking.append(m)
-            elif m.owner not in self._gave_up:
-                self._gave_up.add(m.owner)
-                log.warning(
-                    "factory %s of %s has not arrived in %.0f s: going on without it, and without waiting for "
-                    "that publisher again",
-                    m.id[:12],
-                    m.owner,
-                    grace,
-                )
-        return blocking
-
-    def _awaited(self, missing: list[str], lineage: list[str]) -> list[str]:
-        """The missing classes still worth waiting for. After learning.patience_s without a new factory, those
-        missing then are taken to be ones nobody is going to supply (their holders withheld their factories, or
-        nobody holds them), not ones still being trained, and are not waited for again: the expert is retrained
-        when one arrives. Without this limit such a class held the expert back for ever."""
-        if lineage != self._lineage_seen:
-            self._lineage_seen, self._quiet_since = lineage, time.monotonic()
-        awaited = [c for c in missing if c not in self._not_coming]
-        patience = self.config.learning.patience_s
-        if awaited and patience > 0 and time.monotonic() - self._quiet_since > patience:
+    def _look(self, factories: list[Manifest], missing: list[str]) -> timing.Verdict:
+        """The timing rules (daemon/timing.py) on what the store shows now; logs what they gave up on."""
+        covered = set(self.local_classes()) | {m.classes[0] for m in factories}
+        pending = [(m.id, m.owner) for m in self.store.pending() if m.kind == "factory" and m.classes[0] not in covered]
+        lineage = sorted(m.id for m in factories)
+        verdict, self.waiting = timing.judge(
+            self.waiting, self.rules, time.monotonic(), missing=missing, lineage=lineage, pending=pending
+        )
+        if verdict.stopped_waiting_for:
             log.warning("no new factory in %.0f s: not waiting for classes %s (retrained when one arrives)",
-                        patience, awaited)  # fmt: skip
-            self._not_coming |= set(awaited)
-            return []
-        return awaited
+                        self.rules.patience_s, verdict.stopped_waiting_for)  # fmt: skip
+        for owner, aid in verdict.gave_up_on:
+            log.warning("factory %s of %s has not arrived in %.0f s: going on without it, and without waiting for "
+                        "that publisher again", aid[:12], owner, self.rules.grace_s)  # fmt: skip
+        return verdict
 
-    async def _maybe_train_expert(self, *, out_of_time: bool) -> None:
+    async def _maybe_train_expert(self) -> None:
         factories, missing = self.expert_lineage()
         current = self.outbox.current_expert()
         lineage = sorted(m.id for m in factories)
-        awaited = self._awaited(missing, lineage)
+        verdict = self._look(factories, missing)
         if current is not None and sorted(current.lineage) == lineage:
             await self._revoke_stale_experts(current)
             self.progress = Progress(phase="ready")
             return
-        covered = set(self.local_classes()) | {m.classes[0] for m in factories}
-        if (awaited or self._blocking_pending(covered)) and not out_of_time:
+        if verdict.wait:
             self.progress = Progress(phase="waiting", missing=missing)
             return
-        if awaited:
-            log.warning("deadline passed: training the expert without classes %s", awaited)
+        if verdict.awaited:
+            log.warning("deadline passed: training the expert without classes %s", verdict.awaited)
         await asyncio.sleep(QUIET_S)  # let a burst of announcements settle before an expensive training
         if sorted(m.id for m in self.expert_lineage()[0]) != lineage:
             return  # more arrived: the loop comes back

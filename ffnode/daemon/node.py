@@ -70,9 +70,9 @@ class Node:
         self.cache = SynthCache(home / "work" / "synth")
         self.runner = make_runner(self.config.jobs)  # where every piece of learning runs (ffnode/jobs/)
         self.ledger = Ledger(limits.peers_tracked, limits.bad_items)  # what each peer cost: counted, logged
-        self.outbox = Outbox(home, self.identity, self.store, fed.name, fed.classes, self._gossip)
+        self.outbox = Outbox(home, self.identity, self.store, fed.name, fed.classes, self._gossip, self._wake_learner)
         self.unlearning = Unlearning(self.store, self.outbox, self.cache, self._halt_jobs)
-        self.intake = Intake(self.config, self.store, self.ledger, self.unlearning)  # what peers send
+        self.intake = Intake(self.config, self.store, self.ledger)  # what peers send
         self.pool: QueryService | None = None  # made once the image shape is known (Node.run)
         self.learner: Learner | None = None  # made once the local data is loaded (Node.run)
         self.started = time.time()
@@ -141,7 +141,7 @@ class Node:
                 self.config, data, profile, self.store, self.outbox, self.unlearning, self.cache, self.home / "work",
                 self.runner,
             )  # fmt: skip
-            self.store.on_change = self.learner.notify
+            self.store.listen(lambda _: self._wake_learner())  # every change may make something due
             self.unlearning.forget_all_revoked()  # after a crash between a revocation and its purge
             await self.net.start()
             try:
@@ -202,6 +202,10 @@ class Node:
 
     async def _gossip(self, envelope: bytes) -> None:
         await self.intake.publish(envelope)
+
+    def _wake_learner(self) -> None:
+        if self.learner is not None:
+            self.learner.notify()
 
     async def _halt_jobs(self) -> None:
         if self.learner is not None:

@@ -39,10 +39,12 @@ class Outbox:
         federation: str,
         class_names: list[str],
         gossip: Callable[[bytes], Awaitable[None]],
+        on_left: Callable[[], None] = lambda: None,
     ) -> None:
         self.home, self.identity, self.store, self.federation = home, identity, store, federation
         self.class_names = class_names
         self.gossip = gossip  # best effort: peers that miss it get it by sync
+        self.on_left = on_left  # the learner listens: leaving changes what it must do
 
     @property
     def me(self) -> str:
@@ -55,7 +57,7 @@ class Outbox:
 
     def mark_left(self) -> None:
         (self.home / LEFT_FILE).touch()
-        self.store.on_change()  # the learner listens to the store: leaving changes what it must do
+        self.on_left()
 
     # -- own artifacts -------------------------------------------------------------------------------
     def own(self) -> list[Manifest]:
@@ -109,9 +111,17 @@ class Outbox:
         await self.gossip(envelope)
         return m
 
+    async def revoke(self, ids: list[str], *, reason: str) -> Revocation:
+        """Withdraw own artifacts everywhere, as publishing announces them: sign and store the revocation (the
+        store tombstones the IDs, deletes the blobs and tells its listeners, so the unlearning cascade has
+        deleted what was derived from them before), then gossip it."""
+        r, envelope = self.sign_revocation(ids, reason=reason)
+        await self.gossip(envelope)
+        return r
+
     def sign_revocation(self, ids: list[str], *, reason: str) -> tuple[Revocation, bytes]:
         """Sign and store (the tombstone: the store deletes the blobs) a revocation of own artifacts; returns it
-        and its envelope, which the caller gossips once it has deleted what it derived (unlearn.py)."""
+        and its envelope (a stopped node's peers get it by sync when it next starts)."""
         for aid in ids:
             m = self.store.get(aid)
             if m is None:

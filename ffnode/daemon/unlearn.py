@@ -8,9 +8,9 @@ run as a job), so the retrained expert must be bitwise equal to one trained from
 lineage: the proof, which rebuilds it in a job of its own, without the synthetic-set cache.
 
 The cascade has one path, `Unlearning.forget`, for revocations this node signs and for those it accepts
-from peers alike. The store has already deleted the revoked blobs and tombstoned the IDs (and wakes the
-learner, which retrains any expert whose lineage lost a factory and revokes the superseded one);
-forget deletes what this node derived from them: the cached synthetic sets.
+from peers alike: it listens to the store's "revoked" events. The store has already deleted the revoked blobs
+and tombstoned the IDs (and tells the learner, which retrains any expert whose lineage lost a factory and
+revokes the superseded one); forget deletes what this node derived from them: the cached synthetic sets.
 
 A stopped node revokes and leaves too (`offline`): the revocation is signed with the key in its home into its
 store, and peers get it when it next starts (they sync its inventory on connecting, and its learner retrains
@@ -25,13 +25,13 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import MAX_IDS, Revocation
-from ffnode.artifacts.store import Store, limits_of, trust_of
+from ffnode.artifacts.store import Store, StoreEvent, limits_of, trust_of
 from ffnode.config import Config
 from ffnode.daemon.outbox import Outbox
 from ffnode.identity import load_identity
@@ -54,8 +54,13 @@ class Unlearning:
     ) -> None:
         self.store, self.outbox, self.cache = store, outbox, cache
         self.halt = halt  # kills the running job, so none writes under work/ once it is erased
+        store.listen(self._on_event)
 
-    def forget(self, ids: list[str] | set[str]) -> None:
+    def _on_event(self, event: StoreEvent) -> None:
+        if event.kind == "revoked":
+            self.forget(event.ids)
+
+    def forget(self, ids: Iterable[str]) -> None:
         """After a revocation is stored (own or a peer's): delete the synthetic sets drawn from its artifacts."""
         purged = self.cache.purge(set(ids))
         if purged:
@@ -66,11 +71,9 @@ class Unlearning:
         self.forget({aid for r in self.store.revocations() for aid in r.ids})
 
     async def revoke(self, ids: list[str], *, reason: str) -> Revocation:
-        """Withdraw some of this node's own artifacts everywhere: sign and store, forget, then gossip."""
-        r, envelope = self.outbox.sign_revocation(ids, reason=reason)
-        self.forget(r.ids)
-        await self.outbox.gossip(envelope)
-        return r
+        """Withdraw some of this node's own artifacts everywhere (the outbox signs, the store's event makes
+        `forget` run, then it is gossiped)."""
+        return await self.outbox.revoke(ids, reason=reason)
 
     async def leave(self, *, reason: str = "left the federation") -> list[Revocation]:
         """The right to be forgotten: revoke everything this node ever published and stop taking part.
