@@ -6,13 +6,16 @@ torch, so its queries go to a warm worker process (ffnode.query_worker) over a p
 
 Builds a temporary store of N randomly initialised experts of the profile's size for 8x8x1 digits (10 classes)
 and times, through QueryService and through an in-process ExpertPool (both warm, prior rule): one image
-end-to-end (median of --repeats queries, ms) and a batch of --batch images (the best of 3, images per second).
+end-to-end (median of --repeats queries, ms) and a batch of --batch images (the best of 3, images per second),
+the two ways taken in turns, with the CPU time they took (this process and the worker's: on a shared machine,
+the figure other processes' load changes least).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -52,13 +55,17 @@ def expert_store(root: Path, profile: str, n: int) -> Store:
     return store
 
 
-async def timed(fn: Callable[[], Awaitable[object]], repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        await fn()
-        times.append(time.perf_counter() - t0)
-    return times
+def cpu_s(pid: int) -> float:
+    """CPU seconds process `pid` has used, user and system, all its threads (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def timed(ask: Callable[[], Awaitable[object]], pids: list[int]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the processes `pids`) of one query."""
+    c0, t0 = sum(map(cpu_s, pids)), time.perf_counter()
+    await ask()
+    return time.perf_counter() - t0, sum(map(cpu_s, pids)) - c0
 
 
 async def bench(store: Store, args: argparse.Namespace) -> None:
@@ -68,23 +75,34 @@ async def bench(store: Store, args: argparse.Namespace) -> None:
     service = QueryService(store, len(CLASSES), SHAPE, threads=args.threads)
     t0 = time.perf_counter()
     await service.start()
+    assert service.pid is not None
     print(f"worker started, {args.experts} experts loaded: {time.perf_counter() - t0:.2f} s")
     try:
-        ways: dict[str, Callable[[np.ndarray], Awaitable[object]]] = {
-            "worker": lambda x: service.query(x, CLASSES, "prior"),
-            "in-process": lambda x: asyncio.to_thread(pool.query, x, CLASSES, "prior"),
+        ways: dict[str, tuple[Callable[[np.ndarray], Awaitable[object]], list[int]]] = {
+            "worker": (lambda x: service.query(x, CLASSES, "prior"), [os.getpid(), service.pid]),
+            "in-process": (lambda x: asyncio.to_thread(pool.query, x, CLASSES, "prior"), [os.getpid()]),
         }
-        for name, ask in ways.items():
-            await ask(one)  # warm: the pool loads its experts here
-            single = await timed(lambda ask=ask: ask(one), args.repeats)
-            many = await timed(lambda ask=ask: ask(batch), 3)
+        await ways["in-process"][0](one)  # the pool loads its experts here
+        # taken in turns, so that both ways see the same load on a shared machine
+        single: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
+        many: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
+        for times, x, rounds in ((single, one, args.repeats), (many, batch, 3)):
+            for _ in range(rounds):
+                for name, (ask, pids) in ways.items():
+                    times[name].append(await timed(lambda ask=ask, x=x: ask(x), pids))
+        for name in ways:
+            walls = sorted(wall for wall, _ in single[name])
+            cpu_one = sum(cpu for _, cpu in single[name]) / len(single[name])
+            cpu_many = sum(cpu for _, cpu in many[name]) / (len(many[name]) * args.batch)
             print(
-                f"{name:>10}: one image {1000 * statistics.median(single):6.2f} ms median "
-                f"(p90 {1000 * sorted(single)[int(0.9 * len(single))]:.2f}); "
-                f"{args.batch} images {args.batch / min(many):8,.0f} img/s"
+                f"{name:>10}: one image {1000 * statistics.median(walls):6.2f} ms median "
+                f"(p90 {1000 * walls[int(0.9 * len(walls))]:.2f}, CPU {1000 * cpu_one:.1f} ms); "
+                f"{args.batch} images {args.batch / min(wall for wall, _ in many[name]):6,.0f} img/s "
+                f"({1 / max(cpu_many, 1e-9):6,.0f} per CPU second)"
             )
     finally:
         await service.close()
+    print(f"load average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 def main(argv: list[str] | None = None) -> None:
