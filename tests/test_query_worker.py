@@ -4,9 +4,11 @@ survives being killed, stops when idle, leaves out an expert it cannot load, and
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +31,8 @@ SHAPE = (8, 8, 1)
 CFG = profile_for("tiny", SHAPE).expert
 
 
-def publish(store: Store, site: Identity, weights: dict[str, torch.Tensor], real: list[int]) -> Manifest:
-    """`site`'s expert of `weights`, trained (its manifest says) on `real` images per class, live in `store`."""
-    blob = weights_to_bytes(weights, site.peer_id)
+def publish(store: Store, site: Identity, blob: bytes, real: list[int]) -> Manifest:
+    """`site`'s expert of `blob`, trained (its manifest says) on `real` images per class, live in `store`."""
     m = Manifest(
         kind="expert", owner=site.peer_id, owner_key=site.public_key, federation="f", classes=[0, 1, 2],
         class_list=CLASSES, arch={"expert": CFG.to_dict(), "num_classes": 3, "image_shape": list(SHAPE)},
@@ -44,7 +45,7 @@ def publish(store: Store, site: Identity, weights: dict[str, torch.Tensor], real
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    """Three random tiny experts of unequal priors, and a fourth whose weights do not fit its arch."""
+    """Three random tiny experts of unequal priors, and a fourth whose blob is garbage behind an owner's header."""
     store = Store(tmp_path / "store", federation="f", classes=CLASSES)
     for i, real in enumerate([[30, 10, 10], [10, 30, 10], [10, 10, 30]]):
         torch.manual_seed(6 + i)  # seeds whose product answers both ways on random images
@@ -52,8 +53,12 @@ def store(tmp_path: Path) -> Store:
         for w in weights.values():
             if w.ndim > 1:
                 w.mul_(3)  # bolder than at init, so answers differ from image to image
-        publish(store, Identity(bytes([i + 1]) * 32), weights, real)
-    publish(store, Identity(b"\x09" * 32), {"w": torch.zeros(3)}, [10, 10, 10])
+        site = Identity(bytes([i + 1]) * 32)
+        publish(store, site, weights_to_bytes(weights, site.peer_id), real)
+    site = Identity(b"\x09" * 32)
+    header = {"__metadata__": {"owner": site.peer_id}, "w": {"dtype": "F32", "shape": [99], "data_offsets": [0, 396]}}
+    text = json.dumps(header).encode()
+    publish(store, site, struct.pack("<Q", len(text)) + text + os.urandom(40), [10, 10, 10])
     return store
 
 
@@ -78,7 +83,7 @@ async def test_the_worker_answers_as_the_pool_and_outlives_a_kill(
     try:
         await service.start()
         assert service.pid is not None
-        assert "its weights do not fit its arch" in caplog.text  # the fourth expert, logged and left out
+        assert "its weights cannot be read" in caplog.text  # the fourth expert, logged and left out
         batch = images(40)
         for rule in ("prior", "product"):
             got, want = await service.query(batch, CLASSES, rule), pool.query(batch, CLASSES, rule)
