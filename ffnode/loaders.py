@@ -31,8 +31,13 @@ def load_factory_file(m: Named, path: Path) -> tuple[FactoryConfig, dict[str, to
 
 def load_expert(store: Store, m: Manifest) -> torch.nn.Module:
     """The expert as an eval-mode module (strict load: weights that do not fit the arch are refused)."""
+    return load_expert_file(m, held_blob(store, m))
+
+
+def load_expert_file(m: Manifest, path: Path) -> torch.nn.Module:
+    """The same from the blob's path: what the query worker reads (it holds no store)."""
     cfg, num_classes, shape = expert_spec(m)
-    weights = _weights(store, m)
+    weights = _read(m, path)
     try:
         return expert_from_weights(weights, cfg, num_classes, shape)
     except (RuntimeError, ValueError) as exc:

@@ -77,28 +77,20 @@ def frame(message: Any) -> bytes:
     return HEADER.pack(len(data)) + data
 
 
-class _Blob:
-    """The one thing `load_expert` asks of a store: where the expert's weights are (here: where the node said)."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-
-    def blob_file(self, m: Manifest) -> Path:
-        if self.path is None:  # the node no longer holds it live
-            raise KeyError(f"blob of artifact {m.id[:12]} is not held live here")
-        return Path(self.path)
-
-
 def handle(cache: ExpertCache, request: dict[str, Any]) -> dict[str, Any]:
     """One request's answer (the module docstring's wire format)."""
-    from ffnode.loaders import load_expert
+    from ffnode.arch import LoadError
+    from ffnode.loaders import load_expert_file
     from ffnode.poe import poe_predict
 
     named = {aid: (body, path) for aid, body, path in request["experts"]}
 
     def load(aid: str) -> Any:
         body, path = named[aid]
-        return load_expert(_Blob(path), Manifest.from_body(decode(body)))  # type: ignore[arg-type]
+        m = Manifest.from_body(decode(body))
+        if path is None:  # the node no longer holds it live
+            raise LoadError(m, "its blob is not held live here")
+        return load_expert_file(m, Path(path))
 
     models, failed = cache.sync(list(named), load)
     if failed or request["images"] is None:
