@@ -44,10 +44,6 @@ def load_expert_file(m: Manifest, path: Path) -> torch.nn.Module:
         raise LoadError(m, f"its weights do not fit its arch ({str(exc)[:200]})") from None
 
 
-def _weights(store: Store, m: Manifest) -> dict[str, torch.Tensor]:
-    return _read(m, held_blob(store, m))
-
-
 def _read(m: Named, path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)  # safetensors maps the file (never read whole into memory) and runs no code
