@@ -73,8 +73,9 @@ def init_home(
     # The tests' `tiny` factories train for 4 steps, so their membership attack measures only which 20 images were
     # held out: at the default allowance (mia_z 1.645) about 1 factory in 80 is refused by that draw alone (digits
     # class 1 at seed 1 is: AUC 0.73 at every step), and a test would pass or hang by the draw. mia_z 3.5 leaves it
-    # at about 1 in 50,000; the policy's own tests set their thresholds explicitly.
-    noise = {"privacy": {"mia_z": 3.5}} if profile == "tiny" else {}
+    # at about 1 in 50,000; the policy's own tests set their thresholds explicitly. Their query workers start at the
+    # first query: most test daemons are never queried, and a warm worker each took CPU from their jobs.
+    noise = {"privacy": {"mia_z": 3.5}, "jobs": {"query_warm": False}} if profile == "tiny" else {}
     if noise or settings:
         _configure(home, noise, settings or {})
     return f"{listen}/p2p/{json.loads(out.stdout)['peer_id']}"
