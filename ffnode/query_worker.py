@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print (a library's) goes to the log, not the wire
+    from ffnode.jobs.worker import no_network
+
+    sys.addaudithook(no_network)  # the worker reads the files the node names and computes, as a job does
     serve(sys.stdin.buffer, answers, args.threads)
 
 
@@ -176,6 +179,7 @@ class QueryService:
         self._lock = asyncio.Lock()  # one request at a time: the answers come back in order on one pipe
         self._idle: asyncio.Task[None] | None = None
         self._closed = False
+        self.failures = 0  # queries the worker failed (died, hung, could not answer): `ffnode status` shows them
         self._bodies: dict[str, bytes] = {}  # voter ID -> its manifest body, packed once (asdict is not cheap)
 
     @property
@@ -197,7 +201,7 @@ class QueryService:
             try:
                 voters = await asyncio.to_thread(self.voters.current)
                 self._leave_out(voters, await self._ask(await asyncio.to_thread(self._request, voters, None, None)))
-            except WorkerError as exc:
+            except Exception as exc:  # whatever went wrong costs the warm start, never the node
                 log.warning("query worker: %s", exc)
             finally:
                 self._touch()
@@ -217,6 +221,11 @@ class QueryService:
                     reply = await self._ask(request)
                     if not self._leave_out(voters, reply):
                         break
+            except WorkerError as exc:  # this query's cost, named with what it asked of the worker
+                self.failures += 1
+                log.warning("query of %d image(s) over experts %s failed: %s", len(images),
+                            [m.id[:12] for m in voters], exc)  # fmt: skip
+                raise
             finally:
                 self._touch()
         labels = np.frombuffer(reply["labels"], dtype="<i8")

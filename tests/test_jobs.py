@@ -38,7 +38,7 @@ from ffnode.expert.resnet import build_expert
 from ffnode.factory.config import FactoryConfig, unet_size
 from ffnode.factory.model import build_unet
 from ffnode.identity import Identity
-from ffnode.jobs.local import LOG_FILE, LocalRunner
+from ffnode.jobs.local import LOG_FILE, LocalRunner, Watch
 from ffnode.jobs.progress import Progress
 from ffnode.jobs.spec import OUT, RESULT_FILE, FactorySource, Job, JobResult
 from ffnode.profiles import profile_for
@@ -435,3 +435,16 @@ async def test_hostile_factories_cost_one_job_each_and_the_node_goes_on(tmp_path
     assert {"startup", "factories", "audit", "synthesis", "expert"} <= set(s["compute"]), s["compute"]
     assert all(v > 0 for v in s["compute"].values()), s["compute"]
     assert all(rows[aid]["state"] == "live" for aid in hostile)  # held, only never sampled again
+
+
+def test_a_time_limit_blames_only_an_artifact_that_took_most_of_the_job() -> None:
+    """A slow job is not blamed on whichever honest factory it happened to be reading when its time ran out; a
+    memory limit or a crash is blamed on the one being read; a kill the runner did not make on nobody."""
+    watch = Watch(0)
+    watch.started -= 300.0  # the job has run 300 s, 200 of them starting (nobody's) ...
+    watch.working_since = watch.started + 200.0
+    watch.read("f1")
+    watch.blame_since -= 60.0  # ... then reading f1 for the last 60 of its 100 working seconds
+    assert watch.culprit("time") == "f1" and watch.culprit("memory") == "f1"
+    watch.read("f2")  # f2 for an instant
+    assert watch.culprit("time") is None and watch.culprit("crash") == "f2" and watch.culprit("") is None

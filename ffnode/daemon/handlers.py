@@ -83,6 +83,7 @@ class ControlHandlers:
             "uptime_s": round(time.time() - node.started, 1),
             "compute": node.runner.compute,  # core-seconds per phase, over every job this node ran
             "jobs": node.runner.jobs,
+            "query_failures": node.pool.failures,
             "fault": node.intake.fault,
             "store_damaged": node.store.damaged,  # quarantined at start; peers send those artifacts again
             "own_missing": [m.id for m in node.store.pending() if m.owner == node.identity.peer_id],

@@ -32,7 +32,7 @@ from ffnode.daemon.unlearn import Unlearning
 from ffnode.data.sources import ImageSet
 from ffnode.jobs import Runner
 from ffnode.jobs.progress import Progress
-from ffnode.jobs.spec import FactorySource, Job, JobResult
+from ffnode.jobs.spec import OUT, FactorySource, Job, JobResult
 from ffnode.jobs.synthcache import SynthCache
 from ffnode.jobs.worker import SYNTH
 from ffnode.profiles import Profile, expert_arch
@@ -62,9 +62,10 @@ class Learner:
         self.unlearning, self.cache, self.work, self.runner = unlearning, cache, work, runner
         self.data_file = work / DATA_FILE  # the local images as every job reads them (the node writes it at start)
         # torch threads per job: the config's, else the cores shared by the runner's workers. A rebuild must use
-        # the same count as the build it checks (bitwise), and does: both come from here.
+        # the same count as the build it checks (bitwise): an expert's meta records it, and `rebuild` uses that.
         self.threads = config.learning.threads or max(1, (os.cpu_count() or 1) // runner.workers)
         self._job: asyncio.Task[JobResult] | None = None  # the job running now, so `halt` can kill it
+        self._rebuilding = asyncio.Lock()
         self.classes = config.federation.classes
         self.profile = profile  # profiles.site_profile: the config's, fitted to the local images
         self.progress = Progress()
@@ -88,6 +89,8 @@ class Learner:
 
     async def run_job(self, job: Job) -> JobResult:
         """Run one job to its end; `halt` (the node is leaving) kills it and this raises HasLeft."""
+        if self.outbox.left:  # left meanwhile (while announcements settled, or a publish was gossiped)
+            raise HasLeft(f"this node left: {job.what} is not run")
         self._job = task = asyncio.create_task(self.runner.run(job, self.progress))
         try:
             return await task
@@ -250,13 +253,14 @@ class Learner:
             self._skip(exc.artifact_id, str(exc))
             return
         done_job = await self.run_job(job)
+        # the sets it drew are kept even if it failed: a retry without a blamed factory samples only what is new
+        adopted = self.cache.adopt(done_job.workdir / OUT / SYNTH, self.store.is_revoked)
+        log.debug("kept %d synthetic set(s) in the cache", adopted)
         if done_job.blame is not None:  # a peer's factory broke the job (cannot be loaded or sampled, a limit)
             self._skip(done_job.blame, done_job.error or "")
             return
         if not done_job.ok or done_job.result is None:
             raise RuntimeError(f"training the expert failed: {done_job.error}")
-        adopted = self.cache.adopt(done_job.workdir / "out" / SYNTH, self.store.is_revoked)
-        log.debug("kept %d synthetic set(s) in the cache", adopted)
         built = done_job.result
         if any(self.store.is_revoked(aid) for aid in built["lineage"]):
             return  # withdrawn while it trained: never publish it; the revocation woke the next round
@@ -272,7 +276,9 @@ class Learner:
         log.warning("skipping factory %s: %s", aid[:12], why)
         self.notify()
 
-    def expert_job(self, factories: list[Manifest], arch: dict, seed: int, name: str, *, cache: bool) -> Job:
+    def expert_job(
+        self, factories: list[Manifest], arch: dict, seed: int, name: str, *, cache: bool, threads: int = 0
+    ) -> Job:
         """The job that trains an expert from `factories` (LoadError if a blob is no longer held): the learner's
         and, without the cache, the unlearning proof's rebuild."""
         sources, inputs = [], {"data": str(self.data_file)}
@@ -283,13 +289,17 @@ class Learner:
         if cache:
             inputs["cache"] = str(self.cache.folder)
         args = {"factories": sources, "arch": arch, "seed": seed, "owner": self.outbox.me,
-                "class_names": self.classes, "threads": self.threads}  # fmt: skip
+                "class_names": self.classes, "threads": threads or self.threads}  # fmt: skip
         return Job("expert", args, inputs, self.work / "jobs" / name, what=f"{name} from {len(factories)} factories")
 
     async def rebuild(self, factories: list[Manifest], expert: Manifest) -> JobResult:
-        """Train `expert` again from `factories` in a job of its own, without the cache: the unlearning proof."""
-        job = self.expert_job(factories, expert.arch, expert.seed, "verify", cache=False)
-        return await self.runner.run(job, Progress(phase="verify"))
+        """Train `expert` again from `factories` in a job of its own, without the cache and with the threads it was
+        built with: the unlearning proof. One at a time: the rebuilds share their workdir."""
+        threads = expert.meta.get("threads")
+        job = self.expert_job(factories, expert.arch, expert.seed, "verify", cache=False,
+                              threads=threads if type(threads) is int and threads > 0 else self.threads)  # fmt: skip
+        async with self._rebuilding:
+            return await self.runner.run(job, Progress(phase="verify"))
 
     async def _revoke_stale_experts(self, keep: Manifest) -> None:
         """Every own live expert but `keep` is superseded: also after a crash between publishing and revoking."""

@@ -159,8 +159,8 @@ class Node:
         cfg, classes = self.config.data, self.config.federation.classes
         path = self.home / "work" / DATA_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "ffnode.data.extract", cfg.spec, str(path), "--split", cfg.split,
-               "--classes", json.dumps(classes), "--bit-depth", str(cfg.bit_depth)]  # fmt: skip
+        cmd = [sys.executable, "-m", "ffnode.data.extract", "--split", cfg.split, "--classes", json.dumps(classes),
+               "--bit-depth", str(cfg.bit_depth), "--", cfg.spec, str(path)]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode:
             raise DataError(done.stderr.strip() or f"reading {cfg.spec} failed (exit {done.returncode})")

@@ -1,9 +1,8 @@
-"""Read a site's data in a process of its own: `python -m ffnode.data.extract SPEC OUT.npz [options]`.
+"""Read a site's data in a process of its own: `python -m ffnode.data.extract [options] -- SPEC OUT.npz`.
 
 The node needs its images once, as the array every job reads; the readers (PIL for image folders, scikit-learn for
 the embedded digits) would stay in the always-on node's memory for nothing, and a damaged or hostile file is
-better met here. Writes OUT.npz (images, labels) and prints what loading did (notes, bit depth) as JSON; a
-DataError is printed on stderr with exit status 2.
+better met here. Writes OUT.npz (images, labels); a DataError is printed on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     tmp = args.out.with_suffix(".tmp.npz")
     np.savez(tmp, images=data.images, labels=data.labels)
     tmp.replace(args.out)
-    print(json.dumps({"notes": list(data.notes), "resized": data.resized, "bit_depth": data.bit_depth}))
     return 0
 
 

@@ -37,6 +37,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 _LIBC = ctypes.CDLL(None, use_errno=True)
 TICK = os.sysconf("SC_CLK_TCK")
+CRASHES = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT}  # a job that died of its input
 
 
 def default_workers() -> int:
@@ -77,10 +78,14 @@ class LocalRunner:
             held.close()  # the kernel drops the lock with the file, also if this process dies
 
     def _limits(self) -> None:
-        """In the child, before exec: CPU seconds are the kernel's to enforce (SIGXCPU, then SIGKILL), and the job
-        dies with the node (even a SIGKILLed one), so none writes on unowned."""
-        resource.setrlimit(resource.RLIMIT_CPU, (self.cfg.cpu_s, self.cfg.cpu_s + 5))
+        """In the child, before exec: the job dies with the node (even a SIGKILLed one), so none writes on unowned;
+        CPU seconds are the kernel's to enforce (SIGXCPU, then SIGKILL), within the hard limit the node itself runs
+        under; and a job that dies writes no core file (it would hold the site's images outside work/)."""
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        cap = self.cfg.cpu_s + 5 if hard == resource.RLIM_INFINITY else min(hard, self.cfg.cpu_s + 5)
+        resource.setrlimit(resource.RLIMIT_CPU, (min(self.cfg.cpu_s, cap), cap))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     async def _spawn(self, job: Job, progress: Progress) -> JobResult:
         t0 = time.monotonic()
@@ -101,7 +106,7 @@ class LocalRunner:
                     guard.cancel()
             killed = watch.killed
         except TimeoutError:
-            killed = f"it ran past jobs.wall_s ({self.cfg.wall_s:.0f} s)"
+            killed, watch.cause = f"it ran past jobs.wall_s ({self.cfg.wall_s:.0f} s)", "time"
         finally:
             if proc.returncode is None:
                 _kill(proc)
@@ -114,15 +119,18 @@ class LocalRunner:
             watch.sample()
             if watch.rss_mb > self.cfg.memory_mb:
                 watch.killed = f"it held {watch.rss_mb:.0f} MB, over jobs.memory_mb ({self.cfg.memory_mb})"
+                watch.cause = "memory"
                 _kill(proc)
                 return
             await asyncio.sleep(WATCH_S)
 
     def _result(self, job: Job, rc: int | None, killed: str | None, watch: Watch, wall: float) -> JobResult:
         if killed is None and rc == -signal.SIGXCPU:  # RLIMIT_CPU: the kernel's kill, for jobs.cpu_s
-            killed = f"it ran past jobs.cpu_s ({self.cfg.cpu_s} CPU seconds)"
+            killed, watch.cause = f"it ran past jobs.cpu_s ({self.cfg.cpu_s} CPU seconds)", "time"
+        elif killed is None and rc is not None and -rc in CRASHES:
+            watch.cause = "crash"
         written = read_result(job.workdir) if killed is None else None
-        r = JobResult(job.workdir, wall_s=round(wall, 2), rss_mb_max=round(watch.rss_mb_max, 1), blame=watch.blame)
+        r = JobResult(job.workdir, wall_s=round(wall, 2), rss_mb_max=round(watch.rss_mb_max, 1))
         if written is not None and isinstance(written.get("cpu_s"), dict):
             r.cpu_s = {str(k): float(v) for k, v in written["cpu_s"].items()}
         else:
@@ -132,10 +140,11 @@ class LocalRunner:
             self.jobs["ok"] += 1
             return r
         if written is not None and isinstance(written.get("error"), str):
-            r.error, r.blame = written["error"], written.get("blame") or watch.blame
+            r.error, r.blame = written["error"], written.get("blame")  # the job's own word, "nobody" included
         else:
             why = killed or (f"signal {signal.Signals(-rc).name}" if rc is not None and rc < 0 else f"exit {rc}")
             r.error = f"the job was killed: {why}" if killed else f"the job died ({why}) before writing its result"
+            r.blame = watch.culprit(watch.cause)
         self.jobs["killed" if killed else "failed"] += 1
         log.warning("job %s failed after %.1f s: %s%s (log: %s)", job.what or job.kind, wall, r.error,
                     f"; it was reading {r.blame[:12]}" if r.blame else "", job.workdir / LOG_FILE)  # fmt: skip
@@ -147,7 +156,24 @@ class Watch:
 
     def __init__(self, pid: int) -> None:
         self.pid, self.rss_mb, self.rss_mb_max, self.cpu_s = pid, 0.0, 0.0, 0.0
-        self.phase, self.blame, self.killed = "startup", None, None
+        self.phase, self.blame, self.killed, self.cause = "startup", None, None, ""
+        self.started = self.blame_since = time.monotonic()
+        self.working_since: float | None = None  # its first progress after the start
+
+    def read(self, blame: str | None) -> None:
+        """The worker now reads `blame` (a peer artifact, or None): since when counts for a limit on time."""
+        if blame != self.blame:
+            self.blame, self.blame_since = blame, time.monotonic()
+
+    def culprit(self, cause: str) -> str | None:
+        """The artifact to blame for a job that ended by `cause`: the one being read when it broke a memory limit or
+        crashed (SEGV and the like), but for a time limit only if reading it took at least half the job's working time
+        (its start, importing torch, is nobody's), so a slow job is not blamed on whichever honest factory came last;
+        nobody for a kill this runner did not make."""
+        now, since = time.monotonic(), self.working_since or self.started
+        if cause in ("memory", "crash") or (cause == "time" and now - self.blame_since >= (now - since) / 2):
+            return self.blame
+        return None
 
     def sample(self) -> None:
         try:
@@ -167,15 +193,17 @@ async def _follow(proc: asyncio.subprocess.Process, progress: Progress, watch: W
         try:
             line = await proc.stdout.readline()
         except ValueError:  # a line over MAX_LINE
-            watch.killed = "its progress output broke the protocol"
+            watch.killed, watch.cause = "its progress output broke the protocol", "protocol"
             _kill(proc)
             return
         if not line:
             return
         try:
             msg: dict[str, Any] = json.loads(line)
-            watch.blame, phase = msg.get("blame"), str(msg["phase"])
+            phase = str(msg["phase"])
+            watch.read(msg.get("blame"))
             if phase not in ("startup", "done"):
+                watch.working_since = watch.working_since or time.monotonic()
                 watch.phase = progress.phase = phase
                 progress.task = str(msg.get("task", ""))[:200]
                 progress.update(int(msg.get("done", 0)), int(msg.get("total", 0)))

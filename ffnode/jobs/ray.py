@@ -73,13 +73,13 @@ class RayRunner(LocalRunner):
                 await proc.wait()
             killed = watch.killed
         except TimeoutError:
-            killed = f"it ran past jobs.wall_s ({self.cfg.wall_s:.0f} s)"
+            killed, watch.cause = f"it ran past jobs.wall_s ({self.cfg.wall_s:.0f} s)", "time"
         finally:
             if proc.returncode is None:
                 await _stop(proc)
         rc = proc.returncode
         if killed is None and (report := _read_report(job.workdir)) is not None:
-            rc, killed, watch.rss_mb_max, watch.cpu_s = report
+            rc, killed, watch.rss_mb_max, watch.cpu_s, watch.cause = report
         return self._result(job, rc, killed, watch, time.monotonic() - t0)
 
 
@@ -95,11 +95,12 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-def _read_report(workdir: Path) -> tuple[int, str | None, float, float] | None:
-    """The task's exit status, limit broken, peak memory and CPU seconds, or None if the driver wrote none."""
+def _read_report(workdir: Path) -> tuple[int, str | None, float, float, str] | None:
+    """The task's exit status, limit broken, peak memory, CPU seconds and the cause of a kill (Watch.culprit's), or
+    None if the driver wrote none."""
     try:
         r = json.loads((workdir / REPORT_FILE).read_text())
-        return int(r["rc"]), r["killed"], float(r["rss_mb_max"]), float(r["cpu_s"])
+        return int(r["rc"]), r["killed"], float(r["rss_mb_max"]), float(r["cpu_s"]), str(r.get("cause", ""))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -157,7 +158,8 @@ def _run_remote(spec: dict[str, Any], inputs: dict[str, Tree], files: Tree, cfg:
                 _kill(proc)
                 loop.run_until_complete(proc.wait())
             loop.run_until_complete(guard)  # it ends with the worker
-        report = {"rc": proc.returncode, "killed": watch.killed, "rss_mb_max": watch.rss_mb_max, "cpu_s": watch.cpu_s}
+        report = {"rc": proc.returncode, "killed": watch.killed, "rss_mb_max": watch.rss_mb_max, "cpu_s": watch.cpu_s,
+                  "cause": watch.cause}  # fmt: skip
         yield {"files": _pack(job.workdir, LOCAL), "log": (job.workdir / LOG_FILE).read_bytes(), "report": report}
 
 

@@ -13,7 +13,7 @@ whichever runner ran it, here or on a cluster, the exact-unlearning proof holds.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,6 @@ class JobResult:
     @property
     def blob(self) -> Path:
         return self.workdir / OUT / BLOB
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["workdir"] = str(self.workdir)
-        return d
 
 
 def read_result(workdir: Path) -> dict[str, Any] | None:

@@ -25,12 +25,14 @@ class SynthCache:
 
     The data file is written first and the index last, so a set without an index is a crash's leftover."""
 
-    def __init__(self, folder: Path, write_to: Path | None = None) -> None:
-        self.folder, self.write_to = folder, write_to or folder
+    def __init__(self, folder: Path, write_to: Path | None = None, variant: str = "") -> None:
+        """`variant`: what else the samples' bits depend on (a job's torch threads), so a set drawn under another
+        never passes for a fresh draw."""
+        self.folder, self.write_to, self.variant = folder, write_to or folder, variant
         self.write_to.mkdir(parents=True, exist_ok=True)
 
     def _name(self, label: int, ids: list[str], per_class: int, seed: int) -> str:
-        key = hashlib.sha256(canonical_bytes([label, ids, per_class, seed])).hexdigest()[:16]
+        key = hashlib.sha256(canonical_bytes([label, ids, per_class, seed, self.variant])).hexdigest()[:16]
         return f"class{label}-{key}.npz"
 
     def _path(self, label: int, ids: list[str], per_class: int, seed: int) -> Path:
@@ -45,8 +47,8 @@ class SynthCache:
         count = 0
         for meta in sorted(drawn.glob("*.json")):
             data = meta.with_suffix(".npz")
-            ids = json.loads(meta.read_text())["factories"]
-            if data.exists() and not any(revoked(aid) for aid in ids):
+            ids = _drawn_from(meta)
+            if data.exists() and ids is not None and not any(revoked(aid) for aid in ids):
                 data.replace(self.folder / data.name)  # the data first, then the index that purge reads
                 meta.replace(self.folder / meta.name)
                 count += 1
@@ -79,8 +81,18 @@ class SynthCache:
             if not data.with_suffix(".json").exists():
                 data.unlink()
         for meta in self.folder.glob("*.json"):
-            if revoked & set(json.loads(meta.read_text())["factories"]):
+            ids = _drawn_from(meta)
+            if ids is None or revoked & set(ids):  # an unreadable index: a crash's leftover, never trusted
                 meta.with_suffix(".npz").unlink(missing_ok=True)
                 meta.unlink()
-                count += 1
+                count += ids is not None
         return count
+
+
+def _drawn_from(meta: Path) -> list[str] | None:
+    """The factory IDs a set's index names, or None if the index is damaged."""
+    try:
+        ids = json.loads(meta.read_text())["factories"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return ids if isinstance(ids, list) and all(isinstance(i, str) for i in ids) else None

@@ -65,8 +65,9 @@ class JobProgress(Progress):
         return {k: round(v, 3) for k, v in self.cpu.items() if k != "done"}
 
 
-def _no_network(event: str, args: tuple) -> None:
-    """An audit hook: a job reads files and computes; a socket would be a way out for whatever it runs."""
+def no_network(event: str, args: tuple) -> None:
+    """An audit hook: a job (or the query worker) reads files and computes; a socket would be a way out for
+    whatever it runs."""
     if event in ("socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo"):
         raise PermissionError(f"a job opens no network connection ({event})")
 
@@ -86,6 +87,7 @@ def run(workdir: Path, progress: JobProgress) -> dict[str, Any]:
     args, inputs = spec["args"], {k: Path(v) for k, v in spec["inputs"].items()}
     if args.get("threads"):
         torch.set_num_threads(args["threads"])
+    threads = torch.get_num_threads()  # what the bits depend on, beside the inputs: recorded with what is made
     with np.load(inputs["data"]) as z:
         data = ImageSet(z["images"], z["labels"], tuple(args["class_names"]))
     out = workdir / OUT
@@ -102,7 +104,9 @@ def run(workdir: Path, progress: JobProgress) -> dict[str, Any]:
         if built.weights is not None:
             atomic_write(out / BLOB, weights_to_bytes(built.weights, args["owner"]))
         return {"summary": built.summary, "seed": built.seed, "withheld": built.withheld}
-    cache = SynthCache(inputs["cache"], write_to=out / SYNTH) if "cache" in inputs else None
+    cache = (
+        SynthCache(inputs["cache"], write_to=out / SYNTH, variant=f"threads={threads}") if "cache" in inputs else None
+    )
     expert = make_expert(
         data,
         [FactorySource(**f) for f in args["factories"]],
@@ -114,13 +118,13 @@ def run(workdir: Path, progress: JobProgress) -> dict[str, Any]:
         class_names=args["class_names"],
     )
     atomic_write(out / BLOB, weights_to_bytes(expert.weights, args["owner"]))
-    return {"summary": expert.summary, "seed": expert.seed, "lineage": expert.lineage}
+    return {"summary": expert.summary | {"threads": threads}, "seed": expert.seed, "lineage": expert.lineage}
 
 
 def main() -> int:
     workdir = Path(sys.argv[1])
     out, sys.stdout = sys.stdout, sys.stderr  # stdout is the progress channel: nothing else may write to it
-    sys.addaudithook(_no_network)
+    sys.addaudithook(no_network)
     os.environ["HF_HUB_OFFLINE"] = "1"
     progress = JobProgress(out)
     try:
