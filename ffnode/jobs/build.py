@@ -42,8 +42,8 @@ from ffnode.privacy.audit import AuditError, AuditSettings, audit_factory, holdo
 from ffnode.privacy.policy import AuditPolicy, audit_of, refusals
 from ffnode.synth import SampleError, synthesize
 
-# One training at a time in this process: torch's seeding (model init) is process-global, and the
-# unlearning proof may rebuild an expert while the learner trains.
+# One training at a time in this process: torch's seeding (model init) is process-global. A job runs one build,
+# so this matters to callers that build in-process (the tests, scripts), where two builds may share a process.
 BUILD_LOCK = threading.Lock()
 log = logging.getLogger("ffnode.learner")
 

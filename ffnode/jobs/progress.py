@@ -40,12 +40,13 @@ class Progress:
 
 
 class Stopping(Exception):
-    """Long work in a worker thread was told to stop (shutdown, or the node left): a thread cannot be
-    cancelled, so it aborts at its next progress tick; factory training resumes from its checkpoint."""
+    """Long work was told to stop by its `should_stop` (a caller that builds in a thread of its own process: a
+    thread cannot be cancelled, so it aborts at its next progress tick; factory training resumes from its
+    checkpoint). A job is stopped by killing its process instead."""
 
 
 def ticker(progress: Progress, should_stop: Callable[[], bool] = lambda: False) -> Callable[[int, int], None]:
-    """The progress callback for work in a worker thread: records progress, raises Stopping when told to."""
+    """The progress callback of long work: records progress, raises Stopping when told to."""
 
     def tick(done: int, total: int) -> None:
         if should_stop():
