@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import msgpack
 import numpy as np
 
+from ffnode.arch import LoadError
 from ffnode.artifacts.codec import canonical_bytes, decode
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.store import Store
@@ -79,7 +80,6 @@ def frame(message: Any) -> bytes:
 
 def handle(cache: ExpertCache, request: dict[str, Any]) -> dict[str, Any]:
     """One request's answer (the module docstring's wire format)."""
-    from ffnode.arch import LoadError
     from ffnode.loaders import load_expert_file
     from ffnode.poe import poe_predict
 

@@ -32,9 +32,8 @@ from ffnode.daemon.unlearn import Unlearning
 from ffnode.data.sources import ImageSet
 from ffnode.jobs import Runner
 from ffnode.jobs.progress import Progress
-from ffnode.jobs.spec import OUT, FactorySource, Job, JobResult
+from ffnode.jobs.spec import OUT, SYNTH, FactorySource, Job, JobResult
 from ffnode.jobs.synthcache import SynthCache
-from ffnode.jobs.worker import SYNTH
 from ffnode.profiles import Profile, expert_arch
 
 log = logging.getLogger("ffnode.learner")

@@ -19,6 +19,7 @@ import resource
 import signal
 import sys
 import time
+from asyncio.subprocess import Process
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any
@@ -87,14 +88,19 @@ class LocalRunner:
         resource.setrlimit(resource.RLIMIT_CPU, (min(self.cfg.cpu_s, cap), cap))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
+    async def start(self, module: str, *args: str, workdir: Path, env: dict[str, str] | None = None) -> Process:
+        """`python -m module args...` as every job process starts: under `_limits`, in a session of its own (so its
+        whole group can be killed), stdout a pipe of progress lines, stderr appended to the workdir's job.log."""
+        with _open_log(workdir) as stderr:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", module, *args,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+                start_new_session=True, preexec_fn=self._limits, limit=MAX_LINE, env=env,
+            )  # fmt: skip
+
     async def _spawn(self, job: Job, progress: Progress) -> JobResult:
         t0 = time.monotonic()
-        with _open_log(job.workdir) as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ffnode.jobs.worker", str(job.workdir),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-                start_new_session=True, preexec_fn=self._limits, limit=MAX_LINE,
-            )  # fmt: skip
+        proc = await self.start("ffnode.jobs.worker", str(job.workdir), workdir=job.workdir)
         watch = Watch(proc.pid)
         killed: str | None = None
         try:
@@ -113,7 +119,7 @@ class LocalRunner:
                 await proc.wait()
         return self._result(job, proc.returncode, killed, watch, time.monotonic() - t0)
 
-    async def _guard(self, proc: asyncio.subprocess.Process, watch: Watch) -> None:
+    async def _guard(self, proc: Process, watch: Watch) -> None:
         """Kill the job once it holds more than jobs.memory_mb resident."""
         while proc.returncode is None:
             watch.sample()

@@ -40,7 +40,7 @@ from typing import Any
 
 from ffnode.artifacts.store import atomic_write
 from ffnode.config import JobsConfig
-from ffnode.jobs.local import LOG_FILE, MAX_LINE, LocalRunner, Watch, _follow, _kill, _open_log
+from ffnode.jobs.local import LOG_FILE, MAX_LINE, LocalRunner, Watch, _follow, _kill
 from ffnode.jobs.progress import Progress
 from ffnode.jobs.spec import JOB_FILE, RESULT_FILE, Job, JobResult
 
@@ -59,12 +59,7 @@ class RayRunner(LocalRunner):
     async def _spawn(self, job: Job, progress: Progress) -> JobResult:
         t0 = time.monotonic()
         (job.workdir / REPORT_FILE).unlink(missing_ok=True)  # a previous run's must not pass for this one's
-        with _open_log(job.workdir) as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ffnode.jobs.ray", str(job.workdir), json.dumps(asdict(self.cfg)),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-                start_new_session=True, preexec_fn=self._limits, limit=MAX_LINE,
-            )  # fmt: skip
+        proc = await self.start("ffnode.jobs.ray", str(job.workdir), json.dumps(asdict(self.cfg)), workdir=job.workdir)
         watch = Watch(proc.pid)
         killed: str | None = None
         try:
@@ -145,7 +140,10 @@ def _run_remote(spec: dict[str, Any], inputs: dict[str, Tree], files: Tree, cfg:
         paths = {name: str(_unpack(tree, root / "inputs" / name)) for name, tree in inputs.items()}
         job = Job(spec["kind"], spec["args"], paths, _unpack(files, root / "work"))
         job.write()
-        proc = loop.run_until_complete(_start(job, runner))
+        env = _devices(runner.cfg.gpus)
+        proc = loop.run_until_complete(
+            runner.start("ffnode.jobs.worker", str(job.workdir), workdir=job.workdir, env=env)
+        )
         assert proc.stdout is not None
         watch = Watch(proc.pid)
         guard = loop.create_task(runner._guard(proc, watch))
@@ -161,16 +159,6 @@ def _run_remote(spec: dict[str, Any], inputs: dict[str, Tree], files: Tree, cfg:
         report = {"rc": proc.returncode, "killed": watch.killed, "rss_mb_max": watch.rss_mb_max, "cpu_s": watch.cpu_s,
                   "cause": watch.cause}  # fmt: skip
         yield {"files": _pack(job.workdir, LOCAL), "log": (job.workdir / LOG_FILE).read_bytes(), "report": report}
-
-
-async def _start(job: Job, runner: LocalRunner) -> asyncio.subprocess.Process:
-    """The worker, started as the local runner starts it (its limits, a session of its own)."""
-    with _open_log(job.workdir) as stderr:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ffnode.jobs.worker", str(job.workdir),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-            start_new_session=True, preexec_fn=runner._limits, env=_devices(runner.cfg.gpus),
-        )  # fmt: skip
 
 
 def _devices(gpus: float) -> dict[str, str]:

@@ -4,6 +4,7 @@
     inputs        files the job only reads: the site's images, peers' factory blobs, the synthetic-set cache
     workdir/      the only folder the job writes: checkpoints (a factory's, so training resumes), out/, result.json
     out/blob      the weights it made, as the blob the node publishes (artifacts/blob.py: owner in the header)
+    out/synth/    an expert job's newly drawn synthetic sets, which the node adopts into its cache
     result.json   {"result": {...}} or {"error": "...", "blame": artifact ID | null}, and "cpu_s" per phase
 
 Same job.json and input bytes, bitwise-same out/blob: the worker is a pure function of them (jobs/build.py), so
@@ -25,6 +26,7 @@ JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 OUT = "out"
 BLOB = "blob"  # under out/
+SYNTH = "synth"  # under out/: the synthetic sets the job drew (the node adopts them into its cache)
 KINDS = ("factory", "expert")
 
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from ffnode.arch import LoadError
 from ffnode.artifacts.store import atomic_write
 from ffnode.jobs.progress import Progress
-from ffnode.jobs.spec import BLOB, JOB_FILE, OUT, RESULT_FILE, FactorySource
+from ffnode.jobs.spec import BLOB, JOB_FILE, OUT, RESULT_FILE, SYNTH, FactorySource
 
 EMIT_S = 0.5  # progress lines at most this often, besides one per change of phase, task or blame
-SYNTH = "synth"  # under out/: the synthetic sets this job drew (the node adopts them into its cache)
 
 
 def cpu_seconds() -> float:
@@ -123,7 +123,10 @@ def run(workdir: Path, progress: JobProgress) -> dict[str, Any]:
 
 def main() -> int:
     workdir = Path(sys.argv[1])
-    out, sys.stdout = sys.stdout, sys.stderr  # stdout is the progress channel: nothing else may write to it
+    # stdout is the progress channel: it keeps a descriptor of its own, and fd 1 becomes stderr, so nothing else
+    # (a library's print, C code included) can write a line into it
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.addaudithook(no_network)
     os.environ["HF_HUB_OFFLINE"] = "1"
     progress = JobProgress(out)
@@ -131,8 +134,6 @@ def main() -> int:
         result: dict[str, Any] = {"result": run(workdir, progress)}
         status = 0
     except Exception as exc:  # the job's failure, named, and the artifact it was reading: the node decides
-        from ffnode.arch import LoadError
-
         blame = exc.artifact_id if isinstance(exc, LoadError) else progress.blame
         result, status = {"error": f"{type(exc).__name__}: {exc}"[:2000], "blame": blame}, 1
         print(f"job failed: {result['error']}", file=sys.stderr)
