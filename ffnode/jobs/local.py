@@ -211,7 +211,8 @@ async def _follow(proc: asyncio.subprocess.Process, progress: Progress, watch: W
             if phase not in ("startup", "done"):
                 watch.working_since = watch.working_since or time.monotonic()
                 watch.phase = progress.phase = phase
-                progress.task = str(msg.get("task", ""))[:200]
+                if msg.get("task"):  # a job that names no task keeps the one its caller gave ("factory 3 (1/2)")
+                    progress.task = str(msg["task"])[:200]
                 progress.update(int(msg.get("done", 0)), int(msg.get("total", 0)))
         except (ValueError, KeyError, TypeError):
             continue
