@@ -47,6 +47,11 @@ class Head:
     client: str  # ray://host:port, its Ray Client server
     tmp: Path  # the TMPDIR of its workers: where each Ray task lays its job out
 
+    def client_logs(self) -> str:
+        """The tails of its Ray Client servers' error logs: why a driver's connection failed, when one did."""
+        logs = sorted(self.tmp.parent.glob("session_*/logs/ray_client_server*.err"))
+        return "\n".join(f"{p.name}:\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
+
 
 @pytest.fixture(scope="module")
 def head() -> Iterator[Head]:
@@ -155,7 +160,7 @@ async def test_the_cluster_gives_the_local_runners_bytes(head: Head, tmp_path: P
         expert_job(a, local.blob, tmp_path / "el", cache), expert_job(a, local.blob, tmp_path / "er", cache),
         head, head.client,
     )  # fmt: skip
-    assert local.ok and remote.ok, (local.error, remote.error)
+    assert local.ok and remote.ok, (local.error, remote.error, head.client_logs())
     assert remote.blob.read_bytes() == local.blob.read_bytes()
     assert timeless(remote.result) == timeless(local.result)
 

@@ -49,6 +49,7 @@ LOCAL = {JOB_FILE, LOG_FILE, REPORT_FILE}  # the node's own files in the workdir
 CACHE = "cache"  # the input not shipped: the synthetic sets are drawn again on the cluster, identically
 STOP_S = 10.0  # how long a driver told to stop may take to cancel its task before it is killed
 PROBE_S = 10.0  # how long the cluster's address may take to accept a connection
+CONNECT_TRIES = 3  # a Ray Client server may fail to start its per-driver server on a loaded head: try again
 
 Tree = dict[str, bytes]  # relative path ("" for a single file) -> its bytes
 
@@ -179,6 +180,21 @@ def _probe(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=PROBE_S).close()
 
 
+def _connect(ray: Any, address: str) -> None:
+    """ray.init, again after a pause when the connection itself failed: no task was submitted yet, so trying
+    again runs nothing twice."""
+    for attempt in range(CONNECT_TRIES):
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            return
+        except ConnectionError as exc:  # Ray Client's "Initialization failure from server" among them
+            if attempt == CONNECT_TRIES - 1:
+                raise
+            print(f"connecting to {address} failed ({exc!r:.300}); trying again", file=sys.stderr, flush=True)
+            ray.shutdown()
+            time.sleep(2.0 * (attempt + 1))
+
+
 def drive(workdir: Path, cfg: JobsConfig, progress: Any) -> dict[str, Any]:
     """Ship the job in `workdir` to the cluster, write the task's progress to `progress` (a binary file) as it
     comes, and return its last item (the workdir's files, the log, the report)."""
@@ -190,7 +206,7 @@ def drive(workdir: Path, cfg: JobsConfig, progress: Any) -> dict[str, Any]:
     files = _pack(workdir, LOCAL)
     client = cfg.address.startswith("ray://")  # Ray Client streams no generator: its progress comes at the end
     _probe(cfg.address)
-    ray.init(address=cfg.address, log_to_driver=False, logging_level=logging.WARNING)
+    _connect(ray, cfg.address)
     signal.signal(signal.SIGTERM, _stopped)  # after ray.init, whose own handler would end the process at once
     task = ray.remote(_run_remote).options(
         num_cpus=spec["args"].get("threads") or 1,
