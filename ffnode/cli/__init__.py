@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import typer
 
-from ffnode.cli import audit, inspect, query, samples, start, trust, unlearn
+from ffnode.cli import audit, export, inspect, query, samples, start, trust, unlearn
 from ffnode.cli import init as init_cmd
 from ffnode.cli.output import UserError, err
 
@@ -25,6 +25,7 @@ COMMANDS = {  # name -> function; one module per command group
     "peers": inspect.peers,
     "artifacts": inspect.artifacts,
     "query": query.query,
+    "export": export.export,
     "samples": samples.samples,
     "audit": audit.audit,
     "revoke": unlearn.revoke,

@@ -124,8 +124,12 @@ def leave(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
 
 def verify_unlearning(home: Path = HomeOption, as_json: bool = JsonOption) -> None:
     """Retrain the current expert from its recorded lineage and compare bytes; check that nothing answering
-    queries derives from a revoked artifact (peers' tainted experts held but left out are listed, not failed)."""
+    queries derives from a revoked artifact (peers' tainted experts held but left out are listed, not failed).
+    Names the files `ffnode export` wrote that no longer answer as the node does (`stale_exports`: re-export
+    them, or delete them); they are the operator's copies, so they are named, not failed."""
     r = control.call(home, "verify_unlearning", timeout=None)
+    r["exports"] = _exports(home)
+    r["stale_exports"] = [e["path"] for e in r["exports"] if e["stale"] and e["present"]]
     passed = r["bitwise_identical"] is not False and r["live_lineage_clean"] and "error" not in r
     if as_json:
         emit_json(r)
@@ -140,8 +144,23 @@ def verify_unlearning(home: Path = HomeOption, as_json: bool = JsonOption) -> No
             ["peers' tainted experts held but left out", len(r["excluded_tainted_experts"])],
             ["current expert", (r["expert"] or "-")[:12]],
             ["retrained bitwise identical", r["bitwise_identical"]],
+            ["exports that answer otherwise than the node (stale: re-export)", len(r["stale_exports"])],
         ],
     )
+    for e in r["exports"]:
+        if e["stale"] and e["present"]:
+            err.print(f"[yellow]stale: re-export[/] {escape(e['path'])}: {escape('; '.join(e['why']))}")
     if "error" in r:
         err.print(f"[red]error:[/] {r['error']}")
     raise typer.Exit(0 if passed else 1)
+
+
+def _exports(home: Path) -> list[dict]:
+    """The home's recorded exports (`ffnode export`), each judged against its store now."""
+    from ffnode.cli.export import home_store
+    from ffnode.cli.query import image_shape
+    from ffnode.export import check_exports
+
+    config = Config.load(home)
+    store, _ = home_store(home, config)
+    return check_exports(home, store, len(config.federation.classes), image_shape(config))
