@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import typer
 
-from ffnode.cli import audit, export, inspect, query, samples, start, trust, unlearn
+from ffnode.cli import audit, events, export, inspect, query, samples, start, trust, unlearn
 from ffnode.cli import init as init_cmd
 from ffnode.cli.output import UserError, err
 
@@ -24,6 +24,7 @@ COMMANDS = {  # name -> function; one module per command group
     "status": inspect.status,
     "peers": inspect.peers,
     "artifacts": inspect.artifacts,
+    "events": events.events,
     "query": query.query,
     "export": export.export,
     "samples": samples.samples,

@@ -2,7 +2,8 @@
 artifact, each undone with `--undo`. Each edits config.toml (so it survives restarts) and, when the node runs, makes it
 apply the change at once to everything it holds: a blocked publisher's or quarantined artifact's modules stop
 being used and served, and experts trained from them are retrained without them. Revocations from a blocked
-publisher are still honoured (it may always withdraw what it published)."""
+publisher are still honoured (it may always withdraw what it published). Each change is recorded in the home's
+events (`ffnode events`), with the operator as its actor."""
 
 from __future__ import annotations
 
@@ -13,10 +14,22 @@ import typer
 from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err
 from ffnode.config import Config
 from ffnode.daemon import control
+from ffnode.events import EventLog
 from ffnode.identity import load_identity, public_key_from_peer_id
 
 
-def _apply(home: Path, config: Config, what: str, as_json: bool) -> None:
+def _apply(home: Path, field: str, value: str, add: bool, what: str, as_json: bool) -> None:
+    """Put `value` on (or take it off) the trust list `field` in config.toml, and have the running node apply it. The
+    running node records the change in its events; of a stopped one, this command does."""
+    config = Config.load(home)
+    items: list[str] = getattr(config.federation, field)
+    before = list(items)
+    if add and value not in items:
+        items.append(value)
+    elif not add:
+        if value not in items:
+            abort(f"{value} is not in federation.{field} of {home / 'config.toml'}")
+        items.remove(value)
     config.validate(home / "config.toml")
     config.save(home)
     try:
@@ -24,23 +37,12 @@ def _apply(home: Path, config: Config, what: str, as_json: bool) -> None:
         running = True
     except control.NotRunning:  # stopped (or killed): the node reads the config when it starts
         running = False
+        EventLog(home).trust_changed(field, before, items)
     fed = config.federation
     if as_json:
         emit_json({"denied_publishers": fed.denied_publishers, "quarantined": fed.quarantined, "applied": running})
     else:
         err.print(f"{what}; " + ("the running node applied it" if running else "applies when the node starts"))
-
-
-def _edit(home: Path, field: str, value: str, add: bool) -> Config:
-    config = Config.load(home)
-    items: list[str] = getattr(config.federation, field)
-    if add and value not in items:
-        items.append(value)
-    elif not add:
-        if value not in items:
-            abort(f"{value} is not in federation.{field} of {home / 'config.toml'}")
-        items.remove(value)
-    return config
 
 
 def _peer(home: Path, peer: str) -> str:
@@ -61,7 +63,7 @@ def block(
 ) -> None:
     """Stop using and serving everything this publisher signed (its revocations still count); --undo reverts."""
     peer = peer if undo else _peer(home, peer)
-    _apply(home, _edit(home, "denied_publishers", peer, add=not undo), f"{'un' if undo else ''}blocked {peer}", as_json)
+    _apply(home, "denied_publishers", peer, not undo, f"{'un' if undo else ''}blocked {peer}", as_json)
 
 
 def quarantine(
@@ -81,4 +83,4 @@ def quarantine(
     except KeyError as exc:
         abort(f"{exc.args[0]}: pick an ID from `ffnode artifacts --home {home}`")
     done = "released from quarantine" if undo else "quarantined"
-    _apply(home, _edit(home, "quarantined", aid, add=not undo), f"{done}: {aid[:12]}", as_json)
+    _apply(home, "quarantined", aid, not undo, f"{done}: {aid[:12]}", as_json)

@@ -5,7 +5,8 @@ Every path of peer input ends here, and none lets an exception out: a message th
 message (WireError: logged with the peer, counted against it in the ledger); one that hits a bug costs that
 message too (logged with its traceback); a local fault (OSError: the disk) degrades the node until `maintenance`
 sees the disk work again, and is not the peer's fault. Anything accepted went through `Store.check`/`Store.add`
-(signature, schema, federation, class list, trust, tombstones) first.
+(signature, schema, federation, class list, trust, tombstones) first, and is recorded in the home's events (its
+owner as the actor, the peer it came through as `via`), as are the local fault and its clearing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Stale, Store, atomic_write
 from ffnode.config import Config
 from ffnode.daemon.ledger import Ledger
+from ffnode.events import EventLog, manifest_fields, revocation_fields
 from ffnode.net import NetError, NetHost
 from ffnode.net.discovery import Discovery
 from ffnode.net.sync import (
@@ -73,8 +75,8 @@ class Intake:
     """The node's side of every exchange with peers. `net` and `discovery` are set by the node once made (they
     call back into this object)."""
 
-    def __init__(self, config: Config, store: Store, ledger: Ledger) -> None:
-        self.config, self.store, self.ledger = config, store, ledger
+    def __init__(self, config: Config, store: Store, ledger: Ledger, events: EventLog) -> None:
+        self.config, self.store, self.ledger, self.events = config, store, ledger, events
         self.net: NetHost
         self.discovery: Discovery
         self.traffic = Traffic()
@@ -99,7 +101,7 @@ class Intake:
             self.ledger.reject(peer, str(exc), data, quiet=True)  # the network thread logs it
             return str(exc)
         except Exception as exc:  # a bug reachable from peer input: drop the message, keep the node
-            log.exception("checking a message from %s failed", peer)
+            log.exception("checking a message from %s failed", peer, extra={"peer": peer})
             self.ledger.reject(peer, f"internal error on its message: {exc!r}", data, quiet=True)
             return repr(exc)
         return None
@@ -107,6 +109,7 @@ class Intake:
     def _local_fault(self, what: str, exc: OSError) -> None:
         if self.fault is None:
             log.error("local fault while %s: %s; accepting nothing until it clears", what, exc)
+            self.events.record("fault", self.net.peer_id, reason=f"{what}: {exc}")
         self.fault = f"{what}: {exc}"
 
     def on_gossip(self, data: bytes, peer: str) -> None:
@@ -119,7 +122,7 @@ class Intake:
         try:
             msg = self.store.add(data)
         except Stale as exc:  # an honest peer that has not caught up yet: not its fault, but never checked twice
-            log.debug("refused a stale message from %s: %s", peer, exc)
+            log.debug("refused a stale message from %s: %s", peer, exc, extra={"peer": peer})
             self.ledger.remember_bad(data, str(exc))
             return
         except WireError as exc:
@@ -129,15 +132,26 @@ class Intake:
             self._local_fault(f"storing a message from {peer}", exc)
             return
         except Exception as exc:  # a bug reachable from peer input: drop the message, keep the node
-            log.exception("storing a message from %s failed", peer)
+            log.exception("storing a message from %s failed", peer, extra={"peer": peer})
             self.ledger.reject(peer, f"internal error on its message: {exc!r}", data, quiet=True)
             return
         self.ledger.accepted(state)
         if isinstance(msg, Manifest):
-            log.info("accepted %s %s of %s", msg.kind, msg.id[:12], msg.owner)
+            fields = manifest_fields(msg)
+            self.events.record("accepted", msg.owner, **fields, via=peer, state=self._state(msg.id))
+            log.info("accepted %s %s of %s", msg.kind, msg.id[:12], msg.owner, extra={"peer": peer, **fields})
             self._queue_fetch(msg.id, peer)
         elif isinstance(msg, Revocation):
-            log.info("accepted revocation of %s by %s (%s)", [i[:12] for i in msg.ids], msg.owner, msg.reason)
+            self.events.record("revoked", msg.owner, **revocation_fields(msg), via=peer)
+            log.info("accepted revocation of %s by %s (%s)", [i[:12] for i in msg.ids], msg.owner, msg.reason,
+                     extra={"peer": peer, "owner": msg.owner, "ids": msg.ids})  # fmt: skip
+
+    def _state(self, aid: str) -> str | None:
+        """An artifact's state here (pending, or untrusted, refused, revoked ... at once), None if dropped meanwhile."""
+        try:
+            return self.store.entry(aid).state
+        except KeyError:
+            return None
 
     def on_peer(self, peer: str, connected: bool) -> None:
         self.ledger.seen(peer, connected=connected)
@@ -192,7 +206,7 @@ class Intake:
             try:
                 await self._fetch(aid, hint)
             except Exception:  # a bug must cost this fetch, never the node (peers' bytes reach this code)
-                log.exception("fetching %s failed", aid[:12])
+                log.exception("fetching %s failed", aid[:12], extra={"artifact": aid})
             finally:
                 self._queued.discard(aid)
 
@@ -216,7 +230,8 @@ class Intake:
                 await asyncio.to_thread(self.store.put_blob_file, tmp, m)  # hashes the file: off the loop
             except WireError as exc:  # the bytes the peer served break a rule: counted against it
                 tmp.unlink(missing_ok=True)
-                log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc)
+                log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc,
+                            extra={"peer": peer, "artifact": aid})  # fmt: skip
                 self.ledger.reject(peer, f"its blob for {m.kind} {aid[:12]}: {exc}", quiet=True)
                 if self.store.get(aid) is None:
                     return  # the manifest itself was invalid (its blob is not its owner's): dropped
@@ -227,7 +242,8 @@ class Intake:
                 return
             except (NetError, TimeoutError) as exc:
                 tmp.unlink(missing_ok=True)
-                log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc)
+                log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc,
+                            extra={"peer": peer, "artifact": aid})  # fmt: skip
                 continue
             self.traffic.add("fetched", m.size)
             self._retry.pop(aid, None)
@@ -236,6 +252,7 @@ class Intake:
             log.info(
                 "verified %s %s (%d bytes) from %s in %.2f s (%.2f MB/s, %s)",
                 m.kind, aid[:12], m.size, peer, seconds, m.size / 1e6 / max(seconds, 1e-6), path,
+                extra={"peer": peer, "artifact": aid},
             )  # fmt: skip
             return
         # nobody served it yet: `maintenance` queues it again, backing off so a blob nobody has costs little
@@ -253,7 +270,7 @@ class Intake:
             try:
                 await self._sync(peer)
             except Exception:  # a bug must cost this round with this peer, never the node
-                log.exception("sync with %s failed", peer)
+                log.exception("sync with %s failed", peer, extra={"peer": peer})
             finally:
                 self._sync_queued.discard(peer)
 
@@ -267,7 +284,7 @@ class Intake:
         except WireError as exc:
             self.ledger.reject(peer, f"its peers response: {exc}")
         except (NetError, TimeoutError) as exc:
-            log.warning("peers request to %s failed: %s", peer, exc)
+            log.warning("peers request to %s failed: %s", peer, exc, extra={"peer": peer})
 
     async def _sync_inventory(self, peer: str) -> bool:
         """Read the peer's inventory page by page; accept each envelope not held yet, as if gossiped. A round is
@@ -287,17 +304,19 @@ class Intake:
                         if not self.store.knows(data):
                             self._accept(data, peer)
                     if self.ledger.peer(peer).rejected - rejected_before > MAX_BAD_PER_ROUND:
-                        log.warning("sync with %s cut short: more than %d bad items", peer, MAX_BAD_PER_ROUND)
+                        log.warning("sync with %s cut short: more than %d bad items", peer, MAX_BAD_PER_ROUND,
+                                    extra={"peer": peer})  # fmt: skip
                         return False
                     if not cursor:
                         return True
                     await asyncio.sleep(0)  # a long inventory must not hold the loop
-                log.warning("sync with %s stopped after %d pages; the rest waits for the next round", peer, MAX_PAGES)
+                log.warning("sync with %s stopped after %d pages; the rest waits for the next round", peer, MAX_PAGES,
+                            extra={"peer": peer})  # fmt: skip
                 return True
         except WireError as exc:
             self.ledger.reject(peer, f"its inventory: {exc}")
         except (NetError, TimeoutError) as exc:
-            log.warning("sync with %s failed: %s", peer, exc)
+            log.warning("sync with %s failed: %s", peer, exc, extra={"peer": peer})
         return False
 
     async def maintenance(self) -> None:
@@ -310,6 +329,7 @@ class Intake:
             await asyncio.sleep(RETRY_S)
             if self.fault is not None and await asyncio.to_thread(self._disk_works):
                 log.info("local fault cleared (%s): accepting again", self.fault)
+                self.events.record("fault_cleared", self.net.peer_id, reason=self.fault)
                 self.fault = None
                 last_sync = 0.0
             now = time.monotonic()

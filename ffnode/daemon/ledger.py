@@ -79,8 +79,8 @@ class Ledger:
             state.last_rejection = reason
         if data is not None:
             self.remember_bad(data, reason)
-        if not quiet and self._log_budget(state):
-            log.warning("rejected a message from %s: %s", peer, reason)
+        if not quiet and self._log_budget(peer, state):
+            log.warning("rejected a message from %s: %s", peer, reason, extra={"peer": peer})
 
     def remember_bad(self, data: bytes, reason: str) -> None:
         with self._lock:
@@ -88,13 +88,13 @@ class Ledger:
             while len(self._bad) > self.bad_items:
                 self._bad.popitem(last=False)
 
-    def _log_budget(self, state: PeerState) -> bool:
+    def _log_budget(self, peer: str, state: PeerState) -> bool:
         """Whether one more rejection of this peer is logged (LOG_REJECTIONS_PER_MINUTE; the rest are counted)."""
         now = time.monotonic()
         with self._lock:
             if now - state.log_window > 60.0:
                 if state.unlogged:
-                    log.warning("%d more rejections were counted, not logged", state.unlogged)
+                    log.warning("%d more rejections were counted, not logged", state.unlogged, extra={"peer": peer})
                 state.log_window, state.logged, state.unlogged = now, 0, 0
             state.logged += 1
             if state.logged > LOG_REJECTIONS_PER_MINUTE:

@@ -32,6 +32,7 @@ from ffnode.daemon.ledger import Ledger
 from ffnode.daemon.outbox import Outbox
 from ffnode.daemon.unlearn import Unlearning
 from ffnode.data.sources import DataError, ImageSet
+from ffnode.events import EventLog
 from ffnode.identity import load_identity
 from ffnode.jobs import make_runner
 from ffnode.jobs.synthcache import SynthCache
@@ -70,9 +71,13 @@ class Node:
         self.cache = SynthCache(home / "work" / "synth")
         self.runner = make_runner(self.config.jobs)  # where every piece of learning runs (ffnode/jobs/)
         self.ledger = Ledger(limits.peers_tracked, limits.bad_items)  # what each peer cost: counted, logged
-        self.outbox = Outbox(home, self.identity, self.store, fed.name, fed.classes, self._gossip, self._wake_learner)
+        self.events = EventLog(home)  # the audit trail: what was published, accepted, revoked, blocked, by whom
+        self.events.watch_trust(self.store)
+        self.outbox = Outbox(
+            home, self.identity, self.store, fed.name, fed.classes, self._gossip, self._wake_learner, self.events
+        )
         self.unlearning = Unlearning(self.store, self.outbox, self.cache, self._halt_jobs)
-        self.intake = Intake(self.config, self.store, self.ledger)  # what peers send
+        self.intake = Intake(self.config, self.store, self.ledger, self.events)  # what peers send
         self.pool: QueryService | None = None  # made once the image shape is known (Node.run)
         self.learner: Learner | None = None  # made once the local data is loaded (Node.run)
         self.started = time.time()

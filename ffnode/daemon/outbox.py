@@ -19,6 +19,7 @@ import numpy as np
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Store
+from ffnode.events import EventLog, manifest_fields, revocation_fields
 from ffnode.identity import Identity
 
 log = logging.getLogger("ffnode.outbox")
@@ -40,11 +41,13 @@ class Outbox:
         class_names: list[str],
         gossip: Callable[[bytes], Awaitable[None]],
         on_left: Callable[[], None] = lambda: None,
+        events: EventLog | None = None,
     ) -> None:
         self.home, self.identity, self.store, self.federation = home, identity, store, federation
         self.class_names = class_names
         self.gossip = gossip  # best effort: peers that miss it get it by sync
         self.on_left = on_left  # the learner listens: leaving changes what it must do
+        self.events = events or EventLog(home)  # the home's audit trail: what this node signed, and its leaving
 
     @property
     def me(self) -> str:
@@ -57,6 +60,7 @@ class Outbox:
 
     def mark_left(self) -> None:
         (self.home / LEFT_FILE).touch()
+        self.events.record("left", self.me)
         self.on_left()
 
     # -- own artifacts -------------------------------------------------------------------------------
@@ -106,8 +110,10 @@ class Outbox:
         )
         envelope = m.seal(self.identity)
         self.store.add(envelope)
+        self.events.record("published", self.me, **manifest_fields(m))
         names = [self.class_names[c] for c in classes[:3]]
-        log.info("published %s %s (%s, %.1f MB)", kind, m.id[:12], names, len(data) / 1e6)
+        log.info("published %s %s (%s, %.1f MB)", kind, m.id[:12], names, len(data) / 1e6,
+                 extra={"artifact": m.id, "kind": kind})  # fmt: skip
         await self.gossip(envelope)
         return m
 
@@ -141,7 +147,8 @@ class Outbox:
         )
         envelope = r.seal(self.identity)
         self.store.add(envelope)
-        log.info("revoked %s: %s", [i[:12] for i in r.ids], reason)
+        self.events.record("revoked", self.me, **revocation_fields(r))
+        log.info("revoked %s: %s", [i[:12] for i in r.ids], reason, extra={"ids": r.ids})
         return r, envelope
 
 

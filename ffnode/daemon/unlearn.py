@@ -62,9 +62,10 @@ class Unlearning:
 
     def forget(self, ids: Iterable[str]) -> None:
         """After a revocation is stored (own or a peer's): delete the synthetic sets drawn from its artifacts."""
-        purged = self.cache.purge(set(ids))
+        revoked = set(ids)
+        purged = self.cache.purge(revoked)
         if purged:
-            log.info("deleted %d synthetic set(s) drawn from revoked factories", purged)
+            log.info("deleted %d synthetic set(s) drawn from revoked factories", purged, extra={"ids": sorted(revoked)})
 
     def forget_all_revoked(self) -> None:
         """At start: a crash between storing a revocation and purging must not keep derived data."""
