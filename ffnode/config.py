@@ -140,6 +140,19 @@ class JobsConfig:
 
 
 @dataclass
+class ApiConfig:
+    """The HTTP API, metrics and status page (ffnode/api/): off unless `listen` names an address. Reads are open on
+    loopback; anything from beyond it, and every action that changes something, needs the home's token
+    (`ffnode api-token`)."""
+
+    listen: str = ""  # "host:port", e.g. "127.0.0.1:8470"; "": no HTTP server at all
+    max_body_mb: int = 64  # a request body larger than this is refused (413) before it is read
+    max_images: int = 4096  # images one query may carry
+    concurrency: int = 16  # requests served at once; more wait (and time out after timeout_s)
+    timeout_s: float = 60.0  # a request may wait and run this long; then 503
+
+
+@dataclass
 class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
@@ -148,6 +161,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
@@ -230,9 +244,34 @@ class Config:
             raise ConfigError(
                 f"{where}: jobs: workers >= 0, memory_mb >= 256, cpu_s >= 1, wall_s > 0, gpus >= 0, query_idle_s >= 0"
             )
+        a = self.api
+        if a.listen and not re.fullmatch(r"\[?[0-9A-Za-z.:-]+\]?:\d{1,5}", a.listen):
+            raise ConfigError(f'{where}: api.listen {a.listen!r} is not host:port, like "127.0.0.1:8470"')
+        if a.max_body_mb <= 0 or a.max_images <= 0 or a.concurrency <= 0 or a.timeout_s <= 0:
+            raise ConfigError(f"{where}: api: max_body_mb, max_images, concurrency and timeout_s must be positive")
         for f in fields(LimitsConfig):
             if getattr(self.limits, f.name) <= 0:
                 raise ConfigError(f"{where}: limits.{f.name} must be positive (delete the line for the default)")
+
+
+TRUST_LISTS = {"block": "denied_publishers", "quarantine": "quarantined"}  # what an operator puts on which list
+
+
+def edit_trust(home: Path, what: str, value: str, add: bool) -> Config:
+    """Put `value` on (or take it off) the trust list `what` names (TRUST_LISTS) in the home's config.toml, and save
+    it; ConfigError if it is taken off a list it is not on. The running node applies it on `reload_trust`."""
+    config = Config.load(home)
+    field_name = TRUST_LISTS[what]
+    items: list[str] = getattr(config.federation, field_name)
+    if add and value not in items:
+        items.append(value)
+    elif not add:
+        if value not in items:
+            raise ConfigError(f"{value} is not in federation.{field_name} of {home / CONFIG_FILE}")
+        items.remove(value)
+    config.validate(home / CONFIG_FILE)
+    config.save(home)
+    return config
 
 
 _SECTIONS: dict[str, type] = {
@@ -243,6 +282,7 @@ _SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "privacy": PrivacyConfig,
     "jobs": JobsConfig,
+    "api": ApiConfig,
 }
 
 

@@ -38,10 +38,10 @@ CLASSES = [str(d) for d in range(10)]
 SHAPE = (8, 8, 1)
 
 
-def expert_store(root: Path, profile: str, n: int) -> Store:
+def expert_store(root: Path, profile: str, n: int, federation: str = "bench") -> Store:
     """N live experts, one per site, each claiming 100 real images of every class."""
     cfg = profile_for(profile, SHAPE).expert
-    store = Store(root, federation="bench", classes=CLASSES)
+    store = Store(root, federation=federation, classes=CLASSES)
     real = [100] * len(CLASSES)
     for i in range(n):
         site = Identity((i + 1).to_bytes(32, "big"))
@@ -49,7 +49,7 @@ def expert_store(root: Path, profile: str, n: int) -> Store:
         blob = weights_to_bytes(build_expert(cfg, len(CLASSES), SHAPE).state_dict(), site.peer_id)
         arch = {"expert": cfg.to_dict(), "num_classes": len(CLASSES), "image_shape": list(SHAPE)}
         meta = {"real_counts": real, "label_counts": real, "n_real": sum(real), "n_train": sum(real)}
-        m = Manifest("expert", site.peer_id, site.public_key, "bench", list(range(len(CLASSES))), CLASSES, arch,
+        m = Manifest("expert", site.peer_id, site.public_key, federation, list(range(len(CLASSES))), CLASSES, arch,
                      store.put_blob_bytes(blob), len(blob), 1, 1, meta=meta)  # fmt: skip
         store.add(m.seal(site))
     return store

@@ -13,3 +13,9 @@ PY=${PYTHON:-python3}
 if [ "$(id -u)" = 0 ] && ! command -v nft >/dev/null && command -v apt-get >/dev/null; then
     apt-get install -y -q nftables >/dev/null 2>&1 || echo "note: could not install nftables; the NAT tests will skip"
 fi
+# The status page's test renders it in a real headless Chromium (Debian's package; best effort: without it that test
+# skips and says why).
+if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+    apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
+        || echo "note: could not install chromium; the status page's browser test will skip"
+fi

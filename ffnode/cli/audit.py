@@ -16,66 +16,6 @@ import typer
 from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err, short, table
 
 
-def _own_rows(home: Path, config: Any, store: Any, me: str, policy: Any) -> list[dict]:
-    from ffnode.jobs.build import AUDIT_FILE
-    from ffnode.privacy.policy import audit_of, refusals
-
-    published = {  # (class, audited step) -> own factory manifest
-        (m.classes[0], m.meta["audit"]["step"]): m
-        for e in store.entries()
-        if (m := e.manifest).owner == me and m.kind == "factory" and isinstance(m.meta.get("audit"), dict)
-    }
-    rows = []
-    for path in sorted((home / "work").glob(f"factory-*/{AUDIT_FILE}")):
-        try:
-            label = int(path.parent.name.split("-", 1)[1])
-            audits = json.loads(path.read_text())["audits"]
-            reports = sorted(((int(step), r["figures"]) for step, r in audits.items()), key=lambda x: -x[0])
-            config.federation.classes[label]
-        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
-            err.print(f"skipping {path}: not an audit record of this node's classes (the next audit rewrites it)")
-            continue
-        for step, figures in reports:
-            if not isinstance(audit_of({"audit": figures}), dict):
-                continue
-            m = published.get((label, step))
-            why = refusals(figures, policy)
-            rows.append({
-                "factory": m.id if m else None,
-                "class": config.federation.classes[label],
-                "owner": me,
-                "own": True,
-                "step": int(step),
-                "state": store.entry(m.id).state if m else ("failed" if why else "not published"),
-                "verdict": "; ".join(why) or "passes",
-                "figures": figures,
-            })  # fmt: skip
-    return rows
-
-
-def _peer_rows(config: Any, store: Any, me: str, policy: Any) -> list[dict]:
-    from ffnode.privacy.policy import audit_of, refusals
-
-    rows = []
-    for e in store.entries():
-        m = e.manifest
-        if m.kind != "factory" or m.owner == me:
-            continue
-        figures = audit_of(m.meta)
-        ok = isinstance(figures, dict)
-        rows.append({
-            "factory": m.id,
-            "class": config.federation.classes[m.classes[0]] if m.classes[0] < len(config.federation.classes) else "?",
-            "owner": m.owner,
-            "own": False,
-            "step": figures["step"] if ok else None,
-            "state": e.state,
-            "verdict": ("; ".join(refusals(figures, policy)) or "passes") if ok else figures,
-            "figures": figures if ok else None,
-        })  # fmt: skip
-    return rows
-
-
 def _row(r: dict) -> list:
     from ffnode.privacy.policy import mia_se
 
@@ -113,13 +53,13 @@ def audit(
     from ffnode.config import Config
     from ffnode.identity import load_identity
     from ffnode.privacy.policy import AuditPolicy
+    from ffnode.privacy.report import audit_rows
 
     config, me = Config.load(home), load_identity(home).peer_id
     store = Store(
         home / "store", federation=config.federation.name, classes=config.federation.classes, trust=trust_of(config, me)
     )
-    policy = AuditPolicy.of(config.privacy)
-    rows = _own_rows(home, config, store, me, policy) + _peer_rows(config, store, me, policy)
+    rows = audit_rows(home, config, store, me, AuditPolicy.of(config.privacy))
     if factory:
         aid = store.resolve(factory)
         rows = [r for r in rows if r["factory"] == aid]
@@ -149,8 +89,9 @@ def _draw(home: Path, config: Any, row: dict, path: Path) -> None:
     from ffnode.data.sources import load_dataset
     from ffnode.factory.sample import sample_factory
     from ffnode.factory.train import load_snapshot
-    from ffnode.jobs.build import AUDIT_FILE, audit_seed, factory_seed, factory_split
+    from ffnode.jobs.build import audit_seed, factory_seed, factory_split
     from ffnode.privacy.picture import closest_pairs
+    from ffnode.privacy.policy import AUDIT_FILE
     from ffnode.profiles import site_profile
 
     if path.resolve().is_relative_to((home / "store").resolve()):

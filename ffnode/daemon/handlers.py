@@ -1,18 +1,27 @@
 """The control endpoint's handlers: what `ffnode status`, `peers`, `artifacts`, `query`, `revoke`, `leave`,
 `verify-unlearning` and the trust commands ask of a running node (over its private Unix socket, daemon/control.py).
-Each reads the node's parts; none changes what peers can reach."""
+The HTTP API (ffnode/api/) calls the same methods, so both give the same answers. Each reads the node's parts;
+none changes what peers can reach."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
+import numpy as np
+
 from ffnode.artifacts.store import trust_of
-from ffnode.config import Config
+from ffnode.config import TRUST_LISTS, Config, ConfigError, edit_trust
 from ffnode.daemon import control
 from ffnode.daemon.ledger import PeerState
 from ffnode.daemon.unlearn import verify_unlearning
+from ffnode.identity import public_key_from_peer_id
+from ffnode.privacy.policy import AuditPolicy
+from ffnode.privacy.report import audit_rows
+from ffnode.stats import QUERY_S, Histogram
+from ffnode.voters import CannotAnswer, NoExperts
 
 log = logging.getLogger("ffnode.node")
 
@@ -20,6 +29,9 @@ log = logging.getLogger("ffnode.node")
 class ControlHandlers:
     def __init__(self, node: Any) -> None:
         self.node = node  # the running daemon.node.Node (not imported: it imports this module)
+        self.query_seconds = Histogram(QUERY_S)  # answered queries, from the CLI and the HTTP API alike
+        self.queries = {"answered": 0, "refused": 0, "failed": 0}
+        self.query_images = 0
 
     def table(self) -> dict[str, control.Handler]:
         return {
@@ -32,6 +44,8 @@ class ControlHandlers:
             "leave": self.leave,
             "verify_unlearning": self.verify,
             "reload_trust": self.reload_trust,
+            "trust": self.trust,
+            "audit": self.audit,
         }
 
     async def runtime(self, args: dict) -> dict[str, Any]:
@@ -140,11 +154,50 @@ class ControlHandlers:
         return node.store.rows(node.config.federation.classes)
 
     async def query(self, args: dict) -> dict[str, Any]:
+        return await self.answer(control.decode_images(args), args.get("rule") or "")
+
+    async def answer(self, images: np.ndarray, rule: str = "") -> dict[str, Any]:
+        """The PoE's answer for (B, H, W, C) uint8 images, by the query worker; counted for the metrics.
+        NoExperts/CannotAnswer when refused, ValueError for a bad batch or rule, WorkerError if the worker failed."""
         node = self.node
         assert node.pool is not None
-        images = control.decode_images(args)
-        rule = args.get("rule") or node.config.learning.poe_rule
-        return await node.pool.query(images, node.config.federation.classes, rule)  # in the query worker
+        t0, rule = time.monotonic(), rule or node.config.learning.poe_rule
+        try:
+            result = await node.pool.query(images, node.config.federation.classes, rule)
+        except (NoExperts, CannotAnswer, ValueError):
+            self.queries["refused"] += 1
+            raise
+        except Exception:
+            self.queries["failed"] += 1
+            raise
+        self.queries["answered"] += 1
+        self.query_images += len(images)
+        self.query_seconds.observe(time.monotonic() - t0)
+        return result
+
+    async def audit(self, args: dict) -> list[dict[str, Any]]:
+        """The audit table `ffnode audit --json` prints (ffnode/privacy/report.py)."""
+        node = self.node
+        policy = AuditPolicy.of(node.config.privacy)
+        return await asyncio.to_thread(audit_rows, node.home, node.config, node.store, node.identity.peer_id, policy)
+
+    async def trust(self, args: dict) -> dict[str, Any]:
+        """Block a publisher or quarantine an artifact (args: what = block | quarantine, value, undo), as
+        `ffnode block` / `ffnode quarantine` do: recorded in config.toml, then applied to everything held."""
+        node, what, value, undo = self.node, args.get("what"), args.get("value"), bool(args.get("undo"))
+        if what not in TRUST_LISTS or not isinstance(value, str) or not value:
+            raise ValueError(f"trust: what must be one of {sorted(TRUST_LISTS)} and value a non-empty string")
+        if what == "quarantine":
+            value = node.store.resolve(value)  # KeyError names an unknown or ambiguous ID
+        elif not undo:
+            try:
+                public_key_from_peer_id(value)
+            except ValueError as exc:
+                raise ValueError(f"{exc}: give a peer ID as `ffnode peers` shows it") from None
+            if value == node.identity.peer_id:
+                raise ConfigError("that is this node's own peer ID: a node cannot block itself")
+        await asyncio.to_thread(edit_trust, node.home, what, value, not undo)
+        return await self.reload_trust({})
 
     async def revoke(self, args: dict) -> dict[str, Any]:
         node = self.node

@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 log = logging.getLogger("ffnode.node")
 
 LOG_REJECTIONS_PER_MINUTE = 20  # per peer; more are counted, not logged
+REASON_KINDS = 64  # distinct kinds of rejection counted for the metrics; further kinds count as "other"
+_VARYING = re.compile(r"[0-9a-fA-F]{8,}|12D3Koo\w+|\d+(\.\d+)?|'[^']*'")  # IDs, numbers, quoted values
+
+
+def reason_kind(reason: str) -> str:
+    """A rejection's reason without what varies from message to message (IDs, numbers, quoted values), so that
+    the same kind of refusal counts under one label however many peers and artifacts it names."""
+    return _VARYING.sub("#", reason)[:80]
 
 
 @dataclass
@@ -39,6 +48,8 @@ class Ledger:
         self.peers: OrderedDict[str, PeerState] = OrderedDict()  # least recently seen first
         self._bad: OrderedDict[bytes, str] = OrderedDict()  # sha256 of rejected envelopes -> why (an LRU)
         self._lock = threading.Lock()
+        self.accepted_total = 0  # over every peer, including those the table has forgotten
+        self._reasons: Counter[str] = Counter()  # rejections by reason_kind, at most REASON_KINDS kinds
 
     def peer(self, peer: str) -> PeerState:
         """The peer's row, created if new; the table keeps the `peers_tracked` most recently seen."""
@@ -66,6 +77,12 @@ class Ledger:
     def accepted(self, state: PeerState) -> None:
         with self._lock:
             state.accepted += 1
+            self.accepted_total += 1
+
+    def reasons(self) -> dict[str, int]:
+        """Rejections so far by kind of reason (reason_kind), over every peer."""
+        with self._lock:
+            return dict(self._reasons)
 
     def known_bad(self, data: bytes) -> str | None:
         with self._lock:
@@ -77,6 +94,8 @@ class Ledger:
         with self._lock:
             state.rejected += 1
             state.last_rejection = reason
+            kind = reason_kind(reason)
+            self._reasons[kind if kind in self._reasons or len(self._reasons) < REASON_KINDS else "other"] += 1
         if data is not None:
             self.remember_bad(data, reason)
         if not quiet and self._log_budget(peer, state):

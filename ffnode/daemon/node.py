@@ -178,10 +178,11 @@ class Node:
     async def _serve(self, stop: asyncio.Event) -> None:
         assert self.learner is not None and self.pool is not None
         control_ready = asyncio.Event()
+        handlers = ControlHandlers(self)
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(control.serve(self.home, ControlHandlers(self).table(), control_ready)),
+                    tg.create_task(control.serve(self.home, handlers.table(), control_ready)),
                     tg.create_task(self.learner.run()),
                     tg.create_task(self.intake.maintenance()),
                     tg.create_task(self._watch_network()),
@@ -192,6 +193,10 @@ class Node:
                 await control_ready.wait()
                 atomic_write(self.home / control.RUNTIME_FILE, json.dumps(self.runtime_info()).encode())
                 log.info("node %s listening on %s", self.identity.peer_id, " ".join(self.net.addrs))
+                if self.config.api.listen:  # fastapi and uvicorn load only when the HTTP API is on
+                    from ffnode.api.server import serve as serve_api
+
+                    tasks.append(tg.create_task(serve_api(self, handlers)))
                 self.ready.set()
                 tasks.append(tg.create_task(self.pool.start()))  # the query worker, if jobs.query_warm
                 await stop.wait()

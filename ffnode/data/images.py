@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -12,8 +13,9 @@ from PIL import Image, UnidentifiedImageError
 from ffnode.data.sources import DEEP_MODES, DataError, read_image
 
 
-def load_image_file(path: Path, shape: tuple[int, int, int], bit_depth: int = 0) -> np.ndarray:
-    """Return the image at `path` as (H, W, C) uint8.
+def load_image_file(path: Path | BinaryIO, shape: tuple[int, int, int], bit_depth: int = 0) -> np.ndarray:
+    """Return the image at `path` (a file, or the bytes of one, e.g. an upload; messages name it by its str) as
+    (H, W, C) uint8.
 
     The color mode is converted to C channels (1: grayscale, 3: RGB), 16-bit grayscale scaled from `bit_depth`
     (the training data's: data.bit_depth), else from its own, as `ffnode.data.sources` reads a folder; but a wrong

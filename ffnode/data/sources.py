@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, features
@@ -373,7 +374,7 @@ def _skip_reason(file: Path, hidden: bool = False, outside: bool = False) -> str
     return suffix or "without suffix"
 
 
-def _read_image(path: Path) -> np.ndarray:
+def _read_image(path: Path | BinaryIO) -> np.ndarray:
     """One file as (H, W, C): uint8, or uint16 for 16- and 32-bit integer images (scaled by `_scale_deep` once
     the folder's bit depth is known). Grayscale stays 1 channel, colour becomes RGB; other modes are refused."""
     try:
@@ -420,7 +421,7 @@ def _read_image(path: Path) -> np.ndarray:
 DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # PIL modes of more than 8 bits a channel
 
 
-def read_image(path: Path, bit_depth: int = 0) -> np.ndarray:
+def read_image(path: Path | BinaryIO, bit_depth: int = 0) -> np.ndarray:
     """One file on its own (a query image) as (H, W, C) uint8, read by the same rules as a folder's: 16-bit values
     scaled from `bit_depth` (the federation's training data's, so a pixel means what it meant there), else from
     the image's own."""

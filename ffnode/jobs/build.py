@@ -39,7 +39,7 @@ from ffnode.jobs.spec import FactorySource
 from ffnode.jobs.synthcache import SynthCache
 from ffnode.loaders import load_factory_file
 from ffnode.privacy.audit import AuditError, AuditSettings, audit_factory, holdout_split
-from ffnode.privacy.policy import AuditPolicy, audit_of, refusals
+from ffnode.privacy.policy import AUDIT_FILE, AuditPolicy, audit_of, refusals
 from ffnode.synth import SampleError, synthesize
 
 # One training at a time in this process: torch's seeding (model init) is process-global. A job runs one build,
@@ -54,7 +54,6 @@ def derive_seed(*parts: Any) -> int:
 
 
 # -- factories -------------------------------------------------------------------------------------------
-AUDIT_FILE = "audit.json"  # in a factory's work folder: the audits made, and the verdict (the owner's record)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import IO, Any
 from ffnode.config import JobsConfig
 from ffnode.jobs.progress import Progress
 from ffnode.jobs.spec import Job, JobResult, read_result
+from ffnode.stats import JOB_S, Histogram
 
 log = logging.getLogger("ffnode.jobs")
 
@@ -53,6 +54,7 @@ class LocalRunner:
         self._free = asyncio.Semaphore(self.workers)
         self.compute: dict[str, float] = {}  # core-seconds per phase over every job this runner ran
         self.jobs = {"ok": 0, "failed": 0, "killed": 0}
+        self.durations: dict[str, Histogram] = {}  # wall seconds of each kind of job (factory, expert, ...)
 
     async def run(self, job: Job, progress: Progress | None = None) -> JobResult:
         """Run `job` to its end (or a limit); cancelling the caller kills the job."""
@@ -61,6 +63,7 @@ class LocalRunner:
             result = await self._spawn(job, progress or Progress())
         for phase, seconds in result.cpu_s.items():
             self.compute[phase] = round(self.compute.get(phase, 0.0) + seconds, 3)
+        self.durations.setdefault(job.kind, Histogram(JOB_S)).observe(result.wall_s)
         return result
 
     @contextlib.asynccontextmanager

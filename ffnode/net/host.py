@@ -427,6 +427,17 @@ class NetHost:
         except trio.RunFinishedError:
             return []
 
+    def connection_counts(self) -> dict[str, int]:
+        """libp2p's own count of open connections (its swarm's metrics: total, inbound, outbound, peers), read in
+        the trio thread (one hop); empty while the host is not running."""
+        token = self._token
+        if not self._running or token is None:
+            return {}
+        try:
+            return trio.from_thread.run_sync(self._t_connection_counts, trio_token=token)
+        except trio.RunFinishedError:
+            return {}
+
     # --- cross-thread plumbing ---------------------------------------------------------------
 
     async def _call(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -926,6 +937,10 @@ class NetHost:
             if isinstance(exc, Exception):
                 raise NetError(f"fetch of blob {blob_id} from {peer_id} failed: {exc}") from exc
             raise
+
+    def _t_connection_counts(self) -> dict[str, int]:
+        assert self._host is not None
+        return {k: int(v) for k, v in self._host.get_network().get_metrics().items()}
 
     def _t_peer_addrs(self, peer_id: str) -> list[str]:
         assert self._host is not None

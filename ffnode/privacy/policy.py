@@ -28,6 +28,7 @@ from typing import Any
 from ffnode.config import PrivacyConfig
 
 AUDIT_VERSION = 1
+AUDIT_FILE = "audit.json"  # in a factory's work folder: the audits made, and the verdict (the owner's record)
 DISTANCE = "l2-pixel"  # the one distance of version 1: what every reader can recompute and picture
 
 # the figures a version-1 audit carries, and their types (floats may arrive as ints from other encoders)

@@ -1,0 +1,72 @@
+"""Run the HTTP API inside the node's event loop: uvicorn on a socket the node binds itself (so a taken port is a
+clear error, not uvicorn's exit), without uvicorn's signal handlers (the node owns SIGINT/SIGTERM) or its logging
+setup (the node's stays). Cancelling `serve` stops accepting, lets requests in flight finish for up to
+SHUTDOWN_S, then returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from ffnode.api.app import create_app
+from ffnode.api.auth import ensure_token, is_loopback
+from ffnode.config import CONFIG_FILE, ConfigError
+
+log = logging.getLogger("ffnode.api")
+
+SHUTDOWN_S = 2.0
+KEEP_ALIVE_S = 5
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the node's own handlers stop it, and cancel `serve`
+
+
+def bind(listen: str, where: str) -> socket.socket:
+    """A listening socket on "host:port" ("[::1]:port" for IPv6); ConfigError naming the field if it cannot be."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+        sock.listen(128)
+        sock.setblocking(False)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise ConfigError(
+            f"{where}: api.listen {listen!r} cannot be used ({exc}): pick another address or port"
+        ) from None
+    return sock
+
+
+async def serve(node: Any, handlers: Any) -> None:
+    """Serve the node's API on `api.listen` until cancelled."""
+    cfg = node.config.api
+    sock = bind(cfg.listen, str(node.home / CONFIG_FILE))
+    host = cfg.listen.rpartition(":")[0].strip("[]")
+    if not is_loopback(host):  # clients from elsewhere need the token: make sure there is one to give them
+        ensure_token(node.home)
+    config = uvicorn.Config(
+        create_app(node, handlers), log_config=None, access_log=False, lifespan="off", server_header=False,
+        limit_concurrency=cfg.concurrency, timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=SHUTDOWN_S,
+    )  # fmt: skip
+    server = _Server(config)
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    log.info("HTTP API on http://%s (status page at /, metrics at /metrics)", cfg.listen)
+    try:
+        await asyncio.shield(serving)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await serving
+        sock.close()
