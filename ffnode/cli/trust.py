@@ -12,37 +12,29 @@ from pathlib import Path
 import typer
 
 from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err
-from ffnode.config import Config
+from ffnode.config import TRUST_LISTS, Config, edit_trust
 from ffnode.daemon import control
 from ffnode.events import EventLog
 from ffnode.identity import load_identity, public_key_from_peer_id
 
 
-def _apply(home: Path, field: str, value: str, add: bool, what: str, as_json: bool) -> None:
-    """Put `value` on (or take it off) the trust list `field` in config.toml, and have the running node apply it. The
-    running node records the change in its events; of a stopped one, this command does."""
-    config = Config.load(home)
-    items: list[str] = getattr(config.federation, field)
-    before = list(items)
-    if add and value not in items:
-        items.append(value)
-    elif not add:
-        if value not in items:
-            abort(f"{value} is not in federation.{field} of {home / 'config.toml'}")
-        items.remove(value)
-    config.validate(home / "config.toml")
-    config.save(home)
+def _apply(home: Path, what: str, value: str, add: bool, done: str, as_json: bool) -> None:
+    """Put `value` on (or take it off) the trust list `what` names (block, quarantine) in config.toml, and have the
+    running node apply it. The running node records the change in its events; of a stopped one, this command does."""
+    field = TRUST_LISTS[what]
+    before = list(getattr(Config.load(home).federation, field))
+    config = edit_trust(home, what, value, add)  # ConfigError if --undo names something not on the list
     try:
         control.call(home, "reload_trust")
         running = True
     except control.NotRunning:  # stopped (or killed): the node reads the config when it starts
         running = False
-        EventLog(home).trust_changed(field, before, items)
+        EventLog(home).trust_changed(field, before, getattr(config.federation, field))
     fed = config.federation
     if as_json:
         emit_json({"denied_publishers": fed.denied_publishers, "quarantined": fed.quarantined, "applied": running})
     else:
-        err.print(f"{what}; " + ("the running node applied it" if running else "applies when the node starts"))
+        err.print(f"{done}; " + ("the running node applied it" if running else "applies when the node starts"))
 
 
 def _peer(home: Path, peer: str) -> str:
@@ -63,7 +55,7 @@ def block(
 ) -> None:
     """Stop using and serving everything this publisher signed (its revocations still count); --undo reverts."""
     peer = peer if undo else _peer(home, peer)
-    _apply(home, "denied_publishers", peer, not undo, f"{'un' if undo else ''}blocked {peer}", as_json)
+    _apply(home, "block", peer, not undo, f"{'un' if undo else ''}blocked {peer}", as_json)
 
 
 def quarantine(
@@ -83,4 +75,4 @@ def quarantine(
     except KeyError as exc:
         abort(f"{exc.args[0]}: pick an ID from `ffnode artifacts --home {home}`")
     done = "released from quarantine" if undo else "quarantined"
-    _apply(home, "quarantined", aid, not undo, f"{done}: {aid[:12]}", as_json)
+    _apply(home, "quarantine", aid, not undo, f"{done}: {aid[:12]}", as_json)
