@@ -749,7 +749,8 @@ class NetHost:
             log.exception("validate_gossip raised on a message from %s; rejected", origin)
             return False
         if reason is not None:
-            log.warning("rejected gossip from %s (via %s): %s", origin, forwarder, reason[:300])
+            log.warning("rejected gossip from %s (via %s): %s", origin, forwarder, reason[:300],
+                        extra={"peer": origin, "via": forwarder})  # fmt: skip
             return False
         return True
 
