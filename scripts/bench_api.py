@@ -7,8 +7,9 @@ the node's control socket (what `ffnode query` uses).
 Makes a node home (digits, tiny profile for its own learning) whose store also holds N randomly initialised
 peer experts of the profile's size (scripts/bench_query.py's), starts `ffnode start` with the API on 127.0.0.1,
 waits until it is ready (its own factories and expert trained), then times, taking the ways in turns: one image
-(a PNG body; median and p90 of --repeats, ms) and a batch of --batch images (base64 pixels in JSON; the best of
-3, images per second), through HTTP with one keep-alive connection, and through the control socket.
+(median and p90 of --repeats, ms) and a batch of --batch images (the best of 3, images per second), through HTTP
+with one keep-alive connection (TCP_NODELAY, as curl sets it) as base64 pixels in JSON, and one image as a PNG
+body, and through the control socket.
 """
 
 from __future__ import annotations
@@ -74,15 +75,23 @@ def bench(home: Path, url: str, args: argparse.Namespace) -> None:
     png = io.BytesIO()
     Image.fromarray(one[0][..., 0]).save(png, format="PNG")
     pixels = {"pixels": base64.b64encode(batch.tobytes()).decode(), "shape": list(batch.shape)}
-    with httpx.Client(base_url=url, timeout=300) as http:
+    # TCP_NODELAY, as curl and browsers set it: httpx writes a request's headers and body apart
+    nodelay = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    with httpx.Client(base_url=url, timeout=300, transport=nodelay) as http:
 
-        def api(body: dict | None) -> None:
-            r = http.post("/v1/query", json=body) if body else http.post(
-                "/v1/query", content=png.getvalue(), headers={"content-type": "image/png"})  # fmt: skip
+        def api(x: np.ndarray, as_png: bool) -> None:
+            if as_png:
+                r = http.post("/v1/query", content=png.getvalue(), headers={"content-type": "image/png"})
+            else:
+                body = (
+                    pixels if len(x) > 1 else {"pixels": base64.b64encode(x.tobytes()).decode(), "shape": list(x.shape)}
+                )
+                r = http.post("/v1/query", json=body)
             r.raise_for_status()
 
         ways: dict[str, Callable[[np.ndarray], None]] = {
-            "http": lambda x: api(pixels if len(x) > 1 else None),
+            "http": lambda x: api(x, as_png=False),
+            "http png": lambda x: api(x, as_png=len(x) == 1),  # one image as a PNG body; a batch as pixels
             "control": lambda x: control.call(home, "query", control.encode_images(x), timeout=300),
         }
         for ask in ways.values():
