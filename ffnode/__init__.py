@@ -19,12 +19,15 @@ The data path, top to bottom, one module (or package) a step:
     poe.py       Product of Experts: the paper's product and the prior-corrected rule
     voters.py    which experts answer and which classes they cover, from their manifests alone (torch-free)
     query.py     the experts as modules, answering by PoE; query_worker.py runs it in a warm process
+    export.py    the PoE a site answers with, as one ONNX file and a sidecar (and whether an export is stale)
     daemon/      a site's lifecycle, without torch: node wiring, what peers send, control handlers, peer ledger,
                  learner policy, outbox, unlearning
+    api/         the node's HTTP face when [api] is on: queries, state, actions, Prometheus metrics, a status page
     cli/         the `ffnode` command: one module per command group
 
 Beside the path: config.py (the node's TOML), profiles.py (sizes per hardware), schedule.py (the lr
-schedule), device.py (cuda/cpu, bf16), identity.py (the Ed25519 key), plainconfig.py (configs in manifests).
+schedule), device.py (cuda/cpu, bf16), identity.py (the Ed25519 key), plainconfig.py (configs in manifests),
+events.py (the home's audit trail, events.jsonl), stats.py (the histograms the metrics export).
 The research harness (testnet, baselines, charts) lives in scripts/harness/, never imported from here.
 """
 
