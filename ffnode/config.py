@@ -6,7 +6,10 @@ the field and says what to write instead.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import threading
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -146,10 +149,12 @@ class ApiConfig:
     (`ffnode api-token`)."""
 
     listen: str = ""  # "host:port", e.g. "127.0.0.1:8470"; "": no HTTP server at all
-    max_body_mb: int = 64  # a request body larger than this is refused (413) before it is read
+    max_body_mb: int = 64  # a request body larger than this is refused (413)
     max_images: int = 4096  # images one query may carry
-    concurrency: int = 16  # requests served at once; more wait (and time out after timeout_s)
-    timeout_s: float = 60.0  # a request may wait and run this long; then 503
+    concurrency: int = 16  # requests served at once; more get 503 at once
+    max_connections: int = 64  # HTTP connections open at once; more are closed as they come
+    timeout_s: float = 60.0  # a request may run this long; then 503
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names loopback clients may read by, untokened
 
 
 @dataclass
@@ -176,7 +181,14 @@ class Config:
         return f"/ffnode/1/{self.federation.name}/announce"
 
     def save(self, home: Path) -> None:
-        (home / CONFIG_FILE).write_text(tomli_w.dumps(asdict(self)))
+        """Write config.toml whole or not at all (temp file, fsync, rename): a reader never sees half of it."""
+        path = home / CONFIG_FILE
+        tmp = path.with_name(f".{CONFIG_FILE}.{os.getpid()}.{threading.get_ident()}")
+        with open(tmp, "w") as f:
+            f.write(tomli_w.dumps(asdict(self)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, home: Path) -> Config:
@@ -247,8 +259,10 @@ class Config:
         a = self.api
         if a.listen and not re.fullmatch(r"\[?[0-9A-Za-z.:-]+\]?:\d{1,5}", a.listen):
             raise ConfigError(f'{where}: api.listen {a.listen!r} is not host:port, like "127.0.0.1:8470"')
-        if a.max_body_mb <= 0 or a.max_images <= 0 or a.concurrency <= 0 or a.timeout_s <= 0:
-            raise ConfigError(f"{where}: api: max_body_mb, max_images, concurrency and timeout_s must be positive")
+        if min(a.max_body_mb, a.max_images, a.concurrency, a.max_connections, a.timeout_s) <= 0:
+            raise ConfigError(
+                f"{where}: api: max_body_mb, max_images, concurrency, max_connections and timeout_s must be positive"
+            )
         for f in fields(LimitsConfig):
             if getattr(self.limits, f.name) <= 0:
                 raise ConfigError(f"{where}: limits.{f.name} must be positive (delete the line for the default)")
@@ -260,6 +274,12 @@ TRUST_LISTS = {"block": "denied_publishers", "quarantine": "quarantined"}  # wha
 def edit_trust(home: Path, what: str, value: str, add: bool) -> Config:
     """Put `value` on (or take it off) the trust list `what` names (TRUST_LISTS) in the home's config.toml, and save
     it; ConfigError if it is taken off a list it is not on. The running node applies it on `reload_trust`."""
+    with open(home / ".config.lock", "a") as lock:  # one edit at a time, from the CLI and the API alike
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _edit_trust(home, what, value, add)
+
+
+def _edit_trust(home: Path, what: str, value: str, add: bool) -> Config:
     config = Config.load(home)
     field_name = TRUST_LISTS[what]
     items: list[str] = getattr(config.federation, field_name)

@@ -187,9 +187,13 @@ def read_events(
     whether the node runs or not. A line that is not a JSON object with a time (torn by a crash or a full disk) is
     skipped, and named through `on_damaged` ("events.jsonl line 7: ...")."""
     since = None if since is None else (since if since.tzinfo is not None else since.replace(tzinfo=UTC))
-    found: list[dict[str, Any]] = []
-    for path, data in _read_both(home / EVENTS_FILE):
-        for n, line in enumerate(data.split(b"\n"), 1):
+    if limit is not None and limit <= 0:
+        return []
+    found: list[dict[str, Any]] = []  # newest first: read from the end, so `limit` parses only what it returns
+    for path, data in reversed(_read_both(home / EVENTS_FILE)):
+        lines = data.split(b"\n")
+        for n in range(len(lines), 0, -1):
+            line = lines[n - 1]
             if not line.strip():
                 continue
             try:
@@ -202,9 +206,9 @@ def read_events(
                 continue
             if (since is None or moment > since) and (event is None or doc.get("event") == event):
                 found.append(doc)
-    if limit is not None:
-        return found[-limit:] if limit > 0 else []
-    return found
+                if limit is not None and len(found) == limit:
+                    return found[::-1]
+    return found[::-1]
 
 
 def _read_both(current: Path) -> list[tuple[Path, bytes]]:

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ def _ready(homes: list[Path]) -> bool:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("api")
     a, b, port = root / "a", root / "b", free_port()
-    api = {"api": {"listen": f"127.0.0.1:{port}", "max_body_mb": 1, "max_images": 64}}
+    api = {"api": {"listen": f"127.0.0.1:{port}", "max_body_mb": 1, "max_images": 64, "max_connections": 8}}
     addr = init_home(a, port=free_port(), data=class_file(root, [0, 1], "a"), classes=CLASSES, profile="tiny",
                      settings=api)  # fmt: skip
     init_home(b, port=free_port(), data=class_file(root, [2], "b"), classes=CLASSES, profile="tiny", seed=1,
@@ -181,6 +182,62 @@ def test_metrics_show_the_named_series_and_move(site: Site) -> None:
     assert after["ffnode_messages_accepted_total{}"] >= 2
     assert after['ffnode_audits{"own": "true", "verdict": "pass"}'] == 2
     assert after["ffnode_fault{}"] == 0 and after["process_resident_memory_bytes{}"] > 0
+
+
+def _ztxt_bomb() -> bytes:
+    """An 8x8 PNG whose compressed text chunk holds 2 MB: 2 KB on the wire, large once PIL reads its header."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("comment", "x" * 2 * 2**20, zip=True)
+    out = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def test_hostile_clients_cost_their_own_request(site: Site) -> None:
+    bmp = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(bmp, format="BMP")
+    png = {"content-type": "image/png"}
+    with httpx.Client(base_url=site.url, timeout=60) as http:
+        # a name that was made to resolve to 127.0.0.1 (DNS rebinding) reads nothing without the token
+        assert http.get("/v1/status", headers={"host": "rebind.example"}).status_code == 401
+        assert http.get("/v1/status", headers={"host": "localhost:1"}).status_code == 200
+        assert http.get("/v1/status", headers={"x-forwarded-for": "203.0.113.9"}).status_code == 200  # the socket's
+        assert http.get("/", headers={"host": "rebind.example"}).status_code == 200  # the page holds no data
+        # an action's body is not read before its token is checked
+        for body in (b"{nope", b"{" * 2**16):
+            r = http.post("/v1/block", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 401, r.text
+        # only PNG and JPEG are decoded; a PNG's text is bounded; a body is sized up before it is parsed
+        assert http.post("/v1/query", content=bmp.getvalue(), headers=png).status_code == 400
+        r = http.post("/v1/query", content=_ztxt_bomb(), headers=png)
+        assert r.status_code == 400 and "damaged image" in r.json()["detail"], r.text
+        flood = b'{"arrays": [' + b"[" * 30 + b"]" * 30 + b"," + b" " * 400_000 + b"1]}"
+        r = http.post("/v1/query", content=flood, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "api.max_images (64)" in r.json()["detail"], r.text
+    # connections that never send a request do not hold every slot (api.max_connections 8)
+    idle = [socket.create_connection(("127.0.0.1", int(site.url.rsplit(":", 1)[1]))) for _ in range(12)]
+    try:
+        with httpx.Client(base_url=site.url, timeout=30) as http:
+            assert http.get("/v1/status").status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_trust_edits_from_many_callers_all_land(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ffnode.config import Config, edit_trust
+
+    config = Config()
+    config.federation.classes = CLASSES
+    config.save(tmp_path)
+    ids = [f"{i:064x}" for i in range(24)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda aid: edit_trust(tmp_path, "quarantine", aid, True), ids))
+    assert sorted(Config.load(tmp_path).federation.quarantined) == ids
 
 
 def test_rejection_reasons_count_under_bounded_labels() -> None:

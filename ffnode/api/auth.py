@@ -1,6 +1,9 @@
-"""Who may use the HTTP API. Reads (status, peers, artifacts, audit, events, queries, metrics, the page) are open to
-clients on the loopback interface; a client from anywhere else, and every action that changes something (revoke,
-block, quarantine, leave), must present the home's token as `Authorization: Bearer TOKEN`.
+"""Who may use the HTTP API. Reads (status, peers, artifacts, audit, events, queries, metrics) are open to clients
+on the loopback interface that name the node by a loopback name (localhost, 127.0.0.1, [::1]) or one of
+`api.allowed_hosts` in their Host header (a page whose name was made to resolve to 127.0.0.1, DNS rebinding, is
+not); every other request, and every action that changes something (revoke, block, quarantine, leave), must present
+the home's token as `Authorization: Bearer TOKEN`. The client's address is the socket's: forwarding headers
+(X-Forwarded-For) are ignored.
 
 The token is a file in the home (`api.token`, mode 0600) that `ffnode api-token` prints, makes on first use and
 replaces with `--rotate`; the node reads it again whenever the file changes, so a rotation needs no restart. A
@@ -49,6 +52,23 @@ def is_loopback(host: str | None) -> bool:
     return (mapped or ip).is_loopback
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port or IPv6 brackets, lower case."""
+    if header.startswith("["):
+        return header[1 : header.find("]")].lower() if "]" in header else ""
+    name, colon, port = header.rpartition(":")
+    return (name if colon and port.isdigit() else header).lower()
+
+
+def reads_open(client: str | None, host_header: str, allowed: frozenset[str]) -> bool:
+    """Whether a read may go without the token: a loopback client naming the node by a loopback name or by one of
+    `allowed` (api.allowed_hosts)."""
+    return is_loopback(client) and host_name(host_header) in LOOPBACK_NAMES | allowed
+
+
 class Tokens:
     """The token file of a home, read again when it changes; None until one is made."""
 
@@ -68,14 +88,15 @@ class Tokens:
             self._seen = (st.st_mtime_ns, st.st_ino)
         return self._token
 
-    def check(self, authorization: str | None) -> str | None:
-        """None if `authorization` carries the token, else why not (the 401's message)."""
+    def check(self, authorization: str | None) -> tuple[int, str] | None:
+        """None if `authorization` carries the token, else the refusal: 401 and why (none given, or the home has
+        none yet), or 403 (a wrong one)."""
         token = self.current()
         if token is None:
-            return "this request needs the API token, and the home has none yet: run `ffnode api-token` at the node"
+            return 401, "this request needs the API token, and the home has none: run `ffnode api-token` at the node"
         scheme, _, presented = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not presented:
-            return "this request needs `Authorization: Bearer <token>` (the token: `ffnode api-token` at the node)"
+            return 401, "this request needs `Authorization: Bearer <token>` (the token: `ffnode api-token` at the node)"
         if not hmac.compare_digest(presented.strip().encode(), token):
-            return "the bearer token is not this node's API token"
+            return 403, "the bearer token is not this node's API token"
         return None

@@ -13,9 +13,11 @@ from PIL import Image, UnidentifiedImageError
 from ffnode.data.sources import DEEP_MODES, DataError, read_image
 
 
-def load_image_file(path: Path | BinaryIO, shape: tuple[int, int, int], bit_depth: int = 0) -> np.ndarray:
+def load_image_file(
+    path: Path | BinaryIO, shape: tuple[int, int, int], bit_depth: int = 0, formats: tuple[str, ...] | None = None
+) -> np.ndarray:
     """Return the image at `path` (a file, or the bytes of one, e.g. an upload; messages name it by its str) as
-    (H, W, C) uint8.
+    (H, W, C) uint8; `formats` (PIL's names, e.g. ("PNG", "JPEG")) are the only ones tried, if given.
 
     The color mode is converted to C channels (1: grayscale, 3: RGB), 16-bit grayscale scaled from `bit_depth`
     (the training data's: data.bit_depth), else from its own, as `ffnode.data.sources` reads a folder; but a wrong
@@ -26,7 +28,7 @@ def load_image_file(path: Path | BinaryIO, shape: tuple[int, int, int], bit_dept
     if c not in (1, 3):
         raise DataError(f"expected 1 or 3 channels, got shape {shape}")
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=formats) as im:
             size = im.size  # (W, H), from the header: a wrong size is refused before anything is decoded
             if size != (w, h):
                 raise DataError(f"{path} is {size[0]}x{size[1]} pixels, expected {w}x{h}: resize it to {w}x{h} first")
@@ -40,6 +42,8 @@ def load_image_file(path: Path | BinaryIO, shape: tuple[int, int, int], bit_dept
         raise DataError(f"image file {path} does not exist: check the path") from e
     except UnidentifiedImageError as e:
         raise DataError(f"{path} is not an image PIL can read: give a PNG or JPEG of {w}x{h} pixels") from e
+    except (ValueError, SyntaxError, EOFError) as e:  # what PIL raises on a damaged file (or a text-chunk bomb)
+        raise DataError(f"{path} is a damaged image ({e}): give a PNG or JPEG of {w}x{h} pixels") from e
     except (OSError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image file {path} ({e}): check the file and its permissions") from e
     return array.reshape(h, w, c)
