@@ -23,7 +23,15 @@ from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID as STOP
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 
 from ffnode.artifacts.codec import WireError
-from ffnode.net.discovery import DIALS_PER_ROUND, PeerBook, open_record, own_record, seal
+from ffnode.net.discovery import (
+    DIALS_PER_ROUND,
+    EXCHANGE_MAX_S,
+    EXCHANGE_MIN_S,
+    PeerBook,
+    open_record,
+    own_record,
+    seal,
+)
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
 from tests.daemons import CLASSES, Peer, chained_federation, class_file, free_port
 from tests.test_hostile import set_limits
@@ -86,6 +94,25 @@ def test_book_takes_newer_records_and_bounds_each_source() -> None:
     newer = open_record(seal(keys[0].private_key, ["/ip4/10.0.0.2/tcp/1"], seq=2))
     assert book.learn(newer, "via Z") and not book.learn(records[0], "via Z")
     assert book.rows()[newer.peer_id]["record_addrs"] == list(newer.addrs)
+
+
+def test_members_are_asked_for_peers_less_often_while_they_have_nothing_new() -> None:
+    book = PeerBook("me", capacity=10, per_source=10)
+    rec = open_record(seal(ALICE.private_key, ["/ip4/10.0.0.1/tcp/1"], seq=1))
+    book.learn(rec, "direct", member=True)
+    alice, connected = rec.peer_id, {rec.peer_id}
+    assert book.claim_exchange("12D3KooWnobody", 0.0)  # a peer not in the book: ask it
+    assert book.exchange_due(100.0, connected) == [alice] and not book.claim_exchange(alice, 101.0)  # stamped
+    waits, now = [], 100.0
+    for _ in range(8):  # nothing new in each answer: each wait twice the last, up to EXCHANGE_MAX_S
+        book.exchanged(alice, 0)
+        wait = book.entries[alice].exchange_every
+        assert book.exchange_due(now + wait - 0.5, connected) == [] and book.exchange_due(now + wait + 0.5, connected)
+        waits.append(wait)
+        now += wait + 0.5
+    assert waits[:3] == [2 * EXCHANGE_MIN_S, 4 * EXCHANGE_MIN_S, 8 * EXCHANGE_MIN_S] and waits[-1] == EXCHANGE_MAX_S
+    book.exchanged(alice, 2)  # news: soon again
+    assert book.entries[alice].exchange_every == EXCHANGE_MIN_S
 
 
 def test_book_evicts_candidates_never_members_and_dials_within_its_limits() -> None:

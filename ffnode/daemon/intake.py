@@ -42,6 +42,11 @@ log = logging.getLogger("ffnode.node")
 
 FETCH_WORKERS = 2
 SYNC_WORKERS = 4  # a peer that never answers holds one worker for SYNC_TIMEOUT_S, not the whole round
+# Peers re-asked for their inventory every network.sync_interval_s, in turns: a round's few repair what gossip
+# dropped as well as all would (every member holds the same inventory), and each peer's turn comes within
+# connected / SYNC_PEERS_PER_ROUND rounds. Asking all of them cost every node (peers x inventory) work per round:
+# in a federation of N, N^2 across the machine. A new connection is synced at once, whatever the turn.
+SYNC_PEERS_PER_ROUND = 8
 RETRY_S = 3.0  # first retry of a blob that failed to arrive; doubles per failure up to RETRY_MAX_S
 RETRY_MAX_S = 300.0
 SYNC_TIMEOUT_S = 30.0
@@ -87,6 +92,7 @@ class Intake:
         self._retry: dict[str, tuple[float, float]] = {}  # artifact ID -> (current delay, next attempt)
         self._sync_q: asyncio.Queue[str] = asyncio.Queue()
         self._sync_queued: set[str] = set()  # a peer waits in the sync queue at most once
+        self._sync_turn = 0  # where the next periodic round starts among the connected peers
 
     def validate(self, data: bytes, peer: str) -> str | None:
         """Gossip validator, called on the network thread: reject before anything is forwarded. Never waits
@@ -275,8 +281,9 @@ class Intake:
                 self._sync_queued.discard(peer)
 
     async def _sync(self, peer: str) -> None:
-        """An inventory round with the peer; if it answered as a member of our federation, ask for its peers."""
-        if not await self._sync_inventory(peer):
+        """An inventory round with the peer; if it answered as a member of our federation and its peers request is
+        due (always on a new connection), ask for its peers."""
+        if not await self._sync_inventory(peer) or not self.discovery.book.claim_exchange(peer, time.monotonic()):
             return
         try:
             async with asyncio.timeout(SYNC_TIMEOUT_S):
@@ -320,8 +327,8 @@ class Intake:
         return False
 
     async def maintenance(self) -> None:
-        """Retry blobs that did not arrive; re-ask every peer for its inventory now and then; clear a local
-        fault once the disk takes a write again (and then ask every peer again for what was dropped)."""
+        """Retry blobs that did not arrive; re-ask peers for their inventory now and then, a few a round in turns;
+        clear a local fault once the disk takes a write again (and then ask peers again for what was dropped)."""
         last_sync = time.monotonic()
         for m in self.store.pending():
             self._queue_fetch(m.id, None)
@@ -338,8 +345,11 @@ class Intake:
                     self._queue_fetch(m.id, None)
             if time.monotonic() - last_sync > self.config.network.sync_interval_s:
                 last_sync = time.monotonic()
-                for peer in self.net.connected_peers():
+                peers = sorted(self.net.connected_peers())
+                start = self._sync_turn % len(peers) if peers else 0
+                for peer in (peers[start:] + peers[:start])[:SYNC_PEERS_PER_ROUND]:
                     self.queue_sync(peer)
+                self._sync_turn = start + SYNC_PEERS_PER_ROUND
 
     def _disk_works(self) -> bool:
         probe = self.store.root / "tmp" / "probe"

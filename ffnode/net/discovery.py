@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,12 @@ DIALS_PER_ROUND = 4
 DIAL_TIMEOUT_S = 10.0
 DIAL_BACKOFF_START_S = 2.0
 DIAL_BACKOFF_MAX_S = 300.0
-EXCHANGE_INTERVAL_S = 15.0  # re-ask a connected member for its peers
+# Re-ask a connected member for its peers EXCHANGE_MIN_S after it told us something new, twice as late after each
+# answer that held nothing new, up to EXCHANGE_MAX_S: every ask is a stream and every record a signature to check,
+# and at a fixed 15 s that was most of an idle node's CPU in a federation of 32 (a newcomer is not missed: it
+# syncs and asks on connecting, and dials every member it learns of)
+EXCHANGE_MIN_S = 15.0
+EXCHANGE_MAX_S = 300.0
 SAVE_INTERVAL_S = 10.0
 # The address forms a record may carry (the first two protocols, in order, after an optional relay part).
 _DIALABLE = {("ip4", "tcp"), ("ip6", "tcp"), ("dns", "tcp"), ("dns4", "tcp"), ("dns6", "tcp")}
@@ -156,6 +162,7 @@ class Entry:
     failures: int = 0
     next_dial: float = 0.0
     last_exchange: float = 0.0
+    exchange_every: float = EXCHANGE_MIN_S
 
 
 class PeerBook:
@@ -236,15 +243,34 @@ class PeerBook:
             return [e.record for e in ready[:room]]
 
     def exchange_due(self, now: float, connected: set[str]) -> list[str]:
+        """Connected members whose next peers request is due, stamped as asked."""
         with self._lock:
             due = [
                 p
                 for p, e in self.entries.items()
-                if p in connected and e.member and now - e.last_exchange > EXCHANGE_INTERVAL_S
+                if p in connected and e.member and now - e.last_exchange > e.exchange_every
             ]
             for p in due:
                 self.entries[p].last_exchange = now
             return due
+
+    def claim_exchange(self, peer: str, now: float) -> bool:
+        """Whether `peer` is due a peers request (one not in the book always is), stamped as asked if so."""
+        with self._lock:
+            e = self.entries.get(peer)
+            if e is None:
+                return True
+            if now - e.last_exchange <= e.exchange_every:
+                return False
+            e.last_exchange = now
+            return True
+
+    def exchanged(self, peer: str, new: int) -> None:
+        """Pace the next peers request of `peer`: soon after news, twice as late after none (EXCHANGE_MAX_S)."""
+        with self._lock:
+            e = self.entries.get(peer)
+            if e is not None:
+                e.exchange_every = EXCHANGE_MIN_S if new else min(EXCHANGE_MAX_S, 2 * e.exchange_every)
 
     def vouched(self, connected: set[str]) -> list[bytes]:
         """Envelopes of connected members: what we pass on to other members."""
@@ -302,6 +328,7 @@ class Discovery:
         self._record, self._request, self._dial, self._connected = record, request, dial, connected
         self._path, self._max_peers, self._reject = path, max_peers, reject
         self._loopback = loopback  # loopback addresses are acceptable only to a node that listens on one
+        self._opened: OrderedDict[bytes, Record] = OrderedDict()  # envelopes already verified: checked once
         self._load()
 
     def _load(self) -> None:
@@ -331,7 +358,7 @@ class Discovery:
         new = 0
         for data in records[:MAX_RECORDS]:
             try:
-                record = open_record(data, loopback=self._loopback)
+                record = self._open(data)
             except WireError as exc:
                 self._reject(peer, f"its peer record: {exc}")
                 continue
@@ -343,10 +370,21 @@ class Discovery:
         self.book.connected(peer, member=True)
         return new
 
+    def _open(self, data: bytes) -> Record:
+        """open_record, once per distinct envelope: members pass on the same records at every exchange."""
+        record = self._opened.get(data)
+        if record is None:
+            record = self._opened[data] = open_record(data, loopback=self._loopback)
+            while len(self._opened) > self.book.capacity:
+                self._opened.popitem(last=False)
+        else:
+            self._opened.move_to_end(data)
+        return record
+
     async def ask(self, peer: str, request: bytes) -> None:
         """Send our peers request (`sync.peers_request`: it names our federation and its class list)."""
         reply = await self._request(peer, request)
-        self.take(peer, parse_peers_response(reply))
+        self.book.exchanged(peer, self.take(peer, parse_peers_response(reply)))
 
     async def run(self, request: bytes) -> None:
         """Dial due records; re-ask connected members for their peers; save members' records now and then."""

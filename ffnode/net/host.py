@@ -546,8 +546,11 @@ class NetHost:
             degree_low=MESH_DEGREE_LOW,
             degree_high=MESH_DEGREE_HIGH,
             heartbeat_initial_delay=0.1,
-            # The library default (120 s) leaves an underfilled mesh unrepaired for minutes.
-            heartbeat_interval=1,
+            # The library default (120 s) leaves an underfilled mesh unrepaired for minutes. Its adaptive mode
+            # would stretch the interval to 30-60 s whenever its health score is low, which an idle federation's
+            # always is (no traffic, no scores): off, and every 2 s, so a mesh is repaired within seconds.
+            heartbeat_interval=2,
+            adaptive_gossip_enabled=False,
             max_messages_per_topic_per_second=MAX_INBOUND_MSGS_PER_SECOND,
         )
         pubsub = Pubsub(host, gossipsub)
