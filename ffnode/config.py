@@ -39,7 +39,7 @@ class NetworkConfig:
     listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/4747"])
     bootstrap: list[str] = field(default_factory=list)  # full multiaddrs with /p2p/<peer id>
     mdns: bool = False  # LAN discovery; off by default so a node only talks to peers it was told about
-    sync_interval_s: float = 30.0  # re-ask connected peers for their inventory: gossip is best-effort
+    sync_interval_s: float = 30.0  # re-ask 8 connected peers (in turns) for their inventory: gossip is best-effort
     max_peers: int = 32  # connections discovery keeps up (the target degree): every member of a federation this size
     relays: list[str] = field(default_factory=list)  # relay multiaddrs (with /p2p/) to hold a reservation on
     reachable: bool = True  # false behind NAT or a drop-inbound firewall: advertise only relayed addresses
