@@ -127,7 +127,9 @@ def test_bad_queries_get_a_4xx_naming_the_problem(site: Site) -> None:
 def test_reads_match_the_cli_and_the_schema_is_published(site: Site) -> None:
     with httpx.Client(base_url=site.url, timeout=60) as http:
         st = http.get("/v1/status").json()
-        assert st["phase"] == "ready" and st["connected_peers"] == 1
+        assert st["phase"] == "ready" and st["connected_peers"] == 1 and st["api"] == site.url + "/"
+        table = cli("status", "--home", str(site.home))
+        assert table.returncode == 0 and site.url in table.stdout
         assert st["peer_id"] == cli_json("id", "--home", str(site.home))["peer_id"]
         arts = http.get("/v1/artifacts").json()
         assert {(r["id"], r["state"]) for r in arts} == {

@@ -87,6 +87,7 @@ def _print_running(home: Path, s: dict) -> None:
         ["connected peers", s["connected_peers"]],
         ["bytes sent", size(s["bytes_sent"])],
         ["uptime", f"{s['uptime_s']:.0f} s"],
+        ["HTTP API", s.get("api") or "off ([api] listen in config.toml)"],
     ]
     if s.get("fault"):
         rows.insert(3, [styled("[red]fault[/]"), s["fault"] + " (accepting nothing until it clears)"])

@@ -95,6 +95,7 @@ class ControlHandlers:
                 "fetched": node.intake.traffic.fetched_bytes,
             },
             "uptime_s": round(time.time() - node.started, 1),
+            "api": f"http://{listen}/" if (listen := node.config.api.listen) else None,  # its page; /v1, /metrics
             "compute": node.runner.compute,  # core-seconds per phase, over every job this node ran
             "jobs": node.runner.jobs,
             "query_failures": node.pool.failures,
