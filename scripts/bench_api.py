@@ -33,13 +33,7 @@ from PIL import Image
 
 from bench_query import CLASSES, SHAPE, expert_store
 from ffnode.daemon import control
-from harness.localnet import Daemons, init_home, status, wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from harness.localnet import Daemons, free_port, init_home, status, wait_for
 
 
 def timed(ask: Callable[[], object]) -> float:
@@ -56,9 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=2000)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        home, port = Path(tmp) / "node", _free_port()
+        home, port = Path(tmp) / "node", free_port()
         settings = {"api": {"listen": f"127.0.0.1:{port}"}, "jobs": {"query_warm": True}}
-        init_home(home, port=_free_port(), data="digits", classes=CLASSES, federation="bench", profile="tiny",
+        init_home(home, port=free_port(), data="digits", classes=CLASSES, federation="bench", profile="tiny",
                   force_profile=True, settings=settings)  # fmt: skip
         expert_store(home / "store", args.profile, args.experts, federation="bench")
         with Daemons() as daemons:

@@ -16,27 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 from ffnode.data.sources import load_dataset, save_npz
-from harness.localnet import Daemons, init_home, status, wait_for
+from harness.localnet import Daemons, free_port, init_home, status, wait_for
+from harness.memory import cpu_s
 
 CLASSES = [str(d) for d in range(10)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds of process `pid` itself, every thread, user and system."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sent(home: Path) -> int:

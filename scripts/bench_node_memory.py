@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 from ffnode.data.sources import load_dataset, save_npz
-from harness.localnet import Daemons, init_home, status, wait_for
+from harness.localnet import Daemons, free_port, init_home, status, wait_for
 from harness.memory import children_of, descendants, rss_mb
 
 CLASSES = [str(d) for d in range(10)]
@@ -41,12 +40,6 @@ def private_mb(pid: int) -> float:
         name, value = line.split(":", 1)
         fields[name] = int(value.split()[0])  # kB
     return (fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def import_cost(module: str) -> dict:

@@ -33,6 +33,7 @@ from ffnode.identity import Identity
 from ffnode.profiles import profile_for
 from ffnode.query import ExpertPool
 from ffnode.query_worker import QueryService
+from harness.memory import cpu_s
 
 CLASSES = [str(d) for d in range(10)]
 SHAPE = (8, 8, 1)
@@ -53,12 +54,6 @@ def expert_store(root: Path, profile: str, n: int, federation: str = "bench") ->
                      store.put_blob_bytes(blob), len(blob), 1, 1, meta=meta)  # fmt: skip
         store.add(m.seal(site))
     return store
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds process `pid` has used, user and system, all its threads (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def timed(ask: Callable[[], Awaitable[object]], pids: list[int]) -> tuple[float, float]:

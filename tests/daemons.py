@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,15 +21,9 @@ from ffnode.daemon import control
 from ffnode.data.sources import load_dataset, save_npz
 from ffnode.identity import Identity
 from ffnode.net import Handlers, NetHost
-from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
+from harness.localnet import Daemons, ffnode_cmd, free_port, init_home, status, wait_for
 
 CLASSES = ["0", "1", "2"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def class_file(root: Path, labels: list[int], name: str) -> Path:

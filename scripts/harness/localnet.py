@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,13 @@ T = TypeVar("T")
 def ffnode_cmd(*words: str) -> list[str]:
     """The CLI as a subprocess command, with this interpreter (works without the console script on PATH)."""
     return [sys.executable, "-m", "ffnode", *words]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def init_home(

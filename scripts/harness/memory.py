@@ -16,6 +16,7 @@ nothing beyond the standard library is needed (psutil is not a dependency).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -43,6 +44,12 @@ def rss_mb(pid: int) -> float:
 def pss_mb(pid: int) -> float:
     """Proportional resident memory of `pid` (shared pages divided among their sharers), 0 if it is gone."""
     return _kb(PROC / str(pid) / "smaps_rollup", "Pss") / 1024
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds process `pid` has used, user and system, all its threads (Linux)."""
+    fields = (PROC / str(pid) / "stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children_of() -> dict[int, list[int]]:
