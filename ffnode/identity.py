@@ -62,6 +62,17 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
     return raw[6:]
 
 
+def check_blockable(peer: str, me: str) -> None:
+    """ValueError, saying what to give instead, unless `peer` is another node's peer ID (what `ffnode block` and
+    the API's /v1/block accept)."""
+    try:
+        public_key_from_peer_id(peer)
+    except ValueError as exc:
+        raise ValueError(f"{exc}: give a peer ID as `ffnode peers` shows it") from None
+    if peer == me:
+        raise ValueError("that is this node's own peer ID: a node cannot block itself")
+
+
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)

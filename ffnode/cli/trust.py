@@ -15,7 +15,7 @@ from ffnode.cli.output import HomeOption, JsonOption, abort, emit_json, err
 from ffnode.config import TRUST_LISTS, Config, edit_trust
 from ffnode.daemon import control
 from ffnode.events import EventLog
-from ffnode.identity import load_identity, public_key_from_peer_id
+from ffnode.identity import check_blockable, load_identity
 
 
 def _apply(home: Path, what: str, value: str, add: bool, done: str, as_json: bool) -> None:
@@ -39,11 +39,9 @@ def _apply(home: Path, what: str, value: str, add: bool, done: str, as_json: boo
 
 def _peer(home: Path, peer: str) -> str:
     try:
-        public_key_from_peer_id(peer)
+        check_blockable(peer, load_identity(home).peer_id)
     except ValueError as exc:
-        abort(f"{exc}: give a peer ID as `ffnode peers` shows it")
-    if peer == load_identity(home).peer_id:
-        abort("that is this node's own peer ID: a node cannot block itself")
+        abort(str(exc))
     return peer
 
 

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from ffnode.artifacts.store import trust_of
-from ffnode.config import TRUST_LISTS, Config, ConfigError, edit_trust
+from ffnode.config import TRUST_LISTS, Config, edit_trust
 from ffnode.daemon import control
 from ffnode.daemon.ledger import PeerState
 from ffnode.daemon.unlearn import verify_unlearning
-from ffnode.identity import public_key_from_peer_id
+from ffnode.identity import check_blockable
 from ffnode.privacy.policy import AuditPolicy
 from ffnode.privacy.report import audit_rows
 from ffnode.stats import QUERY_S, Histogram
@@ -191,12 +191,7 @@ class ControlHandlers:
         if what == "quarantine":
             value = node.store.resolve(value)  # KeyError names an unknown or ambiguous ID
         elif not undo:
-            try:
-                public_key_from_peer_id(value)
-            except ValueError as exc:
-                raise ValueError(f"{exc}: give a peer ID as `ffnode peers` shows it") from None
-            if value == node.identity.peer_id:
-                raise ConfigError("that is this node's own peer ID: a node cannot block itself")
+            check_blockable(value, node.identity.peer_id)
         await asyncio.to_thread(edit_trust, node.home, what, value, not undo)
         return await self.reload_trust({})
 
