@@ -119,6 +119,8 @@ def test_bad_queries_get_a_4xx_naming_the_problem(site: Site) -> None:
         for kwargs, code, words in cases:
             r = http.post("/v1/query", **kwargs)
             assert r.status_code == code and words in r.json()["detail"], (kwargs.get("headers"), r.status_code, r.text)
+        detail = http.post("/v1/query", **big).json()["detail"]
+        assert detail.startswith("image 0 is 16x16 pixels, expected 8x8"), detail  # said as is, not as "damaged"
         r = http.post("/v1/query", json={"images": [base64.b64encode(site.pngs[0].read_bytes()).decode()],
                                          "rule": "vote"})  # fmt: skip
         assert r.status_code == 400 and "unknown" in r.json()["detail"] and "vote" in r.json()["detail"]

@@ -42,6 +42,8 @@ def load_image_file(
         raise DataError(f"image file {path} does not exist: check the path") from e
     except UnidentifiedImageError as e:
         raise DataError(f"{path} is not an image PIL can read: give a PNG or JPEG of {w}x{h} pixels") from e
+    except DataError:  # a ValueError too, already worded for the user
+        raise
     except (ValueError, SyntaxError, EOFError) as e:  # what PIL raises on a damaged file (or a text-chunk bomb)
         raise DataError(f"{path} is a damaged image ({e}): give a PNG or JPEG of {w}x{h} pixels") from e
     except (OSError, Image.DecompressionBombError) as e:
