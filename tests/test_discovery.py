@@ -27,6 +27,7 @@ from ffnode.net.discovery import (
     DIALS_PER_ROUND,
     EXCHANGE_MAX_S,
     EXCHANGE_MIN_S,
+    Discovery,
     PeerBook,
     open_record,
     own_record,
@@ -113,6 +114,24 @@ def test_members_are_asked_for_peers_less_often_while_they_have_nothing_new() ->
     assert waits[:3] == [2 * EXCHANGE_MIN_S, 4 * EXCHANGE_MIN_S, 8 * EXCHANGE_MIN_S] and waits[-1] == EXCHANGE_MAX_S
     book.exchanged(alice, 2)  # news: soon again
     assert book.entries[alice].exchange_every == EXCHANGE_MIN_S
+
+
+def test_verified_records_are_remembered_within_the_books_capacity(tmp_path: Path) -> None:
+    """A peer answering with ever new records costs a signature check each, and the memory of at most
+    `limits.peer_records` of them; the same record again costs no check."""
+    refused: list[str] = []
+    d = Discovery(me="me", record=lambda: None, request=None, dial=None, connected=lambda: [],  # type: ignore[arg-type]
+                  path=tmp_path / "peers.msgpack", max_peers=32, capacity=4, per_source=2,
+                  reject=lambda peer, why: refused.append(why), loopback=False)  # fmt: skip
+    envelopes = [
+        seal(create_new_key_pair(bytes([i]) * 32).private_key, ["/ip4/10.0.0.1/tcp/1"], 1) for i in range(40, 50)
+    ]
+    first = d._open(envelopes[0])
+    assert d._open(envelopes[0]) is first  # remembered: not verified again
+    d.take("12D3KooWsender", envelopes)
+    assert len(d._opened) == 4 and not refused
+    d.take("12D3KooWsender", [b"\x00" * 64])
+    assert len(d._opened) == 4 and len(refused) == 1  # a forged one is refused and not remembered
 
 
 def test_book_evicts_candidates_never_members_and_dials_within_its_limits() -> None:
