@@ -134,6 +134,7 @@ class JobsConfig:
     address: str = "auto"  # runner = "ray": "auto" (a cluster this machine belongs to) or "ray://host:10001"
     workers: int = 0  # jobs at once (0: one per two cores, at least 1); with `slots`, across every node sharing it
     slots: str = ""  # a folder nodes on one machine share, so together they run at most `workers` jobs at once
+    forkserver: str = ""  # the socket of a fork server nodes on one machine share: jobs start warm ("": afresh)
     memory_mb: int = 6144  # resident memory one job may hold; then it is killed
     cpu_s: int = 86400  # CPU seconds one job may use (RLIMIT_CPU); then it is killed
     wall_s: float = 21600.0  # seconds one job may run; then it is killed

@@ -11,6 +11,7 @@ and writes a JSON report. With --unlearn K, node K then leaves the federation an
 
 All sites share the machine's one pool of --workers job slots (`jobs.slots`): N sites cost N light nodes plus
 at most --workers worker processes, and a site starts its query worker only when asked, stopping it once idle.
+Their jobs are forked warm by one shared fork server (`jobs.forkserver`; --fresh-jobs: each a fresh process).
 The report's `compute` gives each site's job CPU (core-seconds) per stage, and `memory` the peaks of resident
 memory over every daemon and its workers, sampled each second through the run (scripts/harness/memory.py).
 
@@ -26,6 +27,7 @@ mesh, the faults and whether every site converged to the same artifacts and answ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -57,7 +59,7 @@ from ffnode.profiles import AUTO, ProfileError, choose_profile, profile_for
 from ffnode.synth import synthesize
 from harness import partition
 from harness.baselines import TUNED, run_federated, tuned
-from harness.localnet import Daemons, init_home, status
+from harness.localnet import Daemons, forkserver, init_home, status
 from harness.memory import MemorySampler
 from harness.metrics import accuracy, macro_auroc
 from harness.netns import Netns
@@ -114,6 +116,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=os.cpu_count() or 1,
         help="job processes at once over all sites (their shared jobs.slots), and queries at once (default: cores)",
+    )
+    p.add_argument(
+        "--fresh-jobs",
+        action="store_true",
+        help="start each job as a fresh process, importing torch (default: forked warm by one shared fork server)",
     )
     p.add_argument("--max-per-class", type=int, default=0, help="keep at most N training images per class (0: all)")
     p.add_argument("--synth-per-class", type=int, default=0, help="synthetic images per missing class (0: profile's)")
@@ -212,6 +219,10 @@ def pick_profile(args: argparse.Namespace, parts: list[np.ndarray], train: Any, 
     return chosen
 
 
+def forkserver_folder(args: argparse.Namespace) -> Path:
+    return (args.workdir / "forkserver").resolve()
+
+
 def make_homes(
     args: argparse.Namespace, parts: list[np.ndarray], train: Any, classes: list[str], net: Netns | None
 ) -> list[Path]:
@@ -221,6 +232,7 @@ def make_homes(
         shutil.rmtree(args.workdir)
     args.workdir.mkdir(parents=True)
     pool = {"slots": str((args.workdir / "slots").resolve()), "workers": args.workers}
+    pool |= {} if args.fresh_jobs else {"forkserver": str(forkserver_folder(args) / "jobs.sock")}
     jobs = {"jobs": pool | {"query_warm": False, "query_idle_s": QUERY_IDLE_S}}
     homes, addrs = [], []
     for i, idx in enumerate(parts):
@@ -681,11 +693,14 @@ def main(argv: list[str] | None = None) -> dict:
     parts, train, test = split_data(args, classes)
     args.profile = pick_profile(args, parts, train, classes)
     net = Netns(len(parts), rate_mbit=args.rate_mbit, no_inbound=args.nat) if args.netns else None
-    daemons = Daemons()
-    memory = MemorySampler(daemons.pids)  # every daemon and its workers, once a second, until they stop
+    daemons, jobs = Daemons(), contextlib.ExitStack()
+    shared: list[int] = []  # the fork server: its children are the sites' jobs
+    memory = MemorySampler(daemons.pids, shared=lambda: shared)  # every daemon and job, once a second, until the end
     try:
         memory.start()
         homes = make_homes(args, parts, train, classes, net)
+        if not args.fresh_jobs:
+            shared.append(jobs.enter_context(forkserver(forkserver_folder(args))).pid)
         deadline = time.time() + args.timeout
         for i, home in enumerate(homes):
             daemons.start(home, net.exec_prefix(i) if net else None)
@@ -733,6 +748,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         memory.stop()
         daemons.stop_all()
+        jobs.close()
         if net is not None:
             net.close()
     report["memory"] = memory.report()

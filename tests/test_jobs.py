@@ -60,6 +60,13 @@ def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def forkserver(shared_forkserver: str) -> str:
+    """The test run's fork server (tests/conftest.py), once it listens."""
+    wait_for(lambda: Path(shared_forkserver).exists(), timeout=120, what="the fork server", interval=0.1)
+    return shared_forkserver
+
+
 def factory_job(data: Path, workdir: Path, label: int = 1, **changes: Any) -> Job:
     """The job that trains the `tiny` factory of `label` (no privacy audit: nothing here is published)."""
     args = {
@@ -99,15 +106,15 @@ def untimed(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def workers_of(root: Path) -> dict[int, str]:
-    """The live worker processes whose workdir is under `root`: pid -> workdir."""
+    """The live job processes whose workdir is under `root`, fresh or forked: pid -> the job.log their stderr is."""
     found = {}
     for entry in Path("/proc").iterdir():
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            stderr = os.readlink(entry / "fd" / "2")
         except OSError:  # not a process, or it ended meanwhile
             continue
-        if len(argv) >= 4 and argv[2] == WORKER.encode() and argv[3].decode().startswith(str(root)):
-            found[int(entry.name)] = argv[3].decode()
+        if stderr.startswith(str(root)) and stderr.endswith(LOG_FILE):
+            found[int(entry.name)] = str(Path(stderr).parent)
     return found
 
 
@@ -127,21 +134,25 @@ def assert_group_gone(pid: int) -> None:
     assert not Path(f"/proc/{pid}").exists()
 
 
-async def test_a_job_is_a_pure_function_of_its_inputs(data_file: Path, tmp_path: Path) -> None:
-    """The same job.json and inputs, run twice in two fresh workdirs (at once, in two workers), give a
-    bitwise-identical out/blob and the same result (but for its timing); the runner counts both as ok and adds up
-    their CPU seconds per phase, the worker start-up included."""
-    runner = LocalRunner(JobsConfig(workers=2))
+async def test_a_job_is_a_pure_function_of_its_inputs_fresh_or_forked(
+    data_file: Path, tmp_path: Path, forkserver: str
+) -> None:
+    """The same job.json and inputs, run at once in two fresh workdirs, once in a fresh worker (its runner's
+    jobs.forkserver names a socket nobody listens on) and once forked warm by the fork server, give a
+    bitwise-identical out/blob and the same result (but for its timing); each runner counts its job as ok and adds
+    up its CPU seconds per phase, the start-up included, and the forked job's start-up costs a third or less."""
+    fresh = LocalRunner(JobsConfig(workers=1, forkserver=str(tmp_path / "nobody.sock")))
+    forked = LocalRunner(JobsConfig(workers=1, forkserver=forkserver))
     jobs = [factory_job(data_file, tmp_path / name) for name in ("a", "b")]
-    a, b = await asyncio.gather(*(runner.run(job) for job in jobs))
+    a, b = await asyncio.gather(fresh.run(jobs[0]), forked.run(jobs[1]))
     assert a.ok and b.ok, (a.error, b.error)
     assert a.blob.read_bytes() == b.blob.read_bytes() and a.blob.stat().st_size > 10_000
     assert a.result is not None and b.result is not None and a.result["withheld"] is None
     assert untimed(a.result) == untimed(b.result)
-    assert a.blame is None and a.rss_mb_max > 0 and a.wall_s > 0
-    assert runner.jobs == {"ok": 2, "failed": 0, "killed": 0}
-    assert set(a.cpu_s) == {"startup", "factories"} and runner.compute["startup"] >= a.cpu_s["startup"] > 0
-    assert runner.compute["factories"] == pytest.approx(a.cpu_s["factories"] + b.cpu_s["factories"], abs=0.01)
+    assert a.blame is None and a.rss_mb_max > 0 and a.wall_s > 0 and b.rss_mb_max > 0
+    assert fresh.jobs == forked.jobs == {"ok": 1, "failed": 0, "killed": 0}
+    assert set(a.cpu_s) == set(b.cpu_s) == {"startup", "factories"} and fresh.compute == a.cpu_s
+    assert a.cpu_s["startup"] > 3 * b.cpu_s["startup"], (a.cpu_s, b.cpu_s)
 
 
 async def test_a_job_over_its_memory_is_killed_and_says_so(data_file: Path, tmp_path: Path) -> None:
@@ -160,10 +171,13 @@ async def test_a_job_over_its_memory_is_killed_and_says_so(data_file: Path, tmp_
     assert_group_gone(pid)
 
 
-async def test_a_job_past_its_wall_time_is_killed_with_its_process_group(data_file: Path, tmp_path: Path) -> None:
-    """A factory job of a million training steps under jobs.wall_s = 2 is killed about 2 s after it started,
-    its result says so, and neither the worker nor anything in its process group is left."""
-    runner = LocalRunner(JobsConfig(workers=1, wall_s=2.0))
+@pytest.mark.parametrize("forked", [False, True], ids=["fresh", "forked"])
+async def test_a_job_past_its_wall_time_is_killed_with_its_process_group(
+    data_file: Path, tmp_path: Path, forkserver: str, forked: bool
+) -> None:
+    """A factory job of a million training steps under jobs.wall_s = 2, fresh or forked, is killed about 2 s after
+    it started, its result says so, and neither the worker nor anything in its process group is left."""
+    runner = LocalRunner(JobsConfig(workers=1, wall_s=2.0, forkserver=forkserver if forked else ""))
     job = factory_job(data_file, tmp_path / "long", train_steps=10**6)
     task = asyncio.create_task(runner.run(job))
     pid = await first_worker(tmp_path)
@@ -221,12 +235,12 @@ def test_a_job_opens_no_socket(tmp_path: Path) -> None:
         port = server.getsockname()[1]
         body = (
             "import socket, sys\n"
+            "from pathlib import Path\n"
             "from ffnode.jobs import worker\n"
             "def run(workdir, progress):  # the job: it tries the network\n"
             f"    socket.create_connection(('127.0.0.1', {port}), timeout=5)\n"
             "worker.run = run\n"
-            f"sys.argv = ['worker', {str(job.workdir)!r}]\n"
-            "sys.exit(worker.main())\n"
+            f"sys.exit(worker.main(Path({str(job.workdir)!r})))\n"
         )
         out = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=120, check=False)
         with pytest.raises(TimeoutError):
@@ -267,10 +281,13 @@ async def test_shared_slots_never_run_two_jobs_at_once(data_file: Path, tmp_path
     assert sorted(p.name for p in slots.iterdir()) == ["slot-0"]
 
 
-async def test_cancelling_the_caller_kills_the_job(data_file: Path, tmp_path: Path) -> None:
-    """A job (a million training steps) whose awaiting task is cancelled mid-training is killed: the task ends
-    cancelled within moments, the worker and its process group are gone, and it wrote no result."""
-    runner = LocalRunner(JobsConfig(workers=1))
+@pytest.mark.parametrize("forked", [False, True], ids=["fresh", "forked"])
+async def test_cancelling_the_caller_kills_the_job(
+    data_file: Path, tmp_path: Path, forkserver: str, forked: bool
+) -> None:
+    """A job (a million training steps), fresh or forked, whose awaiting task is cancelled mid-training is killed:
+    the task ends cancelled within moments, the worker and its process group are gone, and it wrote no result."""
+    runner = LocalRunner(JobsConfig(workers=1, forkserver=forkserver if forked else ""))
     progress = Progress()
     job = factory_job(data_file, tmp_path / "long", train_steps=10**6)
     task = asyncio.create_task(runner.run(job, progress))
@@ -287,6 +304,36 @@ async def test_cancelling_the_caller_kills_the_job(data_file: Path, tmp_path: Pa
     assert_group_gone(pid)
     assert not (job.workdir / RESULT_FILE).exists() and not (job.workdir / OUT / "blob").exists()
     assert workers_of(tmp_path) == {}
+
+
+def test_the_fork_server_kills_the_job_of_a_client_that_hangs_up(
+    data_file: Path, tmp_path: Path, forkserver: str
+) -> None:
+    """Through the fork server's socket protocol by hand: a request for a long job gets {"pid"} of a process that
+    runs it; the client then hangs up without waiting (its node died), and the server kills the job's group. A
+    request that is not {workdir, cpu_s} with two descriptors gets the connection closed, and no process."""
+    job = factory_job(data_file, tmp_path / "orphan", train_steps=10**6)
+    job.write()
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as progress:  # open until the end: the job is not ended by a broken pipe
+        with open(job.workdir / LOG_FILE, "ab") as log, socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(forkserver)
+            socket.send_fds(conn, [json.dumps({"workdir": str(job.workdir), "cpu_s": 600}).encode() + b"\n"],
+                            [w, log.fileno()])  # fmt: skip
+            os.close(w)
+            pid = json.loads(conn.makefile().readline())["pid"]
+            assert "phase" in json.loads(progress.readline())  # it runs, and talks on the pipe it was given
+            assert workers_of(tmp_path) == {pid: str(job.workdir)}
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists():
+            assert time.monotonic() < deadline, "the orphaned job is still running"
+            time.sleep(0.05)
+        assert_group_gone(pid)
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(forkserver)
+        conn.sendall(json.dumps({"workdir": str(job.workdir), "cpu_s": 600}).encode() + b"\n")  # no descriptors
+        conn.settimeout(10)
+        assert conn.recv(100) == b""
 
 
 # -- hostile factories against a real node ------------------------------------------------------------------------

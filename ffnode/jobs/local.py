@@ -1,22 +1,23 @@
-"""The local runner: each job a fresh worker process on this machine, under limits, at most `workers` at once.
+"""The local runner: each job a worker process on this machine, under limits, at most `workers` at once.
 
 A job that breaks a limit (resident memory, CPU seconds, wall time) or dies is killed with its whole process
 group; its JobResult then names the limit and the peer artifact it was reading (the worker's last progress
 line), so the node blames that artifact and never itself. With `jobs.slots`, nodes sharing one machine also
-share `workers` slots (a file lock each), so N sites cost N light nodes plus at most `workers` jobs.
+share `workers` slots (a file lock each), so N sites cost N light nodes plus at most `workers` jobs. With
+`jobs.forkserver`, a job is forked warm by that server (jobs/forkserver.py) instead of started afresh: the same
+limits, the same watch, the same bytes out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import json
 import logging
 import os
-import resource
 import signal
+import socket
 import sys
 import time
 from asyncio.subprocess import Process
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ffnode.config import JobsConfig
+from ffnode.jobs.forkserver import limit_self
 from ffnode.jobs.progress import Progress
 from ffnode.jobs.spec import Job, JobResult, read_result
 from ffnode.stats import JOB_S, Histogram
@@ -36,8 +38,6 @@ SLOT_POLL_S = 0.5  # how often a node waiting for a shared slot tries again
 MAX_LINE = 64 * 1024  # a progress line longer than this ends the job: the worker is not talking sense
 LOG_FILE = "job.log"  # in the job's workdir: its stderr
 PAGE = os.sysconf("SC_PAGE_SIZE")
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
-_LIBC = ctypes.CDLL(None, use_errno=True)
 TICK = os.sysconf("SC_CLK_TCK")
 CRASHES = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT}  # a job that died of its input
 
@@ -55,6 +55,7 @@ class LocalRunner:
         self.compute: dict[str, float] = {}  # core-seconds per phase over every job this runner ran
         self.jobs = {"ok": 0, "failed": 0, "killed": 0}
         self.durations: dict[str, Histogram] = {}  # wall seconds of each kind of job (factory, expert, ...)
+        self._told_no_server = False  # a missing fork server is logged once
 
     async def run(self, job: Job, progress: Progress | None = None) -> JobResult:
         """Run `job` to its end (or a limit); cancelling the caller kills the job."""
@@ -82,14 +83,8 @@ class LocalRunner:
             held.close()  # the kernel drops the lock with the file, also if this process dies
 
     def _limits(self) -> None:
-        """In the child, before exec: the job dies with the node (even a SIGKILLed one), so none writes on unowned;
-        CPU seconds are the kernel's to enforce (SIGXCPU, then SIGKILL), within the hard limit the node itself runs
-        under; and a job that dies writes no core file (it would hold the site's images outside work/)."""
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-        cap = self.cfg.cpu_s + 5 if hard == resource.RLIM_INFINITY else min(hard, self.cfg.cpu_s + 5)
-        resource.setrlimit(resource.RLIMIT_CPU, (min(self.cfg.cpu_s, cap), cap))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        """In the child, before exec."""
+        limit_self(self.cfg.cpu_s)
 
     async def start(self, module: str, *args: str, workdir: Path, env: dict[str, str] | None = None) -> Process:
         """`python -m module args...` as every job process starts: under `_limits`, in a session of its own (so its
@@ -103,7 +98,15 @@ class LocalRunner:
 
     async def _spawn(self, job: Job, progress: Progress) -> JobResult:
         t0 = time.monotonic()
-        proc = await self.start("ffnode.jobs.worker", str(job.workdir), workdir=job.workdir)
+        proc: Process | Forked | None = None
+        if self.cfg.forkserver:
+            proc = await fork(self.cfg.forkserver, job.workdir, self.cfg.cpu_s)
+            if proc is None and not self._told_no_server:
+                log.warning("no fork server answers at jobs.forkserver (%s): jobs start as fresh processes",
+                            self.cfg.forkserver)  # fmt: skip
+            self._told_no_server = proc is None
+        if proc is None:
+            proc = await self.start("ffnode.jobs.worker", str(job.workdir), workdir=job.workdir)
         watch = Watch(proc.pid)
         killed: str | None = None
         try:
@@ -122,7 +125,7 @@ class LocalRunner:
                 await proc.wait()
         return self._result(job, proc.returncode, killed, watch, time.monotonic() - t0)
 
-    async def _guard(self, proc: Process, watch: Watch) -> None:
+    async def _guard(self, proc: Process | Forked, watch: Watch) -> None:
         """Kill the job once it holds more than jobs.memory_mb resident."""
         while proc.returncode is None:
             watch.sample()
@@ -160,6 +163,56 @@ class LocalRunner:
         return r
 
 
+class Forked:
+    """A job the fork server forked, with the face of an asyncio Process that `_spawn` uses: pid, stdout (the
+    progress pipe), returncode, wait(). The server, its parent, tells how it ended; a server gone means the job
+    died with it (SIGKILL)."""
+
+    def __init__(self, pid: int, stdout: asyncio.StreamReader, conn: asyncio.StreamReader, writer: Any) -> None:
+        self.pid, self.stdout, self._conn, self._writer = pid, stdout, conn, writer
+        self.returncode: int | None = None
+
+    async def wait(self) -> int:
+        if self.returncode is None:
+            try:
+                self.returncode = int(json.loads(await self._conn.readline())["status"])
+            except (OSError, ValueError, KeyError, TypeError):
+                self.returncode = -signal.SIGKILL
+            self._writer.close()
+        return self.returncode
+
+
+async def fork(path: str, workdir: Path, cpu_s: int) -> Forked | None:
+    """The worker for `workdir`, forked by the fork server listening at `path`; None if no server answers there
+    (the caller then starts a fresh process)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    r, w = os.pipe()
+    try:
+        try:
+            await loop.sock_connect(sock, path)
+            with _open_log(workdir) as stderr:
+                request = json.dumps({"workdir": str(workdir), "cpu_s": cpu_s}).encode() + b"\n"
+                socket.send_fds(sock, [request], [w, stderr.fileno()])
+        finally:
+            os.close(w)  # the child holds it now: the pipe ends when the job does
+    except OSError:
+        sock.close()
+        os.close(r)
+        return None
+    conn, writer = await asyncio.open_unix_connection(sock=sock)
+    try:
+        pid = int(json.loads(await conn.readline())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        writer.close()  # a job forked before the failure dies with the connection
+        os.close(r)
+        return None
+    stdout = asyncio.StreamReader(limit=MAX_LINE)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), os.fdopen(r, "rb", 0))
+    return Forked(pid, stdout, conn, writer)
+
+
 class Watch:
     """What the runner last saw of a job: memory, CPU, the phase and the artifact it was reading."""
 
@@ -195,7 +248,7 @@ class Watch:
         self.cpu_s = (int(stat[11]) + int(stat[12])) / TICK  # utime + stime
 
 
-async def _follow(proc: asyncio.subprocess.Process, progress: Progress, watch: Watch) -> None:
+async def _follow(proc: Process | Forked, progress: Progress, watch: Watch) -> None:
     """Mirror the worker's progress lines into the node's Progress; remember the artifact it is reading."""
     assert proc.stdout is not None
     while True:
@@ -238,6 +291,8 @@ def _open_log(workdir: Path) -> IO[bytes]:
     return open(workdir / LOG_FILE, "ab")  # noqa: SIM115 - the caller closes it once the child has it
 
 
-def _kill(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+def _kill(proc: Process | Forked) -> None:
+    """The job's whole process group; the process itself too, in case it was killed before its setsid."""
+    for kill in (os.killpg, os.kill):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(proc.pid, signal.SIGKILL)

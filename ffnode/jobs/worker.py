@@ -121,8 +121,8 @@ def run(workdir: Path, progress: JobProgress) -> dict[str, Any]:
     return {"summary": expert.summary | {"threads": threads}, "seed": expert.seed, "lineage": expert.lineage}
 
 
-def main() -> int:
-    workdir = Path(sys.argv[1])
+def main(workdir: Path) -> int:
+    """Run the job in `workdir` in this process (a fresh one, or a fork server's child); its exit status."""
     # stdout is the progress channel: it keeps a descriptor of its own, and fd 1 becomes stderr, so nothing else
     # (a library's print, C code included) can write a line into it
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
@@ -143,4 +143,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(Path(sys.argv[1])))

@@ -10,13 +10,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ffnode.daemon import control
 
 T = TypeVar("T")
+JOB_SETTINGS: dict[str, Any] = {}  # [jobs] values every home `init_home` makes gets (the tests' shared fork server)
 
 
 def ffnode_cmd(*words: str) -> list[str]:
@@ -84,9 +87,40 @@ def init_home(
     # at about 1 in 50,000; the policy's own tests set their thresholds explicitly. Their query workers start at the
     # first query: most test daemons are never queried, and a warm worker each took CPU from their jobs.
     noise = {"privacy": {"mia_z": 3.5}, "jobs": {"query_warm": False}} if profile == "tiny" else {}
-    if noise or settings:
-        _configure(home, noise, settings or {})
+    shared = {"jobs": JOB_SETTINGS} if JOB_SETTINGS else {}
+    if noise or shared or settings:
+        _configure(home, noise, shared, settings or {})
     return f"{listen}/p2p/{json.loads(out.stdout)['peer_id']}"
+
+
+@dataclass(frozen=True)
+class ForkServer:
+    path: str  # its socket: what `jobs.forkserver` names
+    pid: int
+
+
+@contextmanager
+def forkserver(folder: Path, timeout: float = 120.0, wait: bool = True) -> Iterator[ForkServer]:
+    """A fork server (ffnode/jobs/forkserver.py) that nodes on this machine share through `jobs.forkserver`, while
+    it runs (its log beside its socket). Jobs then start warm instead of importing torch afresh. `wait=False` yields
+    at once: jobs asked of it before it is ready start afresh."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / "jobs.sock"
+    with open(folder / "forkserver.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "ffnode.jobs.forkserver", str(path)], stderr=log)
+    try:
+        if wait:
+            wait_for(lambda: path.exists() or proc.poll() is not None, timeout=timeout, what="the fork server")
+        if proc.poll() is not None:
+            raise RuntimeError(f"the fork server exited ({proc.returncode}): see {folder / 'forkserver.log'}")
+        yield ForkServer(str(path), proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _configure(home: Path, *settings: Mapping[str, Mapping[str, Any]]) -> None:

@@ -79,11 +79,14 @@ def descendants(pid: int, children: dict[int, list[int]]) -> list[int]:
 class MemorySampler:
     """Peaks of the memory of the process trees under `roots()`, sampled every `interval` s in a thread.
 
-    `roots` is called at every sample, so restarted daemons (new pids) are followed.
+    `roots` is called at every sample, so restarted daemons (new pids) are followed. `shared` are processes the
+    nodes share (a fork server, whose children are their jobs): they and their trees count as workers.
     """
 
-    def __init__(self, roots: Callable[[], Iterable[int]], interval: float = 1.0) -> None:
-        self.roots, self.interval = roots, interval
+    def __init__(
+        self, roots: Callable[[], Iterable[int]], interval: float = 1.0, shared: Callable[[], Iterable[int]] = tuple
+    ) -> None:
+        self.roots, self.interval, self.shared = roots, interval, shared
         self.node_rss_mb_max = self.workers_rss_mb_max = self.total_rss_mb_max = self.total_pss_mb_max = 0.0
         self.samples = self.workers_max = 0
         self._stop = threading.Event()
@@ -94,6 +97,7 @@ class MemorySampler:
         children = children_of()
         nodes = [(root, descendants(root, children)) for root in self.roots()]
         workers = [p for _, below in nodes for p in below]
+        workers += [p for root in self.shared() for p in (root, *descendants(root, children))]
         node_rss = [rss_mb(root) for root, _ in nodes]
         workers_rss = sum(rss_mb(p) for p in workers)
         pss = sum(pss_mb(p) for p in [root for root, _ in nodes] + workers)
