@@ -311,15 +311,15 @@ def test_the_fork_server_kills_the_job_of_a_client_that_hangs_up(
 ) -> None:
     """Through the fork server's socket protocol by hand: a request for a long job gets {"pid"} of a process that
     runs it; the client then hangs up without waiting (its node died), and the server kills the job's group. A
-    request that is not {workdir, cpu_s} with two descriptors gets the connection closed, and no process."""
+    request that is not {workdir, cwd, cpu_s} with two descriptors gets the connection closed, and no process."""
     job = factory_job(data_file, tmp_path / "orphan", train_steps=10**6)
     job.write()
+    request = json.dumps({"workdir": str(job.workdir), "cwd": "/", "cpu_s": 600}).encode() + b"\n"
     r, w = os.pipe()
     with os.fdopen(r, "rb") as progress:  # open until the end: the job is not ended by a broken pipe
         with open(job.workdir / LOG_FILE, "ab") as log, socket.socket(socket.AF_UNIX) as conn:
             conn.connect(forkserver)
-            socket.send_fds(conn, [json.dumps({"workdir": str(job.workdir), "cpu_s": 600}).encode() + b"\n"],
-                            [w, log.fileno()])  # fmt: skip
+            socket.send_fds(conn, [request], [w, log.fileno()])
             os.close(w)
             pid = json.loads(conn.makefile().readline())["pid"]
             assert "phase" in json.loads(progress.readline())  # it runs, and talks on the pipe it was given
@@ -331,7 +331,7 @@ def test_the_fork_server_kills_the_job_of_a_client_that_hangs_up(
         assert_group_gone(pid)
     with socket.socket(socket.AF_UNIX) as conn:
         conn.connect(forkserver)
-        conn.sendall(json.dumps({"workdir": str(job.workdir), "cpu_s": 600}).encode() + b"\n")  # no descriptors
+        conn.sendall(request)  # without its descriptors
         conn.settimeout(10)
         assert conn.recv(100) == b""
 

@@ -5,6 +5,7 @@
                   real data and its lineage's factories (the exact-unlearning proof rebuilds it bit for bit)
     worker.py     the job's process: runs build.py under an audit hook that refuses sockets, reports progress
     local.py      the local runner: worker processes under memory, CPU and wall limits, shared slots per machine
+    forkserver.py a warm process that forks those workers (torch imported once) for the nodes of one machine
     ray.py        the same jobs on a Ray cluster (a site's GPUs elsewhere)
     progress.py   what the node or a job is doing now, for `ffnode status`
     synthcache.py the synthetic sets, keyed by what determines them; jobs read it, the node adopts and purges

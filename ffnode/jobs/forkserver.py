@@ -7,8 +7,9 @@ Every node sharing a machine (the testnet's sites, the test suite's daemons) may
 a node whose server is not there runs its jobs as fresh processes, as without one. One connection per job on the
 unix socket (a folder of its own, mode 0700: whoever may connect may run jobs as this user):
 
-    client -> server   one JSON line {"workdir": path, "cpu_s": n}, with two file descriptors (SCM_RIGHTS): the job's
-                       stdout (the write end of the runner's progress pipe) and its stderr (the workdir's job.log)
+    client -> server   one JSON line {"workdir": path, "cwd": path, "cpu_s": n}, with two file descriptors
+                       (SCM_RIGHTS): the job's stdout (the write end of the runner's progress pipe) and its stderr
+                       (the workdir's job.log); cwd is the client's, where a fresh worker would start
     server -> client   {"pid": n} once forked, then {"status": rc} when it ended (an exit code, or -signal)
 
 The child is what a fresh worker would be: a session of its own, the limits every job runs under (`limit_self`),
@@ -76,9 +77,10 @@ class Server:
             conn.settimeout(REQUEST_S)
             data, fds, _, _ = socket.recv_fds(conn, REQUEST_MAX, 2)
             request = json.loads(data)
-            if len(fds) != 2 or not isinstance(request.get("workdir"), str) or not isinstance(request["cpu_s"], int):
-                raise ValueError("a request is {workdir, cpu_s} and two descriptors")
-            pid = self._fork(Path(request["workdir"]), request["cpu_s"], fds, conn)
+            paths_ok = all(isinstance(request.get(k), str) for k in ("workdir", "cwd"))
+            if len(fds) != 2 or not paths_ok or not isinstance(request.get("cpu_s"), int):
+                raise ValueError("a request is {workdir, cwd, cpu_s} and two descriptors")
+            pid = self._fork(request, fds, conn)
             conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
         except (OSError, ValueError, KeyError, AttributeError) as exc:
             print(f"forkserver: a request refused: {exc}", file=sys.stderr, flush=True)
@@ -92,7 +94,7 @@ class Server:
         self.sel.register(pidfd, selectors.EVENT_READ, self._ended)
         self.sel.register(conn, selectors.EVENT_READ, self._hung_up)
 
-    def _fork(self, workdir: Path, cpu_s: int, fds: list[int], conn: socket.socket) -> int:
+    def _fork(self, request: dict, fds: list[int], conn: socket.socket) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -101,7 +103,8 @@ class Server:
         status = 70
         try:  # the child: never returns into the server's loop
             os.setsid()
-            limit_self(cpu_s)
+            limit_self(request["cpu_s"])
+            os.chdir(request["cwd"])
             os.dup2(fds[0], 1)
             os.dup2(fds[1], 2)
             for fd in {*fds, conn.fileno(), *(key.fd for key in self.sel.get_map().values())}:
@@ -109,7 +112,7 @@ class Server:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             worker = importlib.import_module("ffnode.jobs.worker")
-            status = worker.main(workdir)
+            status = worker.main(Path(request["workdir"]))
         except BaseException:
             traceback.print_exc()
         finally:

@@ -193,7 +193,7 @@ async def fork(path: str, workdir: Path, cpu_s: int) -> Forked | None:
         try:
             await loop.sock_connect(sock, path)
             with _open_log(workdir) as stderr:
-                request = json.dumps({"workdir": str(workdir), "cpu_s": cpu_s}).encode() + b"\n"
+                request = json.dumps({"workdir": str(workdir), "cwd": os.getcwd(), "cpu_s": cpu_s}).encode() + b"\n"
                 socket.send_fds(sock, [request], [w, stderr.fileno()])
         finally:
             os.close(w)  # the child holds it now: the pipe ends when the job does
