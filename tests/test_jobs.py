@@ -38,6 +38,7 @@ from ffnode.expert.resnet import build_expert
 from ffnode.factory.config import FactoryConfig, unet_size
 from ffnode.factory.model import build_unet
 from ffnode.identity import Identity
+from ffnode.jobs.forkserver import code_fingerprint
 from ffnode.jobs.local import LOG_FILE, LocalRunner, Watch
 from ffnode.jobs.progress import Progress
 from ffnode.jobs.spec import OUT, RESULT_FILE, FactorySource, Job, JobResult
@@ -306,34 +307,49 @@ async def test_cancelling_the_caller_kills_the_job(
     assert workers_of(tmp_path) == {}
 
 
-def test_the_fork_server_kills_the_job_of_a_client_that_hangs_up(
+def ask(server: str, request: bytes, fds: list[int]) -> socket.socket:
+    """A connection to the fork server that sent `request` with `fds`; the caller reads the answer and closes it."""
+    conn = socket.socket(socket.AF_UNIX)
+    conn.connect(server)
+    conn.settimeout(10)
+    socket.send_fds(conn, [request], fds) if fds else conn.sendall(request)
+    return conn
+
+
+def test_the_fork_server_refuses_bad_requests_and_kills_the_job_of_a_client_that_hangs_up(
     data_file: Path, tmp_path: Path, forkserver: str
 ) -> None:
-    """Through the fork server's socket protocol by hand: a request for a long job gets {"pid"} of a process that
-    runs it; the client then hangs up without waiting (its node died), and the server kills the job's group. A
-    request that is not {workdir, cwd, cpu_s} with two descriptors gets the connection closed, and no process."""
+    """Through the fork server's socket protocol by hand. Requests without their two descriptors, nested 5,000 deep
+    (past the decoder's recursion limit), or from a client that runs other code each get {"error"} naming it and
+    the connection closed, and the server goes on: a request for a long job then gets {"pid"} of a process that
+    runs it; the client hangs up without waiting (its node died), and the server kills the job's group."""
     job = factory_job(data_file, tmp_path / "orphan", train_steps=10**6)
     job.write()
-    request = json.dumps({"workdir": str(job.workdir), "cwd": "/", "cpu_s": 600}).encode() + b"\n"
+    fields = {"workdir": str(job.workdir), "cwd": "/", "cpu_s": 600, "code": code_fingerprint()}
+    request = json.dumps(fields).encode() + b"\n"
     r, w = os.pipe()
-    with os.fdopen(r, "rb") as progress:  # open until the end: the job is not ended by a broken pipe
-        with open(job.workdir / LOG_FILE, "ab") as log, socket.socket(socket.AF_UNIX) as conn:
-            conn.connect(forkserver)
-            socket.send_fds(conn, [request], [w, log.fileno()])
-            os.close(w)
-            pid = json.loads(conn.makefile().readline())["pid"]
-            assert "phase" in json.loads(progress.readline())  # it runs, and talks on the pipe it was given
-            assert workers_of(tmp_path) == {pid: str(job.workdir)}
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{pid}").exists():
-            assert time.monotonic() < deadline, "the orphaned job is still running"
-            time.sleep(0.05)
-        assert_group_gone(pid)
-    with socket.socket(socket.AF_UNIX) as conn:
-        conn.connect(forkserver)
-        conn.sendall(request)  # without its descriptors
-        conn.settimeout(10)
-        assert conn.recv(100) == b""
+    with open(job.workdir / LOG_FILE, "ab") as log:
+        bad = {
+            "without descriptors": (request, []),
+            "deeply nested": (b"[" * 5_000, [w, log.fileno()]),
+            "other code": (json.dumps(fields | {"code": "0" * 64}).encode(), [w, log.fileno()]),
+        }
+        for what, (body, fds) in bad.items():
+            with ask(forkserver, body, fds) as conn:
+                reply = conn.makefile().read()
+            assert reply.count("\n") == 1 and "error" in json.loads(reply), (what, reply)
+        assert "other code" in json.loads(reply)["error"]
+        with os.fdopen(r, "rb") as progress:  # open until the end: the job is not ended by a broken pipe
+            with ask(forkserver, request, [w, log.fileno()]) as conn:
+                os.close(w)
+                pid = json.loads(conn.makefile().readline())["pid"]
+                assert "phase" in json.loads(progress.readline())  # it runs, and talks on the pipe it was given
+                assert workers_of(tmp_path) == {pid: str(job.workdir)}
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{pid}").exists():
+                assert time.monotonic() < deadline, "the orphaned job is still running"
+                time.sleep(0.05)
+            assert_group_gone(pid)
 
 
 # -- hostile factories against a real node ------------------------------------------------------------------------

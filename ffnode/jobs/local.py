@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ffnode.config import JobsConfig
-from ffnode.jobs.forkserver import limit_self
+from ffnode.jobs.forkserver import code_fingerprint, kill_group, limit_self
 from ffnode.jobs.progress import Progress
 from ffnode.jobs.spec import Job, JobResult, read_result
 from ffnode.stats import JOB_S, Histogram
@@ -35,6 +35,8 @@ log = logging.getLogger("ffnode.jobs")
 
 WATCH_S = 0.2  # how often a job's memory, CPU and wall time are looked at
 SLOT_POLL_S = 0.5  # how often a node waiting for a shared slot tries again
+FORK_S = 10.0  # a fork server that has not forked a job in this long is taken to be absent
+STATUS_S = 10.0  # after a kill, a fork server that has not said the job ended in this long is taken to have
 MAX_LINE = 64 * 1024  # a progress line longer than this ends the job: the worker is not talking sense
 LOG_FILE = "job.log"  # in the job's workdir: its stderr
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -165,52 +167,75 @@ class LocalRunner:
 
 class Forked:
     """A job the fork server forked, with the face of an asyncio Process that `_spawn` uses: pid, stdout (the
-    progress pipe), returncode, wait(). The server, its parent, tells how it ended; a server gone means the job
-    died with it (SIGKILL)."""
+    progress pipe), returncode, wait(), and kill() (a byte to the server, which kills it before reaping it, so the
+    pid is never a stranger's). The server, its parent, tells how it ended; a server gone means the job died with
+    it (SIGKILL), and one that does not answer within STATUS_S of a kill is taken to have killed it."""
 
-    def __init__(self, pid: int, stdout: asyncio.StreamReader, conn: asyncio.StreamReader, writer: Any) -> None:
-        self.pid, self.stdout, self._conn, self._writer = pid, stdout, conn, writer
+    def __init__(self, pid: int, stdout: asyncio.StreamReader, pipe: asyncio.BaseTransport, conn: Any, w: Any) -> None:
+        self.pid, self.stdout, self._pipe, self._conn, self._writer = pid, stdout, pipe, conn, w
         self.returncode: int | None = None
+        self._timeout: asyncio.Timeout | None = None  # the running wait's, which a kill bounds
+        self._killed = False
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            self._writer.write(b"k")
+        if self._timeout is not None and self._timeout.when() is None:
+            self._timeout.reschedule(asyncio.get_running_loop().time() + STATUS_S)
+        self._killed = True
 
     async def wait(self) -> int:
-        if self.returncode is None:
-            try:
+        if self.returncode is not None:
+            return self.returncode
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(loop.time() + STATUS_S if self._killed else None) as t:
+                self._timeout = t
                 self.returncode = int(json.loads(await self._conn.readline())["status"])
-            except (OSError, ValueError, KeyError, TypeError):
-                self.returncode = -signal.SIGKILL
-            self._writer.close()
+        except (OSError, ValueError, KeyError, TypeError, TimeoutError):
+            self.returncode = -signal.SIGKILL
+        finally:
+            self._timeout = None
+            if self.returncode is not None:
+                self._writer.close()
+                self._pipe.close()
         return self.returncode
 
 
 async def fork(path: str, workdir: Path, cpu_s: int) -> Forked | None:
-    """The worker for `workdir`, forked by the fork server listening at `path`; None if no server answers there
-    (the caller then starts a fresh process)."""
+    """The worker for `workdir`, forked by the fork server listening at `path`; None if no server answers there in
+    FORK_S, or it refused (the caller then starts a fresh process)."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
     r, w = os.pipe()
+    writer = None
     try:
-        try:
-            await loop.sock_connect(sock, path)
-            with _open_log(workdir) as stderr:
-                request = json.dumps({"workdir": str(workdir), "cwd": os.getcwd(), "cpu_s": cpu_s}).encode() + b"\n"
-                socket.send_fds(sock, [request], [w, stderr.fileno()])
-        finally:
-            os.close(w)  # the child holds it now: the pipe ends when the job does
-    except OSError:
-        sock.close()
+        async with asyncio.timeout(FORK_S):
+            try:
+                await loop.sock_connect(sock, path)
+                with _open_log(workdir) as stderr:
+                    fields = {"workdir": str(workdir), "cwd": os.getcwd(), "cpu_s": cpu_s, "code": code_fingerprint()}
+                    socket.send_fds(sock, [json.dumps(fields).encode() + b"\n"], [w, stderr.fileno()])
+            finally:
+                os.close(w)  # the child holds it now: the pipe ends when the job does
+            conn, writer = await asyncio.open_unix_connection(sock=sock)
+            reply = json.loads(await conn.readline())
+            if "error" in reply:
+                log.warning("the fork server at %s refused a job: %s", path, str(reply["error"])[:200])
+            pid = int(reply["pid"])
+    except BaseException as exc:  # cancelled included: nothing of it is left open, and a forked job dies with it
+        if writer is not None:
+            writer.close()
+        else:
+            sock.close()
         os.close(r)
-        return None
-    conn, writer = await asyncio.open_unix_connection(sock=sock)
-    try:
-        pid = int(json.loads(await conn.readline())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        writer.close()  # a job forked before the failure dies with the connection
-        os.close(r)
-        return None
+        if isinstance(exc, OSError | ValueError | KeyError | TypeError | TimeoutError):
+            return None
+        raise
     stdout = asyncio.StreamReader(limit=MAX_LINE)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), os.fdopen(r, "rb", 0))
-    return Forked(pid, stdout, conn, writer)
+    pipe, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), os.fdopen(r, "rb", 0))
+    return Forked(pid, stdout, pipe, conn, writer)
 
 
 class Watch:
@@ -292,7 +317,7 @@ def _open_log(workdir: Path) -> IO[bytes]:
 
 
 def _kill(proc: Process | Forked) -> None:
-    """The job's whole process group; the process itself too, in case it was killed before its setsid."""
-    for kill in (os.killpg, os.kill):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            kill(proc.pid, signal.SIGKILL)
+    if isinstance(proc, Forked):
+        proc.kill()
+    else:
+        kill_group(proc.pid)
