@@ -11,7 +11,8 @@ nothing beyond the standard library is needed (psutil is not a dependency).
                         between processes (torch's libraries) once per process, so it overstates the machine's
     total_pss_mb_max    the same sum of proportional set sizes: shared pages split between their sharers
     workers_max         the most descendants at one instant: job workers (a shared pool of W slots holds them to
-                        W), query workers, and each node's data reader at its start
+                        W), query workers, and each node's data reader at its start; a shared fork server counts
+                        with the workers' memory, not in this number (its children, the jobs, do)
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ class MemorySampler:
         """One instant: every root's own memory and its descendants', summed over the roots."""
         children = children_of()
         nodes = [(root, descendants(root, children)) for root in self.roots()]
-        workers = [p for _, below in nodes for p in below]
-        workers += [p for root in self.shared() for p in (root, *descendants(root, children))]
+        shared = [(root, descendants(root, children)) for root in self.shared()]
+        workers = [p for _, below in nodes + shared for p in below] + [root for root, _ in shared]
         node_rss = [rss_mb(root) for root, _ in nodes]
         workers_rss = sum(rss_mb(p) for p in workers)
         pss = sum(pss_mb(p) for p in [root for root, _ in nodes] + workers)
@@ -105,7 +106,7 @@ class MemorySampler:
         self.workers_rss_mb_max = max(self.workers_rss_mb_max, workers_rss)
         self.total_rss_mb_max = max(self.total_rss_mb_max, sum(node_rss) + workers_rss)
         self.total_pss_mb_max = max(self.total_pss_mb_max, pss)
-        self.workers_max = max(self.workers_max, len(workers))
+        self.workers_max = max(self.workers_max, len(workers) - len(shared))  # processes, not the fork server
         self.samples += 1
 
     def _run(self) -> None:
