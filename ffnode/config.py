@@ -98,6 +98,7 @@ class PrivacyConfig:
     mia_z: float = 1.645
     max_mia_tpr_1pct: float = 1.0  # not enforced by default: 20-500 held-out images cannot estimate it (privacy.md)
     min_holdout: int = 10  # held-out images an audit must have used
+    inconclusive: str = "use"  # a factory whose audit cannot see AUC 0.60 (power < 0.8): "use" (flagged) or "refuse"
 
 
 @dataclass
@@ -247,6 +248,8 @@ class Config:
             )
         if p.snapshots < 0 or p.audit_samples < 16 or p.mia_z < 0 or p.min_holdout < 2:
             raise ConfigError(f"{where}: privacy.snapshots >= 0, audit_samples >= 16, mia_z >= 0, min_holdout >= 2")
+        if p.inconclusive not in ("use", "refuse"):
+            raise ConfigError(f'{where}: privacy.inconclusive {p.inconclusive!r}: use "use" or "refuse"')
         for name in ("max_memorised", "max_dcr_close", "max_mia_auc", "max_mia_tpr_1pct"):
             if not 0 <= getattr(p, name) <= 1:
                 raise ConfigError(f"{where}: privacy.{name} is a share: write a number from 0 to 1")

@@ -62,7 +62,8 @@ from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import open_announcement
 from ffnode.identity import Identity, peer_id_from_public_key
 from ffnode.net import discovery, streams, sync
-from ffnode.privacy.policy import AuditPolicy, judge
+from ffnode.privacy.policy import AuditPolicy, audit_of, judge
+from ffnode.privacy.policy import verdict as verdict_of
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "protocol" / "vectors"
@@ -924,6 +925,8 @@ AUDIT: dict[str, Any] = {
     "levels": [50, 100, 200, 400],
     "draws": 2,
     "seconds": 8.24,
+    "verdict": "inconclusive",  # the owner's, under its thresholds: 164 held-out images give the attack 57 % power
+    "power": 0.5684,
 }
 THRESHOLDS = dataclasses.asdict(AuditPolicy())  # ffnode's defaults
 
@@ -940,7 +943,11 @@ def audit_file() -> dict[str, Any]:
         if reason is not None and reason not in ("no-audit", "malformed"):
             assert reason in verdict.split(";")[0], (name, verdict)  # the first failing rule names the category
         out = {"name": name, "description": description, "meta": to_json(meta), "thresholds": thresholds}
-        return out | ({"output": "use"} if reason is None else {"output": None, "reason": reason})
+        out |= {"output": "use"} if reason is None else {"output": None, "reason": reason}
+        if isinstance(audit := audit_of(meta), dict):  # valid figures: the three-way verdict and the attack's power
+            word, power = verdict_of(audit, AuditPolicy(**thresholds))
+            out |= {"verdict": word, "power": round(power, 4)}
+        return out
 
     def figures(**changes: Any) -> dict[str, Any]:
         return {"audit": AUDIT | changes}
@@ -985,6 +992,33 @@ def audit_file() -> dict[str, Any]:
             **strict,
         ),
         case(
+            "conclusive",
+            "500 non-members and 500 members: the attack has 87 % power to see AUC 0.60, so the pass is a pass",
+            figures(n_holdout=500, mia_members=500),
+            None,
+        ),
+        case(
+            "inconclusive-refused",
+            "the small class under inconclusive = refuse: 14 % power, under 80 %",
+            figures(**small),
+            "inconclusive",
+            inconclusive="refuse",
+        ),
+        case(
+            "conclusive-under-refuse",
+            "500 and 500 under inconclusive = refuse: used",
+            figures(n_holdout=500, mia_members=500),
+            None,
+            inconclusive="refuse",
+        ),
+        case(
+            "owner-verdict-ignored",
+            "the owner's verdict and power say passes and 1.0: a receiver judges the figures, not the owner's word",
+            figures(verdict="passes", power=1.0, **small),
+            "inconclusive",
+            inconclusive="refuse",
+        ),
+        case(
             "mia-tpr",
             "20 % of members flagged at 1 % false positives, under max_mia_tpr_1pct 0.1",
             figures(mia_tpr_1pct=0.2),
@@ -995,7 +1029,8 @@ def audit_file() -> dict[str, Any]:
     return {
         "description": "Factory audits (README: Factory audit). 'factory' is Alice's factory with meta.audit, signed "
         "as in manifest.json. Each case is a factory's meta judged under thresholds (ffnode's [privacy] keys): "
-        "output 'use', or null with the reason category of the first rule that fails.",
+        "output 'use', or null with the reason category of the first rule that fails; for valid figures also the "
+        "verdict (passes, inconclusive or fails) and the attack's power to see AUC 0.60 under those thresholds.",
         "spec": f"{SPEC}#factory-audit",
         "factory": signed_case("audited-factory", "Alice's factory with its audit", "manifest", audited.body(), ALICE),
         "cases": cases,

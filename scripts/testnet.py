@@ -55,6 +55,7 @@ from ffnode.expert.resnet import expert_from_weights
 from ffnode.expert.train import train_expert
 from ffnode.loaders import load_factory
 from ffnode.poe import poe_predict
+from ffnode.privacy.policy import AuditPolicy, audit_verdict
 from ffnode.profiles import AUTO, ProfileError, choose_profile, profile_for
 from ffnode.synth import synthesize
 from harness import partition
@@ -493,8 +494,10 @@ AUDIT_KEYS = ("step", "n_train", "n_holdout", "memorised", "dcr_close", "dcr_rat
 def privacy_audits(home: Path, final: list[dict | None]) -> dict:
     """The privacy audit of every factory, as signed in its manifest, and the factories their sites withheld."""
     rows = [r for r in control.call(home, "artifacts") if r["kind"] == "factory"]
+    policy = AuditPolicy.of(Config.load(home).privacy)  # every site's thresholds are the same here
     audited = [
         {"class": r["classes"][0], "owner": r["owner"], "state": r["state"], **{k: a[k] for k in AUDIT_KEYS}}
+        | audit_verdict(r["meta"], policy)  # passes, inconclusive or fails, and the attack's power
         for r in rows
         if isinstance(a := r["meta"].get("audit"), dict)
     ]
@@ -508,6 +511,7 @@ def privacy_audits(home: Path, final: list[dict | None]) -> dict:
         "unaudited": len(rows) - len(audited),
         "refused": sum(r["state"] == "refused" for r in rows),
         "withheld": withheld,
+        "verdicts": {v: sum(a["verdict"] == v for a in audited) for v in ("passes", "inconclusive", "fails")},
         "memorised_max": worst("memorised"),
         "dcr_close_max": worst("dcr_close"),
         "mia_auc_max": worst("mia_auc"),
@@ -806,6 +810,11 @@ def print_report(r: dict) -> None:
         t.add_row("privacy audit: memorised / DCR close max", f"{p['memorised_max']:.1%} / {p['dcr_close_max']:.1%}")
         t.add_row("privacy audit: MIA AUC mean / max", f"{p['mia_auc_mean']:.3f} / {p['mia_auc_max']:.3f}")
         t.add_row("privacy audit: seconds per factory (mean)", f"{p['audit_seconds_mean']:.1f}")
+        powers = [a["power"] for a in p["factories"]]
+        t.add_row(
+            "privacy audit: passes / inconclusive / fails (power min-max)",
+            "{passes} / {inconclusive} / {fails}".format(**p["verdicts"]) + f" ({min(powers):.2f}-{max(powers):.2f})",
+        )
     if p and (p["withheld"] or p["refused"]):
         t.add_row("factories withheld / refused", f"{sum(map(len, p['withheld'].values()))} / {p['refused']}")
     c, m = r["compute"], r["memory"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import statistics
 import subprocess
 import tomllib
 from pathlib import Path
@@ -22,7 +24,17 @@ from ffnode.factory.train import train_factory
 from ffnode.jobs.build import factory_split
 from ffnode.privacy.audit import AuditSettings, audit_factory, holdout_split
 from ffnode.privacy.picture import closest_pairs
-from ffnode.privacy.policy import AuditPolicy, audit_of, judge, mia_se, refusals
+from ffnode.privacy.policy import (
+    DETECT_AUC,
+    AuditPolicy,
+    audit_of,
+    judge,
+    mia_power,
+    mia_se,
+    refusals,
+    verdict,
+    verdict_text,
+)
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
 
 FAST = AuditSettings(samples=200)
@@ -96,6 +108,30 @@ def test_the_policy_refuses_what_is_over_its_thresholds_and_allows_for_the_attac
     assert mia_se(40, 20) == pytest.approx(0.0797, abs=1e-4)
     assert "held-out images" in judge({"audit": figures(n_holdout=5)}, policy)
     assert "at 1% false positives" in judge({"audit": figures(mia_tpr_1pct=0.2)}, AuditPolicy(max_mia_tpr_1pct=0.1))
+
+
+def test_three_verdicts_and_a_power_that_simulated_attacks_confirm() -> None:
+    """The power formula (policy.mia_power) against 4,000 simulated attacks at each size: scores of members drawn
+    one binormal shift above the non-members', so the true AUC is 0.60; the share the AUC rule refuses is the
+    power, within 0.04 of the formula. Then the verdicts: the small class is inconclusive (used, flagged, or
+    refused under inconclusive = "refuse"), 500 and 500 pass, a leak fails whatever the setting."""
+    rng, policy = np.random.default_rng(0), AuditPolicy()
+    shift = math.sqrt(2) * statistics.NormalDist().inv_cdf(DETECT_AUC)  # binormal, equal variances: AUC 0.60
+    for members, nonmembers in [(40, 20), (328, 164), (500, 500)]:
+        scores = np.concatenate([rng.normal(shift, 1, (4000, members)), rng.normal(0, 1, (4000, nonmembers))], 1)
+        ranks = scores.argsort(1).argsort(1)[:, :members] + 1  # the members' ranks, 1-based
+        auc = (ranks.sum(1) - members * (members + 1) / 2) / (members * nonmembers)  # Mann-Whitney
+        refused = (auc - policy.mia_z * mia_se(members, nonmembers) > policy.max_mia_auc).mean()
+        assert mia_power(members, nonmembers, policy) == pytest.approx(refused, abs=0.04), (members, refused)
+    small, large = figures(n_holdout=20, mia_members=40), figures(n_holdout=500, mia_members=500)
+    assert verdict(small, policy) == ("inconclusive", pytest.approx(0.143, abs=1e-3))
+    assert judge({"audit": small}, policy) is None  # used, flagged
+    refuse = AuditPolicy(inconclusive="refuse")
+    assert judge({"audit": small}, refuse).startswith("inconclusive: 20 held-out images give the attack 14% power")
+    assert verdict(small, refuse)[0] == "inconclusive" and verdict(large, refuse)[0] == "passes"
+    assert judge({"audit": large}, refuse) is None
+    assert verdict(figures(memorised=0.5, n_holdout=500, mia_members=500), policy)[0] == "fails"
+    assert verdict_text(small, refuse) == "inconclusive (power 14% to see AUC 0.60, refused (privacy.inconclusive))"
 
 
 @pytest.mark.parametrize(

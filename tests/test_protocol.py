@@ -47,7 +47,8 @@ from ffnode.net.sync import (
     peers_request,
     peers_response,
 )
-from ffnode.privacy.policy import AuditPolicy, judge
+from ffnode.privacy.policy import AuditPolicy, audit_of, judge
+from ffnode.privacy.policy import verdict as three_way
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "protocol" / "vectors"
@@ -567,10 +568,15 @@ def test_discovery_invalid_records(case: dict[str, Any]) -> None:
 # --- factory audits -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", cases_of("audit.json", "cases"))
 def test_factory_audit_verdicts(case: dict[str, Any]) -> None:
-    verdict = judge(from_json(case["meta"]), AuditPolicy(**case["thresholds"]))
+    meta, policy = from_json(case["meta"]), AuditPolicy(**case["thresholds"])
+    verdict = judge(meta, policy)
     if case["output"] == "use":
         assert verdict is None
     else:
         assert verdict is not None
         if case["reason"] not in ("no-audit", "malformed"):
             assert case["reason"] in verdict.split(";")[0]
+    if "verdict" in case:  # valid figures: the three-way verdict, and the power the spec's formula gives
+        word, power = three_way(audit_of(meta), policy)
+        assert (word, round(power, 4)) == (case["verdict"], case["power"])
+        assert (word == "fails") == (case["output"] is None and case["reason"] != "inconclusive")

@@ -14,6 +14,7 @@ from ffnode.cli.output import HomeOption, JsonOption, ago, emit_json, err, listi
 from ffnode.config import Config
 from ffnode.daemon import control
 from ffnode.identity import load_identity
+from ffnode.privacy.policy import AuditPolicy, audit_verdict
 
 NOT_RUNNING = 3  # the exit code of `ffnode status` when no node answers (LSB's "program is not running")
 
@@ -199,8 +200,11 @@ def artifacts(
     store = Store(home / "store", federation=config.federation.name, classes=config.federation.classes, trust=trust)
     for damaged in store.damaged:
         err.print(f"[yellow]damaged store file skipped[/]: {damaged}")
-    columns = ["id", "kind", "owner", "classes", "size", "state", "verified"]
+    columns = ["id", "kind", "owner", "classes", "size", "state", "verified", "privacy audit"]
     rows = store.rows(config.federation.classes, verify=not no_verify)
+    policy = AuditPolicy.of(config.privacy)
+    for r in rows:  # each factory's audit judged under this node's thresholds (ffnode audit: the figures)
+        r["privacy"] = audit_verdict(r["meta"], policy) if r["kind"] == "factory" else None
     listing(rows, as_json, "artifacts", columns, _artifact_row)
 
 
@@ -215,4 +219,11 @@ def _artifact_row(r: dict) -> list:
         size(r["size"]),
         state,
         {True: "yes", False: "no", None: "not checked"}[r["verified"]],
+        _privacy(r["privacy"]),
     ]
+
+
+def _privacy(p: dict | None) -> str:
+    if p is None:
+        return "-"
+    return p["verdict"] + (f" (power {p['power']:.0%})" if p["verdict"] == "inconclusive" else "")

@@ -39,7 +39,7 @@ from ffnode.jobs.spec import FactorySource
 from ffnode.jobs.synthcache import SynthCache
 from ffnode.loaders import load_factory_file
 from ffnode.privacy.audit import AuditError, AuditSettings, audit_factory, holdout_split
-from ffnode.privacy.policy import AUDIT_FILE, AuditPolicy, audit_of, refusals
+from ffnode.privacy.policy import AUDIT_FILE, AuditPolicy, audit_of, refusals, signed_verdict
 from ffnode.synth import SampleError, synthesize
 
 # One training at a time in this process: torch's seeding (model init) is process-global. A job runs one build,
@@ -138,7 +138,8 @@ def make_factory(
             if not why:
                 if step != cfg.train_steps:
                     log.warning("class %d: the audit fails (%s); publishing step %d", label, reasons, step)
-                published = {"steps": step, "images_seen": step * cfg.batch_size, "audit": figures}
+                audit = figures | signed_verdict(figures, policy)  # the owner's word on it, signed with the figures
+                published = {"steps": step, "images_seen": step * cfg.batch_size, "audit": audit}
                 return FactoryBuild(w, summary | published, seed)
             reasons.append(f"step {step}: " + "; ".join(why))
     return FactoryBuild(None, summary, seed, withheld=" | ".join(reasons) or "no snapshot could be audited")

@@ -14,6 +14,18 @@ attack learns nothing (the Mann-Whitney null): with the 20 held-out images (and 
 it is 0.080, and a bare `mia_auc > 0.55` would then refuse a quarter of the factories that leak nothing.
 z = 0 is that bare rule, for a site that prefers refusing an honest factory to using a leaky one.
 
+A factory that passes is not therefore private: with few held-out images the rule cannot see a leak. Its
+*power* is the chance that it refuses a factory whose attack truly reaches AUC A1 = 0.60:
+
+    power = 1 - Phi((max_mia_auc + z * se - A1) / se1),   se1 = the AUC's standard deviation at A1 (Hanley-McNeil:
+            se1^2 = (A1 (1 - A1) + (m - 1)(Q1 - A1^2) + (n - 1)(Q2 - A1^2)) / (m n), Q1 = A1 / (2 - A1),
+            Q2 = 2 A1^2 / (1 + A1))
+
+Three verdicts, then: **fails** (a refusal above), **inconclusive** (it passes, but power < 0.80: 20 held-out
+images and 40 members give 0.14, 500 and 500 give 0.87), **passes**. `[privacy] inconclusive` says what a site
+does with inconclusive factories, its own and its peers': "use" (the default: publish and use them, flagged) or
+"refuse" (a refusal).
+
 The figures are the owner's word: signed, so attributable, but nobody else can recompute them (they need
 the owner's images). docs/privacy.md says what that does and does not buy. Pure functions of plain values;
 the store caches their verdict per manifest.
@@ -21,12 +33,15 @@ the store caches their verdict per manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from ffnode.config import PrivacyConfig
 
+DETECT_AUC = 0.60  # the leak an audit must be able to see ...
+MIN_POWER = 0.80  # ... this often, or its pass is inconclusive
 AUDIT_VERSION = 1
 AUDIT_FILE = "audit.json"  # in a factory's work folder: the audits made, and the verdict (the owner's record)
 DISTANCE = "l2-pixel"  # the one distance of version 1: what every reader can recompute and picture
@@ -64,10 +79,14 @@ class AuditPolicy:
     mia_z: float = 1.645  # one-sided 95 %: an honest factory is refused 1 time in 20 at worst
     max_mia_tpr_1pct: float = 1.0
     min_holdout: int = 10
+    inconclusive: str = "use"  # what to do with a factory whose audit cannot tell: "use" or "refuse"
 
     @classmethod
     def of(cls, p: PrivacyConfig) -> AuditPolicy:
-        return cls(p.max_memorised, p.max_dcr_close, p.max_mia_auc, p.mia_z, p.max_mia_tpr_1pct, p.min_holdout)
+        return cls(
+            p.max_memorised, p.max_dcr_close, p.max_mia_auc, p.mia_z, p.max_mia_tpr_1pct, p.min_holdout,
+            p.inconclusive,
+        )  # fmt: skip
 
 
 def audit_of(meta: dict[str, Any]) -> dict[str, Any] | str:
@@ -105,6 +124,51 @@ def mia_se(members: int, nonmembers: int) -> float:
     return math.sqrt((members + nonmembers + 1) / (12 * members * nonmembers))
 
 
+def mia_power(members: int, nonmembers: int, policy: AuditPolicy) -> float:
+    """The chance that `policy`'s AUC rule refuses a factory whose attack truly reaches DETECT_AUC (module doc)."""
+    a, m, n = DETECT_AUC, members, nonmembers
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se1 = math.sqrt((a * (1 - a) + (m - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / (m * n))
+    bar = policy.max_mia_auc + policy.mia_z * mia_se(m, n)
+    return 0.5 * math.erfc((bar - a) / se1 / math.sqrt(2))  # 1 - Phi(x) = erfc(x / sqrt 2) / 2
+
+
+def verdict(audit: dict[str, Any], policy: AuditPolicy) -> tuple[str, float]:
+    """("fails" | "inconclusive" | "passes", the attack's power) for valid figures under `policy`."""
+    power = mia_power(audit["mia_members"], audit["n_holdout"], policy)
+    if refusals(audit, dataclasses.replace(policy, inconclusive="use")):
+        return "fails", power
+    return ("inconclusive" if power < MIN_POWER else "passes"), power
+
+
+def verdict_text(audit: dict[str, Any], policy: AuditPolicy) -> str:
+    """What `ffnode audit` and the API show: "passes", "inconclusive (power 14%)", or the refusals."""
+    word, power = verdict(audit, policy)
+    if word == "fails":
+        return "; ".join(refusals(audit, policy))
+    if word == "passes":
+        return word
+    refused = ", refused (privacy.inconclusive)" if policy.inconclusive == "refuse" else ""
+    return f"inconclusive (power {power:.0%} to see AUC {DETECT_AUC:.2f}{refused})"
+
+
+def audit_verdict(meta: dict[str, Any], policy: AuditPolicy) -> dict[str, Any]:
+    """A factory's privacy column (`ffnode artifacts`): {"verdict": passes | inconclusive | fails | unaudited,
+    "power": the attack's power or None}, under `policy`."""
+    audit = audit_of(meta)
+    if isinstance(audit, str):
+        return {"verdict": "unaudited", "power": None}
+    word, power = verdict(audit, policy)
+    return {"verdict": word, "power": round(power, 4)}
+
+
+def signed_verdict(audit: dict[str, Any], policy: AuditPolicy) -> dict[str, Any]:
+    """The owner's verdict and power, as they go into the manifest's `meta.audit` beside the figures (receivers
+    judge the figures under their own thresholds; these say what the owner's said)."""
+    word, power = verdict(audit, policy)
+    return {"verdict": word, "power": round(power, 4)}
+
+
 def refusals(audit: dict[str, Any], policy: AuditPolicy) -> list[str]:
     """Why a factory with these (valid) figures must not be used under `policy`; empty if it may be."""
     why = []
@@ -129,6 +193,12 @@ def refusals(audit: dict[str, Any], policy: AuditPolicy) -> list[str]:
         why.append(
             f"membership inference flags {audit['mia_tpr_1pct']:.1%} of members at 1% false positives "
             f"(max_mia_tpr_1pct {policy.max_mia_tpr_1pct:.1%})"
+        )
+    power = mia_power(audit["mia_members"], audit["n_holdout"], policy)
+    if policy.inconclusive == "refuse" and power < MIN_POWER:
+        why.append(
+            f"inconclusive: {audit['n_holdout']} held-out images give the attack {power:.0%} power to see AUC "
+            f'{DETECT_AUC:.2f} (privacy.inconclusive = "refuse")'
         )
     return why
 

@@ -11,13 +11,14 @@ from pathlib import Path
 
 from ffnode.artifacts.store import Store
 from ffnode.config import Config
-from ffnode.privacy.policy import AUDIT_FILE, AuditPolicy, audit_of, refusals
+from ffnode.privacy.policy import AUDIT_FILE, AuditPolicy, audit_of, mia_power, refusals, verdict_text
 
 log = logging.getLogger("ffnode.audit")
 
 
 def audit_rows(home: Path, config: Config, store: Store, me: str, policy: AuditPolicy) -> list[dict]:
-    """One row per audit: factory ID (None if not published), class, owner, own, step, state, verdict, figures."""
+    """One row per audit: factory ID (None if not published), class, owner, own, step, state, verdict ("passes",
+    "inconclusive (...)" or the refusals), power (policy.mia_power), figures."""
     return _own_rows(home, config, store, me, policy) + _peer_rows(config, store, me, policy)
 
 
@@ -49,10 +50,16 @@ def _own_rows(home: Path, config: Config, store: Store, me: str, policy: AuditPo
                 "own": True,
                 "step": int(step),
                 "state": store.entry(m.id).state if m else ("failed" if why else "not published"),
-                "verdict": "; ".join(why) or "passes",
+                "verdict": verdict_text(figures, policy),
+                "power": _power(figures, policy),
                 "figures": figures,
             })  # fmt: skip
     return rows
+
+
+def _power(figures: dict, policy: AuditPolicy) -> float:
+    """The attack's power to see a leak (policy.mia_power), under this node's thresholds."""
+    return round(mia_power(figures["mia_members"], figures["n_holdout"], policy), 4)
 
 
 def _peer_rows(config: Config, store: Store, me: str, policy: AuditPolicy) -> list[dict]:
@@ -70,7 +77,8 @@ def _peer_rows(config: Config, store: Store, me: str, policy: AuditPolicy) -> li
             "own": False,
             "step": figures["step"] if ok else None,
             "state": e.state,
-            "verdict": ("; ".join(refusals(figures, policy)) or "passes") if ok else figures,
+            "verdict": verdict_text(figures, policy) if ok else figures,
+            "power": _power(figures, policy) if ok else None,
             "figures": figures if ok else None,
         })  # fmt: skip
     return rows
