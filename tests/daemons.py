@@ -106,6 +106,8 @@ class Peer:
     inventory: list[bytes] = field(default_factory=list)
     blobs: dict[str, Path] = field(default_factory=dict)
     records: Callable[[], list[bytes]] = list
+    page_bytes: int = 1 << 20  # its inventory pages' size (1: one envelope a page)
+    served: list[str] = field(default_factory=list)  # the blob IDs it was asked for, in order
     host: NetHost | None = None
 
     def serve(self, peer: str, body: bytes) -> bytes:
@@ -119,7 +121,11 @@ class Peer:
             return peers_response(self.records())
         cursor = request["cursor"]
         items = [(f"{i:08d}", env) for i, env in enumerate(self.inventory)]  # its own cursor: the item's position
-        return inventory_page(items, [], cursor)
+        return inventory_page(items, [], cursor, max_bytes=self.page_bytes)
+
+    def open_blob(self, blob: str) -> Path | None:
+        self.served.append(blob)
+        return self.blobs.get(blob)
 
     async def start(self, bootstrap: str) -> None:
         self.host = NetHost(
@@ -132,7 +138,7 @@ class Peer:
                 on_gossip=lambda data, peer: None,
                 on_peer=lambda peer, up: None,
                 serve_request=self.serve,
-                open_blob=self.blobs.get,
+                open_blob=self.open_blob,
             ),
         )
         await self.host.start()

@@ -44,6 +44,7 @@ from tests.daemons import CLASSES, Peer, class_file, free_port, owned_blob, sign
 
 BOMBER, FLOODER, STEERER, SHAPER, COUNTER, BREAKER, COPIER, SYBIL = (Identity(bytes([i]) * 32) for i in range(11, 19))
 AUDITOR = Identity(bytes([19]) * 32)
+PAGER = Identity(bytes([20]) * 32)
 SYBIL_KEY = create_new_key_pair(SYBIL.seed)
 TINY = profile_for("tiny", (8, 8, 1))
 TOPIC = "/ffnode/1/testnet/announce"
@@ -536,6 +537,39 @@ def test_a_late_joiner_still_syncs_and_converges(fed: Fed) -> None:
     flooded = [r for r in c_rows.values() if r["owner"] == FLOODER.peer_id]
     assert len(flooded) == MANIFEST_LIMIT  # A's whole inventory arrived, page by page (far above one frame)
     assert os.path.exists(c / "node.json")
+
+
+# -- paging: a revocation on a later page --------------------------------------------------------------------
+async def test_a_revocation_on_a_later_page_stops_the_fetch_of_what_it_revokes(fed: Fed, tmp_path: Path) -> None:
+    """PAGER serves its inventory one envelope a page: three factories of its own, then its revocation of all three
+    (a joining node met this order: manifests first, revocations last). A applies the whole round before it fetches
+    anything, so it never asks PAGER for one of those blobs, though PAGER serves them, and holds all three revoked."""
+    from ffnode.factory.model import build_unet
+
+    manifests = []
+    for label in range(3):  # three different blobs
+        torch.manual_seed(label)
+        (tmp_path / str(label)).mkdir()
+        blob = factory_blob(tmp_path / str(label), PAGER, build_unet(TINY.factory).state_dict())
+        m = signed_manifest(PAGER, blob, kind="factory", classes=[label], arch=TINY.factory.to_dict(), seq=label + 1)
+        manifests.append((m, blob))
+    revocation = Revocation(PAGER.peer_id, PAGER.public_key, "testnet", sorted(m.id for m, _ in manifests),
+                            "withdrawn", int(time.time() * 1000), 10)  # fmt: skip
+    inventory = [m.seal(PAGER) for m, _ in manifests] + [revocation.seal(PAGER)]
+    peer = Peer(topic=TOPIC, seed=PAGER.seed, inventory=inventory, blobs={m.blob: b for m, b in manifests},
+                page_bytes=1)  # fmt: skip
+
+    def revoked() -> bool:
+        rows = {r["id"]: r["state"] for r in control.call(fed.a, "artifacts")}
+        return all(rows.get(m.id) == "revoked" for m, _ in manifests)
+
+    await peer.start(fed.addr_a)
+    try:
+        await until(revoked, "A to hold PAGER's three factories revoked", fed.daemons)
+        await asyncio.sleep(2 * 3.0)  # a fetch queued by the round, or by the retry loop (every 3 s), would be made
+    finally:
+        await peer.stop()
+    assert peer.served == [], "A fetched a blob whose revocation was in the same round"
 
 
 # -- blob squatting: a byte-identical copy under another key ------------------------------------------------

@@ -93,6 +93,7 @@ class Intake:
         self._sync_q: asyncio.Queue[str] = asyncio.Queue()
         self._sync_queued: set[str] = set()  # a peer waits in the sync queue at most once
         self._sync_turn = 0  # where the next periodic round starts among the connected peers
+        self._deferred: list[dict[str, str]] = []  # each running sync round's accepted manifests, fetched at its end
 
     def validate(self, data: bytes, peer: str) -> str | None:
         """Gossip validator, called on the network thread: reject before anything is forwarded. Never waits
@@ -121,7 +122,9 @@ class Intake:
     def on_gossip(self, data: bytes, peer: str) -> None:
         self._accept(data, peer)
 
-    def _accept(self, data: bytes, peer: str) -> None:
+    def _accept(self, data: bytes, peer: str, later: dict[str, str] | None = None) -> None:
+        """Check and store one envelope; fetch an accepted manifest's blob now, or after the sync round that
+        brought it (`later`: ID -> peer), once the round's revocations are applied too."""
         state = self.ledger.seen(peer)
         if self.fault is not None or self.ledger.known_bad(data) is not None:
             return  # a fault: peers offer it again by sync once it clears; a known bad one: counted already
@@ -146,7 +149,10 @@ class Intake:
             fields = manifest_fields(msg)
             self.events.record("accepted", msg.owner, **fields, via=peer, state=self._state(msg.id))
             log.info("accepted %s %s of %s", msg.kind, msg.id[:12], msg.owner, extra={"peer": peer, **fields})
-            self._queue_fetch(msg.id, peer)
+            if later is None:
+                self._queue_fetch(msg.id, peer)
+            else:
+                later[msg.id] = peer
         elif isinstance(msg, Revocation):
             self.events.record("revoked", msg.owner, **revocation_fields(msg), via=peer)
             log.info("accepted revocation of %s by %s (%s)", [i[:12] for i in msg.ids], msg.owner, msg.reason,
@@ -298,6 +304,8 @@ class Intake:
         bounded in pages, time and rejected items, and every page but the last must hold something. True if
         the peer served its whole inventory for our federation."""
         cursor, rejected_before = "", self.ledger.peer(peer).rejected
+        later: dict[str, str] = {}  # manifests accepted this round: fetched once the whole round is applied
+        self._deferred.append(later)
         try:
             async with asyncio.timeout(SYNC_ROUND_S):
                 for _ in range(MAX_PAGES):
@@ -309,7 +317,7 @@ class Intake:
                         raise WireError("an empty page that is not the last")
                     for data in manifests + revocations:  # manifests first: a revocation frees what it names
                         if not self.store.knows(data):
-                            self._accept(data, peer)
+                            self._accept(data, peer, later)
                     if self.ledger.peer(peer).rejected - rejected_before > MAX_BAD_PER_ROUND:
                         log.warning("sync with %s cut short: more than %d bad items", peer, MAX_BAD_PER_ROUND,
                                     extra={"peer": peer})  # fmt: skip
@@ -324,6 +332,10 @@ class Intake:
             self.ledger.reject(peer, f"its inventory: {exc}")
         except (NetError, TimeoutError) as exc:
             log.warning("sync with %s failed: %s", peer, exc, extra={"peer": peer})
+        finally:  # the round's revocations are applied: fetch what they left pending (_fetch skips the rest)
+            self._deferred.remove(later)
+            for aid, hint in later.items():
+                self._queue_fetch(aid, hint)
         return False
 
     async def maintenance(self) -> None:
@@ -340,8 +352,9 @@ class Intake:
                 self.fault = None
                 last_sync = 0.0
             now = time.monotonic()
+            waiting = {aid for later in self._deferred for aid in later}  # for their sync round to end
             for m in self.store.pending():
-                if self._retry.get(m.id, (0.0, 0.0))[1] <= now:
+                if self._retry.get(m.id, (0.0, 0.0))[1] <= now and m.id not in waiting:
                     self._queue_fetch(m.id, None)
             if time.monotonic() - last_sync > self.config.network.sync_interval_s:
                 last_sync = time.monotonic()
