@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import re
 import struct
 import sys
 from pathlib import Path
@@ -49,7 +50,9 @@ from libp2p.peer.id import ID
 from libp2p.peer.peer_record import PeerRecord
 from safetensors.numpy import save as save_safetensors
 
+from ffnode.arch import expert_spec, factory_config, vet
 from ffnode.artifacts import codec
+from ffnode.artifacts.blob import MAX_HEADER_BYTES
 from ffnode.artifacts.codec import (
     MAX_CLASS_LIST_BYTES,
     MAX_CLASS_NAME_BYTES,
@@ -60,6 +63,9 @@ from ffnode.artifacts.codec import (
 from ffnode.artifacts.manifest import MAX_BLOB_BYTES, MAX_CLASSES, MAX_LINEAGE, Manifest
 from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import open_announcement
+from ffnode.config import LimitsConfig
+from ffnode.expert.config import ExpertConfig, expert_size
+from ffnode.factory.config import FactoryConfig, unet_size
 from ffnode.identity import Identity, peer_id_from_public_key
 from ffnode.net import discovery, streams, sync
 from ffnode.privacy.policy import AuditPolicy, audit_of, judge
@@ -80,8 +86,9 @@ T0 = 1795392000000  # 2026-11-23T00:00:00Z in unix milliseconds
 ALICE_BLOB = b"ffnode test vector blob: alice's factory for class 3\n"
 BOB_BLOB = b"ffnode test vector blob: bob's expert\n"
 
-# Architecture and training summaries are free-form maps; these are fixed snapshots (not read from
-# ffnode.factory / ffnode.expert, whose defaults may change) that exercise floats, bools, nested arrays.
+# Architectures follow the README's arch schema, training summaries are free-form; these are fixed snapshots
+# (not read from ffnode.factory / ffnode.expert, whose defaults may change) that exercise floats, bools, nested
+# arrays, and fields left to their defaults. ffnode's own arch check (ffnode.arch.vet) accepts both.
 FACTORY_ARCH: dict[str, Any] = {
     "image_size": 8,
     "channels": 1,
@@ -98,16 +105,20 @@ FACTORY_ARCH: dict[str, Any] = {
     "sample_steps": 20,
 }
 EXPERT_ARCH: dict[str, Any] = {
-    "width": 32,
-    "blocks": [1, 1, 1],
-    "epochs": 15,
-    "lr": 0.05,
-    "momentum": 0.9,
-    "weight_decay": 0.0005,
-    "label_smoothing": 0.1,
-    "hflip": False,
+    "expert": {
+        "width": 32,
+        "blocks": [1, 1, 1],
+        "epochs": 15,
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 0.0005,
+        "label_smoothing": 0.1,
+        "hflip": False,
+    },
     "num_classes": 10,
-    "image_shape": [1, 8, 8],
+    "image_shape": [8, 8, 1],  # [H, W, C]
+    "synth_per_class": 200,
+    "profile": "default",
 }
 
 
@@ -248,6 +259,29 @@ LIFECYCLE_REVOCATIONS = [r.seal(BOB) for r in sorted([BOB_ORPHAN_REVOCATION, BOB
 def fake_ids(n: int) -> list[str]:
     """n well-formed artifact IDs of manifests nobody published (for the count limits)."""
     return [hid(f"limit vector artifact {i}".encode()) for i in range(n)]
+
+
+def nested(levels: int) -> Any:
+    """`levels` containers one inside the other around the int 0, alternately an array and a map {'d': ...},
+    the outermost an array: nested(3) is [{'d': [0]}]."""
+    value: Any = 0
+    for i in reversed(range(levels)):
+        value = [value] if i % 2 == 0 else {"d": value}
+    return value
+
+
+def depth(value: Any) -> int:
+    """The depth of the deepest container in `value`, the top-level value being depth 0 (-1: no container)."""
+    if isinstance(value, dict | list):
+        items = value.values() if isinstance(value, dict) else value
+        return 1 + max((depth(v) for v in items), default=-1) if items else 0
+    return -1
+
+
+def deepest(extra: int = 0) -> Manifest:
+    """Alice's factory (seq 5) whose meta.deep nests containers down to depth MAX_DEPTH + extra: in the
+    envelope (depth 0) the body is at depth 1 and meta at 2, so meta.deep is at 3 and holds the rest."""
+    return manifest(meta={"deep": nested(codec.MAX_DEPTH - 2 + extra)}, seq=5, created=T0 + 5000)
 
 
 def longest_lineage(n: int) -> Manifest:
@@ -457,6 +491,17 @@ def manifest_file() -> dict[str, Any]:
         "'lineage-too-long'.",
         lineage.seal(BOB),
     )
+    deep_env = deepest().seal(ALICE)
+    assert depth(codec.decode(deep_env)) == codec.MAX_DEPTH
+    deep = limit_case(
+        "deepest",
+        f"Alice's factory with seq 5, created {T0 + 5000} and meta = {json.dumps(deepest().meta)}: the envelope "
+        "map is at depth 0, the body at 1, meta at 2, and "
+        f"containers (arrays and maps alike) go down to depth MAX_DEPTH = {codec.MAX_DEPTH}; the int 0 inside the "
+        "deepest one is at depth 9, which is allowed (only containers count). One more level is invalid.json "
+        "'too-deep'.",
+        deep_env,
+    )
     loose = loose_pack(codec.decode(ALICE_FACTORY.seal(ALICE)))
     assert open_announcement(loose).id == ALICE_FACTORY.id
     noncanonical = {
@@ -475,7 +520,7 @@ def manifest_file() -> dict[str, Any]:
         "spec": f"{SPEC}#manifest-body",
         "cases": cases,
         "noncanonical": [noncanonical],
-        "size_limit": [largest, largest_blob, longest],
+        "size_limit": [largest, largest_blob, longest, deep],
     }
 
 
@@ -1037,6 +1082,337 @@ def audit_file() -> dict[str, Any]:
     }
 
 
+# The arch schema's vectors: ffnode's full factory config as it writes it (the 'default' profile at 8x8x1 images)
+FULL_FACTORY_ARCH: dict[str, Any] = {
+    "image_size": 8,
+    "channels": 1,
+    "block_out_channels": [32, 64, 64],
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "attention": False,
+    "dropout": 0.0,
+    "num_train_timesteps": 1000,
+    "beta_schedule": "squaredcos_cap_v2",
+    "prediction_type": "v_prediction",
+    "p_mean": -0.8,
+    "p_std": 1.6,
+    "sigma_data": 0.5,
+    "sigma_min": 0.002,
+    "sigma_max": 80.0,
+    "rho": 7.0,
+    "train_steps": 150,
+    "batch_size": 64,
+    "lr": 0.002,
+    "warmup_steps": 20,
+    "weight_decay": 0.0,
+    "ema_decay": 0.99,
+    "hflip": False,
+    "checkpoint_every": 50,
+    "bf16": True,
+    "sampler": "dpmsolver++",
+    "sample_steps": 10,
+}
+# the gpu profile's factory at 32x32x3 images: attention, two layers per level
+GPU_FACTORY_ARCH: dict[str, Any] = FACTORY_ARCH | {
+    "image_size": 32,
+    "channels": 3,
+    "block_out_channels": [64, 128, 128],
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "attention": True,
+    "dropout": 0.1,
+    "sample_steps": 25,
+}
+# What ffnode's arch check says when a node's own bound (check 15), not the schema (check 8), refuses an arch.
+LIMIT_TEXT = r"over this node's limit|sampler steps \(limit|declares \d+ bytes for"
+
+
+def arch_file() -> dict[str, Any]:
+    limits = LimitsConfig()
+    shown = {"factory_params": limits.factory_params, "expert_params": limits.expert_params}
+    shown["sample_steps"] = limits.sample_steps
+    cases: list[dict[str, Any]] = []
+
+    def case(name: str, description: str, kind: str, arch: dict[str, Any], reason: str | None = None, **more: Any):
+        """One manifest of `kind` with `arch` (seq 100, 101, ... in file order), checked by ffnode's own arch check
+        (the one the running node applies to gossip and sync items) at its default limits."""
+        seq = 100 + len(cases)
+        blob = hid(f"arch vector {name}".encode())
+        if kind == "factory":
+            m, signer = manifest(arch=arch, seq=seq, blob=blob, size=4096), ALICE
+        else:
+            m, signer = dataclasses.replace(BOB_EXPERT, arch=arch, seq=seq, blob=blob, size=4096), BOB
+        if "size" in more:
+            m = dataclasses.replace(m, size=more["size"])
+        try:
+            vet(m, limits)
+            refusal = None
+        except WireError as exc:
+            refusal = str(exc)
+        if (refusal is None) != (reason is None):
+            raise AssertionError(f"arch vector {name}: ffnode says {refusal!r}, the vector says {reason!r}")
+        if reason is not None and (re.search(LIMIT_TEXT, refusal or "") is not None) != (reason == "limit"):
+            raise AssertionError(f"arch vector {name}: ffnode says {refusal!r}, the vector says {reason!r}")
+        row: dict[str, Any] = {"name": name, "description": description, "kind": kind, "arch": to_json(arch)}
+        if reason in (None, "limit"):  # the arch passed the schema: its parameters and weight bytes
+            if kind == "factory":
+                params, weight_bytes = unet_size(factory_config(m))
+            else:
+                params, weight_bytes = expert_size(*expert_spec(m))
+            row |= {"params": params, "weight_bytes": weight_bytes}
+        row |= {"size": m.size, "envelope_hex": m.seal(signer).hex(), "id": m.id}
+        row |= {"output": "accepted"} if reason is None else {"output": None, "reason": reason}
+        cases.append(row)
+
+    f, fa = "factory", FACTORY_ARCH
+
+    def without(arch: dict[str, Any], key: str) -> dict[str, Any]:
+        return {k: v for k, v in arch.items() if k != key}
+
+    # -- factories: accepted --
+    case("factory", "manifest.json's factory: the fields it leaves out take their defaults", f, fa)
+    case(
+        "factory-full",
+        "every field written out, as ffnode writes the 'default' profile's factory",
+        f,
+        FULL_FACTORY_ARCH,
+    )
+    case("factory-empty", "an empty map: every field takes its default (3 levels of 32, 64, 64 channels)", f, {})
+    case(
+        "factory-one-level",
+        "one level of 8 channels over 4x4 images: the README's worked example, term by term",
+        f,
+        {"image_size": 4, "block_out_channels": [8]},
+    )
+    case("factory-attention", "the gpu profile at 32x32x3: attention and 2 layers per level", f, GPU_FACTORY_ARCH)
+    case(
+        "factory-edm",
+        "prediction_type edm (Karras et al.'s preconditioning) with its sampler edm-dpmsolver++",
+        f,
+        fa | {"prediction_type": "edm", "sampler": "edm-dpmsolver++", "sigma_min": 0.002, "sigma_max": 80.0},
+    )
+    case("factory-int-for-float", "dropout is the int 0: a float field takes an int", f, fa | {"dropout": 0})
+    case("factory-image-512", "image_size 512, the largest", f, fa | {"image_size": 512})
+    case("factory-channels-4", "channels 4, the most", f, fa | {"channels": 4})
+    case(
+        "factory-six-levels",
+        "6 levels of 8 channels over 64x64 images",
+        f,
+        fa | {"image_size": 64, "block_out_channels": [8] * 6},
+    )
+    case("factory-layers-8", "8 layers per level, the most", f, fa | {"layers_per_block": 8})
+    case("factory-timesteps-10000", "num_train_timesteps 10000, the most", f, fa | {"num_train_timesteps": 10_000})
+    case("factory-sigma-max-10000", "EDM's sigma_max 10000.0, the largest", f, fa | {"sigma_max": 10_000.0})
+    case(
+        "factory-sample-steps-50", "sample_steps 50: ffnode's default limits.sample_steps", f, fa | {"sample_steps": 50}
+    )
+    case(
+        "factory-size-at-limit",
+        f"size = its weight bytes (4 x params) + MAX_HEADER_BYTES ({MAX_HEADER_BYTES})",
+        f,
+        fa,
+        size=unet_size(FactoryConfig.from_dict(fa))[1] + MAX_HEADER_BYTES,
+    )
+    # -- factories: refused by the schema --
+    case(
+        "factory-unknown-field", "an extra field 'unet' (unknown fields are refused)", f, fa | {"unet": "edm2"}, "value"
+    )
+    case("factory-float-for-int", "image_size is the float 8.0", f, fa | {"image_size": 8.0}, "value")
+    case("factory-bool-for-int", "layers_per_block is true", f, fa | {"layers_per_block": True}, "value")
+    case("factory-bool-for-float", "dropout is false", f, fa | {"dropout": False}, "value")
+    case("factory-str-for-array", "block_out_channels is a str", f, fa | {"block_out_channels": "32,64,64"}, "value")
+    case("factory-image-0", "image_size 0", f, fa | {"image_size": 0}, "value")
+    case("factory-image-516", "image_size 516 (a multiple of 4, over 512)", f, fa | {"image_size": 516}, "value")
+    case(
+        "factory-image-not-halving",
+        "image_size 10 does not halve twice (3 levels)",
+        f,
+        fa | {"image_size": 10},
+        "value",
+    )
+    case("factory-channels-0", "channels 0", f, fa | {"channels": 0}, "value")
+    case("factory-channels-5", "channels 5", f, fa | {"channels": 5}, "value")
+    case("factory-no-levels", "block_out_channels is []", f, fa | {"block_out_channels": []}, "value")
+    case(
+        "factory-seven-levels",
+        "7 levels of 8 channels over 64x64 images",
+        f,
+        fa | {"image_size": 64, "block_out_channels": [8] * 7},
+        "value",
+    )
+    case("factory-width-0", "a level of 0 channels", f, fa | {"block_out_channels": [0, 64, 64]}, "value")
+    case(
+        "factory-width-1025",
+        "one level of 1025 channels (norm_num_groups 1 divides it)",
+        f,
+        fa | {"block_out_channels": [1025], "norm_num_groups": 1},
+        "value",
+    )
+    case("factory-layers-0", "layers_per_block 0", f, fa | {"layers_per_block": 0}, "value")
+    case("factory-layers-9", "layers_per_block 9", f, fa | {"layers_per_block": 9}, "value")
+    case("factory-groups", "norm_num_groups 3 does not divide 32", f, fa | {"norm_num_groups": 3}, "value")
+    case("factory-timesteps-0", "num_train_timesteps 0", f, fa | {"num_train_timesteps": 0}, "value")
+    case("factory-timesteps-10001", "num_train_timesteps 10001", f, fa | {"num_train_timesteps": 10_001}, "value")
+    case("factory-sample-steps-0", "sample_steps 0", f, fa | {"sample_steps": 0}, "value")
+    case(
+        "factory-beta-schedule",
+        "beta_schedule 'cosine' (not a listed name)",
+        f,
+        fa | {"beta_schedule": "cosine"},
+        "value",
+    )
+    case("factory-prediction-type", "prediction_type 'x0'", f, fa | {"prediction_type": "x0"}, "value")
+    case(
+        "factory-sampler",
+        "sampler 'euler': a sampler the node does not know refuses the manifest",
+        f,
+        fa | {"sampler": "euler"},
+        "value",
+    )
+    case(
+        "factory-edm-sampler-alone",
+        "sampler edm-dpmsolver++ without prediction_type edm",
+        f,
+        fa | {"sampler": "edm-dpmsolver++"},
+        "value",
+    )
+    case(
+        "factory-edm-alone", "prediction_type edm with sampler dpmsolver++", f, fa | {"prediction_type": "edm"}, "value"
+    )
+    case(
+        "factory-sigma-max",
+        "sigma_max 10001.0 (checked whatever prediction_type is)",
+        f,
+        fa | {"sigma_max": 10_001.0},
+        "value",
+    )
+    case("factory-sigma-order", "sigma_min 100.0 above sigma_max 80.0", f, fa | {"sigma_min": 100.0}, "value")
+    case("factory-p-std", "p_std 0.0", f, fa | {"p_std": 0.0}, "value")
+    # -- factories: refused by the node's limits --
+    case(
+        "factory-params",
+        f"levels of 128, 256, 256 channels, 2 layers each, attention: over factory_params {limits.factory_params}",
+        f,
+        GPU_FACTORY_ARCH | {"block_out_channels": [128, 256, 256]},
+        "limit",
+    )
+    case(
+        "factory-sample-steps-51", "sample_steps 51, over limits.sample_steps 50", f, fa | {"sample_steps": 51}, "limit"
+    )
+    case(
+        "factory-size",
+        "size one byte over its weight bytes + MAX_HEADER_BYTES",
+        f,
+        fa,
+        "limit",
+        size=unet_size(FactoryConfig.from_dict(fa))[1] + MAX_HEADER_BYTES + 1,
+    )
+
+    e, ea = "expert", EXPERT_ARCH
+    inner = EXPERT_ARCH["expert"]
+
+    def net(**changes: Any) -> dict[str, Any]:
+        return ea | {"expert": inner | changes}
+
+    # -- experts: accepted --
+    case("expert", "manifest.json's expert", e, ea)
+    case(
+        "expert-defaults",
+        "arch.expert is {}: width 16, blocks [1, 1]; no synth_per_class or profile (not required)",
+        e,
+        {"expert": {}, "num_classes": 10, "image_shape": [8, 8, 1]},
+    )
+    case(
+        "expert-zero-stage",
+        "width 8, blocks [1, 0, 2] over 16x16x3 images: the empty stage still doubles the width (8, -, 32)",
+        e,
+        ea | {"expert": {"width": 8, "blocks": [1, 0, 2]}, "image_shape": [16, 16, 3]},
+    )
+    case(
+        "expert-gpu",
+        "the gpu profile's expert over 32x32x3 images",
+        e,
+        ea
+        | {"expert": inner | {"width": 64, "blocks": [2, 2, 2], "epochs": 60, "lr": 0.1}, "image_shape": [32, 32, 3]},
+    )
+    case("expert-no-blocks", "blocks [0]: the stem and the head only", e, net(blocks=[0]))
+    case("expert-width-1024", "width 1024, the largest, with one block", e, net(width=1024, blocks=[1]))
+    case("expert-eight-stages", "8 stages, the most (width 1)", e, net(width=1, blocks=[1] * 8))
+    case("expert-blocks-16", "16 blocks in a stage, the most (width 8)", e, net(width=8, blocks=[16]))
+    case(
+        "expert-classes-4096",
+        "num_classes 4096, the most (not compared with the class list here)",
+        e,
+        ea | {"num_classes": 4096},
+    )
+    case("expert-image-largest", "image_shape [512, 512, 4], the largest", e, ea | {"image_shape": [512, 512, 4]})
+    case(
+        "expert-unknown-top-level",
+        "an extra top-level key 'note': ignored (only arch.expert refuses unknown fields)",
+        e,
+        ea | {"note": "ignored"},
+    )
+    case("expert-int-for-float", "arch.expert.lr is the int 0", e, net(lr=0))
+    # -- experts: refused by the schema --
+    case("expert-unknown-field", "arch.expert has an extra field 'depth'", e, net(depth=3), "value")
+    case("expert-float-for-int", "arch.expert.width is the float 32.0", e, net(width=32.0), "value")
+    case("expert-missing-expert", "no arch.expert", e, without(ea, "expert"), "value")
+    case("expert-missing-classes", "no num_classes", e, without(ea, "num_classes"), "value")
+    case("expert-missing-shape", "no image_shape", e, without(ea, "image_shape"), "value")
+    case("expert-width-0", "width 0", e, net(width=0), "value")
+    case("expert-width-1025", "width 1025", e, net(width=1025, blocks=[1]), "value")
+    case("expert-blocks-empty", "blocks []", e, net(blocks=[]), "value")
+    case("expert-nine-stages", "9 stages (width 1)", e, net(width=1, blocks=[1] * 9), "value")
+    case("expert-blocks-17", "17 blocks in a stage", e, net(width=8, blocks=[17]), "value")
+    case("expert-blocks-negative", "blocks [-1]", e, net(blocks=[-1]), "value")
+    case("expert-classes-0", "num_classes 0", e, ea | {"num_classes": 0}, "value")
+    case("expert-classes-4097", "num_classes 4097", e, ea | {"num_classes": 4097}, "value")
+    case("expert-classes-bool", "num_classes true", e, ea | {"num_classes": True}, "value")
+    case(
+        "expert-image-chw",
+        "image_shape [1, 8, 8]: read as H 1, W 8, C 8, and 8 channels are over 4 (the order is [H, W, C])",
+        e,
+        ea | {"image_shape": [1, 8, 8]},
+        "value",
+    )
+    case("expert-image-513", "image_shape [513, 513, 1]", e, ea | {"image_shape": [513, 513, 1]}, "value")
+    case("expert-image-channels-5", "image_shape [8, 8, 5]", e, ea | {"image_shape": [8, 8, 5]}, "value")
+    case("expert-image-two", "image_shape [8, 8]: not 3 items", e, ea | {"image_shape": [8, 8]}, "value")
+    case("expert-image-0", "image_shape [0, 8, 1]", e, ea | {"image_shape": [0, 8, 1]}, "value")
+    case("expert-image-float", "image_shape [8.0, 8, 1]", e, ea | {"image_shape": [8.0, 8, 1]}, "value")
+    # -- experts: refused by the node's limits --
+    case(
+        "expert-params",
+        f"width 1024, one block, 4096 classes: over limits.expert_params {limits.expert_params}",
+        e,
+        net(width=1024, blocks=[1]) | {"num_classes": 4096},
+        "limit",
+    )
+    expert_bytes = expert_size(ExpertConfig.from_dict(inner), ea["num_classes"], tuple(ea["image_shape"]))[1]
+    case(
+        "expert-size-at-limit",
+        "size = its weight bytes (with BatchNorm statistics) + MAX_HEADER_BYTES",
+        e,
+        ea,
+        size=expert_bytes + MAX_HEADER_BYTES,
+    )
+    case("expert-size", "size one byte over that", e, ea, "limit", size=expert_bytes + MAX_HEADER_BYTES + 1)
+
+    return {
+        "description": "The arch schema (README: Arch schema). Each case is a manifest (factories Alice's, experts "
+        "Bob's, seq 100 and up, made-up blob and size) whose arch is the case's; apply it to an empty node of "
+        "federation 'digits' whose limits are `limits` (ffnode's defaults). output 'accepted', or null with "
+        "reason 'value' (the schema, check 8) or 'limit' (the node's bounds, check 15). params and weight_bytes: "
+        "the model's parameter count and the bytes of its weights, for every arch that passes the schema.",
+        "spec": f"{SPEC}#arch-schema",
+        "federation": FEDERATION,
+        "class_list": CLASS_LIST,
+        "limits": shown,
+        "max_header_bytes": MAX_HEADER_BYTES,
+        "cases": cases,
+    }
+
+
 def blob_file() -> dict[str, Any]:
     blob_id = hid(ALICE_BLOB)
     # The blob protocol's messages are plain msgpack maps, written by ffnode.net.streams in the key order below
@@ -1184,6 +1560,16 @@ def invalid_file() -> dict[str, Any]:
         "malformed",
         "the envelope map has the key 'body' twice (first a junk map, then the real body); maps MUST NOT repeat keys",
         _duplicate_key_envelope(good_env),
+    )
+
+    too_deep = deepest(extra=1).seal(ALICE)
+    assert depth(msgpack.unpackb(too_deep, raw=False)) == codec.MAX_DEPTH + 1
+    add(
+        "too-deep",
+        "malformed",
+        f"manifest.json 'deepest' with one more level: meta = {json.dumps(deepest(1).meta)} puts an array at "
+        f"depth {codec.MAX_DEPTH + 1} (limit MAX_DEPTH = {codec.MAX_DEPTH}); correctly signed",
+        too_deep,
     )
 
     # -- size --
@@ -1481,6 +1867,7 @@ FILES = {
     "discovery.json": discovery_file,
     "audit.json": audit_file,
     "ownership.json": ownership_file,
+    "arch.json": arch_file,
     "invalid.json": invalid_file,
 }
 

@@ -8,6 +8,8 @@ The stream vectors run the real ffnode.net.streams code over an in-memory stream
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -18,17 +20,22 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import msgpack
 import pytest
 import trio
 from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.peer.id import ID
 
+from ffnode import arch
 from ffnode.artifacts import codec
 from ffnode.artifacts.blob import MAX_HEADER_BYTES
 from ffnode.artifacts.codec import WireError, canonical_bytes, signing_payload
 from ffnode.artifacts.manifest import MAX_BLOB_BYTES, MAX_CLASSES, MAX_LINEAGE, Manifest
 from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
 from ffnode.artifacts.store import Store, Trust, open_announcement
+from ffnode.config import LimitsConfig
+from ffnode.expert.config import ExpertConfig, expert_size
+from ffnode.factory.config import FactoryConfig, unet_size
 from ffnode.identity import Identity, b58decode, peer_id_from_public_key, public_key_from_peer_id, verify
 from ffnode.net import streams
 from ffnode.net.discovery import open_record, seal
@@ -56,7 +63,8 @@ DIGITS = [str(d) for d in range(10)]  # the vectors' federation 'digits' and its
 
 # What the WireError text says for each reason category: proves each vector fails for the reason it claims.
 REASONS = {
-    "malformed": r"malformed msgpack|map keys must be strings|cannot be encoded|ext types are not allowed",
+    "malformed": r"malformed msgpack|map keys must be strings|cannot be encoded|ext types are not allowed|"
+    r"nest deeper than",
     "oversized": r"exceeds the \d+-byte limit",
     "not-envelope": r"not an envelope|envelope body must be|unknown message type None",
     "version": r"unsupported version",
@@ -66,7 +74,9 @@ REASONS = {
     "signature": r"bad signature",
     "schema": r"fields differ from the schema|has type",
     "value": r"unknown artifact kind|blob must be|non-negative|classes must be|lineage must|has no lineage|"
-    r"ids must be|reason longer|class_list|class name|names a label twice",
+    r"ids must be|reason longer|class_list|class name|names a label twice|"
+    r"not understood|out of bounds|are not sizes|its images exceed",  # the last four: the arch schema
+    "limit": r"over this node's limit|sampler steps \(limit|declares \d+ bytes for",  # the node's arch bounds
     "wrong-federation": r"is not this node's",
     "wrong-classes": r"is not this federation's",
     "not-allowed": r"allowed_publishers|not trusted here",
@@ -82,6 +92,20 @@ REASONS = {
 @cache
 def load(name: str) -> Any:
     return json.loads((VECTORS / name).read_text())
+
+
+def node_store(path: Path, federation: str, classes: list[str] | None = None, trust: Trust | None = None) -> Store:
+    """A store that checks like the running node's: with the arch check at the default limits."""
+    vet = functools.partial(arch.vet, limits=LimitsConfig())
+    return Store(path, federation=federation, classes=classes, trust=trust or Trust(), vet=vet)
+
+
+def depth(value: Any) -> int:
+    """The depth of the deepest container in `value`, the top-level value being depth 0 (-1: no container)."""
+    if isinstance(value, dict | list):
+        items = list(value.values() if isinstance(value, dict) else value)
+        return 1 + max((depth(v) for v in items), default=-1)
+    return -1
 
 
 def from_json(value: Any) -> Any:
@@ -215,6 +239,20 @@ def test_envelope_at_a_limit_is_accepted(case: dict[str, Any]) -> None:
     assert open_announcement(data).id == case["id"]
 
 
+def test_manifest_vectors_are_accepted_by_a_node(tmp_path: Path) -> None:
+    """The signed manifests of manifest.json, size limits included, pass the running node's checks (the arch
+    schema among them), each on an empty node; but for the 4 GiB blob, which ffnode's cost bounds refuse."""
+    vectors = load("manifest.json")
+    for i, case in enumerate(vectors["cases"] + vectors["noncanonical"] + vectors["size_limit"]):
+        store = node_store(tmp_path / str(i), "digits", DIGITS)
+        if case["name"] == "largest-blob-size":
+            with pytest.raises(WireError, match=REASONS["limit"]):
+                store.add(h(case["envelope_hex"]))
+        else:
+            added = store.add(h(case["envelope_hex"]))
+            assert added is not None and added.id == case["id"], case["name"]
+
+
 def test_limit_vectors_sit_on_the_limits() -> None:
     limits: dict[str, tuple[int, Any]] = {}
     for f in ("manifest.json", "revocation.json"):
@@ -226,6 +264,11 @@ def test_limit_vectors_sit_on_the_limits() -> None:
     most = limits["most-ids"][1]
     assert len(most.ids) == MAX_IDS and len(most.reason) == MAX_REASON
     assert len(most.reason.encode("utf-16-le")) // 2 > MAX_REASON  # code points, not UTF-16 units
+    deepest = next(c for c in load("manifest.json")["size_limit"] if c["name"] == "deepest")
+    assert depth(codec.decode(h(deepest["envelope_hex"]))) == codec.MAX_DEPTH
+    too_deep = next(c for c in load("invalid.json")["cases"] if c["name"] == "too-deep")
+    assert depth(msgpack.unpackb(h(too_deep["input"]["envelope_hex"]), raw=False)) == codec.MAX_DEPTH + 1
+    assert depth({"a": [0]}) == 1 and depth([[]]) == 1 and depth(0) == -1  # only containers count
 
 
 @pytest.mark.parametrize("case", cases_of("invalid.json"))
@@ -235,13 +278,76 @@ def test_invalid_envelope_is_rejected(case: dict[str, Any]) -> None:
         open_announcement(h(case["input"]["envelope_hex"]))
 
 
+# --- the arch schema -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", cases_of("arch.json"))
+def test_arch_schema(case: dict[str, Any], tmp_path: Path) -> None:
+    """Each arch through the running node's acceptance path (the gossip validator and sync run the same check)."""
+    vectors = load("arch.json")
+    limits = dataclasses.replace(LimitsConfig(), **vectors["limits"])
+    assert vectors["max_header_bytes"] == MAX_HEADER_BYTES
+    store = Store(
+        tmp_path,
+        federation=vectors["federation"],
+        classes=vectors["class_list"],
+        vet=functools.partial(arch.vet, limits=limits),
+    )
+    data = h(case["envelope_hex"])
+    m = open_announcement(data)  # checks 1-8 but the arch: what the vector varies is the arch alone
+    assert (m.kind, m.id, m.size) == (case["kind"], case["id"], case["size"])
+    assert canonical_bytes(m.arch) == canonical_bytes(from_json(case["arch"]))
+    if case["output"] is None:
+        with pytest.raises(WireError, match=REASONS[case["reason"]]):
+            store.add(data)
+        assert store.get(m.id) is None
+    else:
+        assert case["output"] == "accepted"
+        added = store.add(data)
+        assert added is not None and added.id == case["id"]
+    if "params" in case:  # the schema passed: the count the limits were checked against
+        if m.kind == "factory":
+            counted = unet_size(arch.factory_config(m))
+        else:
+            counted = expert_size(*arch.expert_spec(m))
+        assert counted == (case["params"], case["weight_bytes"])
+    else:
+        assert case["reason"] == "value"
+
+
+def test_readme_arch_tables_are_the_code_defaults() -> None:
+    """The field tables of protocol/README.md ("Arch schema") list exactly the config fields, with their types and
+    defaults, and the worked examples give the counts arch.json holds."""
+    text = (ROOT / "protocol" / "README.md").read_text()
+    section = text.split("### Arch schema", 1)[1].split("\n### ", 1)[0]
+    tables: dict[str, dict[str, tuple[str, Any]]] = {}
+    current = None
+    for line in section.splitlines():
+        if m := re.match(r"\*\*([^*]+)\*\*", line):
+            current = m.group(1)
+        elif current and (m := re.match(r"\|\s*`(\w+)`\s*\|\s*([^|]+?)\s*\|\s*`([^`]+)`\s*\|", line)):
+            tables.setdefault(current, {})[m.group(1)] = (m.group(2), json.loads(m.group(3)))
+    types = {int: "int", float: "float", bool: "bool", str: "str", tuple: "array of int"}
+    for title, cls in (("Factory", FactoryConfig), ("Expert network", ExpertConfig)):
+        code = {f.name: (types[type(f.default)], f.default) for f in dataclasses.fields(cls)}
+        plain = {k: (t, list(v) if isinstance(v, tuple) else v) for k, (t, v) in code.items()}
+        assert tables[title] == plain, title
+        for name, (_, default) in tables[title].items():  # 0.0 is a float default, 0 an int one
+            assert type(default) is type(plain[name][1]), name
+    counts = {c["name"]: (c["params"], c["weight_bytes"]) for c in load("arch.json")["cases"] if "params" in c}
+    examples = re.findall(r"\|\s*`([\w-]+)`\s*\|[^|\n]*\|\s*([\d ]+?)\s*\|\s*([\d ]+?)\s*\|$", section, re.M)
+    assert len(examples) >= 8
+    for name, params, weight_bytes in examples:
+        assert counts[name] == (int(params.replace(" ", "")), int(weight_bytes.replace(" ", ""))), name
+
+
 # --- stateful acceptance -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("scenario", cases_of("acceptance.json", "scenarios"))
 def test_acceptance(scenario: dict[str, Any], tmp_path: Path) -> None:
     trust = Trust(allowed=frozenset(scenario["allowed_publishers"]))
-    store = Store(tmp_path, federation=scenario["federation"], classes=scenario["class_list"], trust=trust)
+    store = node_store(tmp_path, scenario["federation"], scenario["class_list"], trust)
     stored: set[bytes] = set()
     for step in scenario["steps"]:
         data = h(step["envelope_hex"])
@@ -296,7 +402,7 @@ def test_late_joiner_gets_what_lifecycle_serves() -> None:
 
 @pytest.mark.parametrize("case", cases_of("ownership.json", "cases"))
 def test_blob_ownership(case: dict[str, Any], tmp_path: Path) -> None:
-    store = Store(tmp_path, federation=load("ownership.json")["federation"])
+    store = node_store(tmp_path, load("ownership.json")["federation"])
     m = store.add(h(case["manifest_envelope_hex"]))
     tmp = store.tmp_path(m.blob)
     tmp.write_bytes(h(case["blob_hex"]))
@@ -527,12 +633,18 @@ def test_readme_limits_are_the_code_constants() -> None:
         "MAX_CURSOR": MAX_CURSOR,
         "MAX_DEPTH": codec.MAX_DEPTH,
         "MAX_HEADER_BYTES": MAX_HEADER_BYTES,
+        "MAX_IMAGE_SIDE": arch.MAX_IMAGE_SIDE,
+        "MAX_CHANNELS": arch.MAX_CHANNELS,
+        "MAX_LEVELS": arch.MAX_LEVELS,
+        "MAX_WIDTH": arch.MAX_WIDTH,
+        "MAX_TIMESTEPS": arch.MAX_TIMESTEPS,
     }
     assert {name: number(table[name]) for name in expected} == expected
 
 
 def test_every_reason_is_known() -> None:
     reasons = {c["reason"] for c in load("invalid.json")["cases"]}
+    reasons |= {c["reason"] for c in load("arch.json")["cases"] if c["output"] is None}
     for scenario in load("acceptance.json")["scenarios"]:
         reasons |= {s["reason"] for s in scenario["steps"] if s["output"] is None}
     assert reasons <= set(REASONS)
