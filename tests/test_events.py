@@ -9,6 +9,7 @@ test fills (root only), records its local fault once the disk takes writes again
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -182,11 +183,13 @@ async def test_a_fault_is_recorded_with_its_time_once_the_disk_takes_it(tmp_path
     addr = init_home(c, port=free_port(), data=class_file(tmp_path, [2], "two"), classes=CLASSES, profile="tiny")
     with Daemons() as daemons:
         daemons.start(c)
-        await asyncio.to_thread(wait_for, lambda: status(c), timeout=60, what="C up", daemons=daemons)
+        # its own factory published, it waits for peers: no job writes to the disk while the test fills it
+        await asyncio.to_thread(wait_for, lambda: (s := status(c)) and s["phase"] == "waiting", timeout=120,
+                                what="C waiting for peers", daemons=daemons)  # fmt: skip
         peer = Peer(topic=TOPIC, seed=MALLORY.seed)
         await peer.start(addr)
         try:
-            filler = fill(small_disk)
+            filler = fill(small_disk, c / "events.jsonl")
             tombstone = Revocation(MALLORY.peer_id, MALLORY.public_key, "testnet", ["ab" * 32], "x", 1, 1)
             await peer.publish(tombstone.seal(MALLORY))  # C must store it: the disk refuses
             await asyncio.to_thread(wait_for, lambda: (s := status(c)) and s["fault"], timeout=30,
@@ -209,8 +212,10 @@ async def test_a_fault_is_recorded_with_its_time_once_the_disk_takes_it(tmp_path
     assert fault["time"] < iso_time(failed_at) < cleared["time"]  # written late, with the time it happened
 
 
-def fill(disk: Path) -> Path:
-    """Take every free byte of the filesystem; returns the file to delete to give them back."""
+def fill(disk: Path, *tails: Path) -> Path:
+    """Take every free byte of the filesystem, and the free end of the last page of each of `tails` (blank lines: an
+    append that fits the page a file already holds needs no free byte); returns the file to delete to give them
+    back."""
     filler = disk / "filler"
     with open(filler, "wb", buffering=0) as f:
         for chunk in (1 << 20, 4096, 1):
@@ -219,4 +224,8 @@ def fill(disk: Path) -> Path:
                     f.write(b"\0" * chunk)
             except OSError:
                 pass
+    for tail in tails:
+        with open(tail, "ab", buffering=0) as f, contextlib.suppress(OSError):
+            for _ in range(1 << 16):
+                f.write(b"\n")
     return filler
