@@ -67,7 +67,10 @@ def expert_spec(m: Manifest) -> tuple[ExpertConfig, int, tuple[int, int, int]]:
     try:
         arch = m.arch
         cfg = ExpertConfig.from_dict(arch["expert"])
-        num_classes, shape = arch["num_classes"], tuple(arch["image_shape"])
+        num_classes, shape = arch["num_classes"], arch["image_shape"]
+        if not isinstance(shape, list):
+            raise TypeError(f"image_shape is a {type(shape).__name__}, not an array")
+        shape = tuple(shape)
     except (KeyError, TypeError, ValueError) as exc:
         raise LoadError(m, f"its arch is not understood ({exc!r})") from None
     if type(num_classes) is not int or len(shape) != 3 or not all(type(x) is int and x > 0 for x in shape):
@@ -84,8 +87,8 @@ def vet(m: Manifest, limits: LimitsConfig) -> None:
     cap = limits.factory_params if m.kind == "factory" else limits.expert_params
     if params > cap:
         raise WireError(f"{m.kind} {m.id[:12]} has {params:,} parameters: over this node's limit of {cap:,}")
-    steps = m.arch.get("sample_steps", 0)
-    if m.kind == "factory" and steps > limits.sample_steps:
+    steps = factory_config(m).sample_steps if m.kind == "factory" else 0  # a missing field samples its default
+    if steps > limits.sample_steps:
         raise WireError(f"factory {m.id[:12]} asks {steps} sampler steps (limit sample_steps {limits.sample_steps})")
     if m.size > tensor_bytes + MAX_HEADER_BYTES:
         raise WireError(f"{m.kind} {m.id[:12]} declares {m.size} bytes for {tensor_bytes} bytes of weights")

@@ -18,11 +18,14 @@ def to_plain(cfg: Any) -> dict[str, Any]:
 
 
 def from_plain(cls: type[C], d: dict[str, Any]) -> C:
+    if not isinstance(d, dict):
+        raise ValueError(f"a {cls.__name__} is a map of its fields, not a {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(d) - set(fields))
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}: the manifest was made by another version")
-    values = {k: tuple(v) if isinstance(fields[k].default, tuple) else v for k, v in d.items()}
+    # an array becomes the field's tuple; anything else (bytes too, which tuple() would read as ints) keeps its type
+    values = {k: tuple(v) if isinstance(fields[k].default, tuple) and isinstance(v, list) else v for k, v in d.items()}
     for k, v in values.items():  # a peer's config: each value of its field's type (8.0 is not an image size)
         default = fields[k].default
         if not _same_type(v, default):

@@ -1251,6 +1251,15 @@ def arch_file() -> dict[str, Any]:
     case("factory-layers-0", "layers_per_block 0", f, fa | {"layers_per_block": 0}, "value")
     case("factory-layers-9", "layers_per_block 9", f, fa | {"layers_per_block": 9}, "value")
     case("factory-groups", "norm_num_groups 3 does not divide 32", f, fa | {"norm_num_groups": 3}, "value")
+    case("factory-groups-0", "norm_num_groups 0", f, fa | {"norm_num_groups": 0}, "value")
+    case("factory-dropout", "dropout 1.5, outside 0..1", f, fa | {"dropout": 1.5}, "value")
+    case(
+        "factory-bin-for-array",
+        "block_out_channels as the bin 20 40 40 (bytes are not an array of int)",
+        f,
+        fa | {"block_out_channels": bytes([32, 64, 64])},
+        "value",
+    )
     case("factory-timesteps-0", "num_train_timesteps 0", f, fa | {"num_train_timesteps": 0}, "value")
     case("factory-timesteps-10001", "num_train_timesteps 10001", f, fa | {"num_train_timesteps": 10_001}, "value")
     case("factory-sample-steps-0", "sample_steps 0", f, fa | {"sample_steps": 0}, "value")
@@ -1357,6 +1366,8 @@ def arch_file() -> dict[str, Any]:
     case("expert-unknown-field", "arch.expert has an extra field 'depth'", e, net(depth=3), "value")
     case("expert-float-for-int", "arch.expert.width is the float 32.0", e, net(width=32.0), "value")
     case("expert-missing-expert", "no arch.expert", e, without(ea, "expert"), "value")
+    case("expert-expert-array", "arch.expert is an array, not a map", e, ea | {"expert": []}, "value")
+    case("expert-image-bin", "image_shape as the bin 8 8 1", e, ea | {"image_shape": bytes([8, 8, 1])}, "value")
     case("expert-missing-classes", "no num_classes", e, without(ea, "num_classes"), "value")
     case("expert-missing-shape", "no image_shape", e, without(ea, "image_shape"), "value")
     case("expert-width-0", "width 0", e, net(width=0), "value")

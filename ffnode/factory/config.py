@@ -68,6 +68,8 @@ class FactoryConfig:
                 f"image_size {self.image_size} does not halve cleanly {levels - 1} times: "
                 f"use fewer block_out_channels levels or another image size"
             )
+        if self.norm_num_groups < 1 or not 0 <= self.dropout <= 1:  # NaN is not within 0..1 either
+            raise ValueError(f"norm_num_groups {self.norm_num_groups} must be at least 1, dropout within 0..1")
         if any(w % self.norm_num_groups for w in self.block_out_channels):
             raise ValueError(f"norm_num_groups {self.norm_num_groups} must divide every block width")
         for name, value, allowed in (
