@@ -518,7 +518,8 @@ async def test_crafted_audit_figures_get_a_factory_refused_and_cost_nothing_else
 # -- after all of it ---------------------------------------------------------------------------------------
 def test_a_late_joiner_still_syncs_and_converges(fed: Fed) -> None:
     """C holds class 2 and lacks class 1, for which A serves 40 of FLOODER's factories whose blobs nobody has:
-    class 1 is covered by A's own factory, so they hold C's expert back not at all (they used to, a minute each)."""
+    class 1 is covered by A's own factory, so they hold C's expert back not at all (they used to, a minute each),
+    and each costs C's log one line (it used to be a warning per peer asked, at every retry)."""
     c = fed.root / "c"
     init_home(c, port=free_port(), data=class_file(fed.root, [2], "two"), classes=CLASSES, bootstrap=[fed.addr_a],
               profile="tiny", seed=5)  # fmt: skip
@@ -537,6 +538,10 @@ def test_a_late_joiner_still_syncs_and_converges(fed: Fed) -> None:
     c_rows = {r["id"]: r for r in control.call(c, "artifacts")}
     flooded = [r for r in c_rows.values() if r["owner"] == FLOODER.peer_id]
     assert len(flooded) == MANIFEST_LIMIT  # A's whole inventory arrived, page by page (far above one frame)
+    # blobs nobody has cost a line each, not a warning per peer per try (A and B refuse them at every retry)
+    said = log_of(c)
+    assert all(said.count(f"no peer served the blob of factory {r['id'][:12]}") == 1 for r in flooded), said[-3000:]
+    assert "WARNING ffnode.node: fetching" not in said
     assert os.path.exists(c / "node.json")
 
 

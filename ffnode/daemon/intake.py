@@ -158,6 +158,10 @@ class Intake:
             log.info("accepted revocation of %s by %s (%s)", [i[:12] for i in msg.ids], msg.owner, msg.reason,
                      extra={"peer": peer, "owner": msg.owner, "ids": msg.ids})  # fmt: skip
 
+    def _owner(self, aid: str) -> str | None:
+        m = self.store.get(aid)
+        return m.owner if m is not None else None
+
     def _state(self, aid: str) -> str | None:
         """An artifact's state here (pending, or untrusted, refused, revoked ... at once), None if dropped meanwhile."""
         try:
@@ -167,8 +171,11 @@ class Intake:
 
     def on_peer(self, peer: str, connected: bool) -> None:
         self.ledger.seen(peer, connected=connected)
-        if connected:
-            self._retry.clear()  # a new peer may hold what nobody served so far
+        if connected:  # its own artifacts that nobody served are worth asking for now; the rest keep their backoff
+            now = time.monotonic()
+            for aid, (delay, _) in list(self._retry.items()):
+                if self._owner(aid) == peer:
+                    self._retry[aid] = (delay, now)
             self.queue_sync(peer)
 
     def serve_sync(self, peer: str, body: bytes) -> bytes:
@@ -252,10 +259,10 @@ class Intake:
                 tmp.unlink(missing_ok=True)
                 self._local_fault(f"fetching {m.kind} {aid[:12]}", exc)
                 return
-            except (NetError, TimeoutError) as exc:
+            except (NetError, TimeoutError) as exc:  # it does not hold it (yet), or the connection failed
                 tmp.unlink(missing_ok=True)
-                log.warning("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc,
-                            extra={"peer": peer, "artifact": aid})  # fmt: skip
+                log.debug("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc,
+                          extra={"peer": peer, "artifact": aid})  # fmt: skip
                 continue
             self.traffic.add("fetched", m.size)
             self._retry.pop(aid, None)
@@ -267,8 +274,13 @@ class Intake:
                 extra={"peer": peer, "artifact": aid},
             )  # fmt: skip
             return
-        # nobody served it yet: `maintenance` queues it again, backing off so a blob nobody has costs little
+        # nobody served it yet: `maintenance` queues it again, backing off so a blob nobody has costs little (one
+        # request per connected peer every RETRY_MAX_S), and says so once per artifact, not once per peer and try
         delay = min(RETRY_MAX_S, 2 * self._retry.get(aid, (RETRY_S / 2, 0.0))[0])
+        if aid not in self._retry:
+            log.info("no peer served the blob of %s %s of %s (asked %d); asking again, less and less often, up to "
+                     "every %.0f s", m.kind, aid[:12], m.owner, len(candidates), RETRY_MAX_S,
+                     extra={"artifact": aid, "owner": m.owner})  # fmt: skip
         self._retry[aid] = (delay, time.monotonic() + delay)
 
     def queue_sync(self, peer: str) -> None:
@@ -353,7 +365,9 @@ class Intake:
                 last_sync = 0.0
             now = time.monotonic()
             waiting = {aid for later in self._deferred for aid in later}  # for their sync round to end
-            for m in self.store.pending():
+            pending = self.store.pending()
+            self._retry = {m.id: self._retry[m.id] for m in pending if m.id in self._retry}  # the rest left pending
+            for m in pending:
                 if self._retry.get(m.id, (0.0, 0.0))[1] <= now and m.id not in waiting:
                     self._queue_fetch(m.id, None)
             if time.monotonic() - last_sync > self.config.network.sync_interval_s:
