@@ -98,7 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=Path("runs/testnet"), help="homes and logs (wiped first)")
     p.add_argument("--json", type=Path, default=None, help="write the report here")
-    p.add_argument("--base-port", type=int, default=47400)
+    p.add_argument(
+        "--base-port",
+        type=int,
+        default=27400,  # below Linux's ephemeral range (32768-60999): a node's outgoing connection cannot take one
+        help="site i listens on this port + i",
+    )
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     p.add_argument("--unlearn", type=int, default=None, metavar="K", help="node K leaves after convergence")
     p.add_argument("--fl-rounds", type=int, default=None, help="weight-averaging baselines' rounds (default: tuned)")
