@@ -111,6 +111,10 @@ class LimitsConfig:
     store_mb: int = 32768  # weight bytes of all verified, unrevoked artifacts
     publishers: int = 1024  # distinct owners whose manifests are held
     tombstones_per_publisher: int = 16384  # IDs one owner may revoke here (revoking only held ones: always)
+    connections: int = 256  # libp2p connections in all (a member needs one per peer, up to network.max_peers)
+    inbound_connections: int = 128  # accepted ones at once, handshakes included
+    connections_per_peer: int = 4  # of one peer ID
+    connections_per_ip: int = 64  # of one remote IP address (peer IDs are free to make): raise it for big testnets
     factory_params: int = 20_000_000  # a peer's factory UNet (the gpu profile's: 6.5 M)
     expert_params: int = 20_000_000  # a peer's expert ResNet (the gpu profile's: 1.2 M)
     sample_steps: int = 50  # sampler steps a peer's factory may ask of this node per image batch (profiles: 8-25)

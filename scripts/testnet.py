@@ -239,7 +239,9 @@ def make_homes(
     args.workdir.mkdir(parents=True)
     pool = {"slots": str((args.workdir / "slots").resolve()), "workers": args.workers}
     pool |= {} if args.fresh_jobs else {"forkserver": str(forkserver_folder(args) / "jobs.sock")}
-    jobs = {"jobs": pool | {"query_warm": False, "query_idle_s": QUERY_IDLE_S}}
+    settings = {"jobs": pool | {"query_warm": False, "query_idle_s": QUERY_IDLE_S}}
+    # every site on 127.0.0.1 is one IP to the others: room for a connection to and from each of them
+    settings["limits"] = {"connections_per_ip": max(64, 2 * len(parts))}
     homes, addrs = [], []
     for i, idx in enumerate(parts):
         data = args.workdir / f"node{i}.npz"
@@ -262,7 +264,7 @@ def make_homes(
                 threads=args.threads,
                 host=net.ip(i) if net else "127.0.0.1",
                 extra=extra,
-                settings=jobs,
+                settings=settings,
             )
         )
         if args.synth_per_class or args.factory_steps or args.no_hole_punch or args.set:

@@ -19,6 +19,7 @@ from libp2p.peer.id import ID
 
 from ffnode.net import Handlers, NetError, NetHost
 from ffnode.net import streams as net_streams
+from ffnode.net.conns import ConnLimits
 
 LOCAL = ["/ip4/127.0.0.1/tcp/0"]
 TOPIC = "ffnode/test"
@@ -459,3 +460,42 @@ async def test_wait_ended_returns_when_libp2p_dies_on_its_own(make_node, caplog)
         await waiter
         await until(lambda: (b.host.peer_id, False) in a.peer_events)  # its peers are reported gone
     assert "crashed" in caplog.text
+
+
+# --- connection limits (net/conns.py) --------------------------------------------------------------------------
+
+
+async def test_inbound_slots_come_back_when_connections_close(make_node) -> None:
+    """A node accepting at most 3 connections at once: 6 peers in turn connect and leave, then a 7th still gets
+    in. py-libp2p held each inbound slot until its swarm ended, so the 4th connection of the node's life was
+    refused before its handshake, and so was every one after."""
+    async with asyncio.timeout(90):
+        server = await make_node(conn_limits=ConnLimits(total=8, inbound=3, per_peer=2, per_ip=8))
+        for i in range(7):
+            client = await make_node(seed=bytes([200 + i]) * 32)
+            assert await client.host.connect(server.host.addrs[0]) == server.host.peer_id, f"connection {i + 1}"
+            await until(lambda c=client: c.host.peer_id in server.host.connected_peers())
+            await client.host.stop()
+            await until(lambda c=client: c.host.peer_id not in server.host.connected_peers())
+        assert not server.host.refusals.counts
+
+
+async def test_one_ip_holds_at_most_its_connections_and_the_refusals_are_counted(make_node, caplog) -> None:
+    """Under limits.connections_per_ip = 2, two peers from 127.0.0.1 get in, a third (another key, the same IP)
+    is refused before its handshake (each of the dialler's tries), counted and logged once; when one of the two
+    leaves, the third gets in."""
+    async with asyncio.timeout(90):
+        server = await make_node(conn_limits=ConnLimits(total=8, inbound=8, per_peer=2, per_ip=2))
+        a, b, c = [await make_node(seed=bytes([210 + i]) * 32) for i in range(3)]
+        for client in (a, b):
+            await client.host.connect(server.host.addrs[0])
+        with pytest.raises(NetError):
+            await c.host.connect(server.host.addrs[0])
+        refused = dict(server.host.refusals.counts)  # py-libp2p's dialler tries again: each try is refused
+        assert list(refused) == ["limits.connections_per_ip"] and refused["limits.connections_per_ip"] >= 1
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused a connection")]
+        assert said == ["refused a connection: limits.connections_per_ip (127.0.0.1 holds 2)"], said
+        assert c.host.peer_id not in server.host.connected_peers()
+        await a.host.stop()
+        await until(lambda: a.host.peer_id not in server.host.connected_peers())
+        assert await c.host.connect(server.host.addrs[0]) == server.host.peer_id

@@ -37,6 +37,7 @@ from ffnode.identity import load_identity
 from ffnode.jobs import make_runner
 from ffnode.jobs.synthcache import SynthCache
 from ffnode.net import Handlers, NetError, NetHost, Relaying
+from ffnode.net.conns import ConnLimits
 from ffnode.net.discovery import Discovery
 from ffnode.net.sync import MAX_PEERS_BYTES
 from ffnode.profiles import fit_warning, site_profile
@@ -85,6 +86,9 @@ class Node:
         network = self.config.network
         self.net = NetHost(
             streams_per_peer=limits.streams_per_peer,
+            conn_limits=ConnLimits(
+                limits.connections, limits.inbound_connections, limits.connections_per_peer, limits.connections_per_ip
+            ),
             relaying=Relaying(
                 relays=tuple(network.relays),
                 reachable=network.reachable,

@@ -54,6 +54,15 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.address_validation import get_available_interfaces
 
 from ffnode.net import streams
+from ffnode.net.conns import (
+    DEFAULTS,
+    ConnLimits,
+    PerIpGate,
+    Refusals,
+    connection_config,
+    hold_slot_per_connection,
+    resource_manager,
+)
 from ffnode.net.discovery import own_record
 
 log = logging.getLogger("ffnode.net")
@@ -265,6 +274,7 @@ class NetHost:
         max_gossip_bytes: int = 64 * 1024,
         streams_per_peer: int = 8,
         relaying: Relaying = Relaying(),
+        conn_limits: ConnLimits = DEFAULTS,
     ) -> None:
         if len(seed) != 32:
             raise ValueError(f"seed must be 32 bytes, got {len(seed)}")
@@ -283,6 +293,9 @@ class NetHost:
         self._streams_per_peer = streams_per_peer
         self._record: tuple[list[str], bytes | None] | None = None  # (addresses, our signed record of them)
         self._relaying = relaying
+        self._conn_limits = conn_limits
+        self.refusals = Refusals()  # connections refused by a limit, by reason (net/conns.py)
+        self._gate = PerIpGate(conn_limits.per_ip, self.refusals)
         self._reserved: dict[str, str] = {}  # relay multiaddr -> our circuit address through it (trio thread writes)
 
         # Shared between threads: set once by the trio thread before readiness, then read-only.
@@ -539,7 +552,10 @@ class NetHost:
             muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
             listen_addrs=self._listen,
             enable_mDNS=self._mdns,
+            resource_manager=resource_manager(self._conn_limits, self.refusals),
+            connection_config=connection_config(self._conn_limits),
         )
+        hold_slot_per_connection(host.get_network(), self._conn_limits.inbound, self._gate)
         gossipsub = GossipSub(
             protocols=GOSSIP_PROTOCOLS,
             degree=MESH_DEGREE,
@@ -689,6 +705,7 @@ class NetHost:
         return list(dict.fromkeys(concrete))
 
     def _t_conn_opened(self, conn: INetConn) -> None:
+        self._gate.opened(conn)
         peer = conn.muxed_conn.peer_id.to_base58()
         conns = self._conns.setdefault(peer, set())
         conns.add(conn)
@@ -699,6 +716,7 @@ class NetHost:
             self._to_loop(self._handlers.on_peer, peer, True)
 
     def _t_conn_closed(self, conn: INetConn) -> None:
+        self._gate.closed(conn)
         peer = conn.muxed_conn.peer_id.to_base58()
         conns = self._conns.get(peer, set())
         conns.discard(conn)
