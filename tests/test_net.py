@@ -498,4 +498,10 @@ async def test_one_ip_holds_at_most_its_connections_and_the_refusals_are_counted
         assert c.host.peer_id not in server.host.connected_peers()
         await a.host.stop()
         await until(lambda: a.host.peer_id not in server.host.connected_peers())
-        assert await c.host.connect(server.host.addrs[0]) == server.host.peer_id
+        for _ in range(50):  # the slot is the IP's again once the server has seen the connection close
+            try:
+                assert await c.host.connect(server.host.addrs[0]) == server.host.peer_id
+                break
+            except NetError:
+                await asyncio.sleep(0.2)
+        await until(lambda: c.host.peer_id in server.host.connected_peers())

@@ -54,15 +54,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.address_validation import get_available_interfaces
 
 from ffnode.net import streams
-from ffnode.net.conns import (
-    DEFAULTS,
-    ConnLimits,
-    PerIpGate,
-    Refusals,
-    connection_config,
-    hold_slot_per_connection,
-    resource_manager,
-)
+from ffnode.net.conns import DEFAULTS, ConnLimits, Refusals, connection_config, guard_inbound, resource_manager
 from ffnode.net.discovery import own_record
 
 log = logging.getLogger("ffnode.net")
@@ -210,10 +202,13 @@ class Handlers:
 
 class _QuietShutdown(logging.Filter):
     """Drops py-libp2p's "[ADDCONN_FAIL] ... Nursery is closed" warning with its traceback: a connection that
-    arrives while the host closes, harmless, yet it printed a traceback on every clean stop."""
+    arrives while the host closes, harmless, yet it printed a traceback on every clean stop. And its
+    "[ADDCONN_DENY]" line, one per refused attempt: net/conns.py counts those and logs them at a fixed rate."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (str(record.msg).startswith("[ADDCONN_FAIL]") and "Nursery is closed" in record.getMessage())
+        msg = str(record.msg)
+        closing = msg.startswith("[ADDCONN_FAIL]") and "Nursery is closed" in record.getMessage()
+        return not (closing or msg.startswith("[ADDCONN_DENY]"))
 
 
 logging.getLogger("libp2p.network.swarm").addFilter(_QuietShutdown())
@@ -294,8 +289,7 @@ class NetHost:
         self._record: tuple[list[str], bytes | None] | None = None  # (addresses, our signed record of them)
         self._relaying = relaying
         self._conn_limits = conn_limits
-        self.refusals = Refusals()  # connections refused by a limit, by reason (net/conns.py)
-        self._gate = PerIpGate(conn_limits.per_ip, self.refusals)
+        self.refusals = Refusals()  # connections refused by a limit, by limit (net/conns.py)
         self._reserved: dict[str, str] = {}  # relay multiaddr -> our circuit address through it (trio thread writes)
 
         # Shared between threads: set once by the trio thread before readiness, then read-only.
@@ -555,7 +549,7 @@ class NetHost:
             resource_manager=resource_manager(self._conn_limits, self.refusals),
             connection_config=connection_config(self._conn_limits),
         )
-        hold_slot_per_connection(host.get_network(), self._conn_limits.inbound, self._gate)
+        guard_inbound(host.get_network(), self._conn_limits, self.refusals)
         gossipsub = GossipSub(
             protocols=GOSSIP_PROTOCOLS,
             degree=MESH_DEGREE,
@@ -705,7 +699,6 @@ class NetHost:
         return list(dict.fromkeys(concrete))
 
     def _t_conn_opened(self, conn: INetConn) -> None:
-        self._gate.opened(conn)
         peer = conn.muxed_conn.peer_id.to_base58()
         conns = self._conns.setdefault(peer, set())
         conns.add(conn)
@@ -716,7 +709,6 @@ class NetHost:
             self._to_loop(self._handlers.on_peer, peer, True)
 
     def _t_conn_closed(self, conn: INetConn) -> None:
-        self._gate.closed(conn)
         peer = conn.muxed_conn.peer_id.to_base58()
         conns = self._conns.get(peer, set())
         conns.discard(conn)
