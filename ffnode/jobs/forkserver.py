@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import hashlib
 import importlib
 import json
@@ -59,7 +58,6 @@ def limit_self(cpu_s: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-@functools.cache
 def code_fingerprint() -> str:
     """The interpreter and the ffnode code this process runs (each file's name, size and time): a job forked by a
     server that runs other code than its node would not be the job the node asked for."""
@@ -86,8 +84,8 @@ def request_of(data: bytes, fds: list[int], code: str) -> dict[str, Any]:
 class Server:
     """Accepts job requests and forks them: one selector loop, nothing that blocks."""
 
-    def __init__(self, path: Path) -> None:
-        self.code = code_fingerprint()
+    def __init__(self, path: Path, code: str) -> None:
+        self.code = code
         self.sel = selectors.DefaultSelector()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.setblocking(False)
@@ -219,12 +217,12 @@ def say(line: str) -> None:
 
 
 def main() -> int:
-    path = Path(sys.argv[1])
+    path, code = Path(sys.argv[1]), code_fingerprint()  # before the preload: the code it is about to import
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # the server lives as long as whoever started it
     os.environ["HF_HUB_OFFLINE"] = "1"  # as a job sets it, but before the preload reads it
     for module in PRELOAD:
         importlib.import_module(module)
-    server = Server(path)
+    server = Server(path, code)
     say(f"ready on {path}")
     server.serve()
     return 0

@@ -35,6 +35,9 @@ log = logging.getLogger("ffnode.jobs")
 
 WATCH_S = 0.2  # how often a job's memory, CPU and wall time are looked at
 SLOT_POLL_S = 0.5  # how often a node waiting for a shared slot tries again
+# the code this node runs, as the disk held it when the runner was imported (at the node's start): a fork server
+# started from other code (an upgrade since) refuses the node's jobs, which then start afresh
+CODE = code_fingerprint()
 FORK_S = 10.0  # a fork server that has not forked a job in this long is taken to be absent
 STATUS_S = 10.0  # after a kill, a fork server that has not said the job ended in this long is taken to have
 MAX_LINE = 64 * 1024  # a progress line longer than this ends the job: the worker is not talking sense
@@ -215,7 +218,7 @@ async def fork(path: str, workdir: Path, cpu_s: int) -> Forked | None:
             try:
                 await loop.sock_connect(sock, path)
                 with _open_log(workdir) as stderr:
-                    fields = {"workdir": str(workdir), "cwd": os.getcwd(), "cpu_s": cpu_s, "code": code_fingerprint()}
+                    fields = {"workdir": str(workdir), "cwd": os.getcwd(), "cpu_s": cpu_s, "code": CODE}
                     socket.send_fds(sock, [json.dumps(fields).encode() + b"\n"], [w, stderr.fileno()])
             finally:
                 os.close(w)  # the child holds it now: the pipe ends when the job does
