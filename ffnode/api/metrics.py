@@ -136,7 +136,7 @@ class NodeCollector(Collector):
             node.home, node.config, node.store, node.identity.peer_id, AuditPolicy.of(node.config.privacy)
         )
         for r in rows:
-            key = ("true" if r["own"] else "false", "pass" if r["verdict"] == "passes" else "fail")
+            key = ("true" if r["own"] else "false", r["outcome"])
             tally[key] = tally.get(key, 0) + 1
         for key, n in sorted(tally.items()):
             audits.add_metric(list(key), n)

@@ -61,7 +61,7 @@ async function refresh() {
     rows("artifacts", artifacts, (a) => [[short(a.id), "id"], [a.kind], [(a.classes || []).join(", ")],
       [short(a.owner, 16), "id"], [a.state, a.state === "live" ? "good" : (a.state === "revoked" ? "bad" : "")]]);
     rows("audits", audits, (a) => [[short(a.factory), "id"], [a.class], [a.own ? "this node" : short(a.owner, 16)],
-      [a.state], [a.verdict, a.verdict === "passes" ? "good" : "bad"]]);
+      [a.state], [a.verdict, {passes: "good", inconclusive: "warn"}[a.outcome] || "bad"]]);
     rows("events", events.slice().reverse(), (e) => [[e.time], [e.event], [short(e.actor, 16), "id"],
       [[e.kind, short(e.artifact || (e.ids || []).join(" ")), e.reason].filter(Boolean).join(" · ")]]);
     $("error").textContent = "";

@@ -259,10 +259,11 @@ class Intake:
                 tmp.unlink(missing_ok=True)
                 self._local_fault(f"fetching {m.kind} {aid[:12]}", exc)
                 return
-            except (NetError, TimeoutError) as exc:  # it does not hold it (yet), or the connection failed
+            except (NetError, TimeoutError) as exc:  # other bytes than signed, a stall; or it does not hold it
                 tmp.unlink(missing_ok=True)
-                log.debug("fetching %s %s from %s failed: %s", m.kind, aid[:12], peer, exc,
-                          extra={"peer": peer, "artifact": aid})  # fmt: skip
+                lacks = "peer refused" in str(exc)  # "not found": it does not hold it (yet), nobody's fault
+                log.log(logging.DEBUG if lacks else logging.WARNING, "fetching %s %s from %s failed: %s", m.kind,
+                        aid[:12], peer, exc, extra={"peer": peer, "artifact": aid})  # fmt: skip
                 continue
             self.traffic.add("fetched", m.size)
             self._retry.pop(aid, None)

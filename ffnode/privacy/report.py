@@ -11,14 +11,15 @@ from pathlib import Path
 
 from ffnode.artifacts.store import Store
 from ffnode.config import Config
-from ffnode.privacy.policy import AUDIT_FILE, AuditPolicy, audit_of, mia_power, refusals, verdict_text
+from ffnode.privacy.policy import AUDIT_FILE, AuditPolicy, audit_of, mia_power, refusals, verdict, verdict_text
 
 log = logging.getLogger("ffnode.audit")
 
 
 def audit_rows(home: Path, config: Config, store: Store, me: str, policy: AuditPolicy) -> list[dict]:
     """One row per audit: factory ID (None if not published), class, owner, own, step, state, verdict ("passes",
-    "inconclusive (...)" or the refusals), power (policy.mia_power), figures."""
+    "inconclusive (...)" or the refusals), outcome (passes, inconclusive, fails; unreadable for figures this node
+    cannot judge), power (policy.mia_power), figures."""
     return _own_rows(home, config, store, me, policy) + _peer_rows(config, store, me, policy)
 
 
@@ -51,6 +52,7 @@ def _own_rows(home: Path, config: Config, store: Store, me: str, policy: AuditPo
                 "step": int(step),
                 "state": store.entry(m.id).state if m else ("failed" if why else "not published"),
                 "verdict": verdict_text(figures, policy),
+                "outcome": verdict(figures, policy)[0],
                 "power": _power(figures, policy),
                 "figures": figures,
             })  # fmt: skip
@@ -78,6 +80,7 @@ def _peer_rows(config: Config, store: Store, me: str, policy: AuditPolicy) -> li
             "step": figures["step"] if ok else None,
             "state": e.state,
             "verdict": verdict_text(figures, policy) if ok else figures,
+            "outcome": verdict(figures, policy)[0] if ok else "unreadable",
             "power": _power(figures, policy) if ok else None,
             "figures": figures if ok else None,
         })  # fmt: skip
