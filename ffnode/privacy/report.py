@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ffnode.artifacts.store import Store
 from ffnode.config import Config
-from ffnode.privacy.policy import AUDIT_FILE, AuditPolicy, audit_of, mia_power, refusals, verdict, verdict_text
+from ffnode.privacy.policy import AUDIT_FILE, AuditPolicy, audit_of, audit_verdict, refusals, verdict_text
 
 log = logging.getLogger("ffnode.audit")
 
@@ -52,16 +52,16 @@ def _own_rows(home: Path, config: Config, store: Store, me: str, policy: AuditPo
                 "step": int(step),
                 "state": store.entry(m.id).state if m else ("failed" if why else "not published"),
                 "verdict": verdict_text(figures, policy),
-                "outcome": verdict(figures, policy)[0],
-                "power": _power(figures, policy),
+                **_judged(figures, policy),
                 "figures": figures,
             })  # fmt: skip
     return rows
 
 
-def _power(figures: dict, policy: AuditPolicy) -> float:
-    """The attack's power to see a leak (policy.mia_power), under this node's thresholds."""
-    return round(mia_power(figures["mia_members"], figures["n_holdout"], policy), 4)
+def _judged(figures: dict, policy: AuditPolicy) -> dict:
+    """{"outcome", "power"} of valid figures under this node's thresholds (policy.audit_verdict)."""
+    judged = audit_verdict({"audit": figures}, policy)
+    return {"outcome": judged["verdict"], "power": judged["power"]}
 
 
 def _peer_rows(config: Config, store: Store, me: str, policy: AuditPolicy) -> list[dict]:
@@ -80,8 +80,7 @@ def _peer_rows(config: Config, store: Store, me: str, policy: AuditPolicy) -> li
             "step": figures["step"] if ok else None,
             "state": e.state,
             "verdict": verdict_text(figures, policy) if ok else figures,
-            "outcome": verdict(figures, policy)[0] if ok else "unreadable",
-            "power": _power(figures, policy) if ok else None,
+            **(_judged(figures, policy) if ok else {"outcome": "unreadable", "power": None}),
             "figures": figures if ok else None,
         })  # fmt: skip
     return rows
