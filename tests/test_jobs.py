@@ -511,3 +511,33 @@ def test_a_time_limit_blames_only_an_artifact_that_took_most_of_the_job() -> Non
     assert watch.culprit("time") == "f1" and watch.culprit("memory") == "f1"
     watch.read("f2")  # f2 for an instant
     assert watch.culprit("time") is None and watch.culprit("crash") == "f2" and watch.culprit("") is None
+
+
+async def test_a_waiting_factory_takes_the_shared_slot_before_an_expert_that_waited_longer(tmp_path: Path) -> None:
+    """Three nodes share one slot: the holder lets go, and the factory that asked last goes first; an expert's
+    `turn` waits while a factory waits; a `want-` file whose process is gone holds nobody back."""
+    cfg = JobsConfig(workers=1, slots=str(tmp_path / "slots"))
+    holder, expert_node, factory_node = LocalRunner(cfg), LocalRunner(cfg), LocalRunner(cfg)
+    order: list[str] = []
+
+    async def take(runner: LocalRunner, kind: str) -> None:
+        async with runner._slot(kind):
+            order.append(kind)
+            await asyncio.sleep(0.05)
+
+    async with holder._slot("expert"):
+        expert = asyncio.create_task(take(expert_node, "expert"))
+        await asyncio.sleep(0.2)
+        factory = asyncio.create_task(take(factory_node, "factory"))
+        await asyncio.sleep(0.2)
+        assert len(list((tmp_path / "slots").glob("want-*"))) == 1
+        turn = asyncio.create_task(expert_node.turn("expert"))
+        await asyncio.sleep(1.0)
+        assert not turn.done()
+    await asyncio.wait_for(asyncio.gather(expert, factory, turn), timeout=10)
+    assert order == ["factory", "expert"]
+    assert not list((tmp_path / "slots").glob("want-*"))
+
+    (tmp_path / "slots" / "want-12345-1").touch()  # left by a node that died waiting: no lock on it
+    await asyncio.wait_for(expert_node.turn("expert"), timeout=2)
+    assert not list((tmp_path / "slots").glob("want-*"))

@@ -242,6 +242,8 @@ class Learner:
         if verdict.awaited:
             log.warning("deadline passed: training the expert without classes %s", verdict.awaited)
         await asyncio.sleep(QUIET_S)  # let a burst of announcements settle before an expensive training
+        self.progress = Progress(phase="queued", task="the expert waits for a job slot (factories go first)")
+        await self.runner.turn("expert")  # the lineage is read once the job could start, not before the queue
         if sorted(m.id for m in self.expert_lineage()[0]) != lineage:
             return  # more arrived: the loop comes back
         arch = expert_arch(self.config, self.profile, len(self.classes), tuple(self.data.images.shape[1:]))

@@ -34,6 +34,10 @@ class Runner(Protocol):
 
     async def run(self, job: Job, progress: Progress | None = None) -> JobResult: ...
 
+    async def turn(self, kind: str) -> None:
+        """Return once a job of `kind` could start now (it holds nothing: `run` still queues)."""
+        ...
+
 
 def make_runner(cfg: JobsConfig) -> Runner:
     """The runner `jobs.runner` names."""

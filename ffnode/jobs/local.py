@@ -3,9 +3,10 @@
 A job that breaks a limit (resident memory, CPU seconds, wall time) or dies is killed with its whole process
 group; its JobResult then names the limit and the peer artifact it was reading (the worker's last progress
 line), so the node blames that artifact and never itself. With `jobs.slots`, nodes sharing one machine also
-share `workers` slots (a file lock each), so N sites cost N light nodes plus at most `workers` jobs. With
-`jobs.forkserver`, a job is forked warm by that server (jobs/forkserver.py) instead of started afresh: the same
-limits, the same watch, the same bytes out.
+share `workers` slots (a file lock each), so N sites cost N light nodes plus at most `workers` jobs; a factory
+waiting for a slot goes before every other kind of job (the experts of a large federation then train once, from
+every factory, instead of once per arrival). With `jobs.forkserver`, a job is forked warm by that server
+(jobs/forkserver.py) instead of started afresh: the same limits, the same watch, the same bytes out.
 """
 
 from __future__ import annotations
@@ -65,23 +66,44 @@ class LocalRunner:
     async def run(self, job: Job, progress: Progress | None = None) -> JobResult:
         """Run `job` to its end (or a limit); cancelling the caller kills the job."""
         job.write()
-        async with self._free, self._slot():
+        async with self._free, self._slot(job.kind):
             result = await self._spawn(job, progress or Progress())
         for phase, seconds in result.cpu_s.items():
             self.compute[phase] = round(self.compute.get(phase, 0.0) + seconds, 3)
         self.durations.setdefault(job.kind, Histogram(JOB_S)).observe(result.wall_s)
         return result
 
+    async def turn(self, kind: str) -> None:
+        """Wait until a job of `kind` could start now, holding nothing: a caller that decides its job's input only
+        then (an expert's lineage) does not queue behind the machine's factories with an input they make stale."""
+        if not self.cfg.slots:
+            return
+        while True:
+            if kind == "factory" or not _factories_waiting(Path(self.cfg.slots)):
+                if (held := _take_slot(Path(self.cfg.slots), self.workers)) is not None:
+                    held.close()
+                    return
+            await asyncio.sleep(SLOT_POLL_S)
+
     @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """One of the machine's `workers` slots when nodes share `jobs.slots`, else nothing to wait for."""
+    async def _slot(self, kind: str) -> AsyncIterator[None]:
+        """One of the machine's `workers` slots when nodes share `jobs.slots`, else nothing to wait for. A waiting
+        factory says so (a locked `want-` file) and every other kind waits while one does."""
         if not self.cfg.slots:
             yield
             return
-        while True:  # other processes free slots: there is nothing in this one to wait on
-            if (held := _take_slot(Path(self.cfg.slots), self.workers)) is not None:
-                break
-            await asyncio.sleep(SLOT_POLL_S)
+        folder, want = Path(self.cfg.slots), None
+        try:
+            while True:  # other processes free slots: there is nothing in this one to wait on
+                if kind == "factory" or not _factories_waiting(folder):
+                    if (held := _take_slot(folder, self.workers)) is not None:
+                        break
+                if kind == "factory" and want is None:
+                    want = _want(folder)
+                await asyncio.sleep(SLOT_POLL_S)
+        finally:
+            if want is not None:
+                _unwant(want)
         try:
             yield
         finally:
@@ -313,6 +335,35 @@ def _take_slot(folder: Path, slots: int) -> IO[bytes] | None:
         except BlockingIOError:
             f.close()
     return None
+
+
+def _want(folder: Path) -> tuple[Path, IO[bytes]]:
+    """A `want-` file, locked before it is visible (renamed into place), so a reader never takes it for stale."""
+    name = f"{os.getpid()}-{time.monotonic_ns()}"
+    f = open(folder / f".{name}", "a+b")  # noqa: SIM115 - held while the factory waits
+    fcntl.flock(f, fcntl.LOCK_EX)
+    os.rename(folder / f".{name}", folder / f"want-{name}")
+    return folder / f"want-{name}", f
+
+
+def _unwant(want: tuple[Path, IO[bytes]]) -> None:
+    want[0].unlink(missing_ok=True)
+    want[1].close()
+
+
+def _factories_waiting(folder: Path) -> bool:
+    """Whether a live process holds a `want-` file; one whose process died (its lock gone with it) is removed."""
+    for path in folder.glob("want-*"):
+        try:
+            with open(path, "rb") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+            path.unlink(missing_ok=True)
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def _open_log(workdir: Path) -> IO[bytes]:

@@ -17,6 +17,12 @@ each time they are reached, for good) is off. py-libp2p's `ConnectionLimits` are
 connection they refuse leaks a unit of the resource manager's count, so a peer dialling past them could wedge the
 node (and `add_conn` is wrapped to close the scope of any connection it refuses, for the same reason). A refused
 connection is counted by limit and logged at most once a minute per limit, with the count since.
+
+Who dials is discovery's alone (`network.max_peers` members, net/discovery.py): py-libp2p 0.8.1's swarm also runs an
+AutoConnector that dials every peer in the peerstore until it holds the midpoint of its watermarks (178 here), which
+at 64 sites gave each node 46-63 connections and the nodes 1.6 of the machine's 2 cores. `leave_dialling_to_discovery`
+keeps it from starting. (The library's pruner cannot trim instead: it spares any connection with an open stream, and
+gossipsub keeps one open on each.)
 """
 
 from __future__ import annotations
@@ -171,6 +177,16 @@ def guard_inbound(swarm: Swarm, limits: ConnLimits, refusals: Refusals) -> Inbou
 
     swarm.add_conn = add_conn_closing_scope  # type: ignore[method-assign]
     return guard
+
+
+def leave_dialling_to_discovery(swarm: Swarm) -> None:
+    """Keep the swarm's AutoConnector from starting (before the swarm runs): it is never `_started`, so its periodic
+    task and its dial on each disconnect return at once."""
+
+    async def not_started() -> None:
+        return None
+
+    swarm.auto_connector.start = not_started  # type: ignore[method-assign]
 
 
 def ip_of(addr: Multiaddr) -> str | None:

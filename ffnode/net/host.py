@@ -54,7 +54,15 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.address_validation import get_available_interfaces
 
 from ffnode.net import streams
-from ffnode.net.conns import DEFAULTS, ConnLimits, Refusals, connection_config, guard_inbound, resource_manager
+from ffnode.net.conns import (
+    DEFAULTS,
+    ConnLimits,
+    Refusals,
+    connection_config,
+    guard_inbound,
+    leave_dialling_to_discovery,
+    resource_manager,
+)
 from ffnode.net.discovery import own_record
 
 log = logging.getLogger("ffnode.net")
@@ -550,6 +558,7 @@ class NetHost:
             connection_config=connection_config(self._conn_limits),
         )
         guard_inbound(host.get_network(), self._conn_limits, self.refusals)
+        leave_dialling_to_discovery(host.get_network())
         gossipsub = GossipSub(
             protocols=GOSSIP_PROTOCOLS,
             degree=MESH_DEGREE,
