@@ -369,7 +369,7 @@ async def test_a_stream_flood_costs_the_flooder_only(fed: Fed) -> None:
         grown = rss_mb(fed.a) - rss
 
         def capped() -> bool:  # 60 silent streams hold a server task each: all but 8 at a time are reset
-            return log_of(fed.a).count("opened more than 8 /ffnode/sync/1.0.0 streams at once") >= 50
+            return status(fed.a)["streams_refused"].get("limits.streams_per_peer", 0) >= 50
 
         await until(capped, "A to cap the flood", fed.daemons)
         honest = Peer(topic=TOPIC, seed=b"\x30" * 32)  # another peer still syncs with A meanwhile

@@ -3,11 +3,11 @@ each scrape, so nothing is counted twice and nothing is kept that the node does 
 
 Series (all prefixed ffnode_): info, phase, progress_{done,total}, uptime_seconds, artifacts{kind,state},
 peers_connected, peers_relayed, peer_records, libp2p_connections{direction} (py-libp2p's own count),
-connections_refused_total{limit}, sent_bytes_total{kind}, fetched_bytes_total, messages_accepted_total,
-rejections_total{reason}, jobs_total{outcome}, job_seconds{kind} (histogram), job_core_seconds_total{phase},
-queries_total{outcome}, query_images_total, query_seconds (histogram), query_worker_failures_total,
-audits{own,verdict}, fault, store_damaged, withheld_factories; and the process's own (process_resident_memory_bytes,
-...).
+connections_refused_total{limit}, streams_refused_total{limit}, sent_bytes_total{kind}, fetched_bytes_total,
+messages_accepted_total, rejections_total{reason}, jobs_total{outcome}, job_seconds{kind} (histogram),
+job_core_seconds_total{phase}, queries_total{outcome}, query_images_total, query_seconds (histogram),
+query_worker_failures_total, audits{own,verdict}, fault, store_damaged, withheld_factories; and the process's own
+(process_resident_memory_bytes, ...).
 """
 
 from __future__ import annotations
@@ -89,6 +89,10 @@ class NodeCollector(Collector):
         for limit, n in sorted(node.net.refusals.counts.items()):
             refused.add_metric([limit], n)
         yield refused
+        reset = _counter("streams_refused", "Streams reset by a per-peer limit, by limit.", labels=["limit"])
+        for limit, n in sorted(node.net.stream_refusals.counts.items()):
+            reset.add_metric([limit], n)
+        yield reset
 
         t = node.intake.traffic
         sent = _counter("sent_bytes", "Application bytes sent to peers.", labels=["kind"])

@@ -19,6 +19,7 @@ from ffnode.config import Config
 from ffnode.daemon import control
 from ffnode.events import iso_time
 from ffnode.identity import load_identity
+from ffnode.logs import Repeats, adopt_library_logs
 
 log = logging.getLogger("ffnode.node")
 
@@ -45,22 +46,20 @@ class JsonLines(logging.Formatter):
 
 
 def _configure_logging(level: str, as_json: bool) -> None:
-    """Every record to stderr: JSON lines; or, on a terminal, rich's; or else one unwrapped greppable line each."""
+    """Every record to stderr: JSON lines; or, on a terminal, rich's; or else one unwrapped greppable line each. A
+    warning that repeats (same message, same peer) is written once a minute with its count (ffnode/logs.py)."""
     if as_json:
         handler: logging.Handler = logging.StreamHandler()
         handler.setFormatter(JsonLines())
-        logging.basicConfig(level=level, handlers=[handler])
-        # py-libp2p stops its records propagating, so they reach no handler but the last resort (bare text at first)
-        orphans = logging.StreamHandler()
-        orphans.setFormatter(JsonLines())
-        orphans.setLevel(logging.WARNING)  # as the last resort's own level
-        logging.lastResort = orphans
         logging.captureWarnings(True)  # a library's warning is a record too, not a bare line
     elif err.is_terminal:
         handler = RichHandler(console=err, show_path=False, rich_tracebacks=True, tracebacks_show_locals=False)
-        logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[handler])
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     else:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(Repeats())
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def start(
@@ -82,6 +81,8 @@ def start(
     if control.lock_held(home):
         abort(f"another node is already running in {home}: stop it first")
     from ffnode.net.host import check_listen
+
+    adopt_library_logs()  # py-libp2p, now imported, set its logger apart from ours
 
     check_listen(config.network.listen)  # a port another node listens on: refused now, not after the data loads
     from ffnode.daemon.node import Node

@@ -88,6 +88,7 @@ class ControlHandlers:
             "relayed_peers": sum(p == "relayed" for p in node.net.connection_paths().values()),
             "peer_records": {"known": len(node.discovery.book.entries), "refused": node.discovery.book.refused},
             "connections_refused": dict(node.net.refusals.counts),  # by the limit that refused them (net/conns.py)
+            "streams_refused": dict(node.net.stream_refusals.counts),  # reset by a per-peer limit (net/streams.py)
             "bytes_sent": node.intake.traffic.sent,
             "traffic": {
                 "blob": node.intake.traffic.blob_bytes,

@@ -59,9 +59,10 @@ DEFAULTS = ConnLimits()
 
 
 class Refusals:
-    """Connections refused, by limit (the trio thread counts; status and /metrics copy the counter)."""
+    """Connections or streams refused, by limit (the trio thread counts; status and /metrics copy the counter)."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "a connection") -> None:
+        self.what = what
         self.counts: collections.Counter[str] = collections.Counter()
         self._logged: dict[str, tuple[float, int]] = {}  # limit -> (when last logged, count then)
 
@@ -72,7 +73,7 @@ class Refusals:
         last, then = self._logged.get(limit, (float("-inf"), 0))
         if now - last >= LOG_EVERY_S:
             more = f"; {n - then - 1} more since the last line" if n - then > 1 else ""
-            log.warning("refused a connection: %s%s%s", limit, f" ({detail})" if detail else "", more)
+            log.warning("refused %s: %s%s%s", self.what, limit, f" ({detail})" if detail else "", more)
             self._logged[limit] = (now, n)
 
 

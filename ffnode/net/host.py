@@ -298,6 +298,7 @@ class NetHost:
         self._relaying = relaying
         self._conn_limits = conn_limits
         self.refusals = Refusals()  # connections refused by a limit, by limit (net/conns.py)
+        self.stream_refusals = Refusals("a stream")  # streams reset by a per-peer limit (net/streams.py)
         self._reserved: dict[str, str] = {}  # relay multiaddr -> our circuit address through it (trio thread writes)
 
         # Shared between threads: set once by the trio thread before readiness, then read-only.
@@ -576,7 +577,7 @@ class NetHost:
         pubsub.set_topic_validator(self._topic, self._t_validate, False)
         # Our two protocols make the node read disk and hold buffers for a peer: at most streams_per_peer
         # of them run for one peer at once (a peer opening 120 streams it never reads cost 2 GB unbounded).
-        limit = streams.PerPeerLimit(self._streams_per_peer)
+        limit = streams.PerPeerLimit(self._streams_per_peer, self.stream_refusals, "limits.streams_per_peer")
         host.set_stream_handler(
             self._sync_protocol,
             limit.wrap(functools.partial(streams.serve_sync, serve_request=self._handlers.serve_request)),
@@ -656,11 +657,11 @@ class NetHost:
     def _t_limit_services(self, host: IHost) -> None:
         """Per-peer stream limits on the relay and hole-punch protocols (py-libp2p has none): circuits through
         this relay per source peer, and one hole-punch session per peer at a time and per minute."""
-        handlers = host.get_mux().handlers
+        handlers, refused, circuits = host.get_mux().handlers, self.stream_refusals, self._relaying.circuits_per_peer
         limits = {
-            HOP_PROTOCOL_ID: streams.PerPeerLimit(self._relaying.circuits_per_peer),
-            STOP_PROTOCOL_ID: streams.PerPeerLimit(self._relaying.circuits_per_peer),
-            DCUTR_PROTOCOL_ID: streams.PerPeerLimit(1, HOLE_PUNCH_INTERVAL_S),
+            HOP_PROTOCOL_ID: streams.PerPeerLimit(circuits, refused, "relay.circuits_per_peer"),
+            STOP_PROTOCOL_ID: streams.PerPeerLimit(circuits, refused, "relay.circuits_per_peer"),
+            DCUTR_PROTOCOL_ID: streams.PerPeerLimit(1, refused, "hole punches per peer", HOLE_PUNCH_INTERVAL_S),
         }
         for protocol, limit in limits.items():
             if handlers.get(protocol) is not None:

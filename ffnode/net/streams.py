@@ -44,6 +44,7 @@ from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamEOF
 
 from ffnode.artifacts.codec import WireError, decode, is_version
+from ffnode.net.conns import Refusals
 
 log = logging.getLogger("ffnode.net")
 
@@ -166,10 +167,11 @@ def guard_all(host: Any) -> None:
 
 class PerPeerLimit:
     """At most `limit` concurrent server streams per remote peer, and (with `interval`) at most one new one per
-    `interval` seconds; a stream over either is reset at once. Trio-thread state only."""
+    `interval` seconds; a stream over either is reset at once and counted in `refusals` under `name` (logged once a
+    minute with the count since: a flood costs the flooder, not the operator's log). Trio-thread state only."""
 
-    def __init__(self, limit: int, interval: float = 0.0) -> None:
-        self.limit, self.interval = limit, interval
+    def __init__(self, limit: int, refusals: Refusals, name: str, interval: float = 0.0) -> None:
+        self.limit, self.interval, self.refusals, self.name = limit, interval, refusals, name
         self.active: dict[str, int] = {}
         self.last: dict[str, float] = {}  # peer -> start of its last stream (kept for peers seen within interval)
 
@@ -177,13 +179,12 @@ class PerPeerLimit:
         async def limited(stream: INetStream) -> None:
             peer, now, protocol = peer_of(stream), trio.current_time(), stream.get_protocol()
             if self.active.get(peer, 0) >= self.limit:
-                log.warning("%s opened more than %d %s streams at once: stream reset", peer, self.limit, protocol)
+                self.refusals.refuse(self.name, f"{peer} opened more than {self.limit} {protocol} streams at once")
                 await reset_quietly(stream)
                 return
             if now - self.last.get(peer, -self.interval) < self.interval:
-                log.warning(
-                    "%s opened %s streams faster than one per %.0f s: stream reset", peer, protocol, self.interval
-                )
+                self.refusals.refuse(self.name, f"{peer} opened {protocol} streams faster than one per "
+                                     f"{self.interval:.0f} s")  # fmt: skip
                 await reset_quietly(stream)
                 return
             if self.interval:
