@@ -314,9 +314,11 @@ def is_hex_id(v: Any) -> bool:
 
 
 def is_class_list(v: Any) -> bool:
-    if type(v) is not list or not 1 <= len(v) <= MAX_CLASS_LIST or len(set(map(repr, v))) != len(v):
+    if type(v) is not list or not 1 <= len(v) <= MAX_CLASS_LIST:
         return False
     if not all(type(x) is str and 1 <= len(x.encode("utf-8")) <= MAX_CLASS_NAME_BYTES for x in v):
+        return False
+    if len(set(v)) != len(v):
         return False
     return len(pack(v)) <= MAX_CLASS_LIST_BYTES
 
@@ -906,8 +908,8 @@ def dial_address(pairs: list[tuple[str, str]], peer: str) -> str:
     circuit = "p2p-circuit" in names
     target = pairs[: names.index("p2p-circuit")] if circuit else pairs
     tail = pairs[names.index("p2p-circuit") + 1 :] if circuit else []
-    wanted = ["dns", "tcp", "p2p"] if circuit else ["dns", "tcp"]
-    shape = [("dns" if n in ("ip4", "ip6", "dns", "dns4", "dns6") else n) for n, _ in target]
+    wanted = ["host", "tcp", "p2p"] if circuit else ["host", "tcp"]
+    shape = [("host" if n in ("ip4", "ip6", "dns", "dns4", "dns6") else n) for n, _ in target]
     if shape != wanted or tail not in ([], [("p2p", peer)]):
         raise Reject("malformed", f"{text} is not a dialable form")
     host_kind, host = target[0]
