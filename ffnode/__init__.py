@@ -27,7 +27,8 @@ The data path, top to bottom, one module (or package) a step:
 
 Beside the path: config.py (the node's TOML), profiles.py (sizes per hardware), schedule.py (the lr
 schedule), device.py (cuda/cpu, bf16), identity.py (the Ed25519 key), plainconfig.py (configs in manifests),
-events.py (the home's audit trail, events.jsonl), stats.py (the histograms the metrics export).
+events.py (the home's audit trail, events.jsonl), stats.py (the histograms the metrics export), logs.py (the
+library's records in the node's format, repeated warnings counted).
 The research harness (testnet, baselines, charts) lives in scripts/harness/, never imported from here.
 """
 

@@ -524,6 +524,9 @@ def test_a_late_joiner_still_syncs_and_converges(fed: Fed) -> None:
     init_home(c, port=free_port(), data=class_file(fed.root, [2], "two"), classes=CLASSES, bootstrap=[fed.addr_a],
               profile="tiny", seed=5)  # fmt: skip
     set_limits(c, pending_grace_s=60.0)
+    config = tomllib.loads((c / "config.toml").read_text())  # what gossip missed comes by a sync round: 5 s apart
+    config.setdefault("network", {})["sync_interval_s"] = 5.0
+    (c / "config.toml").write_text(tomli_w.dumps(config))
     started = time.monotonic()
     fed.daemons.start(c)
     wait_for(lambda: ready(c), timeout=TIMEOUT, what="the late joiner ready", daemons=fed.daemons)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from ffnode.daemon import control
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
@@ -59,6 +61,9 @@ def test_a_full_disk_while_a_peer_revokes_degrades_the_node_and_it_recovers(tmp_
     )
     init_home(b, port=free_port(), data=class_file(tmp_path, [0], "zero"), classes=CLASSES, bootstrap=[addr_a],
               profile="tiny", seed=1)  # fmt: skip
+    config = tomllib.loads((b / "config.toml").read_text())  # B re-asks A's inventory (and rewrites) every 5 s
+    config.setdefault("network", {})["sync_interval_s"] = 5.0
+    (b / "config.toml").write_text(tomli_w.dumps(config))
     with Daemons() as daemons:
         daemons.start(a)
         daemons.start(b)
@@ -69,7 +74,7 @@ def test_a_full_disk_while_a_peer_revokes_degrades_the_node_and_it_recovers(tmp_
         out = subprocess.run(ffnode_cmd("revoke", factory["id"], "--home", str(a)), capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         wait_for(lambda: (s := status(b)) and s["fault"], timeout=60, what="B to report the fault", daemons=daemons)
-        time.sleep(35)  # the daemon once exited about 30 s after the first failed write
+        time.sleep(12)  # the daemon once exited at the next sync round after the first failed write (two rounds here)
         daemons.check()  # still running
         assert status(b)["fault"]
         filler.unlink()
