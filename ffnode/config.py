@@ -99,6 +99,12 @@ class PrivacyConfig:
     max_mia_tpr_1pct: float = 1.0  # not enforced by default: 20-500 held-out images cannot estimate it (privacy.md)
     min_holdout: int = 10  # held-out images an audit must have used
     inconclusive: str = "use"  # a factory whose audit cannot see AUC 0.60 (power < 0.8): "use" (flagged) or "refuse"
+    # differential privacy (docs/privacy.md): own factories trained with DP-SGD (Opacus), noise calibrated by its
+    # accountant so that the whole run spends at most (dp_epsilon, dp_delta); (epsilon, delta) signed as meta.dp
+    dp_epsilon: float = 0.0  # > 0: train own factories with DP-SGD at this epsilon; 0: without DP
+    dp_delta: float = 0.0  # 0: 1 / (10 n), n the factory's training images
+    dp_max_grad_norm: float = 1.0  # each image's gradient is clipped to this L2 norm before the noise is added
+    max_epsilon: float = 0.0  # > 0: use a peer's factory only if its meta.dp says epsilon <= this (none: refused)
 
 
 @dataclass
@@ -257,6 +263,12 @@ class Config:
         for name in ("max_memorised", "max_dcr_close", "max_mia_auc", "max_mia_tpr_1pct"):
             if not 0 <= getattr(p, name) <= 1:
                 raise ConfigError(f"{where}: privacy.{name} is a share: write a number from 0 to 1")
+        if min(p.dp_epsilon, p.max_epsilon) < 0 or not 0 <= p.dp_delta < 1 or p.dp_max_grad_norm <= 0:
+            raise ConfigError(
+                f"{where}: privacy.dp_epsilon >= 0, max_epsilon >= 0, 0 <= dp_delta < 1 and dp_max_grad_norm > 0"
+            )
+        if p.max_epsilon and not p.require_audit:
+            raise ConfigError(f"{where}: privacy.max_epsilon is judged with peers' audits: set require_audit = true")
         j = self.jobs
         if j.runner not in ("local", "ray"):
             raise ConfigError(f'{where}: jobs.runner {j.runner!r}: use "local" or "ray"')

@@ -13,6 +13,7 @@ site trains with is profiles.site_profile's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ from ffnode.data.sources import ImageSet
 from ffnode.expert.config import ExpertConfig
 from ffnode.expert.train import train_expert
 from ffnode.factory.config import FactoryConfig
+from ffnode.factory.dp import DPPlan, plan_dp
 from ffnode.factory.train import load_snapshot, train_factory
 from ffnode.jobs.progress import Progress, ticker
 from ffnode.jobs.spec import FactorySource
@@ -86,6 +88,17 @@ def factory_split(data: ImageSet, label: int, node_seed: int, privacy: PrivacyCo
     return images[train], images[held]
 
 
+def factory_dp(privacy: PrivacyConfig, n_train: int, cfg: FactoryConfig) -> DPPlan | None:
+    """The DP-SGD plan of a factory trained on `n_train` images under `privacy` (None: privacy.dp_epsilon is 0):
+    the noise for (dp_epsilon, dp_delta) over the config's steps at its batch size (factory/dp.py)."""
+    if not privacy.dp_epsilon:
+        return None
+    return plan_dp(
+        privacy.dp_epsilon, n_train, cfg.batch_size, cfg.train_steps,
+        delta=privacy.dp_delta, max_grad_norm=privacy.dp_max_grad_norm,
+    )  # fmt: skip
+
+
 def make_factory(
     data: ImageSet,
     label: int,
@@ -98,26 +111,29 @@ def make_factory(
 ) -> FactoryBuild:
     """Train the factory of one local class (resuming from `work`), audit it and pick what to publish: the final
     weights if they pass the audit policy, else the latest earlier snapshot that does, else nothing. Audits
-    already made of this run are read back from `work`, not redone."""
+    already made of this run are read back from `work`, not redone. With privacy.dp_epsilon the training is DP-SGD
+    and the published meta.dp states the epsilon of the steps the published weights saw."""
     seed = factory_seed(node_seed, label)
     work.mkdir(parents=True, exist_ok=True)
     train, held = factory_split(data, label, node_seed, privacy)
     if privacy.audit and min(len(train), len(held)) < 2:
         return FactoryBuild(None, {}, seed, withheld=f"{len(train) + len(held)} images are too few to audit a factory")
+    dp = factory_dp(privacy, len(train), cfg)
     k = privacy.snapshots if privacy.audit else 0
     snapshots = sorted({cfg.train_steps * i // (k + 1) for i in range(1, k + 1)} - {0})
     with BUILD_LOCK:
         progress.phase = "factories"
         weights, summary = train_factory(
-            train, cfg, seed=seed, checkpoint_dir=work, progress=ticker(progress, should_stop), snapshots=snapshots
-        )
+            train, cfg, seed=seed, checkpoint_dir=work, progress=ticker(progress, should_stop), snapshots=snapshots,
+            dp=dp,
+        )  # fmt: skip
         if not privacy.audit:
             return FactoryBuild(weights, summary, seed)
-        record = _audit_record(work, train, cfg, seed)
+        record = _audit_record(work, train, cfg, seed, dp)
         policy, reasons, task = AuditPolicy.of(privacy), [], progress.task
         settings = AuditSettings(samples=privacy.audit_samples)
         for step in [cfg.train_steps, *reversed(snapshots)]:
-            w = weights if step == cfg.train_steps else load_snapshot(work, train, cfg, seed, step)
+            w = weights if step == cfg.train_steps else load_snapshot(work, train, cfg, seed, step, dp)
             if w is None:
                 continue  # a snapshot lost in a crash or damaged: the others still count
             figures = record["audits"].get(str(step), {}).get("figures")
@@ -140,14 +156,17 @@ def make_factory(
                     log.warning("class %d: the audit fails (%s); publishing step %d", label, reasons, step)
                 audit = figures | signed_verdict(figures, policy)  # the owner's word on it, signed with the figures
                 published = {"steps": step, "images_seen": step * cfg.batch_size, "audit": audit}
+                if dp is not None:  # an earlier snapshot has spent less: the accountant at its step
+                    published["dp"] = dp.meta(step)
                 return FactoryBuild(w, summary | published, seed)
             reasons.append(f"step {step}: " + "; ".join(why))
     return FactoryBuild(None, summary, seed, withheld=" | ".join(reasons) or "no snapshot could be audited")
 
 
-def _audit_record(work: Path, train: np.ndarray, cfg: FactoryConfig, seed: int) -> dict[str, Any]:
-    """The audits made of this training run so far (empty for a new run: other images, config or seed)."""
-    run = hashlib.sha256(train.tobytes() + canonical_bytes([cfg.to_dict(), seed])).hexdigest()
+def _audit_record(work: Path, train: np.ndarray, cfg: FactoryConfig, seed: int, dp: DPPlan | None) -> dict[str, Any]:
+    """The audits made of this training run so far (empty for a new run: other images, config, seed or DP plan)."""
+    run_of = [cfg.to_dict(), seed] + ([dataclasses.asdict(dp)] if dp is not None else [])
+    run = hashlib.sha256(train.tobytes() + canonical_bytes(run_of)).hexdigest()
     try:
         record = json.loads((work / AUDIT_FILE).read_text())
         if isinstance(record, dict) and record.get("run") == run and isinstance(record.get("audits"), dict):

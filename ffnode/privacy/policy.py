@@ -26,6 +26,10 @@ images and 40 members give 0.14, 500 and 500 give 0.87), **passes**. `[privacy] 
 does with inconclusive factories, its own and its peers': "use" (the default: publish and use them, flagged) or
 "refuse" (a refusal).
 
+A site may also ask for a proven bound: with `[privacy] max_epsilon` set, a peer's factory is used only if its
+signed `meta.dp` (protocol/README.md, "Differential privacy") says it was trained with DP-SGD at epsilon <=
+max_epsilon and delta <= 1 / n_train; a factory without `meta.dp` is refused (`dp_refusal`).
+
 The figures are the owner's word: signed, so attributable, but nobody else can recompute them (they need
 the owner's images). docs/privacy.md says what that does and does not buy. Pure functions of plain values;
 the store caches their verdict per manifest.
@@ -67,6 +71,17 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "seconds": (float, int),
 }
 _SHARES = ("memorised", "dcr_close", "mia_auc", "mia_tpr_1pct", "mia_tpr_01pct")  # in [0, 1]
+# meta.dp: the DP-SGD run's (epsilon, delta), the accountant that gave epsilon and what it was given
+_DP_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "epsilon": (float, int),
+    "delta": (float, int),
+    "accountant": str,
+    "noise_multiplier": (float, int),
+    "max_grad_norm": (float, int),
+    "sample_rate": (float, int),
+    "steps": int,
+}
+DP_ACCOUNTANTS = ("rdp", "prv", "gdp")  # Opacus' accountants: the ones a reader may know how to recompute
 
 
 @dataclass(frozen=True)
@@ -80,12 +95,13 @@ class AuditPolicy:
     max_mia_tpr_1pct: float = 1.0
     min_holdout: int = 10
     inconclusive: str = "use"  # what to do with a factory whose audit cannot tell: "use" or "refuse"
+    max_epsilon: float = 0.0  # > 0: only factories trained with DP-SGD at epsilon <= this (meta.dp); 0: not asked
 
     @classmethod
     def of(cls, p: PrivacyConfig) -> AuditPolicy:
         return cls(
             p.max_memorised, p.max_dcr_close, p.max_mia_auc, p.mia_z, p.max_mia_tpr_1pct, p.min_holdout,
-            p.inconclusive,
+            p.inconclusive, p.max_epsilon,
         )  # fmt: skip
 
 
@@ -203,10 +219,52 @@ def refusals(audit: dict[str, Any], policy: AuditPolicy) -> list[str]:
     return why
 
 
+def dp_of(meta: dict[str, Any]) -> dict[str, Any] | str:
+    """The DP-SGD figures in a manifest's meta (`meta.dp`), or why there are none a site can judge."""
+    dp = meta.get("dp")
+    if dp is None:
+        return "it was not trained with differential privacy (no meta.dp)"
+    if not isinstance(dp, dict):
+        return "its meta.dp is not a map"
+    for key, kind in _DP_FIELDS.items():
+        value = dp.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"its meta.dp lacks a valid {key!r}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"its meta.dp's {key!r} is not finite"
+    if dp["accountant"] not in DP_ACCOUNTANTS:
+        return f"its meta.dp names an accountant other than {', '.join(DP_ACCOUNTANTS)}"
+    if not (dp["epsilon"] >= 0 and 0 < dp["delta"] < 1 and 0 < dp["sample_rate"] <= 1 and dp["steps"] >= 1):
+        return "its meta.dp has epsilon < 0, delta or sample_rate outside (0, 1), or no steps"
+    if dp["noise_multiplier"] <= 0 or dp["max_grad_norm"] <= 0:
+        return "its meta.dp adds no noise or clips at no norm"
+    return dp
+
+
+def dp_refusal(meta: dict[str, Any], max_epsilon: float) -> str | None:
+    """Why a factory with this meta is refused under `max_epsilon` (0: never), or None. delta must be at most
+    1 / n_train: above it, publishing one training image outright would meet the bound."""
+    if max_epsilon <= 0:
+        return None
+    dp = dp_of(meta)
+    if isinstance(dp, str):
+        return dp
+    if dp["epsilon"] > max_epsilon:
+        return f"differential privacy epsilon {dp['epsilon']:.3g} over max_epsilon {max_epsilon:.3g}"
+    n = meta.get("n_train")
+    if type(n) is not int or n < 1:
+        return "it states no n_train to judge its meta.dp's delta against"
+    if dp["delta"] > 1 / n:
+        return f"differential privacy delta {dp['delta']:.3g} over 1 / n_train = {1 / n:.3g}"
+    return None
+
+
 def judge(meta: dict[str, Any], policy: AuditPolicy) -> str | None:
     """None if a factory with this manifest meta may be used under `policy`, else the reason it may not."""
     audit = audit_of(meta)
     if isinstance(audit, str):
         return audit
     why = refusals(audit, policy)
+    if (dp := dp_refusal(meta, policy.max_epsilon)) is not None:
+        why.append(dp)
     return "; ".join(why) if why else None
