@@ -4,15 +4,18 @@ The figures travel in the factory's signed manifest as `meta.audit` (protocol/RE
 so every site judges them under its own thresholds with the same rule:
 
     refuse if  n_holdout < min_holdout
-           or  memorised > max_memorised
-           or  dcr_close > max_dcr_close
-           or  mia_auc - z * se > max_mia_auc,  se = sqrt((m + n + 1) / (12 m n))
-           or  mia_tpr_1pct > max_mia_tpr_1pct
+           or  memorised > max_memorised           (and feature_memorised, if the audit has the feature figures)
+           or  dcr_close > max_dcr_close           (and feature_dcr_close)
+           or  A_auc - z * se > max_mia_auc,  se = sqrt((m + n + 1) / (12 m n))
+           or  A_tpr_1pct > max_mia_tpr_1pct
 
-where m and n are the members and non-members attacked and se is the AUC's standard deviation when the
-attack learns nothing (the Mann-Whitney null): with the 20 held-out images (and 40 members) of a small class
-it is 0.080, and a bare `mia_auc > 0.55` would then refuse a quarter of the factories that leak nothing.
-z = 0 is that bare rule, for a site that prefers refusing an honest factory to using a leaky one.
+for each attack A the audit ran: mia (the loss attack) and, if the audit has its figures, pia (PIA), on the
+same m members and n non-members, so under one bar: a factory is refused when either attack is confidently
+above it. se is the AUC's standard deviation when the attack learns nothing (the Mann-Whitney null): with the
+20 held-out images (and 40 members) of a small class it is 0.080, and a bare `mia_auc > 0.55` would then
+refuse a quarter of the factories that leak nothing. z = 0 is that bare rule, for a site that prefers
+refusing an honest factory to using a leaky one. Two attacks at z each refuse an honest factory at most twice
+as often as one (the union bound); the power below is the loss attack's alone, a lower bound for the pair.
 
 A factory that passes is not therefore private: with few held-out images the rule cannot see a leak. Its
 *power* is the chance that it refuses a factory whose attack truly reaches AUC A1 = 0.60:
@@ -71,6 +74,17 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "seconds": (float, int),
 }
 _SHARES = ("memorised", "dcr_close", "mia_auc", "mia_tpr_1pct", "mia_tpr_01pct")  # in [0, 1]
+# optional groups (r7), all of a group's keys or none: PIA, the second attack, and the copy check under features
+FEATURE = "randconv-1"  # the one feature distance this node reads (ffnode/privacy/attacks.py)
+_PIA = {"pia_auc": (float, int), "pia_tpr_1pct": (float, int), "pia_tpr_01pct": (float, int), "pia_level": int}
+_FEATURE = {
+    "feature": str,
+    "feature_memorised": (float, int),
+    "feature_nn_ratio_min": (float, int),
+    "feature_dcr_close": (float, int),
+    "feature_dcr_ratio": (float, int),
+}
+_OPTIONAL_SHARES = ("pia_auc", "pia_tpr_1pct", "pia_tpr_01pct", "feature_memorised", "feature_dcr_close")
 # meta.dp: the DP-SGD run's (epsilon, delta), the accountant that gave epsilon and what it was given
 _DP_FIELDS: dict[str, type | tuple[type, ...]] = {
     "epsilon": (float, int),
@@ -117,14 +131,19 @@ def audit_of(meta: dict[str, Any]) -> dict[str, Any] | str:
         return f"its privacy audit is not of version {AUDIT_VERSION}, the one this node reads"
     if audit.get("distance") != DISTANCE:
         return f"its privacy audit does not measure the distance {DISTANCE!r}"
-    for key, kind in _FIELDS.items():
+    groups = [g for g in (_PIA, _FEATURE) if any(k in audit for k in g)]
+    for key, kind in (_FIELDS | {k: v for g in groups for k, v in g.items()}).items():
         value = audit.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
             return f"its privacy audit lacks a valid {key!r}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"its privacy audit's {key!r} is not finite"
-    if any(not 0 <= audit[k] <= 1 for k in _SHARES):
+    if any(not 0 <= audit[k] <= 1 for k in (*_SHARES, *(k for k in _OPTIONAL_SHARES if k in audit))):
         return "its privacy audit has shares outside 0..1"
+    if _FEATURE in groups and audit["feature"] != FEATURE:
+        return f"its privacy audit's feature distance is not {FEATURE!r}, the one this node reads"
+    if _PIA in groups and not 0 <= audit["pia_level"] <= 1000:
+        return "its privacy audit's pia_level is not a per-mille noise level"
     if min(audit["samples"], audit["n_train"], audit["n_holdout"], audit["draws"]) < 1 or audit["step"] < 0:
         return "its privacy audit counts no samples, training or held-out images or noise draws"
     if audit["mia_members"] < audit["n_holdout"]:  # fewer would shrink the noise allowance's basis at will
@@ -190,26 +209,31 @@ def refusals(audit: dict[str, Any], policy: AuditPolicy) -> list[str]:
     why = []
     if audit["n_holdout"] < policy.min_holdout:
         why.append(f"only {audit['n_holdout']} held-out images (min_holdout {policy.min_holdout})")
-    if audit["memorised"] > policy.max_memorised:
-        why.append(
-            f"{audit['memorised']:.1%} of samples copy a training image (max_memorised {policy.max_memorised:.1%})"
-        )
-    if audit["dcr_close"] > policy.max_dcr_close:
-        why.append(
-            f"{audit['dcr_close']:.1%} of samples sit closer to the training set than 95% of held-out images "
-            f"(max_dcr_close {policy.max_dcr_close:.1%})"
-        )
-    bound = audit["mia_auc"] - policy.mia_z * mia_se(audit["mia_members"], audit["n_holdout"])
-    if bound > policy.max_mia_auc:
-        why.append(
-            f"membership inference AUC {audit['mia_auc']:.3f} (at least {bound:.3f}) over max_mia_auc "
-            f"{policy.max_mia_auc:.3f}"
-        )
-    if audit["mia_tpr_1pct"] > policy.max_mia_tpr_1pct:
-        why.append(
-            f"membership inference flags {audit['mia_tpr_1pct']:.1%} of members at 1% false positives "
-            f"(max_mia_tpr_1pct {policy.max_mia_tpr_1pct:.1%})"
-        )
+    copies = [("", "")] + ([("feature_", f" in {FEATURE} features")] if "feature" in audit else [])
+    for key, where in copies:
+        if audit[f"{key}memorised"] > policy.max_memorised:
+            why.append(
+                f"{audit[f'{key}memorised']:.1%} of samples copy a training image{where} "
+                f"(max_memorised {policy.max_memorised:.1%})"
+            )
+        if audit[f"{key}dcr_close"] > policy.max_dcr_close:
+            why.append(
+                f"{audit[f'{key}dcr_close']:.1%} of samples sit closer to the training set than 95% of held-out "
+                f"images{where} (max_dcr_close {policy.max_dcr_close:.1%})"
+            )
+    se = mia_se(audit["mia_members"], audit["n_holdout"])
+    attacks = [("mia", "membership inference")] + ([("pia", "PIA membership inference")] if "pia_auc" in audit else [])
+    for key, name in attacks:  # the same bar for every attack: a factory is refused if any is confidently above it
+        bound = audit[f"{key}_auc"] - policy.mia_z * se
+        if bound > policy.max_mia_auc:
+            why.append(
+                f"{name} AUC {audit[f'{key}_auc']:.3f} (at least {bound:.3f}) over max_mia_auc {policy.max_mia_auc:.3f}"
+            )
+        if audit[f"{key}_tpr_1pct"] > policy.max_mia_tpr_1pct:
+            why.append(
+                f"{name} flags {audit[f'{key}_tpr_1pct']:.1%} of members at 1% false positives "
+                f"(max_mia_tpr_1pct {policy.max_mia_tpr_1pct:.1%})"
+            )
     power = mia_power(audit["mia_members"], audit["n_holdout"], policy)
     if policy.inconclusive == "refuse" and power < MIN_POWER:
         why.append(
