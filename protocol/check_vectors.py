@@ -982,7 +982,10 @@ AUDIT_SHARES = ("memorised", "dcr_close", "mia_auc", "mia_tpr_1pct", "mia_tpr_01
 DETECT_AUC, MIN_POWER = 0.60, 0.80
 # a receiver's thresholds: ffnode's [privacy] keys (README: Factory audit, rule 2 and 3)
 AUDIT_THRESHOLDS = ("min_holdout", "max_memorised", "max_dcr_close", "max_mia_auc", "mia_z", "max_mia_tpr_1pct")
-AUDIT_THRESHOLDS += ("inconclusive",)
+AUDIT_THRESHOLDS += ("inconclusive", "max_epsilon")
+# meta.dp (README: Differential privacy)
+DP_NUMBERS = ("epsilon", "delta", "noise_multiplier", "max_grad_norm", "sample_rate")
+DP_ACCOUNTANTS = ("rdp", "prv", "gdp")
 
 
 def audit_figures(meta: dict[str, Any]) -> dict[str, Any]:
@@ -1030,6 +1033,27 @@ def audit_failure(a: dict[str, Any], th: dict[str, Any]) -> str | None:
     if a["mia_auc"] - th["mia_z"] * se > th["max_mia_auc"]:
         return "max_mia_auc"
     return "max_mia_tpr_1pct" if a["mia_tpr_1pct"] > th["max_mia_tpr_1pct"] else None
+
+
+def dp_failure(meta: dict[str, Any], max_epsilon: float) -> str | None:
+    """The DP rule of a receiver whose max_epsilon is above 0: the reason category, or None."""
+    if "dp" not in meta:
+        return "no-dp"
+    d = meta["dp"]
+    if type(d) is not dict or not all(is_number(d.get(k)) and finite(d[k]) for k in DP_NUMBERS):
+        return "malformed"
+    if not is_int(d.get("steps")) or type(d.get("accountant")) is not str or d["accountant"] not in DP_ACCOUNTANTS:
+        return "malformed"
+    if not (d["epsilon"] >= 0 and 0 < d["delta"] < 1 and 0 < d["sample_rate"] <= 1 and d["steps"] >= 1):
+        return "malformed"
+    if d["noise_multiplier"] <= 0 or d["max_grad_norm"] <= 0:
+        return "malformed"
+    if d["epsilon"] > max_epsilon:
+        return "max_epsilon"
+    n = meta.get("n_train")
+    if not is_int(n) or n < 1:
+        return "no-n_train"
+    return "delta" if d["delta"] > 1 / n else None
 
 
 # --- the files ---------------------------------------------------------------------------------------------------
@@ -1357,6 +1381,26 @@ def check_audit(doc: Seen, r: Report) -> None:
             same(e, "power", round(power, 4), c["power"])
 
 
+def check_dp(doc: Seen, r: Report) -> None:
+    with r.case("factory", doc["factory"]["name"]) as e:
+        check_signed(doc["factory"], e, "manifest")
+    for i, c in enumerate(doc["cases"]):
+        with r.case(f"cases[{i}]", c["name"]) as e:
+            th, meta = dict(c["thresholds"].items()), from_json(c["meta"])
+            same(e, "threshold keys", sorted(th), sorted(AUDIT_THRESHOLDS))
+            try:  # the audit's rules first, then the DP rule
+                a = audit_figures(meta)
+                failure = audit_failure(a, th)
+                weak = audit_power(a["mia_members"], a["n_holdout"], th) < MIN_POWER
+                if failure is None and weak and th["inconclusive"] == "refuse":
+                    failure = "inconclusive"
+            except Reject as exc:
+                failure = exc.reason
+            if failure is None and th["max_epsilon"] > 0:
+                failure = dp_failure(meta, th["max_epsilon"])
+            same(e, "output", ("use", None) if failure is None else (None, failure), (c["output"], c.get("reason")))
+
+
 def check_ownership(doc: Seen, r: Report) -> None:
     for i, c in enumerate(doc["cases"]):
         with r.case(f"cases[{i}]", c["name"]) as e:
@@ -1410,6 +1454,7 @@ CHECKS: dict[str, Callable[[Seen, Report], None]] = {
     "blob.json": check_blob,
     "discovery.json": check_discovery,
     "audit.json": check_audit,
+    "dp.json": check_dp,
     "ownership.json": check_ownership,
     "arch.json": check_arch,
     "invalid.json": check_invalid,

@@ -1082,6 +1082,73 @@ def audit_file() -> dict[str, Any]:
     }
 
 
+# meta.dp of a factory trained with DP-SGD: what ffnode/factory/dp.py's plan_dp(4.0, 1479, 64, 400) gives (epsilon
+# 4 over 400 steps of 64 expected images out of 1,479, delta 1 / (10 n)); tests/test_dp.py recomputes it with Opacus
+DP: dict[str, Any] = {
+    "epsilon": 3.9946149389261385,
+    "noise_multiplier": 1.20361328125,
+    "max_grad_norm": 1.0,
+    "sample_rate": 64 / 1479,
+    "steps": 400,
+    "delta": 1 / 14790,
+    "accountant": "rdp",
+}
+
+
+def dp_file() -> dict[str, Any]:
+    private = manifest(seq=4, meta={"n_train": 1479, "images_seen": 25600, "audit": AUDIT, "dp": DP})
+
+    def case(name: str, description: str, meta: dict[str, Any], max_epsilon: float, reason: str | None) -> dict:
+        thresholds = THRESHOLDS | {"max_epsilon": max_epsilon}
+        verdict = judge(meta, AuditPolicy(**thresholds))
+        if (verdict is None) != (reason is None):
+            raise AssertionError(f"dp vector {name}: ffnode says {verdict!r}, the vector says {reason!r}")
+        if reason in ("max_epsilon", "delta"):
+            assert reason in verdict, (name, verdict)
+        out = {"name": name, "description": description, "meta": to_json(meta), "thresholds": thresholds}
+        return out | ({"output": "use"} if reason is None else {"output": None, "reason": reason})
+
+    def meta(**changes: Any) -> dict[str, Any]:
+        return {"n_train": 1479, "audit": AUDIT, "dp": DP | changes}
+
+    no_dp = {"n_train": 1479, "audit": AUDIT}
+    cases = [
+        case("within", "epsilon 4.0 (just under) under max_epsilon 4", meta(), 4.0, None),
+        case("over", "the same factory under max_epsilon 2", meta(), 2.0, "max_epsilon"),
+        case("at-limit", "epsilon exactly max_epsilon: not over", meta(epsilon=8.0), 8.0, None),
+        case("eight-over-four", "epsilon 8 under max_epsilon 4", meta(epsilon=8.0), 4.0, "max_epsilon"),
+        case("eight-under-ten", "epsilon 8 under max_epsilon 10", meta(epsilon=8.0), 10.0, None),
+        case("not-asked", "no meta.dp, max_epsilon 0: DP is not asked", no_dp, 0.0, None),
+        case("no-dp", "no meta.dp under max_epsilon 4: refused", no_dp, 4.0, "no-dp"),
+        case("ignored-when-not-asked", "a malformed meta.dp, max_epsilon 0: not read", meta(steps="x"), 0.0, None),
+        case("not-a-map", "meta.dp is an array", {"n_train": 1479, "audit": AUDIT, "dp": [1]}, 4.0, "malformed"),
+        case("missing-key", "no noise_multiplier", {**no_dp, "dp": {k: v for k, v in DP.items()
+                                                                  if k != "noise_multiplier"}}, 4.0, "malformed"),
+        case("bool-steps", "steps is true: a bool is not an int", meta(steps=True), 4.0, "malformed"),
+        case("accountant", "an accountant Opacus does not have", meta(accountant="moments"), 4.0, "malformed"),
+        case("delta-range", "delta 1: no bound at all", meta(delta=1.0), 4.0, "malformed"),
+        case("sample-rate-range", "sample_rate 0", meta(sample_rate=0.0), 4.0, "malformed"),
+        case("no-noise", "noise_multiplier 0", meta(noise_multiplier=0.0), 4.0, "malformed"),
+        case("negative-epsilon", "epsilon -1", meta(epsilon=-1.0), 4.0, "malformed"),
+        case("int-epsilon", "epsilon as the int 3: floats may arrive as ints", meta(epsilon=3), 4.0, None),
+        case("extra-key", "an extra key, ignored", meta(note="x"), 4.0, None),
+        case("delta-over-1/n", "delta 0.001 over 1 / n_train = 1 / 1479", meta(delta=0.001), 4.0, "delta"),
+        case("no-n_train", "no n_train to judge delta against", {"audit": AUDIT, "dp": DP}, 4.0, "no-n_train"),
+        case("audit-still-judged", "DP within max_epsilon, but the audit fails max_memorised",
+             {**meta(), "audit": AUDIT | {"memorised": 0.02}}, 4.0, "max_memorised"),
+    ]  # fmt: skip
+    return {
+        "description": "Differentially private factories (README: Differential privacy). 'factory' is Alice's factory "
+        "with meta.audit and meta.dp, signed as in manifest.json. Each case is a factory's meta judged under "
+        "thresholds (ffnode's [privacy] keys, max_epsilon among them): output 'use', or null with the reason "
+        "category: no-dp, malformed, max_epsilon, delta, no-n_train, or an audit threshold (audit.json).",
+        "spec": f"{SPEC}#differential-privacy",
+        "factory": signed_case("dp-factory", "Alice's factory with its audit and meta.dp", "manifest",
+                               private.body(), ALICE),
+        "cases": cases,
+    }  # fmt: skip
+
+
 # The arch schema's vectors: ffnode's full factory config as it writes it (the 'default' profile at 8x8x1 images)
 FULL_FACTORY_ARCH: dict[str, Any] = {
     "image_size": 8,
@@ -1877,6 +1944,7 @@ FILES = {
     "blob.json": blob_file,
     "discovery.json": discovery_file,
     "audit.json": audit_file,
+    "dp.json": dp_file,
     "ownership.json": ownership_file,
     "arch.json": arch_file,
     "invalid.json": invalid_file,
