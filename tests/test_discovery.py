@@ -27,11 +27,14 @@ from ffnode.net.discovery import (
     DIALS_PER_ROUND,
     EXCHANGE_MAX_S,
     EXCHANGE_MIN_S,
+    TRIM_GRACE_S,
+    TRIM_SLACK,
     Discovery,
     PeerBook,
     open_record,
     own_record,
     seal,
+    to_trim,
 )
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
 from tests.daemons import CLASSES, Peer, chained_federation, class_file, free_port
@@ -122,7 +125,7 @@ def test_verified_records_are_remembered_within_the_books_capacity(tmp_path: Pat
     refused: list[str] = []
     d = Discovery(me="me", record=lambda: None, request=None, dial=None, connected=lambda: [],  # type: ignore[arg-type]
                   path=tmp_path / "peers.msgpack", max_peers=32, capacity=4, per_source=2,
-                  reject=lambda peer, why: refused.append(why), loopback=False)  # fmt: skip
+                  reject=lambda peer, why: refused.append(why), loopback=False, hang_up=None)  # fmt: skip
     envelopes = [
         seal(create_new_key_pair(bytes([i]) * 32).private_key, ["/ip4/10.0.0.1/tcp/1"], 1) for i in range(40, 50)
     ]
@@ -165,6 +168,19 @@ def test_book_evicts_candidates_never_members_and_dials_within_its_limits() -> N
     book.connected(recs[0].peer_id, member=True)
     book.connected(recs[1].peer_id, member=True)
     assert book.due(100.0, others, max_peers=2) == []  # at the target degree
+
+
+def test_over_its_bound_a_node_hangs_up_on_settled_peers_down_to_max_peers() -> None:
+    """Up to max_peers + TRIM_SLACK nothing is closed; one over, the node comes back to max_peers, never closing a
+    connection younger than the grace or a relay; two nodes over their bound drop different peers."""
+    now = 1000.0
+    since = {f"p{i}": now - TRIM_GRACE_S - i for i in range(4 + TRIM_SLACK)}
+    assert to_trim("me", since, now, 4, frozenset()) == []
+    since |= {"young": now - 1, "relay": now - 900}
+    trims = to_trim("me", since, now, 4, frozenset({"relay"}))
+    assert len(trims) == len(since) - 4 and not {"young", "relay"} & set(trims)
+    assert to_trim("other", since, now, 4, frozenset({"relay"})) != trims  # its own order
+    assert to_trim("me", since, now, 4, frozenset({"relay"})) == trims  # but a stable one
 
 
 def test_records_that_would_make_us_dial_nonsense_are_refused() -> None:

@@ -124,6 +124,8 @@ class Node:
             per_source=limits.records_per_peer,
             reject=self.ledger.reject,
             loopback=any(a.startswith("/ip4/127.") for a in self.config.network.listen),
+            hang_up=self.net.hang_up,
+            protected=frozenset(a.rsplit("/p2p/", 1)[-1] for a in self.config.network.relays),
         )
         self.intake.net, self.intake.discovery = self.net, self.discovery
 

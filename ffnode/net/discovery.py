@@ -7,7 +7,11 @@ federation). A record is libp2p's routing record (RFC 0003: a protobuf `Envelope
 addresses), so an address can be forged only by the peer it names, and any libp2p implementation can read it.
 A node dials what it learns until it holds `max_peers` connections (the target degree: every member, in a
 federation of up to that many sites), redials lost members with backoff, and keeps the records of members it
-was connected to on disk, so that a restart needs neither the bootstrap node nor anyone it named.
+was connected to on disk, so that a restart needs neither the bootstrap node nor anyone it named. Peers that dial
+it count too: above `max_peers + TRIM_SLACK` connections it hangs up on peers connected longer than TRIM_GRACE_S
+(never its relays) down to `max_peers`, and does not dial those again for TRIM_BACKOFF_S. (At 64 sites that all
+start at once, every node dialled 32 and was dialled by as many: 46-63 connections each, and a node's CPU grows
+with its connections.)
 
 What a peer can make a node spend here: at most `MAX_RECORDS` records per response and `MAX_ADDRS`
 addresses per record; at most `records_per_peer` records learnt through one peer of peers that are not (yet)
@@ -18,6 +22,7 @@ members; a book of `peer_records` entries (only non-members are ever evicted); `
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
 import threading
@@ -57,6 +62,9 @@ DIAL_BACKOFF_MAX_S = 300.0
 EXCHANGE_MIN_S = 15.0
 EXCHANGE_MAX_S = 300.0
 SAVE_INTERVAL_S = 10.0
+TRIM_SLACK = 8  # connections above max_peers before any is closed: a joining node always finds room
+TRIM_GRACE_S = 30.0  # a connection younger than this is never closed (a joining node's first links)
+TRIM_BACKOFF_S = 300.0  # a peer hung up on is not dialled again by this node for this long
 # The address forms a record may carry (the first two protocols, in order, after an optional relay part).
 _DIALABLE = {("ip4", "tcp"), ("ip6", "tcp"), ("dns", "tcp"), ("dns4", "tcp"), ("dns6", "tcp")}
 
@@ -223,6 +231,12 @@ class PeerBook:
                 self.dirty |= member and not e.member
                 e.member = e.member or member
 
+    def hung_up(self, peer: str, now: float) -> None:
+        with self._lock:
+            e = self.entries.get(peer)
+            if e is not None:
+                e.next_dial = now + TRIM_BACKOFF_S
+
     def failed(self, peer: str, now: float) -> None:
         with self._lock:
             e = self.entries.get(peer)
@@ -302,6 +316,17 @@ class PeerBook:
             }
 
 
+def to_trim(me: str, since: dict[str, float], now: float, max_peers: int, protected: frozenset[str]) -> list[str]:
+    """Whom to hang up on: none up to `max_peers + TRIM_SLACK` connections; above, enough of those connected for
+    TRIM_GRACE_S or longer (not `protected`) to come back to `max_peers`, in an order of our own (a hash of both
+    IDs), so that nodes over their bound do not all drop the same peer."""
+    if len(since) <= max_peers + TRIM_SLACK:
+        return []
+    settled = [p for p, t in since.items() if now - t >= TRIM_GRACE_S and p not in protected]
+    settled.sort(key=lambda p: hashlib.sha256(f"{me} {p}".encode()).digest())
+    return settled[: len(since) - max_peers]
+
+
 class Discovery:
     """Keeps the node connected to its federation: learns records from members, dials, saves what worked.
 
@@ -323,9 +348,13 @@ class Discovery:
         per_source: int,
         reject: Callable[[str, str], None],
         loopback: bool,
+        hang_up: Callable[[str], Any],
+        protected: frozenset[str] = frozenset(),
     ) -> None:
         self.book = PeerBook(me, capacity=capacity, per_source=per_source)
         self._record, self._request, self._dial, self._connected = record, request, dial, connected
+        self._hang_up, self._protected = hang_up, protected  # protected: our relays, never hung up on
+        self._since: dict[str, float] = {}  # connected peer -> since when (as this loop first saw it)
         self._path, self._max_peers, self._reject = path, max_peers, reject
         self._loopback = loopback  # loopback addresses are acceptable only to a node that listens on one
         self._opened: OrderedDict[bytes, Record] = OrderedDict()  # envelopes already verified: checked once
@@ -394,9 +423,15 @@ class Discovery:
             connected = set(self._connected())
             for peer in connected:
                 self.book.connected(peer, member=False)
+            self._since = {p: self._since.get(p, now) for p in connected}
+            trims = to_trim(self.book.me, self._since, now, self._max_peers, self._protected)
+            for peer in trims:
+                self.book.hung_up(peer, now)
+                connected.discard(peer)
             dials = self.book.due(now, connected, self._max_peers)
             asks = self.book.exchange_due(now, connected)
-            await asyncio.gather(*(self._try_dial(r) for r in dials), *(self._try_ask(p, request) for p in asks))
+            await asyncio.gather(*(self._try_dial(r) for r in dials), *(self._try_ask(p, request) for p in asks),
+                                 *(self._try_hang_up(p) for p in trims))  # fmt: skip
             if self.book.dirty and now - last_save > SAVE_INTERVAL_S:
                 last_save = now
                 try:
@@ -415,6 +450,13 @@ class Discovery:
             return
         self.book.connected(record.peer_id, member=False)
         log.info("connected to %s (learnt %s)", record.peer_id, self.book.source(record.peer_id))
+
+    async def _try_hang_up(self, peer: str) -> None:
+        try:
+            await self._hang_up(peer)
+            log.info("hung up on %s: over network.max_peers (%d) connections", peer, self._max_peers)
+        except Exception as exc:  # NetError: gone already, or the host is stopping
+            log.debug("hanging up on %s failed: %s", peer, exc)
 
     async def _try_ask(self, peer: str, request: bytes) -> None:
         try:

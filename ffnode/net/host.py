@@ -19,6 +19,7 @@ import contextlib
 import errno
 import functools
 import logging
+import os
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -67,6 +68,12 @@ from ffnode.net.discovery import own_record
 
 log = logging.getLogger("ffnode.net")
 T = TypeVar("T")
+
+# py-libp2p 0.8.1's yamux answers every read with a WINDOW_UPDATE frame (its PY_YAMUX_RELEASE_ON_READ defaults on):
+# one more encrypted write and syscall per gossip message received, 15 % of a 64-site node's CPU (py-spy). Off, it
+# releases credit as go-yamux does, once half the window is read. Read at each read, so setting it here suffices;
+# an operator's own setting wins.
+os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
 
 # Minimum gap between two local publishes. py-libp2p drops bursts silently (32-entry queues) and
 # its spam protection accepts 10 msgs/s per topic per forwarding peer by default: 10/s keeps even
@@ -386,6 +393,14 @@ class NetHost:
     async def dial(self, peer_id: str, addrs: Sequence[str]) -> None:
         """Connect to peer_id at any of addrs (full multiaddrs ending in its /p2p/ id)."""
         await self._call(f"dial of {peer_id}", self._t_dial, peer_id, list(addrs))
+
+    async def hang_up(self, peer_id: str) -> None:
+        """Close every connection to peer_id (discovery, over its bound)."""
+        await self._call(f"hang-up on {peer_id}", self._t_hang_up, peer_id)
+
+    async def _t_hang_up(self, peer_id: str) -> None:
+        assert self._host is not None
+        await self._host.disconnect(ID.from_base58(peer_id))
 
     def record(self) -> bytes | None:
         """Our signed peer record of the addresses peers can dial us at (None while there are none, e.g. behind

@@ -342,7 +342,7 @@ def _discovery() -> Discovery:
     return Discovery(
         me=ALICE.peer_id, record=lambda: None, request=unused, dial=unused, connected=list,
         path=Path(_STORE_DIR.name) / "peers.msgpack", max_peers=32, capacity=1024, per_source=64,
-        reject=lambda peer, reason: None, loopback=False,
+        reject=lambda peer, reason: None, loopback=False, hang_up=unused,
     )  # fmt: skip
 
 
