@@ -9,9 +9,10 @@ A node dials what it learns until it holds `max_peers` connections (the target d
 federation of up to that many sites), redials lost members with backoff, and keeps the records of members it
 was connected to on disk, so that a restart needs neither the bootstrap node nor anyone it named. Peers that dial
 it count too: above `max_peers + TRIM_SLACK` connections it hangs up on peers connected longer than TRIM_GRACE_S
-(never its relays) down to `max_peers`, and does not dial those again for TRIM_BACKOFF_S. (At 64 sites that all
-start at once, every node dialled 32 and was dialled by as many: 46-63 connections each, and a node's CPU grows
-with its connections.)
+(never its relays) down to `max_peers`, and does not dial those again for TRIM_BACKOFF_S; a peer whose
+connection ended is not redialled by this node for REDIAL_AFTER_LOSS_S either (it may have hung up on us; if it
+restarted, it dials us). (At 64 sites that all start at once, every node dialled 32 and was dialled by as many:
+46-63 connections each, and a node's CPU grows with its connections.)
 
 What a peer can make a node spend here: at most `MAX_RECORDS` records per response and `MAX_ADDRS`
 addresses per record; at most `records_per_peer` records learnt through one peer of peers that are not (yet)
@@ -65,6 +66,7 @@ SAVE_INTERVAL_S = 10.0
 TRIM_SLACK = 8  # connections above max_peers before any is closed: a joining node always finds room
 TRIM_GRACE_S = 30.0  # a connection younger than this is never closed (a joining node's first links)
 TRIM_BACKOFF_S = 300.0  # a peer hung up on is not dialled again by this node for this long
+REDIAL_AFTER_LOSS_S = 60.0  # nor one whose connection ended (others are dialled meanwhile)
 # The address forms a record may carry (the first two protocols, in order, after an optional relay part).
 _DIALABLE = {("ip4", "tcp"), ("ip6", "tcp"), ("dns", "tcp"), ("dns4", "tcp"), ("dns6", "tcp")}
 
@@ -231,11 +233,12 @@ class PeerBook:
                 self.dirty |= member and not e.member
                 e.member = e.member or member
 
-    def hung_up(self, peer: str, now: float) -> None:
+    def hold_off(self, peer: str, until: float) -> None:
+        """Dial `peer` no sooner than `until` (we hung up on it, or lost it)."""
         with self._lock:
             e = self.entries.get(peer)
             if e is not None:
-                e.next_dial = now + TRIM_BACKOFF_S
+                e.next_dial = max(e.next_dial, until)
 
     def failed(self, peer: str, now: float) -> None:
         with self._lock:
@@ -423,10 +426,12 @@ class Discovery:
             connected = set(self._connected())
             for peer in connected:
                 self.book.connected(peer, member=False)
+            for peer in self._since.keys() - connected:
+                self.book.hold_off(peer, now + REDIAL_AFTER_LOSS_S)
             self._since = {p: self._since.get(p, now) for p in connected}
             trims = to_trim(self.book.me, self._since, now, self._max_peers, self._protected)
             for peer in trims:
-                self.book.hung_up(peer, now)
+                self.book.hold_off(peer, now + TRIM_BACKOFF_S)
                 connected.discard(peer)
             dials = self.book.due(now, connected, self._max_peers)
             asks = self.book.exchange_due(now, connected)

@@ -802,7 +802,9 @@ class NetHost:
             self._to_loop(self._handlers.on_gossip, msg.data, origin.to_base58())
 
     async def _t_keep_connected(self, addr: str) -> None:
-        """Keep a bootstrap peer connected: dial, redial with backoff, reconnect after a drop."""
+        """Dial a bootstrap peer until connected, and again after a drop once this node holds no other connection:
+        a node with peers has discovery to keep it in the federation, and a bootstrap node that every site
+        redialled at once after it hung up on them (over `network.max_peers`) would never settle."""
         assert self._host is not None
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
@@ -810,16 +812,17 @@ class NetHost:
             log.error("ignoring bootstrap address %r: %s", addr, exc)
             return
         peer = info.peer_id.to_base58()
-        backoff = BOOTSTRAP_BACKOFF_START
+        backoff, first = BOOTSTRAP_BACKOFF_START, True  # first: not yet connected to it since the start
         while True:
             # Taken before dialling, so a drop right after the dial still wakes us.
             gone = self._peer_gone.setdefault(peer, trio.Event())
-            if peer not in self._connected:
+            if peer not in self._connected and (first or not self._connected):
                 try:
                     await self._host.connect(info)
                 except Exception as exc:
                     backoff = await _retry_later(f"bootstrap dial {addr}", exc, backoff)
                     continue
+            first = first and peer not in self._connected
             backoff = BOOTSTRAP_BACKOFF_START
             with trio.move_on_after(BOOTSTRAP_RECHECK):
                 await gone.wait()
