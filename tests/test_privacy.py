@@ -1,5 +1,6 @@
-"""The privacy audit: it fails a factory made to memorise and passes a normal one; the policy every site applies
-to the signed figures; the held-out slice never trains the factory."""
+"""The privacy audit: it fails a factory made to memorise and passes a normal one (both attacks, both distances);
+the feature distance sees a recoloured copy that pixel L2 misses; the policy every site applies to the signed
+figures; the held-out slice never trains the factory."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.factory.config import FactoryConfig
 from ffnode.factory.train import train_factory
 from ffnode.jobs.build import factory_split
-from ffnode.privacy.audit import AuditSettings, audit_factory, holdout_split
+from ffnode.privacy.attacks import features
+from ffnode.privacy.audit import AuditSettings, _copies, _flat, audit_factory, holdout_split
 from ffnode.privacy.picture import closest_pairs
 from ffnode.privacy.policy import (
     DETECT_AUC,
@@ -59,18 +61,35 @@ def test_the_audit_fails_a_factory_made_to_memorise_and_passes_a_normal_one() ->
     normal = audit_factory(weights, small(150, 64), images[train], images[held], seed=2, settings=FAST).figures
     assert refusals(normal, policy) == [], normal
     assert normal["memorised"] <= 0.01 and normal["n_holdout"] == len(held) == 20
+    assert normal["feature_memorised"] <= 0.01 and normal["feature"] == "randconv-1" and normal["pia_level"] == 400
     # memorising: four images, trained long (every sample is one of them)
     few = images[train[:4]]
     cfg = small(300, 16)
     weights, _ = train_factory(few, cfg, seed=1)
     report = audit_factory(weights, cfg, few, images[held[:4]], seed=2, settings=FAST)
     copied = report.figures
-    assert copied["memorised"] > 0.5 and copied["mia_auc"] == 1.0, copied
+    assert copied["memorised"] > 0.5 and copied["mia_auc"] == 1.0 and copied["pia_auc"] >= 0.9, copied
+    assert copied["feature_memorised"] > 0.5, copied
     why = refusals(copied, dataclasses.replace(policy, min_holdout=2))
-    assert any("copy a training image" in w for w in why), why
+    assert any("copy a training image in randconv-1 features" in w for w in why), why
+    assert any(w.startswith("PIA membership inference AUC") for w in why), why
     # the owner's picture: each sample beside the training image it copies
     pairs = closest_pairs(np.zeros((200, 8, 8, 1), np.uint8), few, [list(c) for c in report.closest[:4]], False)
     assert pairs.shape[1] == 12 * 64  # 4 pairs and their gaps per row, 64 px cells
+
+
+def test_the_feature_distance_sees_a_recoloured_copy_that_pixel_l2_misses() -> None:
+    """Training images with their contrast lowered and brightness raised: under pixel L2 no closer to their
+    source than to other digits, under the features as close as exact copies; fresh images are neither."""
+    images = digit(5)
+    train, held = images[:100], images[100:140]
+    recoloured = (images[:40].astype(np.float64) * 0.6 + 60).astype(np.uint8)
+    pixel = _copies(recoloured, train, held, False, _flat)[0]
+    feature = _copies(recoloured, train, held, False, features)[0]
+    assert pixel["memorised"] == 0.0 and feature["memorised"] == 1.0, (pixel, feature)
+    fresh = _copies(held, train, held, False, features)[0]
+    assert fresh["memorised"] <= 0.05 and fresh["dcr_close"] <= 0.1, fresh
+    assert features(images[:3]).shape == (3, 16 * (32 + 64 + 128))  # 4x4 positions per layer, whatever the size
 
 
 def test_the_held_out_slice_is_seeded_bounded_and_never_trains_the_factory() -> None:
@@ -92,7 +111,9 @@ def figures(**changes: float) -> dict:
     base = {"v": 1, "distance": "l2-pixel", "step": 400, "samples": 500, "n_train": 1479, "n_holdout": 164,
             "memorised": 0.0, "nn_ratio_min": 0.87, "dcr_close": 0.0, "dcr_ratio": 1.02, "mia_members": 328,
             "mia_auc": 0.513, "mia_tpr_1pct": 0.006, "mia_tpr_01pct": 0.003, "levels": [50, 100, 200, 400],
-            "draws": 2, "seconds": 8.2}  # fmt: skip
+            "draws": 2, "pia_auc": 0.521, "pia_tpr_1pct": 0.012, "pia_tpr_01pct": 0.003, "pia_level": 400,
+            "feature": "randconv-1", "feature_memorised": 0.0, "feature_nn_ratio_min": 0.71, "feature_dcr_close": 0.01,
+            "feature_dcr_ratio": 1.04, "seconds": 8.2}  # fmt: skip
     return base | changes
 
 
@@ -108,6 +129,17 @@ def test_the_policy_refuses_what_is_over_its_thresholds_and_allows_for_the_attac
     assert mia_se(40, 20) == pytest.approx(0.0797, abs=1e-4)
     assert "held-out images" in judge({"audit": figures(n_holdout=5)}, policy)
     assert "at 1% false positives" in judge({"audit": figures(mia_tpr_1pct=0.2)}, AuditPolicy(max_mia_tpr_1pct=0.1))
+    # either attack, either distance: PIA's AUC and TPR and the feature figures under the same thresholds
+    assert judge({"audit": figures(pia_auc=0.6)}, policy).startswith("PIA membership inference AUC 0.600")
+    assert judge({"audit": figures(pia_auc=0.6, n_holdout=20, mia_members=40)}, policy) is None
+    assert "PIA membership inference flags" in judge(
+        {"audit": figures(pia_tpr_1pct=0.2)}, AuditPolicy(max_mia_tpr_1pct=0.1)
+    )
+    assert "in randconv-1 features" in judge({"audit": figures(feature_memorised=0.02)}, policy)
+    assert "in randconv-1 features" in judge({"audit": figures(feature_dcr_close=0.3)}, policy)
+    # an audit without the optional groups (an owner before r7) is judged on the loss attack and pixel L2 alone
+    older = {k: v for k, v in figures(pia_auc=0.9, feature_memorised=0.5).items() if not k.startswith(("pia", "feat"))}
+    assert judge({"audit": older}, policy) is None
 
 
 def test_three_verdicts_and_a_power_that_simulated_attacks_confirm() -> None:
@@ -146,6 +178,11 @@ def test_three_verdicts_and_a_power_that_simulated_attacks_confirm() -> None:
         ({"audit": figures(memorised=True)}, "valid 'memorised'"),
         ({"audit": figures(dcr_close=1.5)}, "outside 0..1"),
         ({"audit": figures(samples=0)}, "counts no samples"),
+        ({"audit": {k: v for k, v in figures().items() if k != "pia_level"}}, "valid 'pia_level'"),
+        ({"audit": figures(pia_auc=1.5)}, "outside 0..1"),
+        ({"audit": figures(pia_level=2000)}, "per-mille noise level"),
+        ({"audit": figures(feature="sscd")}, "feature distance is not"),
+        ({"audit": {k: v for k, v in figures().items() if k != "feature"}}, "valid 'feature'"),
     ],
 )
 def test_audit_figures_a_site_cannot_judge_are_refused_with_the_reason(meta: dict, why: str) -> None:
