@@ -972,6 +972,16 @@ AUDIT: dict[str, Any] = {
     "seconds": 8.24,
     "verdict": "inconclusive",  # the owner's, under its thresholds: 164 held-out images give the attack 57 % power
     "power": 0.5684,
+    # r7's optional groups: PIA and the copy check under the feature distance (illustrative passing figures)
+    "pia_auc": 0.5212,
+    "pia_tpr_1pct": 0.0122,
+    "pia_tpr_01pct": 0.003,
+    "pia_level": 400,
+    "feature": "randconv-1",
+    "feature_memorised": 0.0,
+    "feature_nn_ratio_min": 0.7132,
+    "feature_dcr_close": 0.012,
+    "feature_dcr_ratio": 1.0437,
 }
 THRESHOLDS = dataclasses.asdict(AuditPolicy())  # ffnode's defaults
 
