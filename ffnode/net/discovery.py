@@ -7,12 +7,13 @@ federation). A record is libp2p's routing record (RFC 0003: a protobuf `Envelope
 addresses), so an address can be forged only by the peer it names, and any libp2p implementation can read it.
 A node dials what it learns until it holds `max_peers` connections (the target degree: every member, in a
 federation of up to that many sites), redials lost members with backoff, and keeps the records of members it
-was connected to on disk, so that a restart needs neither the bootstrap node nor anyone it named. Peers that dial
-it count too: above `max_peers + TRIM_SLACK` connections it hangs up on peers connected longer than TRIM_GRACE_S
-(never its relays) down to `max_peers`, and does not dial those again for TRIM_BACKOFF_S; a peer whose
-connection ended is not redialled by this node for REDIAL_AFTER_LOSS_S either (it may have hung up on us; if it
-restarted, it dials us). (At 64 sites that all start at once, every node dialled 32 and was dialled by as many:
-46-63 connections each, and a node's CPU grows with its connections.)
+was connected to on disk, so that a restart needs neither the bootstrap node nor anyone it named. Members that
+dial it count too: above `max_peers + TRIM_SLACK` members connected it hangs up on members connected longer than
+TRIM_GRACE_S (never its relays) down to `max_peers` (the dialling's count: with two counts one undoes the other),
+and does not dial those again for TRIM_BACKOFF_S; a peer whose connection ended is not redialled by this node for
+REDIAL_AFTER_LOSS_S either (it may have hung up on us; if it restarted, it dials us). (At 64 sites that all start
+at once, every node dialled 32 and was dialled by as many: 46-63 connections each, and a node's CPU grows with its
+connections.)
 
 What a peer can make a node spend here: at most `MAX_RECORDS` records per response and `MAX_ADDRS`
 addresses per record; at most `records_per_peer` records learnt through one peer of peers that are not (yet)
@@ -233,6 +234,10 @@ class PeerBook:
                 self.dirty |= member and not e.member
                 e.member = e.member or member
 
+    def is_member(self, peer: str) -> bool:
+        with self._lock:
+            return (e := self.entries.get(peer)) is not None and e.member
+
     def hold_off(self, peer: str, until: float) -> None:
         """Dial `peer` no sooner than `until` (we hung up on it, or lost it)."""
         with self._lock:
@@ -320,9 +325,9 @@ class PeerBook:
 
 
 def to_trim(me: str, since: dict[str, float], now: float, max_peers: int, protected: frozenset[str]) -> list[str]:
-    """Whom to hang up on: none up to `max_peers + TRIM_SLACK` connections; above, enough of those connected for
-    TRIM_GRACE_S or longer (not `protected`) to come back to `max_peers`, in an order of our own (a hash of both
-    IDs), so that nodes over their bound do not all drop the same peer."""
+    """Whom of the members connected (`since`: since when) to hang up on: none up to `max_peers + TRIM_SLACK`;
+    above, enough of those connected for TRIM_GRACE_S or longer (not `protected`) to come back to `max_peers`, in an
+    order of our own (a hash of both IDs), so that nodes over their bound do not all drop the same peer."""
     if len(since) <= max_peers + TRIM_SLACK:
         return []
     settled = [p for p, t in since.items() if now - t >= TRIM_GRACE_S and p not in protected]
@@ -429,7 +434,8 @@ class Discovery:
             for peer in self._since.keys() - connected:
                 self.book.hold_off(peer, now + REDIAL_AFTER_LOSS_S)
             self._since = {p: self._since.get(p, now) for p in connected}
-            trims = to_trim(self.book.me, self._since, now, self._max_peers, self._protected)
+            members = {p: t for p, t in self._since.items() if self.book.is_member(p)}
+            trims = to_trim(self.book.me, members, now, self._max_peers, self._protected)
             for peer in trims:
                 self.book.hold_off(peer, now + TRIM_BACKOFF_S)
                 connected.discard(peer)
