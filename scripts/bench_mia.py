@@ -37,7 +37,7 @@ from ffnode.profiles import profile_for
 FACTORIES = [
     ("blood-basophil", "bloodmnist", 0, 0, 0, 0, ()),
     ("retina-grade4", "retinamnist", 4, 0, 0, 0, ()),
-    ("retina-grade4-overtrained", "retinamnist", 4, 20, 300, 20, (32, 32)),  # 20 images x 300 passes each
+    ("retina-grade4-overtrained", "retinamnist", 4, 20, 1500, 20, ()),  # 20 images x 1,500 passes each
 ]
 
 
