@@ -89,7 +89,7 @@ def _draw(home: Path, config: Any, row: dict, path: Path) -> None:
     from ffnode.data.sources import load_dataset
     from ffnode.factory.sample import sample_factory
     from ffnode.factory.train import load_snapshot
-    from ffnode.jobs.build import audit_seed, factory_seed, factory_split
+    from ffnode.jobs.build import audit_seed, factory_dp, factory_seed, factory_split
     from ffnode.privacy.picture import closest_pairs
     from ffnode.privacy.policy import AUDIT_FILE
     from ffnode.profiles import site_profile
@@ -102,7 +102,8 @@ def _draw(home: Path, config: Any, row: dict, path: Path) -> None:
     cfg = site_profile(config, data.image_shape).factory
     train, _held = factory_split(data, label, config.learning.seed, config.privacy)
     work = home / "work" / f"factory-{label}"
-    weights = load_snapshot(work, train, cfg, factory_seed(config.learning.seed, label), step)
+    dp = factory_dp(config.privacy, len(train), cfg)  # a DP factory's snapshots are keyed by its plan too
+    weights = load_snapshot(work, train, cfg, factory_seed(config.learning.seed, label), step, dp)
     if weights is None:
         abort(f"the weights of class {row['class']!r} at step {step} are not in {work} (or do not match the data)")
     report = json.loads((work / AUDIT_FILE).read_text())["audits"][str(step)]

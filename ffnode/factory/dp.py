@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from opacus import GradSampleModule
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.optimizers import DPOptimizer
+
+if TYPE_CHECKING:
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
 
 ACCOUNTANT = "rdp"  # Opacus' name; deterministic and cheap, and its epsilon is an upper bound (never optimistic)
 
@@ -53,6 +53,8 @@ class DPPlan:
 
     def epsilon(self, steps: int | None = None) -> float:
         """The epsilon the accountant gives for `steps` steps of this plan (all of them by default)."""
+        from opacus.accountants import RDPAccountant  # here: a job without DP, and the fork server, skip its import
+
         accountant = RDPAccountant()
         accountant.history = [(self.noise_multiplier, self.sample_rate, self.steps if steps is None else steps)]
         return accountant.get_epsilon(delta=self.delta)
@@ -71,6 +73,8 @@ def plan_dp(
         raise ValueError("DP-SGD needs epsilon > 0, at least one image and one step, and max_grad_norm > 0")
     delta = delta or default_delta(n)
     q = min(1.0, batch_size / n)
+    from opacus.accountants.utils import get_noise_multiplier
+
     sigma = get_noise_multiplier(
         target_epsilon=epsilon, target_delta=delta, sample_rate=q, steps=steps, accountant=ACCOUNTANT
     )
@@ -87,6 +91,9 @@ def make_private(
 ) -> tuple[GradSampleModule, DPOptimizer]:
     """`model` with per-sample gradients (Opacus' hooks), and `optimizer` clipping, summing and noising them with
     `noise` as DP-SGD on `n` images (module doc). Call the returned module, step the returned optimizer."""
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
     private = GradSampleModule(model, loss_reduction="mean")
     dp_optimizer = DPOptimizer(
         optimizer,
