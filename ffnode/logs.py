@@ -8,8 +8,8 @@ could not open. `adopt_library_logs` lets them through to the node's handlers at
 is one connection's fate (ffnode's discovery and sync say what it meant: a dial that failed, a peer that does not
 serve sync); the multi-line block becomes its first two lines, joined.
 
-`Repeats` is a handler filter: a WARNING (or worse) with the same logger, message template and first argument (the
-peer or artifact it names) as one written in the last `REPEAT_S` is counted, not written; the next one written
+`Repeats` is a handler filter: a WARNING (or worse) with the same logger and the same words (peer, artifact and
+reason included) as one written in the last `REPEAT_S` is counted, not written; the next one written
 after that says how many were held back. It remembers at most `REPEAT_KEYS` such keys (the least recent forgotten).
 """
 
@@ -69,7 +69,7 @@ def adopt_library_logs() -> None:
 
 
 class Repeats(logging.Filter):
-    """Writes a warning once per REPEAT_S per (logger, template, first argument); counts the rest (any thread)."""
+    """Writes a warning once per REPEAT_S per (logger, message); counts the rest (any thread)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -79,8 +79,7 @@ class Repeats(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        first = record.args[0] if isinstance(record.args, tuple) and record.args else ""
-        key = (record.name, str(record.msg), str(first)[:200])
+        key = (record.name, str(record.msg), record.getMessage()[:300])  # the same words again, nothing less
         with self._lock:
             return self._admit(record, key, time.monotonic())
 

@@ -155,7 +155,7 @@ async def test_the_json_log_is_one_object_a_line_with_the_peer_as_a_field(fed) -
         await peer.stop()
     records = [json.loads(line) for line in (b / "node.log").read_text().splitlines() if line.strip()]
     assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
-    assert any(r["logger"].startswith("libp2p.") for r in records)  # its logger hands records to no handler
+    # every line parsed as JSON: py-libp2p's records too (its per-connection ones are DEBUG now: ffnode/logs.py)
     rejection = next(r for r in records if r.get("peer") == mallory.peer_id and r["level"] == "WARNING")
     assert rejection["message"].startswith(f"rejected a message from {mallory.peer_id}")
     accepted = next(r for r in records if r["message"].startswith("accepted factory"))

@@ -33,8 +33,9 @@ def test_a_repeated_warning_is_written_once_a_minute_with_its_count(monkeypatch:
             log.warning("sync with %s failed: %s", "peerA", "timeout")
         log.warning("sync with %s failed: %s", "peerB", "timeout")  # another peer: its own line
         log.info("sync with %s failed: %s", "peerA", "timeout")  # below WARNING: never held back
+        log.warning("sync with %s failed: %s", "peerA", "refused")  # other words: written
         now[0] += logs.REPEAT_S - 1
-        log.warning("sync with %s failed: %s", "peerA", "refused")  # same template, same peer, within the minute
+        log.warning("sync with %s failed: %s", "peerA", "timeout")  # the same words within the minute
         now[0] += 2
         log.warning("sync with %s failed: %s", "peerA", "timeout")
     finally:
@@ -43,6 +44,7 @@ def test_a_repeated_warning_is_written_once_a_minute_with_its_count(monkeypatch:
         "WARNING ffnode.test_logs: sync with peerA failed: timeout",
         "WARNING ffnode.test_logs: sync with peerB failed: timeout",
         "INFO ffnode.test_logs: sync with peerA failed: timeout",
+        "WARNING ffnode.test_logs: sync with peerA failed: refused",
         "WARNING ffnode.test_logs: sync with peerA failed: timeout (5 more like this in the last 61 s)",
     ]
 
