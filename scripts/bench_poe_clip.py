@@ -4,9 +4,8 @@
 Reads the experts a finished federation answers with (one node's home: every site holds the same experts) and
 the dataset's test split, and prints PoE accuracy under both rules ("product", "prior") with the bound and
 without it (the rules before it), on the honest federation and with one hostile expert added: a liar that
-knows each image's true class and the honest experts' answers, and puts all its mass on the true class's closest
-rival (the honest product's best wrong class) with every other class at the 1e-12 floor, the loudest vote the old
-rules let through, with honest-looking label counts (the honest experts' median). Nothing is
+knows each image's true class y and says (y + 1) mod C with every other class at the 1e-12 floor, the loudest
+vote the old rule let through, with honest-looking label counts (the honest experts' median). Nothing is
 trained here; the homes come from the testnet, e.g.
 
     nice -n 19 .venv/bin/python scripts/testnet.py --nodes 10 --dataset digits --no-baselines --workdir runs/tn-digits
@@ -39,13 +38,10 @@ from harness.metrics import accuracy
 console = Console(stderr=True)
 
 
-def liar_votes(honest: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
-    """(1, B, C) log-probabilities of the worst single liar against (K, B, C) honest experts: all its mass on
-    the class the honest product ranks highest among the wrong ones, every other class at the floor."""
-    logits = poe_combine(honest, bound=math.inf)  # (B, C)
-    logits[np.arange(len(labels)), labels] = -math.inf
-    votes = torch.full((1, *logits.shape), LOG_FLOOR)
-    votes[0, np.arange(len(labels)), logits.argmax(1)] = 0.0
+def liar_votes(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """(1, B, C) log-probabilities of the worst single liar: all its mass on the class after the true one."""
+    votes = torch.full((1, len(labels), num_classes), LOG_FLOOR)
+    votes[0, np.arange(len(labels)), (labels + 1) % num_classes] = 0.0
     return votes
 
 
@@ -67,7 +63,7 @@ def bench(home: Path, dataset: str) -> dict:
     priors = expert_priors([m for m, _ in experts], len(classes))
     if priors is None:
         raise SystemExit("error: the experts' manifests lack label counts: the prior rule cannot be measured")
-    attacked = torch.cat([honest, liar_votes(honest, test.labels)])  # (K + 1, B, C)
+    attacked = torch.cat([honest, liar_votes(test.labels, len(classes))])  # (K + 1, B, C)
     # how far each honest expert's own log-probabilities span: the bound bites where this exceeds D_C
     span = (honest.amax(-1) - honest.amin(-1)).flatten()  # (K * B,)
     rows = []
