@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomli_w
 
 from ffnode.artifacts.blob import weights_to_bytes
 from ffnode.artifacts.manifest import Manifest
@@ -189,3 +191,11 @@ def signed_manifest(
     if kind == "factory":
         extra["meta"] = PASSING_AUDIT | extra.get("meta", {})
     return Manifest(**(fields | extra))
+
+
+def configure(home: Path, **sections: dict[str, Any]) -> None:
+    """Edit the config.toml that `ffnode init` wrote, a section at a time."""
+    config = tomllib.loads((home / "config.toml").read_text())
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    (home / "config.toml").write_text(tomli_w.dumps(config))

@@ -6,15 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import tomli_w
 import torch
-from daemons import CLASSES, class_file, free_port
+from daemons import CLASSES, class_file, configure, free_port
 
 from ffnode.artifacts.codec import canonical_bytes
 from ffnode.artifacts.store import open_announcement
@@ -153,14 +150,6 @@ def test_the_dp_settings_are_checked_and_planned_from_the_privacy_config() -> No
     plan = factory_dp(PrivacyConfig(dp_epsilon=2.0, dp_delta=1e-4, dp_max_grad_norm=0.5), 100, CFG)
     assert plan is not None and (plan.delta, plan.max_grad_norm, plan.sample_rate) == (1e-4, 0.5, 0.16)
     assert plan.steps == CFG.train_steps and plan.epsilon() <= 2.0
-
-
-def configure(home: Path, **sections: dict[str, Any]) -> None:
-    """Edit the config.toml that `ffnode init` wrote, a section at a time."""
-    config = tomllib.loads((home / "config.toml").read_text())
-    for name, values in sections.items():
-        config.setdefault(name, {}).update(values)
-    (home / "config.toml").write_text(tomli_w.dumps(config))
 
 
 def test_a_peer_with_max_epsilon_refuses_a_dp_factory_over_it_and_one_above_accepts_it(tmp_path: Path) -> None:

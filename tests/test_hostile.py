@@ -40,7 +40,7 @@ from ffnode.net import NetError, discovery, streams
 from ffnode.net.sync import MAX_REQUEST_BYTES, inventory_request, parse_inventory_response
 from ffnode.profiles import profile_for
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
-from tests.daemons import CLASSES, Peer, class_file, free_port, owned_blob, signed_manifest
+from tests.daemons import CLASSES, Peer, class_file, configure, free_port, owned_blob, signed_manifest
 
 BOMBER, FLOODER, STEERER, SHAPER, COUNTER, BREAKER, COPIER, SYBIL = (Identity(bytes([i]) * 32) for i in range(11, 19))
 AUDITOR = Identity(bytes([19]) * 32)
@@ -524,9 +524,7 @@ def test_a_late_joiner_still_syncs_and_converges(fed: Fed) -> None:
     init_home(c, port=free_port(), data=class_file(fed.root, [2], "two"), classes=CLASSES, bootstrap=[fed.addr_a],
               profile="tiny", seed=5)  # fmt: skip
     set_limits(c, pending_grace_s=60.0)
-    config = tomllib.loads((c / "config.toml").read_text())  # what gossip missed comes by a sync round: 5 s apart
-    config.setdefault("network", {})["sync_interval_s"] = 5.0
-    (c / "config.toml").write_text(tomli_w.dumps(config))
+    configure(c, network={"sync_interval_s": 5.0})  # what gossip missed comes by a sync round: 5 s apart
     started = time.monotonic()
     fed.daemons.start(c)
     wait_for(lambda: ready(c), timeout=TIMEOUT, what="the late joiner ready", daemons=fed.daemons)

@@ -7,16 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import tomli_w
 
 from ffnode.daemon import control
 from harness.localnet import Daemons, ffnode_cmd, init_home, status, wait_for
-from tests.daemons import CLASSES, class_file, free_port
+from tests.daemons import CLASSES, class_file, configure, free_port
 
 if os.geteuid() != 0:
     pytest.skip("mounting a small filesystem needs root", allow_module_level=True)
@@ -61,9 +59,7 @@ def test_a_full_disk_while_a_peer_revokes_degrades_the_node_and_it_recovers(tmp_
     )
     init_home(b, port=free_port(), data=class_file(tmp_path, [0], "zero"), classes=CLASSES, bootstrap=[addr_a],
               profile="tiny", seed=1)  # fmt: skip
-    config = tomllib.loads((b / "config.toml").read_text())  # B re-asks A's inventory (and rewrites) every 5 s
-    config.setdefault("network", {})["sync_interval_s"] = 5.0
-    (b / "config.toml").write_text(tomli_w.dumps(config))
+    configure(b, network={"sync_interval_s": 5.0})  # B re-asks A's inventory (and rewrites) every 5 s
     with Daemons() as daemons:
         daemons.start(a)
         daemons.start(b)

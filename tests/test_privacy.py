@@ -9,13 +9,11 @@ import json
 import math
 import statistics
 import subprocess
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomli_w
-from daemons import CLASSES, class_file, free_port
+from daemons import CLASSES, class_file, configure, free_port
 
 from ffnode.config import PrivacyConfig
 from ffnode.daemon import control
@@ -191,13 +189,6 @@ def test_audit_figures_a_site_cannot_judge_are_refused_with_the_reason(meta: dic
 
 
 # -- real daemons: a failing factory is never published, an unaudited one never used -----------------------------
-def configure(home: Path, **sections: dict) -> None:
-    config = tomllib.loads((home / "config.toml").read_text())
-    for name, values in sections.items():
-        config.setdefault(name, {}).update(values)
-    (home / "config.toml").write_text(tomli_w.dumps(config))
-
-
 def test_a_failing_factory_is_withheld_and_an_unaudited_one_refused_by_peers_that_require_audits(
     tmp_path: Path,
 ) -> None:
