@@ -78,11 +78,10 @@ class LocalRunner:
         then (an expert's lineage) does not queue behind the machine's factories with an input they make stale."""
         if not self.cfg.slots:
             return
-        while True:
-            if kind == "factory" or not _factories_waiting(Path(self.cfg.slots)):
-                if (held := _take_slot(Path(self.cfg.slots), self.workers)) is not None:
-                    held.close()
-                    return
+        while True:  # other processes free slots: there is nothing in this one to wait on
+            if (held := self._try_slot(kind)) is not None:
+                held.close()
+                return
             await asyncio.sleep(SLOT_POLL_S)
 
     @contextlib.asynccontextmanager
@@ -94,10 +93,7 @@ class LocalRunner:
             return
         folder, want = Path(self.cfg.slots), None
         try:
-            while True:  # other processes free slots: there is nothing in this one to wait on
-                if kind == "factory" or not _factories_waiting(folder):
-                    if (held := _take_slot(folder, self.workers)) is not None:
-                        break
+            while (held := self._try_slot(kind)) is None:  # other processes free slots: nothing here to wait on
                 if kind == "factory" and want is None:
                     want = _want(folder)
                 await asyncio.sleep(SLOT_POLL_S)
@@ -108,6 +104,13 @@ class LocalRunner:
             yield
         finally:
             held.close()  # the kernel drops the lock with the file, also if this process dies
+
+    def _try_slot(self, kind: str) -> IO[bytes] | None:
+        """A shared slot for a job of `kind`, if one is free and no factory is waiting ahead of it."""
+        folder = Path(self.cfg.slots)
+        if kind != "factory" and _factories_waiting(folder):
+            return None
+        return _take_slot(folder, self.workers)
 
     def _limits(self) -> None:
         """In the child, before exec."""
