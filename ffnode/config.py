@@ -16,7 +16,7 @@ from pathlib import Path
 
 import tomli_w
 
-from ffnode.artifacts.codec import WireError, check_class_list
+from ffnode.artifacts.codec import WireError, check_class_list, is_hex_id
 
 CONFIG_FILE = "config.toml"
 POE_RULES = ("prior", "product")  # how queries combine the experts: the math is in ffnode/poe.py
@@ -56,6 +56,7 @@ class FederationConfig:
     allowed_publishers: list[str] = field(default_factory=list)  # peer IDs; empty = any signed peer
     denied_publishers: list[str] = field(default_factory=list)  # peer IDs whose artifacts are never used (ffnode block)
     quarantined: list[str] = field(default_factory=list)  # artifact IDs kept but never used (ffnode quarantine)
+    charter: str = ""  # ID of the charter this site pins (ffnode join): only its members publish; "": open
 
 
 @dataclass
@@ -228,6 +229,8 @@ class Config:
             raise ConfigError(f"{where}: federation.classes: {exc}") from None
         if not 0 < len(self.federation.name) <= 64 or "/" in self.federation.name:
             raise ConfigError(f"{where}: federation.name must be a name of 1 to 64 characters without '/'")
+        if self.federation.charter and not is_hex_id(self.federation.charter):
+            raise ConfigError(f"{where}: federation.charter must be a charter ID (64 hex characters) or empty")
         for addr in self.network.listen + self.network.bootstrap + self.network.relays:
             if not addr.startswith("/"):
                 raise ConfigError(f"{where}: {addr!r} is not a multiaddr (like /ip4/127.0.0.1/tcp/4747)")

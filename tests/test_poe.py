@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from sklearn.datasets import load_digits
 
 from ffnode.artifacts.manifest import Manifest
-from ffnode.poe import Priors, poe_combine, poe_predict
+from ffnode.expert.config import ExpertConfig
+from ffnode.expert.resnet import expert_from_weights
+from ffnode.expert.train import expert_log_probs, train_expert
+from ffnode.poe import LOG_FLOOR, Priors, poe_combine, poe_predict, vote_bound
 from ffnode.voters import PRIOR_CLIP, expert_priors
 
 
@@ -22,13 +26,16 @@ def test_combine_matches_hand_computation() -> None:
     assert torch.allclose(out.exp()[0], product / product.sum(), atol=1e-6)
 
 
-def test_clamp_keeps_one_expert_from_vetoing() -> None:
+def test_bound_keeps_one_expert_from_vetoing() -> None:
     certain_no = torch.tensor([[[0.0, -math.inf]]])  # expert 1: class 1 is impossible
     others = torch.tensor([[[-20.0, 0.0]], [[-10.0, 0.0]]])  # experts 2 and 3: class 1, confidently
-    out = poe_combine(torch.cat([certain_no, others]))  # clamped sums: class 0: -30, class 1: log 1e-12 = -27.6
-    assert out.argmax(1).item() == 1
-    assert torch.allclose(out.exp()[0, 1], torch.tensor(1 / (1 + math.exp(-30 - math.log(1e-12)))))
+    out = poe_combine(torch.cat([certain_no, others]))  # every vote floored at its expert's best less D_2 = log 19
+    assert vote_bound(2) == pytest.approx(math.log(19))  # smoothing 0.1 trains towards 0.95 : 0.05
+    # class 0: 0 - D - D, class 1: -D + 0 + 0, so class 1 leads by D: 19 : 1
+    assert out.argmax(1).item() == 1 and torch.allclose(out.exp()[0, 1], torch.tensor(0.95))
     assert torch.isfinite(out).all()
+    unbounded = poe_combine(torch.cat([certain_no, others]), bound=math.inf)  # the clamp at 1e-12 alone
+    assert torch.allclose(unbounded.exp()[0, 1], torch.tensor(1 / (1 + math.exp(-30 - math.log(1e-12)))))
 
 
 def test_combine_rejects_bad_shapes() -> None:
@@ -37,8 +44,9 @@ def test_combine_rejects_bad_shapes() -> None:
 
 
 def test_prior_rule_matches_hand_computation() -> None:
-    """mean_k [log p_k - log pi_k] + log pi, renormalised: worked out for two experts and two classes."""
-    p = torch.tensor([[[0.8, 0.2]], [[0.4, 0.6]]])  # (K=2, B=1, C=2)
+    """mean_k [log p_k - log pi_k] + log pi, renormalised: worked out for two experts and two classes, whose
+    likelihood votes stay within the bound (expert 1's span log(7/3 * 5) = 2.46 < D_2 = 2.94)."""
+    p = torch.tensor([[[0.7, 0.3]], [[0.4, 0.6]]])  # (K=2, B=1, C=2)
     priors = Priors(train_counts=np.array([[100, 500], [500, 300]]), real_counts=np.array([100, 300]))
     pi_k = torch.tensor([[1 / 6, 5 / 6], [5 / 8, 3 / 8]])
     pi = torch.tensor([0.25, 0.75])
@@ -143,3 +151,84 @@ def test_an_expert_answering_nan_costs_only_its_own_vote() -> None:
     bad = torch.full((1, 1, 3), float("nan"))
     out = poe_combine(torch.cat([good, bad]))
     assert torch.isfinite(out).all() and out[0].argmax().item() == 1
+
+
+def smoothed_expert(label: int, num_classes: int, margin: float | None = None) -> torch.Tensor:
+    """(1, 1, C) log-probabilities of an honest expert sure of `label`: by default at label smoothing's optimum
+    (1 - eps + eps/C against eps/C, a margin of D_C), else `margin` nats over every other class."""
+    margin = vote_bound(num_classes) if margin is None else margin
+    return torch.log_softmax(torch.where(torch.arange(num_classes) == label, margin, 0.0), 0)[None, None, :]
+
+
+def loud_liar(label: int, num_classes: int) -> torch.Tensor:
+    """(1, 1, C): every class but `label` at the 1e-12 floor, the loudest vote the clamp lets through."""
+    return torch.where(torch.arange(num_classes) == label, 0.0, LOG_FLOOR)[None, None, :]
+
+
+def test_one_loud_expert_cannot_flip_what_two_honest_experts_agree_on() -> None:
+    """Issue 34: one hostile expert at the floor outvoted ~6 honest ones; bounded, it cannot outvote two, under
+    either rule, even when it also claims a training prior near 0 for its class (a bonus of 18 nats)."""
+    c, agreed, liar_class = 10, 3, 7
+    smoothing = 0.1  # label smoothing's optimum: 1 - eps + eps/C on the label, eps/C elsewhere
+    honest = smoothed_expert(agreed, c)
+    assert torch.allclose(honest[0, 0, agreed].exp(), torch.tensor(1 - smoothing + smoothing / c))
+    log_probs = torch.cat([honest, honest, loud_liar(liar_class, c)])  # (3, 1, C)
+    lying_counts = np.full(c, 10**8)
+    lying_counts[liar_class] = 1  # "I saw almost none of class 7": dividing that prior out is its bonus
+    priors = Priors(np.stack([np.full(c, 500), np.full(c, 500), lying_counts]), np.full(c, 100))
+    for p in (None, priors):
+        assert poe_combine(log_probs, p, bound=math.inf).argmax(1).item() == liar_class  # the rules before the bound
+        assert poe_combine(log_probs, p).argmax(1).item() == agreed
+    # what the bound promises, and no more: two honest experts each over D_C / 2 nats sure hold, under it they don't
+    for margin, held in ((0.55 * vote_bound(c), True), (0.45 * vote_bound(c), False)):
+        weaker = smoothed_expert(agreed, c, margin)
+        assert (poe_combine(torch.cat([weaker, weaker, loud_liar(liar_class, c)])).argmax(1).item() == agreed) is held
+
+
+@pytest.mark.parametrize("rule", ["product", "prior"])
+def test_an_expert_moves_any_two_classes_apart_by_at_most_the_bound(rule: str) -> None:
+    """Whatever one expert answers (random, loud, NaN), adding it moves each class's combined logit against
+    another's by at most D_C: its own vote under the product, 1/(K+1) of it under the mean of the prior rule."""
+    gen = torch.Generator().manual_seed(0)
+    k, b, c = 4, 300, 6
+    honest = torch.log_softmax(3 * torch.randn(k, b, c, generator=gen), -1)
+    hostile = torch.log_softmax(100 * torch.randn(1, b, c, generator=gen), -1)
+    hostile[0, :10] = float("nan")
+    counts = np.random.default_rng(0).integers(50, 500, (k + 1, c))
+    real = np.full(c, 100)
+    without = poe_combine(honest, None if rule == "product" else Priors(counts[:k], real))
+    with_it = poe_combine(torch.cat([honest, hostile]), None if rule == "product" else Priors(counts, real))
+    gaps = lambda out: out[:, :, None] - out[:, None, :]  # noqa: E731  (B, C, C): class i's logit less class j's
+    # (K + 1) mean_with - K mean_without is the hostile's own vote gap; under the product both weights are 1
+    w_with, w_without = (1, 1) if rule == "product" else (k + 1, k)
+    moved = w_with * gaps(with_it) - w_without * gaps(without)
+    if rule == "prior":  # the federation prior log pi is in both, at weight 1: take it out of the difference
+        share = torch.tensor(real / real.sum()).log().float()
+        moved -= (w_with - w_without) * (share[:, None] - share[None, :])
+    assert moved.abs().max() <= vote_bound(c) + 1e-4
+    assert moved.abs().max() >= 0.9 * vote_bound(c)  # the hostile used its whole voice, and no more
+
+
+def test_a_loud_expert_among_real_trained_ones() -> None:
+    """Two experts trained on real digits (each half the training set) and a module that always shouts class 0:
+    wherever the two agree on another class, each over D_C / 2 nats against class 0, the liar cannot flip it."""
+    x, y = load_digits(return_X_y=True)
+    images = np.round(x * 255 / 16).astype(np.uint8).reshape(-1, 8, 8, 1)
+    train, test = slice(0, 1400), slice(1400, None)
+    cfg = ExpertConfig(width=16, blocks=(1, 1), epochs=4)  # ~1 s of CPU each
+    honest = []
+    for half in (slice(0, 700), slice(700, 1400)):
+        weights, _ = train_expert(images[train][half], y[train][half], 10, cfg, seed=1)
+        honest.append(expert_from_weights(weights, cfg, 10, (8, 8, 1)))
+    liar = Fixed([1e4] + [0.0] * 9)  # log_softmax: class 0 at 0, every other class far below the floor
+    honest_lp = torch.stack([expert_log_probs(m, images[test]) for m in honest])  # (2, B, 10)
+    agreed = honest_lp.argmax(-1)  # (2, B)
+    margins = honest_lp - honest_lp[:, :, :1]  # (2, B, C): each expert's log-odds of each class against class 0
+    sure = margins.gather(-1, agreed[:, :, None])[..., 0]  # (2, B)
+    held = (agreed[0] == agreed[1]) & (agreed[0] != 0) & (sure > vote_bound(10) / 2).all(0)  # (B,)
+    assert held.float().mean() > 0.5  # the guarantee covers most answers of real, smoothed experts
+    preds, _ = poe_predict([*honest, liar], images[test])
+    assert (preds[held.numpy()] == agreed[0][held].numpy()).all()
+    all_lp = torch.cat([honest_lp, expert_log_probs(liar, images[test])[None]])
+    unbounded = poe_combine(all_lp, bound=math.inf).argmax(1)
+    assert (unbounded[held] == 0).float().mean() > 0.9  # before the bound the liar took nearly all of them
