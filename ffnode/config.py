@@ -153,6 +153,12 @@ class JobsConfig:
     gpus: float = 0.0  # runner = "ray": GPUs each training job asks the cluster for
     query_warm: bool = True  # start the query worker (experts loaded) once the node is ready; false: at the first query
     query_idle_s: float = 0.0  # stop the query worker after this many idle seconds (0: keep it while the node runs)
+    # a folder of this site's own trained factories, keyed by all that determines them (jobs/factorycache.py), so a
+    # sweep over synthesis, expert or PoE settings never trains one twice; relative to the home, or absolute, and
+    # may be shared by the sites of a machine. "": off, since within a home work/factory-<label>/ already resumes
+    # training and keeps its audits, and a cache outside it is one more copy of data-derived weights for the
+    # operator to hold (a revocation or `leave` deletes the entries of this site's images from it)
+    factory_cache: str = ""
 
 
 @dataclass
