@@ -3,8 +3,9 @@
 It records what changed what this node holds or uses, when, and who caused it (the `actor`): every publication
 ("published": this node's own), acceptance ("accepted": a peer's artifact stored here; its actor is the owner),
 revocation ("revoked": its actor the owner who signed it, wherever it came from), block and quarantine (and their
-undoing; the actor is "operator"), leave ("left"), and local fault ("fault", "fault_cleared"). `ffnode events`
-shows it; `read_events` is what every reader calls.
+undoing; the actor is "operator"), leave ("left"), local fault ("fault", "fault_cleared"), and, in an invite-only
+federation, each peer admitted or removed ("admitted", "removed": the actor is "charter"). `ffnode events` shows
+it; `read_events` is what every reader calls.
 
 Two processes may append at once (the running node, and the CLI recording the operator's trust edits, the node
 running or not), so each event is one `write` of one whole line to a file opened with O_APPEND: lines never
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ffnode.artifacts.charter import Membership
     from ffnode.artifacts.manifest import Manifest
     from ffnode.artifacts.revocation import Revocation
     from ffnode.artifacts.store import Store, StoreEvent
@@ -51,6 +53,8 @@ EVENTS = (
     "unquarantined",
     "fault",
     "fault_cleared",
+    "admitted",
+    "removed",
 )
 # a trust list of config.toml -> (event when an entry is added, when one is taken off, the field naming the entry)
 TRUST_LISTS = {
@@ -71,6 +75,15 @@ def manifest_fields(m: Manifest) -> dict[str, Any]:
     if m.kind == "factory" and m.classes and 0 <= m.classes[0] < len(m.class_list):
         fields["class"] = m.class_list[m.classes[0]]
     return fields
+
+
+def membership_event(m: Membership) -> str:
+    return "admitted" if m.action == "admit" else "removed"
+
+
+def membership_fields(m: Membership) -> dict[str, Any]:
+    """What an event says of a membership message: its ID, the peer, its seq and the founders who signed it."""
+    return {"membership": m.id, "peer": m.peer, "seq": m.seq, "signers": sorted(m.signers)}
 
 
 def revocation_fields(r: Revocation) -> dict[str, Any]:

@@ -746,7 +746,7 @@ def sync_file() -> dict[str, Any]:
     assert sync.parse_inventory_request(request) == (FEDERATION, CLASS_LIST, "")
     manifests, revocations = [ALICE_FACTORY.seal(ALICE)], LIFECYCLE_REVOCATIONS
     response = sync.inventory_response(manifests, revocations, "")
-    assert sync.parse_inventory_response(response) == (manifests, revocations, "")
+    assert sync.parse_inventory_response(response) == (manifests, revocations, "", [])
     empty = sync.inventory_response([], [], "")
     # The same inventory in pages of one item: a server whose page size holds one envelope at a time.
     by_id = [(open_announcement(d).id, d) for d in manifests], [(open_announcement(d).id, d) for d in revocations]

@@ -6,11 +6,14 @@ leaves a partial file that is later taken for whole, nor loses a rename it repor
     blobs/<sha256>            weight files (safetensors naming their owner, artifacts/blob.py), named by their hash
     manifests/<id>.msgpack    signed manifest envelopes, as received
     revocations/<id>.msgpack  signed revocations: tombstones, kept forever
+    charter.msgpack           the charter of an invite-only federation (ffnode join), pinned by its ID in the config
+    members/<id>.msgpack      membership messages of that charter: the newest of each peer
     quarantine/               files found damaged at start (they do not parse, or their hash or ID is not their
                               name), moved aside for a person to look at; peers send the artifacts again
 
 Acceptance (protocol/README.md, "Acceptance rules"), in short: a message must be validly signed for this
-federation; an artifact of an owner this node does not trust is held but never live; a revocation is
+federation; an artifact of an owner this node does not trust (or, under a charter, of a peer that is no member,
+artifacts/charter.py) is held but never live; a revocation is
 honoured from the owner of what it names, whatever anyone else published first, and its IDs this node
 does not know yet become tombstones bound to that owner; a blob is live only for manifests of the owner
 its header names; a peer's factory whose signed privacy audit fails this node's policy is held but
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Literal
 
 from ffnode.artifacts.blob import BlobFormatError, blob_owner
+from ffnode.artifacts.charter import Charter, Membership, open_charter, open_membership
 from ffnode.artifacts.codec import WireError, decode, describe_classes
 from ffnode.artifacts.manifest import Manifest, open_manifest
 from ffnode.artifacts.revocation import Revocation, open_revocation
@@ -50,12 +54,14 @@ log = logging.getLogger("ffnode.store")
 @dataclass(frozen=True)
 class StoreEvent:
     """What changed: "stored" (a manifest, ids = its ID), "revoked" (ids = what a stored revocation names),
-    "blob_live" (a blob verified into place, ids = its manifest's ID) or "trust" (new trust settings, ids = ())."""
+    "blob_live" (a blob verified into place, ids = its manifest's ID) or "trust" (new trust settings, or a
+    membership message that admits or removes a peer, ids = ())."""
 
     kind: Literal["stored", "revoked", "blob_live", "trust"]
     ids: tuple[str, ...]
 
 
+CHARTER_FILE = "charter.msgpack"  # the pinned charter's envelope, beside what its members signed
 STATES = ("live", "pending", "revoked", "untrusted", "quarantined", "refused")  # refused: fails the audit policy
 
 
@@ -95,14 +101,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def open_announcement(data: bytes) -> Manifest | Revocation:
-    """Gossip carries two envelope types; dispatch on `t` after a cheap decode."""
+def open_announcement(data: bytes, charter: Charter | None = None) -> Manifest | Revocation | Membership:
+    """Gossip carries three envelope types (membership messages only in a federation with a charter); dispatch on
+    `t` after a cheap decode."""
     env = decode(data)
     kind = env.get("t") if isinstance(env, dict) else None
     if kind == "manifest":
         return open_manifest(data)
     if kind == "revocation":
         return open_revocation(data)
+    if kind == "membership" and charter is not None:
+        return open_membership(data, charter)
+    if kind == "membership":
+        raise WireError("a membership message, but this node pins no charter (an open federation)")
     raise WireError(f"unknown message type {kind!r}")
 
 
@@ -126,6 +137,7 @@ class Trust:
     quarantined: frozenset[str] = frozenset()  # artifact IDs
     audits: AuditPolicy | None = None  # peers' factories must carry a privacy audit that passes it; None: not asked
     me: str = ""  # this node: its own factories passed its own audit before it published them
+    charter: str = ""  # the pinned charter's ID: only its members' artifacts are used; "": an open federation
 
     def trusts(self, owner: str) -> bool:
         return owner not in self.denied and (not self.allowed or owner in self.allowed)
@@ -141,7 +153,12 @@ def trust_of(config: Config, me: str = "") -> Trust:
     fed, p = config.federation, config.privacy
     policy = AuditPolicy.of(p) if p.require_audit else None
     return Trust(
-        frozenset(fed.allowed_publishers), frozenset(fed.denied_publishers), frozenset(fed.quarantined), policy, me
+        frozenset(fed.allowed_publishers),
+        frozenset(fed.denied_publishers),
+        frozenset(fed.quarantined),
+        policy,
+        me,
+        fed.charter,
     )
 
 
@@ -190,7 +207,7 @@ class Store:
         self._audit_verdicts: dict[str, str | None] = {}  # artifact ID -> the audit policy's verdict, per trust
         self.vet = vet
         self._listeners: list[Callable[[StoreEvent], None]] = []  # the learner, the unlearning cascade
-        for sub in ("blobs", "manifests", "revocations", "tmp"):
+        for sub in ("blobs", "manifests", "revocations", "members", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._manifests: dict[str, Manifest] = {}
@@ -207,14 +224,34 @@ class Store:
         self._refs: dict[str, set[str]] = {}  # blob -> IDs of the unrevoked manifests naming it
         self._held = 0  # bytes of the blob files held (verified): what store_mb bounds
         self._refused: set[str] = set()  # manifests dropped because their blob is not their owner's
+        self.charter = self._load_charter(trust.charter)
+        self._members: dict[str, tuple[Membership, bytes]] = {}  # peer -> its newest membership message
         self.damaged: list[str] = []  # "<folder>/<file>: why", for every damaged file found at load
         self.hashes_checked = repair
         self._load(repair)
 
     # -- loading -------------------------------------------------------------------------------------
+    def _load_charter(self, pinned: str) -> Charter | None:
+        """The charter the config pins, from charter.msgpack (None: an open federation); a missing or another one
+        is a WireError naming the fix."""
+        if not pinned:
+            return None
+        path = self.root / CHARTER_FILE
+        try:
+            charter = open_charter(path.read_bytes())
+        except FileNotFoundError:
+            raise WireError(f"federation.charter pins {pinned[:12]} but {path} is missing: run ffnode join") from None
+        if charter.id != pinned or charter.federation != self.federation:
+            raise WireError(f"{path} holds charter {charter.id[:12]} of {charter.federation!r}, not the pinned "
+                            f"{pinned[:12]} of {self.federation!r}: run ffnode join with the right file")  # fmt: skip
+        return charter
+
     def _load(self, repair: bool) -> None:
-        # revocations before manifests: no blob is referenced only to be deleted (a reader must not touch files)
+        # membership first, then revocations before manifests: no blob is referenced only to be deleted (a reader
+        # must not touch files)
+        charter = self.charter  # without one, members/ is left alone: the messages of a charter no longer pinned
         for folder, opener, insert in (
+            *([("members", lambda data: open_membership(data, charter), self._insert_membership)] if charter else []),
             ("revocations", open_revocation, self._insert_revocation),
             ("manifests", open_manifest, self._insert_manifest),
         ):
@@ -270,18 +307,21 @@ class Store:
         log.warning("store file %s is damaged (%s): moved to %s; peers send the artifact again", where, why, target)
 
     # -- acceptance rules ----------------------------------------------------------------------------
-    def check(self, data: bytes, *, wait: bool = True) -> Manifest | Revocation:
-        """Everything that can be decided without changing state: signature, schema, federation, trust,
-        tombstones, ownership, quotas. Raises WireError with the reason. With `wait=False` (the gossip
+    def check(self, data: bytes, *, wait: bool = True) -> Manifest | Revocation | Membership:
+        """Everything that can be decided without changing state: signature, schema, federation, trust (and
+        membership), tombstones, ownership, quotas. Raises WireError with the reason. With `wait=False` (the gossip
         validator, on the network thread) the checks that need the lock are skipped while someone holds
         it: the message is checked in full when it is stored."""
-        msg = open_announcement(data)
+        msg = open_announcement(data, self.charter)
         self._check_federation(msg)
         if isinstance(msg, Manifest) and self.vet is not None:
             self.vet(msg)
         if not self._lock.acquire(blocking=wait):
             return msg
         try:
+            if isinstance(msg, Membership):
+                self._check_membership(msg)
+                return msg
             if isinstance(msg, Manifest):
                 self._check_manifest(msg)
             else:
@@ -293,8 +333,17 @@ class Store:
             self._lock.release()
         return msg
 
-    def _check_federation(self, msg: Manifest | Revocation) -> None:
-        """WireError unless the message is of this federation: its name, and a manifest's class list."""
+    def _check_membership(self, m: Membership) -> None:
+        """Of each peer only the newest message counts: an older one is stale (an honest peer may still offer it)."""
+        held = self._members.get(m.peer)
+        if held is not None and held[0].id != m.id and held[0].seq >= m.seq:
+            raise Stale(f"membership message seq {m.seq} of {m.peer} is not newer than the one held ({held[0].seq})")
+
+    def _check_federation(self, msg: Manifest | Revocation | Membership) -> None:
+        """WireError unless the message is of this federation: its name, and a manifest's class list (a membership
+        message names the charter, which names the federation)."""
+        if isinstance(msg, Membership):
+            return
         if msg.federation != self.federation:
             raise WireError(f"federation {msg.federation[:64]!r} is not this node's ({self.federation!r})")
         if isinstance(msg, Manifest) and self.classes is not None and msg.class_list != self.classes:
@@ -316,8 +365,8 @@ class Store:
             return  # a duplicate: nothing more to check
         if m.id in self._refused:
             raise WireError(f"manifest {m.id[:12]} was refused here: its blob is not its owner's")
-        if not self.trust.trusts(m.owner):
-            raise WireError(f"owner {m.owner} is not trusted here (allowed_publishers / denied_publishers)")
+        if not self.trusts(m.owner):
+            raise WireError(f"owner {m.owner} is {self._distrust(m.owner)}")
         held = self._blobs.get(m.blob, "absent")
         if held != "absent" and held != m.owner:
             raise WireError(f"blob {m.blob[:12]} names owner {held}, not the manifest's {m.owner}")
@@ -354,27 +403,34 @@ class Store:
             frees_only = frees_only and not self._tombstoned(m)
         if r.id in self._raw or frees_only:
             return
-        if not self.trust.trusts(r.owner):
-            raise WireError(f"owner {r.owner} is not trusted here and its revocation names what is not held")
+        if not self.trusts(r.owner):
+            raise WireError(f"owner {r.owner} is {self._distrust(r.owner)}, and its revocation names what is not held")
         orphans = self._revoked_ids.get(r.owner, 0)
         if orphans + len(r.ids) > self.limits.tombstones_per_publisher:
             raise WireError(f"{r.owner} has {orphans} tombstones of IDs unknown here (limit tombstones_per_publisher)")
 
-    def add(self, data: bytes) -> Manifest | Revocation | None:
+    def add(self, data: bytes) -> Manifest | Revocation | Membership | None:
         """Accept a signed message; returns it, or None if it was already known (a duplicate)."""
         with self._lock:
             msg = self.check(data)
-            if msg.id in self._raw:
+            if isinstance(msg, Membership):
+                if not self._add_membership(msg, data):
+                    return None
+            elif msg.id in self._raw:
                 return None
-            if isinstance(msg, Manifest):
+            elif isinstance(msg, Manifest):
                 atomic_write(self.root / "manifests" / f"{msg.id}.msgpack", data)
                 self._insert_manifest(msg, data)
             else:
                 atomic_write(self.root / "revocations" / f"{msg.id}.msgpack", data)
                 self._insert_revocation(msg, data)
                 self._compact(msg)
-        is_manifest = isinstance(msg, Manifest)
-        self._emit(StoreEvent("stored", (msg.id,)) if is_manifest else StoreEvent("revoked", tuple(msg.ids)))
+        if isinstance(msg, Membership):  # applied to everything held, as a change of the trust lists is
+            self._emit(StoreEvent("trust", ()))
+        elif isinstance(msg, Manifest):
+            self._emit(StoreEvent("stored", (msg.id,)))
+        else:
+            self._emit(StoreEvent("revoked", tuple(msg.ids)))
         return msg
 
     def listen(self, listener: Callable[[StoreEvent], None]) -> None:
@@ -388,6 +444,23 @@ class Store:
                 listener(event)
             except Exception:
                 log.exception("a store listener failed on %s", event)
+
+    def _add_membership(self, m: Membership, data: bytes) -> bool:
+        """Store a membership message in place of the peer's older one; False if it is held already."""
+        held = self._members.get(m.peer)
+        if held is not None and held[0].id == m.id:
+            return False
+        atomic_write(self.root / "members" / f"{m.id}.msgpack", data)
+        if held is not None:
+            (self.root / "members" / f"{held[0].id}.msgpack").unlink(missing_ok=True)
+        self._insert_membership(m, data)
+        return True
+
+    def _insert_membership(self, m: Membership, data: bytes) -> None:
+        held = self._members.get(m.peer)
+        if held is None or held[0].seq < m.seq:  # at load, a crash may have left the older file beside it
+            self._members[m.peer] = (m, data)
+        self._envelopes.add(hashlib.sha256(data).digest())
 
     def _insert_manifest(self, m: Manifest, data: bytes) -> None:
         self._manifests[m.id] = m
@@ -466,6 +539,34 @@ class Store:
         self._blobs.pop(blob, None)
 
     # -- trust ---------------------------------------------------------------------------------------
+    def is_member(self, peer: str) -> bool:
+        """Whether `peer` may publish here: any peer in an open federation; under a charter, a founder or a peer
+        whose newest membership message admits it."""
+        if self.charter is None or peer in self.charter.founder_ids:
+            return True
+        held = self._members.get(peer)
+        return held is not None and held[0].action == "admit"
+
+    def trusts(self, owner: str) -> bool:
+        """Whether this node uses `owner`'s artifacts: the operator's trust lists and the charter's members."""
+        return self.trust.trusts(owner) and self.is_member(owner)
+
+    def _distrust(self, owner: str) -> str:
+        """Why `owner` is not trusted, for the log line of a refusal."""
+        if not self.trust.trusts(owner):
+            return "not trusted here (allowed_publishers / denied_publishers)"
+        return f"not a member of charter {self.charter.id[:12] if self.charter else ''} (not admitted, or removed)"
+
+    def members(self) -> dict[str, Membership]:
+        """The newest membership message of each peer that has one (admitted or removed)."""
+        with self._lock:
+            return {peer: m for peer, (m, _) in self._members.items()}
+
+    def memberships(self) -> list[tuple[str, bytes]]:
+        """(ID, envelope) of every membership message held, by ID: what sync serves before the inventory."""
+        with self._lock:
+            return sorted((m.id, data) for m, data in self._members.values())
+
     def set_trust(self, trust: Trust) -> None:
         """Apply new trust settings to everything held (not only to what arrives from now on)."""
         with self._lock:
@@ -542,7 +643,7 @@ class Store:
     def _state(self, m: Manifest) -> str:
         if self._tombstoned(m):
             return "revoked"
-        if not self.trust.trusts(m.owner):
+        if not self.trusts(m.owner):
             return "untrusted"
         if m.id in self.trust.quarantined:
             return "quarantined"
@@ -614,10 +715,13 @@ class Store:
     def inventory(self) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
         """(ID, envelope) of every manifest and every revocation held, each sorted by ID: what sync serves,
         page by page (net/sync.py). Revoked factories are included, so that a node that joins later holds
-        them with their tombstones and knows their class was withdrawn."""
+        them with their tombstones and knows their class was withdrawn. Under a charter, what peers that are no
+        members (removed ones) signed is left out: every other member refuses it."""
         with self._lock:
-            manifests = sorted((aid, self._raw[aid]) for aid in self._manifests)
-            revocations = sorted((rid, self._raw[rid]) for rid in self._revocations)
+            manifests = sorted((aid, self._raw[aid]) for aid, m in self._manifests.items() if self.is_member(m.owner))
+            revocations = sorted(
+                (rid, self._raw[rid]) for rid, r in self._revocations.items() if self.is_member(r.owner)
+            )
         return manifests, revocations
 
     def knows(self, data: bytes) -> bool:

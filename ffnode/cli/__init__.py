@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import typer
 
-from ffnode.cli import api, audit, events, export, inspect, query, samples, start, trust, unlearn
+from ffnode.cli import api, audit, charter, events, export, inspect, query, samples, start, trust, unlearn
 from ffnode.cli import init as init_cmd
 from ffnode.cli.output import UserError, err
 
@@ -34,6 +34,12 @@ COMMANDS = {  # name -> function; one module per command group
     "verify-unlearning": unlearn.verify_unlearning,
     "block": trust.block,
     "quarantine": trust.quarantine,
+    "charter": charter.charter,
+    "invite": charter.invite,
+    "remove": charter.remove,
+    "sign": charter.sign,
+    "join": charter.join,
+    "members": charter.members,
     "api-token": api.api_token,
 }
 for _name, _command in COMMANDS.items():

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ffnode.artifacts.store import trust_of
+from ffnode.artifacts.charter import Membership
+from ffnode.artifacts.store import Store, trust_of
 from ffnode.config import TRUST_LISTS, Config, edit_trust
 from ffnode.daemon import control
 from ffnode.daemon.ledger import PeerState
@@ -24,6 +25,20 @@ from ffnode.stats import QUERY_S, Histogram
 from ffnode.voters import CannotAnswer, NoExperts
 
 log = logging.getLogger("ffnode.node")
+
+
+def members_view(store: Store) -> dict[str, Any]:
+    """A store's charter and members, as `ffnode members --json` prints them (also of a stopped node)."""
+    charter = store.charter
+    if charter is None:
+        return {"charter": None, "open": True, "founders": [], "threshold": 0, "members": []}
+    rows = [
+        {"peer": peer, "member": store.is_member(peer), "action": m.action, "seq": m.seq, "id": m.id,
+         "signers": sorted(m.signers)}
+        for peer, m in sorted(store.members().items())
+    ]  # fmt: skip
+    return {"charter": charter.id, "open": False, "federation": charter.federation,
+            "founders": sorted(charter.founder_ids), "threshold": charter.threshold, "members": rows}  # fmt: skip
 
 
 class ControlHandlers:
@@ -46,6 +61,8 @@ class ControlHandlers:
             "reload_trust": self.reload_trust,
             "trust": self.trust,
             "audit": self.audit,
+            "membership": self.membership,
+            "members": self.members,
         }
 
     async def runtime(self, args: dict) -> dict[str, Any]:
@@ -134,7 +151,7 @@ class ControlHandlers:
                 "accepted": known.get(pid, PeerState()).accepted,
                 "rejected": known.get(pid, PeerState()).rejected,
                 "last_rejection": known.get(pid, PeerState()).last_rejection,
-                "trusted": node.store.trust.trusts(pid),
+                "trusted": node.store.trusts(pid),
             }
             for pid in sorted(ids)
         ]
@@ -196,6 +213,20 @@ class ControlHandlers:
             check_blockable(value, node.identity.peer_id)
         await asyncio.to_thread(edit_trust, node.home, what, value, not undo)
         return await self.reload_trust({})
+
+    async def membership(self, args: dict) -> dict[str, Any]:
+        """Take a membership message the founders signed (`ffnode invite`, `remove`, `sign` once it has enough
+        signatures): stored, applied to everything held, and gossiped (peers also get it by sync)."""
+        node, data = self.node, bytes.fromhex(args["envelope"])
+        m = await asyncio.to_thread(node.store.add, data)  # WireError: the CLI shows why it was refused
+        if isinstance(m, Membership):
+            node.intake.membership_changed(m, node.identity.peer_id)
+            await node.intake.publish(data)
+        return await self.members({})
+
+    async def members(self, args: dict) -> dict[str, Any]:
+        """The pinned charter and every peer's standing under it (`ffnode members`)."""
+        return members_view(self.node.store)
 
     async def revoke(self, args: dict) -> dict[str, Any]:
         node = self.node

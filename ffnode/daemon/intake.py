@@ -18,13 +18,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ffnode.artifacts.charter import Membership
 from ffnode.artifacts.codec import WireError, describe_classes
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Stale, Store, atomic_write
 from ffnode.config import Config
 from ffnode.daemon.ledger import Ledger
-from ffnode.events import EventLog, manifest_fields, revocation_fields
+from ffnode.events import EventLog, manifest_fields, membership_event, membership_fields, revocation_fields
 from ffnode.net import NetError, NetHost
 from ffnode.net.discovery import Discovery
 from ffnode.net.sync import (
@@ -157,6 +158,16 @@ class Intake:
             self.events.record("revoked", msg.owner, **revocation_fields(msg), via=peer)
             log.info("accepted revocation of %s by %s (%s)", [i[:12] for i in msg.ids], msg.owner, msg.reason,
                      extra={"peer": peer, "owner": msg.owner, "ids": msg.ids})  # fmt: skip
+        else:
+            self.membership_changed(msg, peer)
+
+    def membership_changed(self, m: Membership, via: str) -> None:
+        """Record and log a membership message the store took (it applied it to what is held already), and forget
+        which envelopes were refused: a newly admitted member's manifests, offered again, are judged afresh."""
+        self.ledger.forget_bad()
+        self.events.record(membership_event(m), "charter", **membership_fields(m), via=via)
+        log.info("membership: %s %s (seq %d, signed by %d founders)", m.action, m.peer, m.seq, len(m.signers),
+                 extra={"peer": via, "member": m.peer})  # fmt: skip
 
     def _owner(self, aid: str) -> str | None:
         m = self.store.get(aid)
@@ -196,7 +207,7 @@ class Intake:
         if kind == "peers_req":
             reply = peers_response(self.discovery.answer())
         else:
-            reply = inventory_page(*self.store.inventory(), cursor)
+            reply = inventory_page(*self.store.inventory(), cursor, members=self.store.memberships())
         self.traffic.add("sync", len(reply))
         return reply
 
@@ -325,10 +336,11 @@ class Intake:
                     async with asyncio.timeout(SYNC_TIMEOUT_S):
                         request = inventory_request(self.config.federation.name, self.config.federation.classes, cursor)
                         reply = await self.net.request(peer, request, max_response=MAX_PAGE_BYTES)
-                    manifests, revocations, cursor = parse_inventory_response(reply)
-                    if cursor and not manifests + revocations:
+                    manifests, revocations, cursor, members = parse_inventory_response(reply)
+                    if cursor and not members + manifests + revocations:
                         raise WireError("an empty page that is not the last")
-                    for data in manifests + revocations:  # manifests first: a revocation frees what it names
+                    # who is a member before whose manifests; manifests before revocations: a revocation frees them
+                    for data in members + manifests + revocations:
                         if not self.store.knows(data):
                             self._accept(data, peer, later)
                     if self.ledger.peer(peer).rejected - rejected_before > MAX_BAD_PER_ROUND:

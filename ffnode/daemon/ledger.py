@@ -107,6 +107,12 @@ class Ledger:
             while len(self._bad) > self.bad_items:
                 self._bad.popitem(last=False)
 
+    def forget_bad(self) -> None:
+        """Forget every envelope found bad: after the federation's members changed, what a non-member sent may be a
+        member's now."""
+        with self._lock:
+            self._bad.clear()
+
     def _log_budget(self, peer: str, state: PeerState) -> bool:
         """Whether one more rejection of this peer is logged (LOG_REJECTIONS_PER_MINUTE; the rest are counted)."""
         now = time.monotonic()

@@ -7,8 +7,10 @@ envelopes of its manifests (revoked factories included, so a late joiner holds t
 tombstones) and of all revocations, and treats each one it does not hold exactly as if it had arrived by
 gossip. An inventory can outgrow any one frame, so it is served in pages: the request names a cursor (""
 for the start), the response carries at most MAX_PAGE_BYTES and the cursor of the next page ("" at the
-end). The cursor is the server's business; ffnode's is "m/<last manifest ID>" or "r/<last revocation ID>",
-with manifests served before revocations, each in ID order.
+end). The cursor is the server's business; ffnode's is "c/<ID>", "m/<ID>" or "r/<ID>" of the last item sent,
+with the membership messages of an invite-only federation first (a client must know the members before it judges
+their manifests), then manifests, then revocations, each in ID order. A page holds the key `members` only when it
+carries membership messages, so an open federation's pages are what they were before charters.
 
 The same protocol carries discovery: a `peers_req` is answered with signed peer records (the server's own
 first, then the federation members it is connected to); ffnode.net.discovery verifies and uses them.
@@ -45,15 +47,20 @@ def parse_inventory_request(data: bytes) -> tuple[str, list[str], str]:
     return msg["federation"], check_class_list(msg["class_list"]), msg["cursor"]
 
 
-def inventory_response(manifests: list[bytes], revocations: list[bytes], next_cursor: str = "") -> bytes:
+def inventory_response(
+    manifests: list[bytes], revocations: list[bytes], next_cursor: str = "", members: list[bytes] | None = None
+) -> bytes:
     body = {"t": "inv", "v": VERSION, "manifests": manifests, "revocations": revocations, "next": next_cursor}
-    return canonical_bytes(body)
+    return canonical_bytes(body | ({"members": members} if members else {}))
 
 
-def parse_inventory_response(data: bytes) -> tuple[list[bytes], list[bytes], str]:
-    """(manifests, revocations, next cursor) of one page."""
-    msg = _message(data, "inv", {"t", "v", "manifests", "revocations", "next"}, max_bytes=MAX_PAGE_BYTES)
-    lists = msg["manifests"], msg["revocations"]
+def parse_inventory_response(data: bytes) -> tuple[list[bytes], list[bytes], str, list[bytes]]:
+    """(manifests, revocations, next cursor, membership messages) of one page."""
+    keys = {"t", "v", "manifests", "revocations", "next"}
+    msg = _message(data, "inv", keys, max_bytes=MAX_PAGE_BYTES, optional={"members"})
+    lists = msg["manifests"], msg["revocations"], msg.get("members", [])
+    if "members" in msg and not msg["members"]:
+        raise WireError("members, when present, must not be empty")
     for items in lists:
         if not isinstance(items, list) or len(items) > MAX_INVENTORY_ITEMS:
             raise WireError(f"inventory lists must hold at most {MAX_INVENTORY_ITEMS} envelopes")
@@ -61,7 +68,7 @@ def parse_inventory_response(data: bytes) -> tuple[list[bytes], list[bytes], str
             raise WireError("inventory items must be envelope bytes")
     if not isinstance(msg["next"], str) or len(msg["next"]) > MAX_CURSOR:
         raise WireError(f"next must be a cursor of at most {MAX_CURSOR} characters")
-    return *lists, msg["next"]
+    return lists[0], lists[1], msg["next"], lists[2]
 
 
 def peers_request(federation: str, class_list: list[str]) -> bytes:
@@ -105,16 +112,17 @@ def inventory_page(
     revocations: list[tuple[str, bytes]],
     cursor: str,
     max_bytes: int = MAX_PAGE_BYTES,
+    members: list[tuple[str, bytes]] = [],  # noqa: B006 (never mutated)
 ) -> bytes:
     """The page after `cursor` of an inventory given as (ID, envelope) lists sorted by ID."""
     kind, _, after = cursor.partition("/")
-    if cursor and (kind not in ("m", "r") or not after):
+    if cursor and (kind not in ("c", "m", "r") or not after):
         raise WireError(f"unknown cursor {cursor[:40]!r}")
-    items = [("m", aid, env) for aid, env in manifests] + [("r", rid, env) for rid, env in revocations]
+    items = [(k, i, env) for k, part in (("c", members), ("m", manifests), ("r", revocations)) for i, env in part]
     start = 0
     if cursor:  # the first item past the cursor, in the order above
         start = next((i for i, (k, aid, _) in enumerate(items) if (k, aid) > (kind, after)), len(items))
-    page: dict[str, list[bytes]] = {"m": [], "r": []}
+    page: dict[str, list[bytes]] = {"c": [], "m": [], "r": []}
     size, end = 128, start  # 128: the map around the lists
     while end < len(items) and (end == start or size + len(items[end][2]) + _LIST_OVERHEAD <= max_bytes):
         k, _, env = items[end]
@@ -122,15 +130,24 @@ def inventory_page(
         size += len(env) + _LIST_OVERHEAD
         end += 1
     next_cursor = f"{items[end - 1][0]}/{items[end - 1][1]}" if end < len(items) else ""
-    return inventory_response(page["m"], page["r"], next_cursor)
+    return inventory_response(page["m"], page["r"], next_cursor, page["c"])
 
 
-def _message(data: bytes, kind: str, keys: set[str], max_bytes: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
+def _message(
+    data: bytes,
+    kind: str,
+    keys: set[str],
+    max_bytes: int = MAX_REQUEST_BYTES,
+    optional: frozenset[str] | set[str] = frozenset(),
+) -> dict[str, Any]:
     msg = decode(data, max_bytes=max_bytes)
     if not isinstance(msg, dict) or msg.get("t") != kind:
         raise WireError(f"expected a {kind!r} message")
     if not is_version(msg.get("v")):
         raise WireError(f"unsupported version {msg.get('v')!r} (this node speaks {VERSION})")
-    if set(msg) != keys:
-        raise WireError(f"{kind} must have exactly the keys {sorted(keys)}")
+    if not keys <= set(msg) <= keys | optional:
+        raise WireError(
+            f"{kind} must have exactly the keys {sorted(keys)}"
+            + (f" (and may have {sorted(optional)})" if optional else "")
+        )
     return msg
