@@ -65,6 +65,8 @@ MAX_PEER_RECORDS = 64
 MAX_RECORD_BYTES = 2048
 MAX_ADDRS = 8
 MAX_ADDR_CHARS = 256
+MAX_FOUNDERS = 16
+MAX_FEDERATION_BYTES = 64
 # ffnode's default cost bounds (Arch schema, "Cost (check 15)"); arch.json states the ones it assumes
 DEFAULT_LIMITS = {"factory_params": 20_000_000, "expert_params": 20_000_000, "sample_steps": 50}
 SYNC_PROTOCOL, BLOB_PROTOCOL = "/ffnode/sync/1.0.0", "/ffnode/blob/1.0.0"
@@ -424,6 +426,84 @@ def revocation_problem(body: dict[str, Any]) -> str | None:
     return "seq" if body["seq"] < 0 else None
 
 
+# --- co-signed envelopes: charters and membership messages (README: Invite-only federations) ----------------------
+
+CHARTER_TYPES = {"federation": str, "founders": list, "threshold": int, "created": int}
+MEMBERSHIP_TYPES = {"charter": str, "peer": str, "action": str, "seq": int, "created": int}
+
+
+def open_cosigned(data: bytes) -> tuple[str, dict[str, Any], set[bytes]]:
+    """Co-signed checks 1-7 in the document's order: (t, body, the signing keys)."""
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise Reject("oversized")
+    env = decode(data)
+    if type(env) is not dict or "t" not in env:
+        raise Reject("not-envelope")
+    t = env["t"]
+    if t not in ("charter", "membership"):
+        raise Reject("unknown-type")
+    if set(env) != {"v", "t", "body", "sigs"}:
+        raise Reject("not-envelope", "keys")
+    if not is_int(env["v"]) or env["v"] != VERSION:
+        raise Reject("version")
+    body, sigs = env["body"], env["sigs"]
+    if type(body) is not dict or type(sigs) is not list or not 1 <= len(sigs) <= MAX_FOUNDERS:
+        raise Reject("not-envelope", "body or sigs")
+    for x in sigs:
+        if type(x) is not dict or set(x) != {"key", "sig"} or type(x["key"]) is not bytes or len(x["key"]) != 32:
+            raise Reject("not-envelope", "a signature entry")
+        if type(x["sig"]) is not bytes or len(x["sig"]) != 64:
+            raise Reject("not-envelope", "a signature entry")
+    keys = [x["key"] for x in sigs]
+    if len(set(keys)) != len(keys):
+        raise Reject("signers", "a key twice")
+    try:
+        payload = signing_payload(t, body)
+    except ValueError:
+        raise Reject("signature", "the body has no canonical encoding") from None
+    if not all(verifies(x["key"], x["sig"], payload) for x in sigs):
+        raise Reject("signature")
+    types = CHARTER_TYPES if t == "charter" else MEMBERSHIP_TYPES
+    if set(body) != set(types) or any(type(body[k]) is not kind for k, kind in types.items()):
+        raise Reject("schema")
+    problem = charter_problem(body) if t == "charter" else membership_problem(body)
+    if problem:
+        raise Reject("value", problem)
+    return t, body, set(keys)
+
+
+def charter_problem(body: dict[str, Any]) -> str | None:
+    founders, fed = body["founders"], body["federation"]
+    if not 1 <= len(fed.encode("utf-8")) <= MAX_FEDERATION_BYTES or "/" in fed:
+        return "federation"
+    if not 1 <= len(founders) <= MAX_FOUNDERS or not all(type(k) is bytes and len(k) == 32 for k in founders):
+        return "founders"
+    if any(a >= b for a, b in zip(founders, founders[1:], strict=False)):  # bytewise ascending, so also distinct
+        return "founders not ascending"
+    return None if 1 <= body["threshold"] <= len(founders) else "threshold"
+
+
+def membership_problem(body: dict[str, Any]) -> str | None:
+    if not is_hex_id(body["charter"]):
+        return "charter"
+    raw = b58decode(body["peer"]) if set(body["peer"]) <= set(B58) else b""
+    if len(raw) != 38 or not raw.startswith(ED25519_PEER_PREFIX):
+        return "peer"
+    if body["action"] not in ("admit", "remove"):
+        return "action"
+    return "seq" if body["seq"] < 0 else None
+
+
+def open_charter(data: bytes) -> dict[str, Any]:
+    """A charter body whose signers are exactly its founders (check 8 of a charter)."""
+    t, body, keys = open_cosigned(data)
+    if t != "charter":
+        raise Reject("unknown-type")
+    if keys != set(body["founders"]):
+        raise Reject("founders")
+    return body
+
+
 # --- the arch schema and the model's size (README: Arch schema) ---------------------------------------------------
 
 # key: (type, default); "number" is the schema's float, "ints" its array of int
@@ -647,12 +727,48 @@ class Node:
     manifests: dict[str, Held] = field(default_factory=dict)  # artifact ID -> manifest (compacted ones gone)
     revocations: dict[str, Held] = field(default_factory=dict)
     tombstones: set[tuple[str, str]] = field(default_factory=set)  # (owner, artifact ID)
+    charter: dict[str, Any] | None = None  # the pinned charter's body; None: an open federation
+    members: dict[str, tuple[str, dict[str, Any], bytes]] = field(default_factory=dict)  # peer -> newest (ID, body)
+
+    def founders(self) -> set[str]:
+        return {peer_id(k) for k in self.charter["founders"]} if self.charter else set()
+
+    def is_member(self, peer: str) -> bool:
+        if self.charter is None or peer in self.founders():
+            return True
+        return peer in self.members and self.members[peer][1]["action"] == "admit"
 
     def trusted(self, owner: str) -> bool:
-        return not self.allowed or owner in self.allowed
+        return (not self.allowed or owner in self.allowed) and self.is_member(owner)
+
+    def membership(self, data: bytes) -> tuple[str, str]:
+        """Checks 9-11 of a membership message (README: Invite-only federations)."""
+        t, body, keys = open_cosigned(data)
+        if t != "membership":
+            raise Reject("unknown-type")
+        if self.charter is None:
+            raise Reject("no-charter")
+        if body["charter"] != body_id(self.charter):
+            raise Reject("wrong-charter")
+        if not keys <= set(self.charter["founders"]):
+            raise Reject("not-founder")
+        if len(keys) < self.charter["threshold"]:
+            raise Reject("threshold")
+        if body["action"] == "remove" and body["peer"] in self.founders():
+            raise Reject("founder")
+        mid, held = body_id(body), self.members.get(body["peer"])
+        if held is not None and held[0] == mid:
+            return "duplicate", mid
+        if held is not None and held[1]["seq"] >= body["seq"]:
+            raise Reject("membership-seq")
+        self.members[body["peer"]] = (mid, body, data)
+        return "accepted", mid
 
     def apply(self, data: bytes) -> tuple[str, str]:
         """("accepted" or "duplicate", the ID); Reject with the reason otherwise."""
+        env = decode(data) if len(data) <= MAX_ENVELOPE_BYTES else None
+        if type(env) is dict and env.get("t") == "membership":
+            return self.membership(data)
         a = open_envelope(data)
         body, owner, manifest = a.body, a.body["owner"], a.t == "manifest"
         if body["federation"] != self.federation:
@@ -661,7 +777,7 @@ class Node:
             raise Reject("wrong-classes")
         names_held = not manifest and any(i in self.manifests for i in body["ids"])
         if not names_held and not self.trusted(owner):
-            raise Reject("not-allowed")
+            raise Reject("not-allowed" if self.is_member(owner) else "not-member")
         if manifest and (owner, a.id) in self.tombstones:
             raise Reject("revoked")
         for i, held in (self.manifests | self.revocations).items():
@@ -691,9 +807,10 @@ class Node:
         return "accepted", a.id
 
     def inventory(self) -> tuple[list[bytes], list[bytes]]:
-        """What the node serves on sync: every manifest it holds and every revocation, each in ID order."""
-        return [self.manifests[i].data for i in sorted(self.manifests)], [
-            self.revocations[i].data for i in sorted(self.revocations)
+        """What the node serves on sync: every manifest and every revocation of a member it holds, each in ID
+        order."""
+        return [self.manifests[i].data for i in sorted(self.manifests) if self.is_member(self.manifests[i].owner)], [
+            self.revocations[i].data for i in sorted(self.revocations) if self.is_member(self.revocations[i].owner)
         ]
 
 
@@ -1444,6 +1561,51 @@ def check_invalid(doc: Seen, r: Report) -> None:
             same(e, "verdict", got, (c["output"], c["reason"]))
 
 
+def check_cosigned(c: Seen, e: list[str]) -> None:
+    """A co-signed case: rebuild the body, payload, every signature and the envelope from the seeds."""
+    body, kind = from_json(c["body"]), c["type"]
+    same(e, "canonical body", pack(body).hex(), c["canonical_body_hex"])
+    payload = signing_payload(kind, body)
+    same(e, "signing payload", payload.hex(), c["signing_payload_hex"])
+    seeds = [h(x) for x in c["signer_seeds_hex"]]
+    sigs = sorted(({"key": public_key(x), "sig": sign(x, payload)} for x in seeds), key=lambda s: s["key"])
+    same(e, "signatures", [s["sig"].hex() for s in sigs], c["signatures_hex"])
+    env = pack({"v": VERSION, "t": kind, "body": body, "sigs": sigs})
+    same(e, "envelope", env.hex(), c["envelope_hex"])
+    same(e, "id", body_id(body), c["id"])
+    same(e, "opens", open_cosigned(h(c["envelope_hex"]))[0], kind)
+
+
+def check_charter(doc: Seen, r: Report) -> None:
+    with r.case("charter", doc["charter"]["name"]) as e:
+        check_cosigned(doc["charter"], e)
+        same(e, "signed by exactly its founders", body_id(open_charter(h(doc["charter"]["envelope_hex"]))),
+             doc["charter"]["id"])  # fmt: skip
+    s = doc["scenario"]
+    node = Node(s["federation"], s["class_list"], charter=open_charter(h(s["charter_hex"])))
+    with r.case("membership", doc["membership"]["name"]) as e:
+        check_cosigned(doc["membership"], e)
+        same(e, "on the node", verdict(lambda: Node(node.federation, node.class_list, charter=node.charter).apply(
+            h(doc["membership"]["envelope_hex"]))), ("accepted", doc["membership"]["id"]))  # fmt: skip
+    for j, step in enumerate(s["steps"]):
+        with r.case(f"scenario.steps[{j}]", f"step {j + 1}") as e:
+            out = step["output"]
+            want = (out, step["id"]) if out is not None else (None, step["reason"])
+            same(e, "verdict", verdict(lambda step=step: node.apply(h(step["envelope_hex"]))), want)
+    with r.case("scenario", "scenario") as e:
+        same(e, "members", {p: node.is_member(p) for p in s["members_after"]}, dict(s["members_after"].items()))
+        after, (manifests, revocations) = s["inventory_after"], node.inventory()
+        same(e, "members served", [d.hex() for _, (_, _, d) in sorted((m[0], m) for m in node.members.values())],
+             after["members_hex"])  # fmt: skip
+        same(e, "manifests served", [x.hex() for x in manifests], after["manifests_hex"])
+        same(e, "revocations served", [x.hex() for x in revocations], after["revocations_hex"])
+    for i, c in enumerate(doc["invalid"]):
+        with r.case(f"invalid[{i}]", c["name"]) as e:
+            data, charter = h(c["envelope_hex"]), c["type"] == "charter"
+            got = verdict(lambda: ("accepted", body_id(open_charter(data))) if charter else node.membership(data))  # noqa: B023
+            same(e, "verdict", got, (c["output"], c["reason"]))
+
+
 CHECKS: dict[str, Callable[[Seen, Report], None]] = {
     "identity.json": check_identity,
     "canonical.json": check_canonical,
@@ -1458,6 +1620,7 @@ CHECKS: dict[str, Callable[[Seen, Report], None]] = {
     "ownership.json": check_ownership,
     "arch.json": check_arch,
     "invalid.json": check_invalid,
+    "charter.json": check_charter,
 }
 
 

@@ -28,8 +28,10 @@ import dataclasses
 import hashlib
 import json
 import re
+import shutil
 import struct
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ from safetensors.numpy import save as save_safetensors
 from ffnode.arch import expert_spec, factory_config, vet
 from ffnode.artifacts import codec
 from ffnode.artifacts.blob import MAX_HEADER_BYTES
+from ffnode.artifacts.charter import Membership, cosign, open_charter, seal_cosigned
 from ffnode.artifacts.codec import (
     MAX_CLASS_LIST_BYTES,
     MAX_CLASS_NAME_BYTES,
@@ -62,7 +65,7 @@ from ffnode.artifacts.codec import (
 )
 from ffnode.artifacts.manifest import MAX_BLOB_BYTES, MAX_CLASSES, MAX_LINEAGE, Manifest
 from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
-from ffnode.artifacts.store import open_announcement
+from ffnode.artifacts.store import CHARTER_FILE, Store, Trust, open_announcement
 from ffnode.config import LimitsConfig
 from ffnode.expert.config import ExpertConfig, expert_size
 from ffnode.factory.config import FactoryConfig, unet_size
@@ -1944,6 +1947,207 @@ def _duplicate_key_envelope(env: dict[str, Any]) -> bytes:
     return bytes([0x85]) + junk + canonical[1:]
 
 
+# -- invite-only federations (README: Invite-only federations) --------------------------------------------------
+CAROL, DAVE = Identity(b"\x02" * 32), Identity(b"\x04" * 32)
+CHARTER_BODY = {
+    "federation": FEDERATION,
+    "founders": sorted(x.public_key for x in (ALICE, BOB, CAROL)),
+    "threshold": 2,
+    "created": T0,
+}
+
+
+def cosigned(kind: str, body: dict[str, Any], *signers: Identity) -> bytes:
+    """ffnode's own co-signing: the first signer seals, each next one adds its signature."""
+    data = seal_cosigned(kind, body, signers[0])
+    for s in signers[1:]:
+        data = cosign(data, s)
+    return data
+
+
+CHARTER = cosigned("charter", CHARTER_BODY, ALICE, BOB, CAROL)
+CHARTER_ID = open_charter(CHARTER).id
+
+
+def member_msg(peer: Identity, action: str, seq: int, *signers: Identity, charter: str = CHARTER_ID) -> bytes:
+    return cosigned("membership", Membership(charter, peer.peer_id, action, seq, T0 + seq).body(), *signers)
+
+
+def cosigned_case(name: str, description: str, kind: str, body: dict[str, Any], *signers: Identity) -> dict[str, Any]:
+    payload = signing_payload(kind, body)
+    sigs = sorted(({"key": x.public_key, "sig": x.sign(payload)} for x in signers), key=lambda s: s["key"])
+    env = canonical_bytes({"v": 1, "t": kind, "body": body, "sigs": sigs})
+    assert env == cosigned(kind, body, *signers)
+    return {
+        "name": name,
+        "description": description,
+        "type": kind,
+        "signer_seeds_hex": [x.seed.hex() for x in sorted(signers, key=lambda x: x.public_key)],
+        "body": to_json(body),
+        "canonical_body_hex": canonical_bytes(body).hex(),
+        "signing_payload_hex": payload.hex(),
+        "signatures_hex": [s["sig"].hex() for s in sigs],
+        "envelope_hex": env.hex(),
+        "id": codec.body_id(body),
+    }
+
+
+def charter_file() -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp())  # the node: a store that pins the charter
+    (root / CHARTER_FILE).write_bytes(CHARTER)
+    store = Store(root, federation=FEDERATION, classes=CLASS_LIST, trust=Trust(charter=CHARTER_ID))
+    dave_factory = manifest(owner=DAVE.peer_id, owner_key=DAVE.public_key, seq=1, blob=hid(b"dave 3"))
+    admit = member_msg(DAVE, "admit", 1, ALICE, BOB)
+
+    def step(description: str, data: bytes, output: str | None, reason: str | None = None) -> dict[str, Any]:
+        try:
+            got = store.add(data)
+        except WireError:
+            assert output is None, description
+        else:
+            assert output == ("duplicate" if got is None else "accepted"), description
+        row: dict[str, Any] = {"description": description, "envelope_hex": data.hex(), "output": output}
+        if output is not None:
+            row["id"] = open_announcement(data, store.charter).id
+        if reason is not None:
+            row["reason"] = reason
+        return row
+
+    steps = [
+        step("Dave's factory before any admission: Dave is no member", dave_factory.seal(DAVE), None, "not-member"),
+        step(
+            "Dave's admission signed by Alice alone (the threshold is 2)",
+            member_msg(DAVE, "admit", 1, ALICE),
+            None,
+            "threshold",
+        ),
+        step(
+            "Dave's admission signed by Alice and Mallory, who is no founder",
+            member_msg(DAVE, "admit", 1, ALICE, MALLORY),
+            None,
+            "not-founder",
+        ),
+        step(
+            "Dave's admission under another charter",
+            member_msg(DAVE, "admit", 1, ALICE, BOB, charter=hid(b"x")),
+            None,
+            "wrong-charter",
+        ),
+        step("Dave's admission signed by Alice and Bob", admit, "accepted"),
+        step("the same admission again", admit, "duplicate"),
+        step("Dave's factory: Dave is a member now", dave_factory.seal(DAVE), "accepted"),
+        step("Alice's factory: a founder needs no admission", ALICE_FACTORY.seal(ALICE), "accepted"),
+        step(
+            "Mallory's revocation of an ID nobody holds: Mallory is no member",
+            revocation(owner=MALLORY.peer_id, owner_key=MALLORY.public_key, ids=[hid(b"y")], seq=1).seal(MALLORY),
+            None,
+            "not-member",
+        ),
+        step("Bob and Carol remove Alice, a founder", member_msg(ALICE, "remove", 1, BOB, CAROL), None, "founder"),
+        step(
+            "Bob and Carol remove Dave (seq 2): his factory is held, no longer used",
+            member_msg(DAVE, "remove", 2, BOB, CAROL),
+            "accepted",
+        ),
+        step("Dave's admission (seq 1) again, from a peer that missed the removal", admit, None, "membership-seq"),
+        step(
+            "a new factory of Dave's",
+            manifest(owner=DAVE.peer_id, owner_key=DAVE.public_key, seq=2, blob=hid(b"dave 4")).seal(DAVE),
+            None,
+            "not-member",
+        ),
+    ]
+    members, manifests, revocations = store.memberships(), *store.inventory()
+    bad_sig = codec.decode(admit)
+    bad_sig["sigs"][1]["sig"] = bad_sig["sigs"][0]["sig"]
+    twice = codec.decode(admit)
+    twice["sigs"][1] = twice["sigs"][0]
+    two_founders = seal_cosigned("charter", CHARTER_BODY, ALICE)
+
+    def invalid(name: str, kind: str, data: bytes, reason: str) -> dict[str, Any]:
+        try:
+            open_charter(data) if kind == "charter" else open_announcement(data, store.charter)
+        except WireError:
+            return {"name": name, "type": kind, "envelope_hex": data.hex(), "output": None, "reason": reason}
+        raise AssertionError(f"{name} was accepted")
+
+    unsorted = CHARTER_BODY | {"founders": CHARTER_BODY["founders"][::-1]}
+    doc = {
+        "description": "Invite-only federations (README: Invite-only federations): a charter every founder signed, "
+        "a membership message signed by threshold founders, and a node that pins the charter applying messages in "
+        "order, starting empty. members_after: each peer's standing afterwards (founders are members without "
+        "admission); inventory_after: what it then serves, membership messages first (a removed member's "
+        "manifests are left out).",
+        "spec": f"{SPEC}#invite-only-federations",
+        "charter": cosigned_case(
+            "charter",
+            "Alice, Bob and Carol found 'digits'; 2 of them admit or remove",
+            "charter",
+            CHARTER_BODY,
+            ALICE,
+            BOB,
+            CAROL,
+        ),
+        "membership": cosigned_case(
+            "admit-dave", "Alice and Bob admit Dave", "membership", codec.decode(admit)["body"], ALICE, BOB
+        ),
+        "scenario": {
+            "federation": FEDERATION,
+            "class_list": CLASS_LIST,
+            "charter_hex": CHARTER.hex(),
+            "steps": steps,
+            "members_after": {p: store.is_member(p) for p in sorted({ALICE.peer_id, DAVE.peer_id, MALLORY.peer_id})},
+            "inventory_after": {
+                "members_hex": [d.hex() for _, d in members],
+                "manifests_hex": [d.hex() for _, d in manifests],
+                "revocations_hex": [d.hex() for _, d in revocations],
+            },
+        },
+        "invalid": [
+            invalid("charter-two-of-three", "charter", cosign(two_founders, BOB), "founders"),
+            invalid("charter-extra-signer", "charter", cosign(CHARTER, MALLORY), "founders"),
+            invalid(
+                "charter-threshold-0",
+                "charter",
+                cosigned("charter", CHARTER_BODY | {"threshold": 0}, ALICE, BOB, CAROL),
+                "value",
+            ),
+            invalid(
+                "charter-threshold-above",
+                "charter",
+                cosigned("charter", CHARTER_BODY | {"threshold": 4}, ALICE, BOB, CAROL),
+                "value",
+            ),
+            invalid("charter-founders-unsorted", "charter", cosigned("charter", unsorted, ALICE, BOB, CAROL), "value"),
+            invalid("membership-bad-signature", "membership", canonical_bytes(bad_sig), "signature"),
+            invalid("membership-key-twice", "membership", canonical_bytes(twice), "signers"),
+            invalid(
+                "membership-one-sig-key",
+                "membership",
+                canonical_bytes({**codec.decode(admit), "sigs": [{"key": ALICE.public_key}]}),
+                "not-envelope",
+            ),
+            invalid(
+                "membership-no-sigs", "membership", canonical_bytes({**codec.decode(admit), "sigs": []}), "not-envelope"
+            ),
+            invalid(
+                "membership-action",
+                "membership",
+                cosigned("membership", codec.decode(admit)["body"] | {"action": "ban"}, ALICE, BOB),
+                "value",
+            ),
+            invalid(
+                "membership-peer",
+                "membership",
+                cosigned("membership", codec.decode(admit)["body"] | {"peer": "QmNotAnEd25519Key"}, ALICE, BOB),
+                "value",
+            ),
+        ],
+    }
+    shutil.rmtree(root)
+    return doc
+
+
 FILES = {
     "identity.json": identity_file,
     "canonical.json": canonical_file,
@@ -1958,6 +2162,7 @@ FILES = {
     "ownership.json": ownership_file,
     "arch.json": arch_file,
     "invalid.json": invalid_file,
+    "charter.json": charter_file,
 }
 
 
