@@ -209,6 +209,7 @@ def join(
     with _stopped(home) as stopped:
         if not stopped:
             abort(f"the node at {home} is running: stop it, join, then start it again")
+        (home / "store").mkdir(exist_ok=True)  # a home that never ran has no store yet
         atomic_write(home / "store" / CHARTER_FILE, doc["charter"])
         config.federation.charter = pinned.id
         config.validate(home / "config.toml")
