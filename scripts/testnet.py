@@ -12,6 +12,8 @@ and writes a JSON report. With --unlearn K, node K then leaves the federation an
 All sites share the machine's one pool of --workers job slots (`jobs.slots`): N sites cost N light nodes plus
 at most --workers worker processes, and a site starts its query worker only when asked, stopping it once idle.
 Their jobs are forked warm by one shared fork server (`jobs.forkserver`; --fresh-jobs: each a fresh process).
+With --factory-cache DIR every site keeps its trained factories there (`jobs.factory_cache`), so a second run over the
+same data, profile and seeds (a sweep over synthesis, expert or PoE settings) trains no factory again.
 The report's `compute` gives each site's job CPU (core-seconds) per stage, and `memory` the peaks of resident
 memory over every daemon and its workers, sampled each second through the run (scripts/harness/memory.py).
 
@@ -138,6 +140,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-per-class", type=int, default=0, help="keep at most N training images per class (0: all)")
     p.add_argument("--synth-per-class", type=int, default=0, help="synthetic images per missing class (0: profile's)")
     p.add_argument("--factory-steps", type=int, default=0, help="factory training steps (0: the profile's)")
+    p.add_argument(
+        "--factory-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="every site's jobs.factory_cache: runs that name the same DIR train each factory once (kept, not wiped)",
+    )
     p.add_argument("--netns", action="store_true", help="one network namespace per site on a bridge (root)")
     p.add_argument("--rate-mbit", type=float, default=None, help="with --netns: limit each link to this, each way")
     p.add_argument("--relay", action="store_true", help="with --netns: node 0 relays for the --nat sites")
@@ -248,6 +257,7 @@ def make_homes(
     args.workdir.mkdir(parents=True)
     pool = {"slots": str((args.workdir / "slots").resolve()), "workers": args.workers}
     pool |= {} if args.fresh_jobs else {"forkserver": str(forkserver_folder(args) / "jobs.sock")}
+    pool |= {"factory_cache": str(args.factory_cache.resolve())} if args.factory_cache else {}
     settings = {"jobs": pool | {"query_warm": False, "query_idle_s": QUERY_IDLE_S}}
     # every site on 127.0.0.1 is one IP to the others: room for a connection to and from each of them
     settings["limits"] = {"connections_per_ip": max(64, 2 * len(parts))}
@@ -768,6 +778,7 @@ def main(argv: list[str] | None = None) -> dict:
             "bytes_sent_per_node": [s["bytes_sent"] if s else None for s in final],
             "network": network.report(results),
             "workers": args.workers,
+            "factory_cache": str(args.factory_cache) if args.factory_cache else None,  # factories trained before: 0 s
             # the manifests' training summaries (results_table.py reads them), and the jobs' CPU per site and stage
             "compute": compute_used(homes[running[0]]) | compute_per_site(final, running),
             "privacy": privacy_audits(homes[running[0]], final),

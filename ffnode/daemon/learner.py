@@ -28,11 +28,12 @@ from ffnode.artifacts.store import Store
 from ffnode.config import Config
 from ffnode.daemon import timing
 from ffnode.daemon.outbox import HasLeft, Outbox
-from ffnode.daemon.unlearn import Unlearning
+from ffnode.daemon.unlearn import DATA_FILE, Unlearning
 from ffnode.data.sources import ImageSet
 from ffnode.jobs import Runner
+from ffnode.jobs.factorycache import FactoryCache
 from ffnode.jobs.progress import Progress
-from ffnode.jobs.spec import OUT, SYNTH, FactorySource, Job, JobResult
+from ffnode.jobs.spec import CACHED, OUT, FactorySource, Job, JobResult
 from ffnode.jobs.synthcache import SynthCache
 from ffnode.profiles import Profile, expert_arch
 
@@ -40,7 +41,6 @@ log = logging.getLogger("ffnode.learner")
 
 QUIET_S = 2.0  # wait this long after the last new factory before training: announcements come in bursts
 RETRY_S = 30.0  # after a failed learning round
-DATA_FILE = "data.npz"  # under work/: deleted with it when the site leaves
 WAITING_POLL_S = 5.0  # while waiting for classes: pending factories give up after limits.pending_grace_s
 
 
@@ -56,9 +56,11 @@ class Learner:
         cache: SynthCache,
         work: Path,
         runner: Runner,
+        factories: FactoryCache | None = None,
     ) -> None:
         self.config, self.data, self.store, self.outbox = config, data, store, outbox
         self.unlearning, self.cache, self.work, self.runner = unlearning, cache, work, runner
+        self.factories = factories  # jobs.factory_cache: own factories already trained, by what determines them
         self.data_file = work / DATA_FILE  # the local images as every job reads them (the node writes it at start)
         # torch threads per job: the config's, else the cores shared by the runner's workers. A rebuild must use
         # the same count as the build it checks (bitwise): an expert's meta records it, and `rebuild` uses that.
@@ -151,11 +153,16 @@ class Learner:
                 "threads": self.threads,
             }
             workdir = self.work / f"factory-{label}"  # training resumes from here after a crash
-            job = Job("factory", args, {"data": str(self.data_file)}, workdir, what=f"factory {self.classes[label]}")
+            inputs = {"data": str(self.data_file)} | ({"cache": str(self.factories.folder)} if self.factories else {})
+            job = Job("factory", args, inputs, workdir, what=f"factory {self.classes[label]}")
             done_job = await self.run_job(job)
+            if self.factories is not None and not self.outbox.left:  # a site that left keeps nothing of its data
+                self.factories.adopt(done_job.workdir / OUT / CACHED)
             if not done_job.ok or done_job.result is None:
                 raise RuntimeError(f"the factory of class {self.classes[label]} failed: {done_job.error}")
             built = done_job.result
+            if built.get("cached"):
+                log.info("the factory of class %s comes from the factory cache", self.classes[label])
             if built["withheld"] is not None:
                 self.withheld[label] = built["withheld"]
                 log.warning("withholding the factory of class %s: its privacy audit fails (%s)", self.classes[label],
@@ -255,7 +262,7 @@ class Learner:
             return
         done_job = await self.run_job(job)
         # the sets it drew are kept even if it failed: a retry without a blamed factory samples only what is new
-        adopted = self.cache.adopt(done_job.workdir / OUT / SYNTH, self.store.is_revoked)
+        adopted = self.cache.adopt(done_job.workdir / OUT / CACHED, self.store.is_revoked)
         log.debug("kept %d synthetic set(s) in the cache", adopted)
         if done_job.blame is not None:  # a peer's factory broke the job (cannot be loaded or sampled, a limit)
             self._skip(done_job.blame, done_job.error or "")

@@ -27,14 +27,15 @@ from ffnode.config import CONFIG_FILE, Config, ConfigError
 from ffnode.daemon import control
 from ffnode.daemon.handlers import ControlHandlers
 from ffnode.daemon.intake import FETCH_WORKERS, SYNC_WORKERS, Intake
-from ffnode.daemon.learner import DATA_FILE, Learner
+from ffnode.daemon.learner import Learner
 from ffnode.daemon.ledger import Ledger
 from ffnode.daemon.outbox import Outbox
-from ffnode.daemon.unlearn import Unlearning
+from ffnode.daemon.unlearn import DATA_FILE, Unlearning
 from ffnode.data.sources import DataError, ImageSet
 from ffnode.events import EventLog
 from ffnode.identity import load_identity
 from ffnode.jobs import make_runner
+from ffnode.jobs.factorycache import open_factory_cache
 from ffnode.jobs.synthcache import SynthCache
 from ffnode.net import Handlers, NetError, NetHost, Relaying
 from ffnode.net.conns import ConnLimits
@@ -70,6 +71,7 @@ class Node:
             vet=functools.partial(vet, limits=limits),
         )
         self.cache = SynthCache(home / "work" / "synth")
+        self.factories = open_factory_cache(self.config.jobs.factory_cache, home)  # own factories, across homes
         self.runner = make_runner(self.config.jobs)  # where every piece of learning runs (ffnode/jobs/)
         self.ledger = Ledger(limits.peers_tracked, limits.bad_items)  # what each peer cost: counted, logged
         self.events = EventLog(home)  # the audit trail: what was published, accepted, revoked, blocked, by whom
@@ -77,7 +79,7 @@ class Node:
         self.outbox = Outbox(
             home, self.identity, self.store, fed.name, fed.classes, self._gossip, self._wake_learner, self.events
         )
-        self.unlearning = Unlearning(self.store, self.outbox, self.cache, self._halt_jobs)
+        self.unlearning = Unlearning(self.store, self.outbox, self.cache, self._halt_jobs, self.factories)
         self.intake = Intake(self.config, self.store, self.ledger, self.events)  # what peers send
         self.pool: QueryService | None = None  # made once the image shape is known (Node.run)
         self.learner: Learner | None = None  # made once the local data is loaded (Node.run)
@@ -150,7 +152,7 @@ class Node:
                 log.warning("%s (set learning.profile in %s)", warning, self.home / CONFIG_FILE)
             self.learner = Learner(
                 self.config, data, profile, self.store, self.outbox, self.unlearning, self.cache, self.home / "work",
-                self.runner,
+                self.runner, self.factories,
             )  # fmt: skip
             self.store.listen(lambda _: self._wake_learner())  # every change may make something due
             self.unlearning.forget_all_revoked()  # after a crash between a revocation and its purge

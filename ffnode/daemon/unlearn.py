@@ -10,12 +10,14 @@ lineage: the proof, which rebuilds it in a job of its own, without the synthetic
 The cascade has one path, `Unlearning.forget`, for revocations this node signs and for those it accepts
 from peers alike: it listens to the store's "revoked" events. The store has already deleted the revoked blobs
 and tombstoned the IDs (and tells the learner, which retrains any expert whose lineage lost a factory and
-revokes the superseded one); forget deletes what this node derived from them: the cached synthetic sets.
+revokes the superseded one); forget deletes what this node derived from them: the cached synthetic sets, and for
+its own factories the factory cache's entries trained on its images of their classes (jobs.factory_cache).
 
 A stopped node revokes and leaves too (`offline`): the revocation is signed with the key in its home into its
 store, and peers get it when it next starts (they sync its inventory on connecting, and its learner retrains
 what the revocation took, as after any start). Leaving also deletes what was derived from the site's data under
-`work/` (factory checkpoints, EMA snapshots, audit records, synthetic sets): `erase_derived`.
+`work/` (factory checkpoints, EMA snapshots, audit records, synthetic sets) and the factory cache's entries of its
+images, published or withheld: `erase_derived`.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import MAX_IDS, Revocation
 from ffnode.artifacts.store import Store, StoreEvent, limits_of, trust_of
 from ffnode.config import Config
 from ffnode.daemon.outbox import Outbox
 from ffnode.identity import load_identity
+from ffnode.jobs.factorycache import FactoryCache, class_digests, open_factory_cache
 from ffnode.jobs.spec import JobResult
 from ffnode.jobs.synthcache import SynthCache
 from ffnode.voters import candidates
@@ -42,6 +47,7 @@ from ffnode.voters import candidates
 log = logging.getLogger("ffnode.unlearn")
 
 WORK = "work"  # in the node's home: everything there is derived from the site's data or from peers' factories
+DATA_FILE = "data.npz"  # under work/: the local images as jobs read them; deleted with it when the site leaves
 
 
 async def _nothing_runs() -> None:
@@ -50,9 +56,14 @@ async def _nothing_runs() -> None:
 
 class Unlearning:
     def __init__(
-        self, store: Store, outbox: Outbox, cache: SynthCache, halt: Callable[[], Awaitable[None]] = _nothing_runs
+        self,
+        store: Store,
+        outbox: Outbox,
+        cache: SynthCache,
+        halt: Callable[[], Awaitable[None]] = _nothing_runs,
+        factories: FactoryCache | None = None,
     ) -> None:
-        self.store, self.outbox, self.cache = store, outbox, cache
+        self.store, self.outbox, self.cache, self.factories = store, outbox, cache, factories
         self.halt = halt  # kills the running job, so none writes under work/ once it is erased
         store.listen(self._on_event)
 
@@ -61,11 +72,35 @@ class Unlearning:
             self.forget(event.ids)
 
     def forget(self, ids: Iterable[str]) -> None:
-        """After a revocation is stored (own or a peer's): delete the synthetic sets drawn from its artifacts."""
+        """After a revocation is stored (own or a peer's): delete the synthetic sets drawn from its artifacts, and
+        the factory cache's entries of the classes of own revoked factories."""
         revoked = set(ids)
         purged = self.cache.purge(revoked)
         if purged:
             log.info("deleted %d synthetic set(s) drawn from revoked factories", purged, extra={"ids": sorted(revoked)})
+        me, own = self.outbox.me, [self.store.get(aid) for aid in revoked if self.store.is_revoked(aid)]
+        labels = {c for m in own if m is not None and m.kind == "factory" and m.owner == me for c in m.classes}
+        if labels:
+            self.purge_factories(labels)
+
+    def purge_factories(self, labels: set[int] | None = None) -> int:
+        """Delete the factory cache's entries trained on this site's images of `labels` (None: of every class it
+        holds); returns how many. Without its images (work/data.npz unreadable) it deletes every entry of those
+        classes, whoever's: more than needed costs a retraining, less would break exact unlearning."""
+        if self.factories is None:
+            return 0
+        try:
+            with np.load(self.outbox.home / WORK / DATA_FILE) as z:
+                images, have = z["images"], z["labels"]
+            classes = labels if labels is not None else set(have.tolist())
+            purged = self.factories.purge(class_digests(images, have, classes))
+        except (OSError, ValueError, KeyError):
+            if labels is None:  # the classes it published factories of (a withheld one it cannot name)
+                labels = {c for m in self.outbox.own() if m.kind == "factory" for c in m.classes}
+            purged = self.factories.purge_where(lambda index: index.get("label") in labels)
+        if purged:
+            log.info("deleted %d factory cache entr(ies) trained on this site's images", purged)
+        return purged
 
     def forget_all_revoked(self) -> None:
         """At start: a crash between storing a revocation and purging must not keep derived data."""
@@ -97,8 +132,10 @@ class Unlearning:
 
     def erase_derived(self) -> list[Path]:
         """Delete everything under the home's work/ (factory checkpoints, EMA snapshots and audit records, the
-        synthetic sets, the copy of the images jobs read: all derived from this site's data or from factories);
-        returns what was deleted. The caller has halted the running job, so none writes a checkpoint after it."""
+        synthetic sets, the copy of the images jobs read: all derived from this site's data or from factories) and
+        the factory cache's entries of this site's images; returns what was deleted under work/. The caller has
+        halted the running job, so none writes a checkpoint after it."""
+        self.purge_factories()  # before the images it reads are deleted
         work = self.outbox.home / WORK
         if not work.is_dir():
             return []
@@ -138,7 +175,8 @@ def offline(home: Path) -> Unlearning:
         limits=limits_of(config),
     )
     outbox = Outbox(home, identity, store, fed.name, fed.classes, _at_next_start)
-    return Unlearning(store, outbox, SynthCache(home / WORK / "synth"))
+    factories = open_factory_cache(config.jobs.factory_cache, home)
+    return Unlearning(store, outbox, SynthCache(home / WORK / "synth"), factories=factories)
 
 
 async def verify_unlearning(

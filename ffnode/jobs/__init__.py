@@ -8,7 +8,9 @@
     forkserver.py a warm process that forks those workers (torch imported once) for the nodes of one machine
     ray.py        the same jobs on a Ray cluster (a site's GPUs elsewhere)
     progress.py   what the node or a job is doing now, for `ffnode status`
+    contentcache.py  what the caches share: entries keyed by the sha256 of what determines them, data then index
     synthcache.py the synthetic sets, keyed by what determines them; jobs read it, the node adopts and purges
+    factorycache.py  a site's own trained factories (jobs.factory_cache), so a sweep never trains one twice
 
 The node (daemon/) decides what to run and when; it imports nothing of torch. A job that crashes, hangs or
 breaks a limit costs that job; its result names the peer artifact it was reading, and the learner skips it.

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 
 from ffnode.arch import LoadError
 from ffnode.artifacts.codec import canonical_bytes
@@ -36,6 +37,7 @@ from ffnode.expert.train import train_expert
 from ffnode.factory.config import FactoryConfig
 from ffnode.factory.dp import DPPlan, plan_dp
 from ffnode.factory.train import load_snapshot, train_factory
+from ffnode.jobs.factorycache import CachedFactory, FactoryCache
 from ffnode.jobs.progress import Progress, ticker
 from ffnode.jobs.spec import FactorySource
 from ffnode.jobs.synthcache import SynthCache
@@ -66,6 +68,7 @@ class FactoryBuild:
     summary: dict[str, Any]  # the manifest's meta: training figures, and the published snapshot's audit
     seed: int
     withheld: str | None = None
+    cached: bool = False  # taken from the factory cache, not trained
 
 
 def factory_seed(node_seed: int, label: int) -> int:
@@ -108,16 +111,45 @@ def make_factory(
     work: Path,
     progress: Progress,
     should_stop: Callable[[], bool] = lambda: False,
+    cache: FactoryCache | None = None,
 ) -> FactoryBuild:
     """Train the factory of one local class (resuming from `work`), audit it and pick what to publish: the final
     weights if they pass the audit policy, else the latest earlier snapshot that does, else nothing. Audits
     already made of this run are read back from `work`, not redone. With privacy.dp_epsilon the training is DP-SGD
-    and the published meta.dp states the epsilon of the steps the published weights saw."""
+    and the published meta.dp states the epsilon of the steps the published weights saw. With `cache`, a factory
+    built before from the same inputs is taken from it (bitwise what training gives: factorycache.py), and a new
+    one is written to it."""
     seed = factory_seed(node_seed, label)
     work.mkdir(parents=True, exist_ok=True)
+    key = (data.images[data.labels == label], label, cfg.to_dict(), node_seed, dataclasses.asdict(privacy))
+    if cache is not None and (hit := cache.get(*key)) is not None:
+        if hit.record is not None:  # the owner's record of its audits (`ffnode audit`), as training would leave it
+            atomic_write(work / AUDIT_FILE, json.dumps(hit.record, indent=1).encode())
+        weights = None if hit.weights is None else safetensors.torch.load(hit.weights)
+        return FactoryBuild(weights, hit.summary, seed, hit.withheld, cached=True)
+    built, record = _train_factory(data, label, cfg, node_seed, privacy, work, progress, should_stop)
+    if cache is not None:
+        blob = None if built.weights is None else safetensors.torch.save(built.weights)
+        cache.put(*key, CachedFactory(blob, built.summary, built.withheld, record))
+    return built
+
+
+def _train_factory(
+    data: ImageSet,
+    label: int,
+    cfg: FactoryConfig,
+    node_seed: int,
+    privacy: PrivacyConfig,
+    work: Path,
+    progress: Progress,
+    should_stop: Callable[[], bool],
+) -> tuple[FactoryBuild, dict[str, Any] | None]:
+    """make_factory without the cache; also returns the audit record (None without an audit)."""
+    seed = factory_seed(node_seed, label)
     train, held = factory_split(data, label, node_seed, privacy)
     if privacy.audit and min(len(train), len(held)) < 2:
-        return FactoryBuild(None, {}, seed, withheld=f"{len(train) + len(held)} images are too few to audit a factory")
+        too_few = f"{len(train) + len(held)} images are too few to audit a factory"
+        return FactoryBuild(None, {}, seed, withheld=too_few), None
     dp = factory_dp(privacy, len(train), cfg)
     k = privacy.snapshots if privacy.audit else 0
     snapshots = sorted({cfg.train_steps * i // (k + 1) for i in range(1, k + 1)} - {0})
@@ -128,7 +160,7 @@ def make_factory(
             dp=dp,
         )  # fmt: skip
         if not privacy.audit:
-            return FactoryBuild(weights, summary, seed)
+            return FactoryBuild(weights, summary, seed), None
         record = _audit_record(work, train, cfg, seed, dp)
         policy, reasons, task = AuditPolicy.of(privacy), [], progress.task
         settings = AuditSettings(samples=privacy.audit_samples)
@@ -158,9 +190,9 @@ def make_factory(
                 published = {"steps": step, "images_seen": step * cfg.batch_size, "audit": audit}
                 if dp is not None:  # an earlier snapshot has spent less: the accountant at its step
                     published["dp"] = dp.meta(step)
-                return FactoryBuild(w, summary | published, seed)
+                return FactoryBuild(w, summary | published, seed), record
             reasons.append(f"step {step}: " + "; ".join(why))
-    return FactoryBuild(None, summary, seed, withheld=" | ".join(reasons) or "no snapshot could be audited")
+    return FactoryBuild(None, summary, seed, withheld=" | ".join(reasons) or "no snapshot could be audited"), record
 
 
 def _audit_record(work: Path, train: np.ndarray, cfg: FactoryConfig, seed: int, dp: DPPlan | None) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 The node stays small: it imports neither ray nor torch. For each job it starts a short-lived driver,
 `python -m ffnode.jobs.ray WORKDIR JOBS_CONFIG_JSON`, which
 
-    1. reads the job's inputs (site images, peers' factory blobs; not the synthetic-set cache, which only saves
-       time) and its workdir (a factory's checkpoints, so training resumes), and connects to `jobs.address`;
+    1. reads the job's inputs (site images, peers' factory blobs; not the `cache` of synthetic sets or factories,
+       which only saves time) and its workdir (a factory's checkpoints, so training resumes), and connects to
+       `jobs.address`;
     2. ships them as bytes to one Ray task (num_cpus: the job's threads, num_gpus: jobs.gpus, memory: memory_mb),
        which lays them out in a temp dir on its machine, rewrites the input paths and runs the very worker the
        local runner runs (`python -m ffnode.jobs.worker`: the audit hook, the CPU and memory limits, the job
@@ -46,7 +47,7 @@ from ffnode.jobs.spec import JOB_FILE, RESULT_FILE, Job, JobResult
 
 REPORT_FILE = "ray.json"  # in the workdir, written by the driver: what the watch on the cluster saw
 LOCAL = {JOB_FILE, LOG_FILE, REPORT_FILE}  # the node's own files in the workdir: neither shipped nor mirrored
-CACHE = "cache"  # the input not shipped: the synthetic sets are drawn again on the cluster, identically
+CACHE = "cache"  # the input not shipped: the synthetic sets are drawn (a factory trained) again there, identically
 STOP_S = 10.0  # how long a driver told to stop may take to cancel its task before it is killed
 PROBE_S = 10.0  # how long the cluster's address may take to accept a connection
 CONNECT_TRIES = 3  # a Ray Client server may fail to start its per-driver server on a loaded head: try again

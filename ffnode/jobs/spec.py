@@ -1,10 +1,11 @@
 """A job: one piece of learning with an explicit input and output, and no other channel (torch-free).
 
     job.json      {"kind", "args", "inputs": {name: absolute path}}   written by the node, read by the worker
-    inputs        files the job only reads: the site's images, peers' factory blobs, the synthetic-set cache
+    inputs        files the job only reads: the site's images, peers' factory blobs, a cache (`cache`: the
+                  synthetic sets for an expert job, the factory cache for a factory job)
     workdir/      the only folder the job writes: checkpoints (a factory's, so training resumes), out/, result.json
     out/blob      the weights it made, as the blob the node publishes (artifacts/blob.py: owner in the header)
-    out/synth/    an expert job's newly drawn synthetic sets, which the node adopts into its cache
+    out/cache/    the cache entries it made (newly drawn synthetic sets, a newly trained factory): the node adopts them
     result.json   {"result": {...}} or {"error": "...", "blame": artifact ID | null}, and "cpu_s" per phase
 
 Same job.json and input bytes, bitwise-same out/blob: the worker is a pure function of them (jobs/build.py), so
@@ -26,7 +27,7 @@ JOB_FILE = "job.json"
 RESULT_FILE = "result.json"
 OUT = "out"
 BLOB = "blob"  # under out/
-SYNTH = "synth"  # under out/: the synthetic sets the job drew (the node adopts them into its cache)
+CACHED = "cache"  # under out/: the cache entries the job made (synthetic sets, an own factory): the node adopts them
 KINDS = ("factory", "expert")
 
 

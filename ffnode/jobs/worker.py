@@ -22,7 +22,7 @@ import numpy as np
 from ffnode.arch import LoadError
 from ffnode.artifacts.store import atomic_write
 from ffnode.jobs.progress import Progress
-from ffnode.jobs.spec import BLOB, JOB_FILE, OUT, RESULT_FILE, SYNTH, FactorySource
+from ffnode.jobs.spec import BLOB, CACHED, JOB_FILE, OUT, RESULT_FILE, FactorySource
 
 EMIT_S = 0.5  # progress lines at most this often, besides one per change of phase, task or blame
 
@@ -79,8 +79,10 @@ def run(workdir: Path, progress: JobProgress) -> dict[str, Any]:
     from ffnode.artifacts.blob import weights_to_bytes
     from ffnode.config import PrivacyConfig
     from ffnode.data.sources import ImageSet
+    from ffnode.device import bf16_pays, pick_device
     from ffnode.factory.config import FactoryConfig
     from ffnode.jobs.build import make_expert, make_factory
+    from ffnode.jobs.factorycache import FactoryCache
     from ffnode.jobs.synthcache import SynthCache
 
     spec = json.loads((workdir / JOB_FILE).read_text())
@@ -88,10 +90,15 @@ def run(workdir: Path, progress: JobProgress) -> dict[str, Any]:
     if args.get("threads"):
         torch.set_num_threads(args["threads"])
     threads = torch.get_num_threads()  # what the bits depend on, beside the inputs: recorded with what is made
+    device = pick_device()
+    kind = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    # what a cache entry's bits depend on beside its key: a hit must be what this job would compute
+    variant = f"torch={torch.__version__} threads={threads} device={kind} bf16={bf16_pays(device.type)}"
     with np.load(inputs["data"]) as z:
         data = ImageSet(z["images"], z["labels"], tuple(args["class_names"]))
     out = workdir / OUT
     if spec["kind"] == "factory":
+        cache = FactoryCache(inputs["cache"], write_to=out / CACHED, variant=variant) if "cache" in inputs else None
         built = make_factory(
             data,
             args["label"],
@@ -100,20 +107,18 @@ def run(workdir: Path, progress: JobProgress) -> dict[str, Any]:
             PrivacyConfig(**args["privacy"]),
             workdir,  # checkpoints, snapshots and audit records: training resumes here
             progress,
+            cache=cache,
         )
         if built.weights is not None:
             atomic_write(out / BLOB, weights_to_bytes(built.weights, args["owner"]))
-        return {"summary": built.summary, "seed": built.seed, "withheld": built.withheld}
-    cache = (
-        SynthCache(inputs["cache"], write_to=out / SYNTH, variant=f"threads={threads}") if "cache" in inputs else None
-    )
+        return {"summary": built.summary, "seed": built.seed, "withheld": built.withheld, "cached": built.cached}
     expert = make_expert(
         data,
         [FactorySource(**f) for f in args["factories"]],
         inputs,
         args["arch"],
         args["seed"],
-        cache=cache,
+        cache=SynthCache(inputs["cache"], write_to=out / CACHED, variant=variant) if "cache" in inputs else None,
         progress=progress,
         class_names=args["class_names"],
     )
