@@ -42,6 +42,11 @@ MAX_COUNT = 10**8  # label counts above this are not a real site's
 # No site's real data may weigh more than this many times the median site's in the federation prior, so one
 # liar (counts are the owner's word) shifts the prior by a bounded factor, however large its claims.
 PRIOR_CLIP = 4.0
+# Of a class other owners hold too, no owner's real count may exceed this many times theirs together: one owner
+# moves the prior odds of a shared class by at most log(1 + PRIOR_SHARE) nats (log 2), however large its claims, so
+# with each expert's vote bounded (ffnode.poe, D_C) neither lever lets one owner decide an answer. A class's sole
+# holder (every class in a single-class silo) is bounded by PRIOR_CLIP alone.
+PRIOR_SHARE = 1.0
 NO_EXPERTS = "no live experts yet: wait until `ffnode status` shows phase 'ready'"
 
 
@@ -252,7 +257,7 @@ def expert_priors(manifests: Sequence[Manifest], num_classes: int) -> Priors | N
     A peer signs its own counts, so they are checked before they may weigh on every query: per-class
     lists of non-negative ints that add up to the expert's `n_real` and `n_train`, real never above total.
     The real prior counts each site once, from its newest expert (two can be live while one supersedes
-    the other).
+    the other), its claims bounded by PRIOR_CLIP and PRIOR_SHARE.
     """
     train, newest = [], {}
     for m in manifests:
@@ -268,6 +273,8 @@ def expert_priors(manifests: Sequence[Manifest], num_classes: int) -> Priors | N
     totals = reals.sum(axis=1)
     cap = PRIOR_CLIP * max(float(np.median(totals)), 1.0)
     reals *= np.minimum(1.0, cap / np.maximum(totals, 1.0))[:, None]  # no owner outweighs the median site 4:1
+    others = reals.sum(axis=0) - reals  # (owners, C): every other owner's count of each class
+    reals = np.where(others > 0, np.minimum(reals, PRIOR_SHARE * others), reals)  # nor doubles a shared class
     return Priors(train_counts=np.array(train, dtype=np.float64), real_counts=reals.sum(axis=0))
 
 

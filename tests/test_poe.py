@@ -15,7 +15,7 @@ from ffnode.expert.config import ExpertConfig
 from ffnode.expert.resnet import expert_from_weights
 from ffnode.expert.train import expert_log_probs, train_expert
 from ffnode.poe import LOG_FLOOR, Priors, poe_combine, poe_predict, vote_bound
-from ffnode.voters import PRIOR_CLIP, expert_priors
+from ffnode.voters import PRIOR_CLIP, PRIOR_SHARE, expert_priors
 
 
 def test_combine_matches_hand_computation() -> None:
@@ -135,15 +135,23 @@ def test_predict_combines_models() -> None:
         poe_predict([], np.zeros((1, 4, 4, 1), np.uint8))
 
 
-def test_one_liar_cannot_outweigh_the_median_site_more_than_prior_clip_to_one() -> None:
+def test_one_liar_moves_the_prior_by_a_bounded_factor() -> None:
+    """A liar's counts weigh at most PRIOR_SHARE x the other owners' of a class they hold too, and at most
+    PRIOR_CLIP x the median site's total of a class it alone claims."""
     honest = [expert_manifest(o, 1, [100 if i == j else 0 for j in range(3)], [100 if i == j else 50 for j in range(3)])
               for i, o in enumerate("ABC")]  # fmt: skip
     liar = expert_manifest("M", 1, [10**7, 0, 0], [10**7, 50, 50])
     p = expert_priors([*honest, liar], 3)
     assert p is not None
-    # the median site holds 100 images: the liar's 10^7 count as PRIOR_CLIP x 100
-    assert np.allclose(p.real_counts, [100 + PRIOR_CLIP * 100, 100, 100])
+    # A holds 100 images of class 0: the liar's 10^7 count as PRIOR_SHARE x 100, odds of class 0 moved log 2
+    assert np.allclose(p.real_counts, [100 + PRIOR_SHARE * 100, 100, 100])
     assert expert_priors(honest, 3).real_counts.tolist() == [100, 100, 100]  # honest sites are untouched
+    alone = expert_priors([*honest[1:], liar], 3)  # nobody else holds class 0: the median site's 100, times 4
+    assert alone is not None and np.allclose(alone.real_counts, [PRIOR_CLIP * 100, 100, 100])
+    shared = [expert_manifest(o, 1, [n, 0, 100], [n, 50, 100]) for o, n in (("A", 300), ("B", 100), ("C", 100))]
+    # the price: an honest site holding more of a class than all the others together counts as much as they do
+    capped = expert_priors(shared, 3)
+    assert capped is not None and capped.real_counts.tolist() == [200 + 100 + 100, 0, 300]
 
 
 def test_an_expert_answering_nan_costs_only_its_own_vote() -> None:
