@@ -4,7 +4,10 @@ messages, an invited site joins with one command, a removed member is dropped ev
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +19,11 @@ from ffnode.artifacts.codec import WireError, canonical_bytes, decode
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import CHARTER_FILE, Store, Trust
+from ffnode.daemon import control
 from ffnode.identity import Identity
 from ffnode.net.sync import inventory_page, parse_inventory_response
+from harness.localnet import Daemons, status, wait_for
+from tests.daemons import CLASSES, Peer, class_file, configure, free_port, owned_blob, signed_manifest
 
 ALICE, BOB, CAROL = Identity(bytes(range(32))), Identity(b"\x01" * 32), Identity(b"\x02" * 32)
 DAVE, MALLORY = Identity(b"\x04" * 32), Identity(b"\x05" * 32)
@@ -148,3 +154,118 @@ def test_pages_carry_membership_messages_first() -> None:
         if not (cursor := page[2]):
             break
     assert [p[3] + p[0] + p[1] for p in pages] == [[b"c1"], [b"c2"], [b"m"], [b"r"]]
+
+
+# -- real daemons: founders A (running) and B (a home that only signs), an invited site C, a member M -----------
+def ffnode(*words: str) -> str:
+    """The CLI in this process (no interpreter start per command); its stdout. It must succeed."""
+    from typer.testing import CliRunner
+
+    from ffnode.cli import app
+
+    result = CliRunner().invoke(app, list(words))
+    assert result.exit_code == 0, f"ffnode {' '.join(words)}: {result.output}{result.exception!r}"
+    return result.stdout
+
+
+def init(home: Path, data: Path, bootstrap: str = "") -> str:
+    port = free_port()
+    words = ["--home", str(home), "--listen", f"/ip4/127.0.0.1/tcp/{port}", "--data", str(data), "--classes",
+             ",".join(CLASSES), "--federation", "testnet", "--profile", "tiny", "--threads", "1", "--json"]  # fmt: skip
+    info = json.loads(ffnode("init", *words, *(["--bootstrap", bootstrap] if bootstrap else [])))
+    configure(home, privacy={"audit": False}, network={"sync_interval_s": 5.0})
+    return f"/ip4/127.0.0.1/tcp/{port}/p2p/{info['peer_id']}"
+
+
+def states(home: Path, owner: str) -> list[str]:
+    return [r["state"] for r in control.call(home, "artifacts") if r["owner"] == owner]
+
+
+def member_factory(tmp: Path, member: Identity) -> tuple[Manifest, Path]:
+    """M's tiny factory, real weights (a site samples it), its blob naming M."""
+    import torch
+
+    from ffnode.factory.model import build_unet
+    from ffnode.profiles import profile_for
+
+    tiny = profile_for("tiny", (8, 8, 1)).factory
+    torch.manual_seed(0)
+    blob = owned_blob(tmp / "m-blob", build_unet(tiny).state_dict(), member.peer_id)
+    return signed_manifest(member, blob, kind="factory", classes=[2], arch=tiny.to_dict(), seq=1), blob
+
+
+async def test_a_sybil_flood_costs_only_rejections_an_invited_site_joins_a_removed_member_is_dropped(
+    tmp_path: Path,
+) -> None:
+    a, b, c = (tmp_path / n for n in "abc")
+    addr_a = init(a, class_file(tmp_path, [0], "zero"))
+    init(b, class_file(tmp_path, [0], "zero-b"))
+    a_id, b_id = (json.loads(ffnode("id", "--home", str(h), "--json"))["peer_id"] for h in (a, b))
+    charter = tmp_path / "charter.ffc"
+    ffnode("charter", "--home", str(a), "--founder", b_id, "--threshold", "2", "--out", str(charter))
+    assert json.loads(ffnode("sign", "--home", str(b), str(charter), "--json"))["complete"]
+    for home in (a, b):
+        ffnode("join", "--home", str(home), str(charter))
+    m = Identity(os.urandom(32))  # a member site, played by a real libp2p peer of the test
+
+    def admitted_by_both(peer: str, action: str, name: str) -> dict:
+        """B drafts the membership message, A signs last: A's node (running or not) takes it."""
+        path = tmp_path / f"{name}.ffc"
+        ffnode("invite" if action == "admit" else "remove", "--home", str(b), peer, "--out", str(path))
+        return json.loads(ffnode("sign", "--home", str(a), str(path), "--json"))
+
+    assert admitted_by_both(m.peer_id, "admit", "m")["complete"]
+    factory, blob = member_factory(tmp_path, m)
+    sybils = [Identity(os.urandom(32)) for _ in range(200)]
+    flood = [signed_manifest(s, blob, kind="factory", classes=[1], arch=factory.arch, seq=1).seal(s) for s in sybils]
+    relay = Peer(topic="/ffnode/1/testnet/announce", seed=os.urandom(32), inventory=flood, blobs={factory.blob: blob})
+    member = Peer(topic="/ffnode/1/testnet/announce", seed=m.seed, inventory=[factory.seal(m)],
+                  blobs={factory.blob: blob})  # fmt: skip
+    with Daemons() as daemons:
+        daemons.start(a)
+        await asyncio.to_thread(wait_for, lambda: status(a), timeout=120, what="A up", daemons=daemons)
+        # the flood: 200 fresh keys, each a valid signed factory, by gossip and in the relay's inventory
+        await relay.start(addr_a)
+        for data in flood:
+            await relay.publish(data)
+            await asyncio.sleep(0.01)
+        relay_id = relay.host.peer_id  # type: ignore[union-attr]
+
+        def rejected() -> int:
+            return next((p["rejected"] for p in control.call(a, "peers") if p["peer_id"] == relay_id), 0)
+
+        await asyncio.to_thread(wait_for, lambda: rejected() >= 200, timeout=120, what="200 rejections",
+                                daemons=daemons)  # fmt: skip
+        owners = {r["owner"] for r in control.call(a, "artifacts")}
+        assert not owners & {s.peer_id for s in sybils}  # not one held
+        assert relay.served == []  # nothing fetched
+        log = (a / "node.log").read_text()
+        assert "is not a member of charter" in log and log.count(f"rejected a message from {relay_id}") <= 21
+        await relay.stop()
+        # the admitted member publishes: A fetches and uses its factory
+        await member.start(addr_a)
+        await member.publish(factory.seal(m))
+        await asyncio.to_thread(wait_for, lambda: states(a, m.peer_id) == ["live"], timeout=120, what="M live at A",
+                                daemons=daemons)  # fmt: skip
+        # C is invited (B drafts, A signs: A's running node gossips it) and joins with one command
+        c_addr = init(c, class_file(tmp_path, [1], "one"), bootstrap=addr_a)
+        c_id = c_addr.rsplit("/", 1)[1]
+        invitation = admitted_by_both(c_id, "admit", "c")
+        assert invitation["complete"] and invitation["node_running"]
+        ffnode("join", "--home", str(c), invitation["file"])
+        daemons.start(c)
+        await asyncio.to_thread(wait_for, lambda: status(c) and states(c, m.peer_id) == ["live"], timeout=180,
+                                what="C to hold M's factory", daemons=daemons)  # fmt: skip
+        await asyncio.to_thread(wait_for, lambda: "live" in states(a, c_id), timeout=240,
+                                what="A to use C's own factory", daemons=daemons)  # fmt: skip
+        # M is removed: dropped at A and C, and what it publishes next is refused
+        assert admitted_by_both(m.peer_id, "remove", "m-out")["complete"]
+        for home in (a, c):
+            await asyncio.to_thread(wait_for, lambda h=home: states(h, m.peer_id) == ["untrusted"], timeout=60,
+                                    what=f"M dropped at {home.name}", daemons=daemons)  # fmt: skip
+        view = json.loads(ffnode("members", "--home", str(c), "--json"))
+        assert {r["peer"]: r["member"] for r in view["members"]} == {m.peer_id: False, c_id: True}
+        assert view["founders"] == sorted([a_id, b_id]) and view["threshold"] == 2
+        await member.stop()
+    events = [json.loads(line) for line in (c / "events.jsonl").read_text().splitlines()]
+    assert {(e["event"], e["peer"]) for e in events if e["actor"] == "charter"} >= {("removed", m.peer_id)}

@@ -125,8 +125,8 @@ def add_unread_field(folder: Path) -> str:
 
 
 def add_unknown_file(folder: Path) -> str:
-    (folder / "charter.json").write_text(json.dumps({"cases": [{"name": "founders", "output": "accepted"}]}))
-    return "no check for charter.json"
+    (folder / "roster.json").write_text(json.dumps({"cases": [{"name": "founders", "output": "accepted"}]}))
+    return "no check for roster.json"
 
 
 @pytest.mark.parametrize(

@@ -135,8 +135,9 @@ def charter(
 
 def _membership(home: Path, peer: str, action: str, out: Path, as_json: bool) -> None:
     identity, store, pinned = _pinned(home)
-    held = store.members().get(peer)
-    body = Membership(pinned.id, peer, action, held.seq + 1 if held else 1, int(time.time() * 1000)).body()
+    held, now = store.members().get(peer), int(time.time() * 1000)
+    # the time as seq: a later draft wins at every site, whichever founder drafts it and whatever it holds
+    body = Membership(pinned.id, peer, action, max(now, held.seq + 1 if held else 0), now).body()
     try:
         Membership.from_body(body)
     except WireError as exc:
