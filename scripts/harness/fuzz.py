@@ -47,6 +47,7 @@ from libp2p.utils.varint import encode_uvarint, encode_varint_prefixed
 
 from ffnode.arch import expert_spec, factory_config, vet
 from ffnode.artifacts.blob import BlobFormatError, blob_owner
+from ffnode.artifacts.charter import Charter, cosign, open_charter, open_membership, seal_cosigned
 from ffnode.artifacts.codec import WireError, decode
 from ffnode.artifacts.manifest import Manifest
 from ffnode.artifacts.revocation import Revocation
@@ -67,6 +68,7 @@ from ffnode.net.sync import (
 from ffnode.privacy.policy import AuditPolicy, audit_of, audit_verdict, judge, verdict_text
 
 ALICE = Identity(b"\x21" * 32)
+BOB = Identity(b"\x22" * 32)
 ALICE_KEY = create_new_key_pair(b"\x21" * 32).private_key  # ALICE's key as libp2p holds it: peer records
 BOB_KEY = create_new_key_pair(b"\x22" * 32).private_key  # a second peer: records of someone else, relays
 VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
@@ -249,6 +251,45 @@ def _audit(data: bytes) -> None:
         audit_verdict(meta, policy)
         if isinstance(figures := audit_of(meta), dict):
             verdict_text(figures, policy)
+
+
+FOUNDERS = sorted([ALICE, BOB], key=lambda i: i.public_key)
+CHARTER = Charter("fuzz", [i.public_key for i in FOUNDERS], 2, 1)
+
+
+def charter_bodies() -> list[dict[str, Any]]:
+    """What a co-signed envelope carries: the charter, an admission and a removal ({"t": kind, "body": body})."""
+    member = Identity(b"\x23" * 32).peer_id
+    body = {"charter": CHARTER.id, "peer": member, "seq": 1, "created": 2}
+    return [
+        {"t": "charter", "body": {"federation": "fuzz", "founders": CHARTER.founders, "threshold": 2, "created": 1}},
+        {"t": "membership", "body": body | {"action": "admit"}},
+        {"t": "membership", "body": body | {"action": "remove", "seq": 2}},
+    ]
+
+
+def _cosigned(value: Any) -> bytes:
+    """`value`'s body signed by both founders, whatever it holds: the checks behind the signatures get fuzzed."""
+    if not (isinstance(value, dict) and isinstance(value.get("t"), str) and isinstance(value.get("body"), dict)):
+        return _pack(value)
+    try:
+        return cosign(seal_cosigned(value["t"], value["body"], FOUNDERS[0]), FOUNDERS[1])
+    except (TypeError, ValueError, OverflowError, WireError):  # a body canonical bytes cannot encode
+        return b"\xc1"
+
+
+def charter_seeds() -> list[bytes]:
+    """The charter both founders signed, and an admission and a removal each signed by both."""
+    return [_cosigned(v) for v in charter_bodies()]
+
+
+def _charter(data: bytes) -> None:
+    """A co-signed envelope as a joining site reads a charter file and as every site reads a membership message
+    of its pinned charter from gossip or an inventory page."""
+    try:
+        open_charter(data)
+    except WireError:
+        open_membership(data, CHARTER)
 
 
 # --- signed peer records around hostile contents -----------------------------------------------------------
@@ -498,10 +539,11 @@ def _dcutr(data: bytes) -> None:
 
 
 def targets() -> list[Target]:
-    envelopes = valid_envelopes()
+    envelopes, members = valid_envelopes(), charter_seeds()[1:]
     sync_seeds = [
         msgpack.packb({"t": "inv_req", "v": 1, "federation": "fuzz", "cursor": ""}),
         msgpack.packb({"t": "inv", "v": 1, "manifests": envelopes[:1], "revocations": [], "next": ""}),
+        msgpack.packb({"t": "inv", "v": 1, "manifests": [], "revocations": [], "next": "", "members": members}),
     ]
     blob_seeds = [msgpack.packb({"t": "blob_get", "v": 1, "id": "a" * 64}), msgpack.packb({"t": "blob_hdr", "v": 1})]
     safetensors_seed = [b"\x20\x00\x00\x00\x00\x00\x00\x00" + b'{"__metadata__":{"owner":"12D3"}}']
@@ -536,6 +578,12 @@ def targets() -> list[Target]:
         Target("dcutr", _dcutr, FRAME_ERRORS, relay_frames()),
         Target("arch", _arch, (WireError,), fields_of(archs)),
         Target("audit", _audit, (WireError,), fields_of(audits)),
+        Target(
+            "charter",
+            _charter,
+            (WireError,),
+            st.one_of(inputs(charter_seeds()), tweaked(charter_bodies()).map(_cosigned)),
+        ),
     ]
 
 
