@@ -1,1 +1,1 @@
-"""Signed artifacts: canonical encoding, manifests, revocations and the content-addressed store."""
+"""Signed artifacts: canonical encoding, manifests, revocations, charters, the content-addressed store."""
