@@ -298,3 +298,15 @@ async def test_a_hostile_peer_cannot_take_a_relays_slots_nor_pose_as_relayed_pee
             wait_for, lambda: "reserved a slot on relay" in (site / "node.log").read_text(), timeout=60,
             what="the honest site's reservation", daemons=daemons,
         )  # fmt: skip
+
+
+def test_every_spelling_of_loopback_is_refused_to_a_remote_node() -> None:
+    """A peer must not make a node dial its own loopback by naming it another way (protocol/README.md)."""
+    me = ALICE.private_key
+    for addr in ("/ip6/::1/tcp/1", "/ip4/127.8.9.10/tcp/1", "/ip6/::ffff:127.0.0.1/tcp/1", "/dns4/LocalHost/tcp/1",
+                 "/dns/app.localhost/tcp/1"):  # fmt: skip
+        assert open_record(seal(me, [addr], seq=1)).addrs
+        with pytest.raises(WireError, match="loopback"):
+            open_record(seal(me, [addr], seq=1), loopback=False)
+    for addr in ("/ip4/10.0.0.1/tcp/1", "/ip4/192.168.1.2/tcp/1", "/ip6/fd00::1/tcp/1", "/ip6/::ffff:10.0.0.1/tcp/1"):
+        assert open_record(seal(me, [addr], seq=1), loopback=False).addrs  # private hosts are no loopback

@@ -290,3 +290,19 @@ def test_manifests_of_another_class_list_or_federation_are_set_aside_at_load(tmp
     assert node.entries() == [] and node.inventory() == ([], [])
     assert not (tmp_path / "manifests" / f"{m.id}.msgpack").exists()
     assert any(p.name.startswith("manifests-") for p in (tmp_path / "quarantine").iterdir())
+
+
+def test_a_compacted_experts_seq_no_longer_counts_as_after_a_restart(tmp_path: Path) -> None:
+    """The replay check looks at held messages only: a running node and a restarted one (which cannot know the
+    compacted manifest's seq) must give the same verdict, and a revoked factory, kept, keeps its seq."""
+    store = Store(tmp_path, federation="f")
+    expert = published(store, weights(b"expert"), 1, kind="expert")
+    factory = published(store, weights(b"factory"), 2)
+    store.add(revocation([expert.id, factory.id], 3))
+    again = manifest(weights(b"new"), 1)  # the compacted expert's seq
+    replay = manifest(weights(b"newer"), 2)  # the revoked factory's seq: it is still held
+    restarted = Store(tmp_path, federation="f")  # the same store, loaded from disk
+    for node in (store, restarted):
+        assert node.add(again.seal(ALICE)) is not None
+        with pytest.raises(WireError, match="replayed sequence number"):
+            node.add(replay.seal(ALICE))

@@ -517,8 +517,11 @@ class Store:
 
     def _forget(self, m: Manifest) -> None:
         """Remove a held manifest and its file. Its envelope hash stays in _envelopes, so `knows` keeps sync
-        from offering it to `add` again."""
+        from offering it to `add` again. Its seq is released: the replay check looks at held messages only, as
+        after a restart or on a node that joined later (protocol/README.md, check 12), so that all agree."""
         del self._manifests[m.id]
+        if self._seqs.get((m.owner, m.seq)) == m.id:
+            del self._seqs[(m.owner, m.seq)]
         self._audit_verdicts.pop(m.id, None)
         self._by_owner[m.owner].discard(m.id)
         if not self._by_owner[m.owner]:

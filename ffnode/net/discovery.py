@@ -91,7 +91,18 @@ def own_record(private_key: PrivateKey, addrs: Iterable[str]) -> bytes | None:
 
 
 def _is_loopback(addr: str) -> bool:
-    return addr.startswith(("/ip4/127.", "/ip6/::1/", "/dns/localhost/", "/dns4/localhost/", "/dns6/localhost/"))
+    """Whether addr's host is this machine: 127.0.0.0/8, ::1, an IPv4-mapped ::ffff:127.x.x.x (a dual-stack socket
+    reaches it as 127.x.x.x), or the name localhost or one under .localhost (RFC 6761), in any letter case."""
+    _, proto, host, *_ = [*addr.split("/"), "", "", ""]
+    if proto in ("ip4", "ip6"):
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+    name = host.lower().rstrip(".")
+    return proto in ("dns", "dns4", "dns6") and (name == "localhost" or name.endswith(".localhost"))
 
 
 @dataclass(frozen=True)
