@@ -69,6 +69,14 @@ MAX_FOUNDERS = 16
 MAX_FEDERATION_BYTES = 64
 # ffnode's default cost bounds (Arch schema, "Cost (check 15)"); arch.json states the ones it assumes
 DEFAULT_LIMITS = {"factory_params": 20_000_000, "expert_params": 20_000_000, "sample_steps": 50}
+# ffnode's default quotas (README: Parameters and limits), in bytes where they are sizes
+DEFAULT_QUOTAS = {
+    "manifests_per_publisher": 256,
+    "blob_bytes_per_publisher": 4096 << 20,
+    "store_bytes": 32768 << 20,
+    "publishers": 1024,
+    "tombstones_per_publisher": 16384,
+}
 SYNC_PROTOCOL, BLOB_PROTOCOL = "/ffnode/sync/1.0.0", "/ffnode/blob/1.0.0"
 PEER_RECORD_DOMAIN, PEER_RECORD_TYPE = "libp2p-peer-record", b"\x03\x01"
 ED25519_PEER_PREFIX = bytes.fromhex("002408011220")  # identity multihash of a PublicKey protobuf, Ed25519
@@ -80,7 +88,7 @@ class Reject(Exception):
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+        self.reason, self.detail = reason, detail
 
 
 # --- msgpack: a strict decoder and the canonical encoder (README: Canonical msgpack, Order of checks 2) ---------
@@ -716,13 +724,14 @@ class Held:
 
 @dataclass
 class Node:
-    """An empty node of `federation` and `class_list`; quotas (check 15) are not modelled: ffnode's defaults are far
-    above anything in the vectors."""
+    """An empty node of `federation` and `class_list`, with check 15's cost bounds `limits` and its `quotas`."""
 
     federation: str
     class_list: list[str]
     allowed: list[str] = field(default_factory=list)
     limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    quotas: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
+    blobs: dict[str, tuple[str, int]] = field(default_factory=dict)  # verified blob held -> (its owner, its bytes)
     max_header: int = MAX_HEADER_BYTES
     manifests: dict[str, Held] = field(default_factory=dict)  # artifact ID -> manifest (compacted ones gone)
     revocations: dict[str, Held] = field(default_factory=dict)
@@ -775,8 +784,8 @@ class Node:
             raise Reject("wrong-federation")
         if manifest and body["class_list"] != self.class_list:
             raise Reject("wrong-classes")
-        names_held = not manifest and any(i in self.manifests for i in body["ids"])
-        if not names_held and not self.trusted(owner):
+        frees_only = not manifest and all(self.frees(owner, i) for i in body["ids"])
+        if not frees_only and not self.trusted(owner):
             raise Reject("not-allowed" if self.is_member(owner) else "not-member")
         if manifest and (owner, a.id) in self.tombstones:
             raise Reject("revoked")
@@ -794,6 +803,12 @@ class Node:
             raise Reject("value", "an ID named twice")
         if manifest and (problem := cost_problem(body, self.limits, self.max_header)):
             raise Reject("limit", problem)
+        if manifest:
+            self.manifest_quotas(owner, body)
+        elif not frees_only:
+            named = sum(len(r.body["ids"]) for r in self.revocations.values() if r.owner == owner)
+            if named + len(body["ids"]) > self.quotas["tombstones_per_publisher"]:
+                raise Reject("quota", "tombstones_per_publisher")
         held = Held(owner, body["seq"], a.t, body, data)
         if manifest:
             self.manifests[a.id] = held
@@ -804,7 +819,45 @@ class Node:
             target = self.manifests.get(i)
             if target is not None and target.owner == owner and target.body["kind"] == "expert":
                 del self.manifests[i]  # a revoked expert is compacted to its tombstone; a factory stays
+        named = {(m.owner, m.body["blob"]) for i, m in self.manifests.items() if (m.owner, i) not in self.tombstones}
+        self.blobs = {b: v for b, v in self.blobs.items() if (v[0], b) in named}  # no live manifest of its owner
         return "accepted", a.id
+
+    def frees(self, owner: str, aid: str) -> bool:
+        """Whether a revocation of `owner` naming `aid` frees it: a held manifest of `owner` not yet revoked."""
+        held = self.manifests.get(aid)
+        return held is not None and held.owner == owner and (owner, aid) not in self.tombstones
+
+    def manifest_quotas(self, owner: str, body: dict[str, Any]) -> None:
+        """Check 15's quotas on a new manifest, in the README's order; Reject("quota", the limit)."""
+        held = [(i, m) for i, m in self.manifests.items() if m.owner == owner]
+        live = [m for i, m in held if (owner, i) not in self.tombstones]
+        if len(live) >= self.quotas["manifests_per_publisher"]:
+            raise Reject("quota", "manifests_per_publisher")
+        if not held and len({m.owner for m in self.manifests.values()}) >= self.quotas["publishers"]:
+            raise Reject("quota", "publishers")
+        sizes = {m.body["blob"]: m.body["size"] for m in live}
+        if body["blob"] in sizes:
+            return  # a blob the owner declared already costs nothing more
+        if sum(sizes.values()) + body["size"] > self.quotas["blob_bytes_per_publisher"]:
+            raise Reject("quota", "blob_bytes_per_publisher")
+        if body["blob"] not in self.blobs and self.held_bytes() + body["size"] > self.quotas["store_bytes"]:
+            raise Reject("quota", "store_bytes")
+
+    def held_bytes(self) -> int:
+        return sum(size for _, size in self.blobs.values())
+
+    def blob(self, data: bytes, aid: str) -> tuple[str, str]:
+        """The verified bytes of held manifest `aid` arrive: ("live", aid), or Reject (the blob is not stored)."""
+        held = self.manifests[aid]
+        if (len(data), hashlib.sha256(data).hexdigest()) != (held.body["size"], held.body["blob"]):
+            raise Reject("malformed", "not the manifest's size and sha256")
+        if blob_owner(data) != held.owner:
+            raise Reject("blob-owner")
+        if held.body["blob"] not in self.blobs and self.held_bytes() + len(data) > self.quotas["store_bytes"]:
+            raise Reject("quota", "store_bytes")
+        self.blobs[held.body["blob"]] = (held.owner, len(data))
+        return "live", aid
 
     def inventory(self) -> tuple[list[bytes], list[bytes]]:
         """What the node serves on sync: every manifest and every revocation of a member it holds, each in ID
@@ -820,6 +873,23 @@ def verdict(apply: Callable[[], tuple[str, str]]) -> tuple[str | None, str]:
         return apply()
     except Reject as exc:
         return None, exc.reason
+
+
+def step_verdict(node: Node, step: Seen) -> tuple[tuple[str | None, str, str], tuple[str | None, str, str]]:
+    """(rebuilt, expected) verdict of one scenario step: (output, id or reason, the quota a refusal names). A step
+    is an envelope (envelope_hex) or, in quota.json, the verified bytes of a held manifest (blob_hex, for_id)."""
+    try:
+        if "blob_hex" in step:
+            got: tuple[str | None, str, str] = (*node.blob(h(step["blob_hex"]), step["for_id"]), "")
+        else:
+            got = (*node.apply(h(step["envelope_hex"])), "")
+    except Reject as exc:
+        got = (None, exc.reason, exc.detail if exc.reason == "quota" else "")
+    out = step["output"]
+    want = (out, step["id"] if out in ("accepted", "duplicate") else step.get("for_id", ""), "")
+    if out is None:
+        want = (None, step["reason"], step.get("limit", ""))
+    return got, want
 
 
 # --- sync, blob and peers messages (README: Stream framing ... Blob request and header) --------------------------
@@ -984,7 +1054,9 @@ def multiaddr_text(data: bytes) -> list[tuple[str, str]]:
         if len(raw) != n:
             raise Reject("malformed", "truncated multiaddr")
         if name in ("ip4", "ip6"):
-            value = str(ipaddress.ip_address(raw))
+            ip = ipaddress.ip_address(raw)
+            mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+            value = f"::ffff:{mapped}" if mapped is not None else str(ip)  # RFC 5952 section 5
         elif name in ("tcp", "udp"):
             value = str(int.from_bytes(raw, "big"))
         elif name == "p2p":
@@ -1016,8 +1088,20 @@ def seal_record(seed: bytes, seq: int, addrs: list[str]) -> tuple[bytes, bytes, 
     return record, unsigned, signature, envelope
 
 
-def dial_address(pairs: list[tuple[str, str]], peer: str) -> str:
-    """The address a node dials for one record address, or Reject if it is not of a dialable form."""
+def is_loopback(kind: str, host: str) -> bool:
+    """README, Peer record: 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104; the DNS name localhost or one under
+    .localhost, in any letter case and with or without the final dot."""
+    if kind in ("ip4", "ip6"):
+        ip = ipaddress.ip_address(host)
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+    name = host.lower().removesuffix(".")
+    return name == "localhost" or name.endswith(".localhost")
+
+
+def dial_address(pairs: list[tuple[str, str]], peer: str, loopback: bool) -> str:
+    """The address a node dials for one record address, or Reject if it is not of a dialable form (`loopback`:
+    whether the node listens on loopback itself, so that loopback hosts are acceptable)."""
     names = [n for n, _ in pairs]
     text = "".join(f"/{n}/{v}" if n != "p2p-circuit" else "/p2p-circuit" for n, v in pairs)
     if len(text) > MAX_ADDR_CHARS:
@@ -1034,9 +1118,7 @@ def dial_address(pairs: list[tuple[str, str]], peer: str) -> str:
         ip = ipaddress.ip_address(host)
         if ip.is_unspecified or ip.is_multicast or str(ip) == "255.255.255.255":
             raise Reject("malformed", f"{text}: not a unicast host")
-        if ip.is_loopback:  # this checker plays a node that does not listen on loopback
-            raise Reject("malformed", f"{text}: loopback")
-    elif host == "localhost":
+    if not loopback and is_loopback(host_kind, host):
         raise Reject("malformed", f"{text}: loopback")
     direct = "".join(f"/{n}/{v}" for n, v in target)
     return f"{direct}/p2p-circuit/p2p/{peer}" if circuit else f"{direct}/p2p/{peer}"
@@ -1049,8 +1131,9 @@ class PeerRecord:
     dial_addrs: list[str]
 
 
-def open_record(data: bytes) -> PeerRecord:
-    """A signed peer record that passes every rule of "Peer record"; Reject otherwise."""
+def open_record(data: bytes, loopback: bool = False) -> PeerRecord:
+    """A signed peer record that passes every rule of "Peer record" on a node that listens on loopback or not
+    (by default not); Reject otherwise."""
     if len(data) > MAX_RECORD_BYTES:
         raise Reject("oversized")
     env = pb_fields(data)
@@ -1069,7 +1152,8 @@ def open_record(data: bytes) -> PeerRecord:
     addrs = [pb_one(pb_fields(a), 1, bytes, b"") for a in record.get(3, [])]
     if not 1 <= len(addrs) <= MAX_ADDRS or not all(type(a) is bytes for a in addrs):
         raise Reject("malformed", "address count")
-    return PeerRecord(peer, pb_one(record, 2, int, 0), [dial_address(multiaddr_text(a), peer) for a in addrs])
+    dial = [dial_address(multiaddr_text(a), peer, loopback) for a in addrs]
+    return PeerRecord(peer, pb_one(record, 2, int, 0), dial)
 
 
 # --- blob ownership (README: Blob ownership) and factory audits (README: Factory audit) -------------------------
@@ -1356,14 +1440,26 @@ def check_acceptance(doc: Seen, r: Report) -> None:
         node = Node(s["federation"], s["class_list"], list(s["allowed_publishers"]))
         for j, step in enumerate(s["steps"]):
             with r.case(f"scenarios[{i}].steps[{j}]", f"{s['name']} step {j + 1}") as e:
-                out = step["output"]
-                want = (out, step["id"]) if out is not None else (None, step["reason"])
-                same(e, "verdict", verdict(lambda step=step, node=node: node.apply(h(step["envelope_hex"]))), want)
+                same(e, "verdict", *step_verdict(node, step))
         with r.case(f"scenarios[{i}]", s["name"]) as e:
             if "inventory_after" in s:
                 after, (manifests, revocations) = s["inventory_after"], node.inventory()
                 same(e, "inventory manifests", [x.hex() for x in manifests], after["manifests_hex"])
                 same(e, "inventory revocations", [x.hex() for x in revocations], after["revocations_hex"])
+
+
+def check_quota(doc: Seen, r: Report) -> None:
+    """quota.json: check 15's quotas, scenario by scenario at its limits, blob steps included."""
+    with r.case("default_limits") as e:
+        same(e, "the README's default quotas", dict(doc["default_limits"].items()), DEFAULT_QUOTAS)
+    for i, s in enumerate(doc["scenarios"]):
+        with r.case(f"scenarios[{i}]", s["name"]) as e:
+            quotas = dict(s["limits"].items())
+            same(e, "the quotas the README names", sorted(quotas), sorted(DEFAULT_QUOTAS))
+            node = Node(s["federation"], list(s["class_list"]), quotas=quotas)
+        for j, step in enumerate(s["steps"]):
+            with r.case(f"scenarios[{i}].steps[{j}]", f"{s['name']} step {j + 1}") as e:
+                same(e, "verdict", *step_verdict(node, step))
 
 
 def check_framed(c: Seen, e: list[str], value: Any, *, sort: bool = True) -> bytes:
@@ -1472,6 +1568,16 @@ def check_discovery(doc: Seen, r: Report) -> None:
         with r.case(f"invalid_records[{i}]", c["name"]) as e:
             got = verdict(lambda c=c: ("valid", open_record(h(c["envelope_hex"])).peer_id))[0]
             same(e, "output", got, c["output"])
+    for i, c in enumerate(doc["loopback_records"]):
+        with r.case(f"loopback_records[{i}]", c["name"]) as e:
+            envelope = seal_record(h(c["signer_seed_hex"]), c["seq"], c["addrs"])[3]
+            same(e, "envelope", envelope.hex(), c["envelope_hex"])
+            for on_loopback, key in ((True, "loopback_node"), (False, "other_node")):
+                try:
+                    got: list[str] | None = open_record(h(c["envelope_hex"]), on_loopback).dial_addrs
+                except Reject:
+                    got = None
+                same(e, key, got, c[key])
 
 
 def check_audit(doc: Seen, r: Report) -> None:
@@ -1621,6 +1727,7 @@ CHECKS: dict[str, Callable[[Seen, Report], None]] = {
     "arch.json": check_arch,
     "invalid.json": check_invalid,
     "charter.json": check_charter,
+    "quota.json": check_quota,
 }
 
 

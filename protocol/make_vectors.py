@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -65,7 +66,7 @@ from ffnode.artifacts.codec import (
 )
 from ffnode.artifacts.manifest import MAX_BLOB_BYTES, MAX_CLASSES, MAX_LINEAGE, Manifest
 from ffnode.artifacts.revocation import MAX_IDS, MAX_REASON, Revocation
-from ffnode.artifacts.store import CHARTER_FILE, Store, Trust, open_announcement
+from ffnode.artifacts.store import CHARTER_FILE, Limits, Store, Trust, open_announcement
 from ffnode.config import LimitsConfig
 from ffnode.expert.config import ExpertConfig, expert_size
 from ffnode.factory.config import FactoryConfig, unet_size
@@ -691,6 +692,36 @@ def acceptance_file() -> dict[str, Any]:
         ),
         step("Alice's factory again: now tombstoned", ALICE_FACTORY.seal(ALICE), None, "revoked"),
     ]
+    alice_revocation = revocation(owner=ALICE.peer_id, owner_key=ALICE.public_key, ids=[ALICE_FACTORY.id], seq=2)
+    compacted_seq = [
+        step("Bob's expert (seq 7)", BOB_EXPERT.seal(BOB), "accepted"),
+        step("Alice's factory (seq 1)", ALICE_FACTORY.seal(ALICE), "accepted"),
+        step("Bob revokes his expert (seq 8): compacted to its tombstone", BOB_REVOCATION.seal(BOB), "accepted"),
+        step("Alice revokes her factory (seq 2): a revoked factory is kept", alice_revocation.seal(ALICE), "accepted"),
+        step(
+            "a factory of Bob's with seq 7, the seq of his compacted expert: the replay check looks at held messages "
+            "only (as on a node that restarted, or joined after the compaction)",
+            other_factory.seal(BOB),
+            "accepted",
+        ),
+        step(
+            "a factory of Bob's with seq 8, the seq of his revocation (held)",
+            dataclasses.replace(other_factory, classes=[6], seq=8, blob=hid(b"bob 6")).seal(BOB),
+            None,
+            "replayed-seq",
+        ),
+        step(
+            "a factory of Bob's with seq 3, below every seq of his held: a seq need not grow, only differ",
+            dataclasses.replace(other_factory, classes=[6], seq=3, blob=hid(b"bob 6")).seal(BOB),
+            "accepted",
+        ),
+        step(
+            "a factory of Alice's with seq 1, the seq of her revoked factory (kept, so held)",
+            manifest(classes=[4], blob=hid(b"alice 4")).seal(ALICE),
+            None,
+            "replayed-seq",
+        ),
+    ]
     inventory_after = {key + "_hex": [d.hex() for d in items] for key, items in inventory.items()}
     return {
         "description": "Stateful acceptance rules (README: Acceptance rules). Apply the steps of a scenario in "
@@ -730,6 +761,13 @@ def acceptance_file() -> dict[str, Any]:
                 "class_list": CLASS_LIST,
                 "allowed_publishers": [],
                 "steps": forged_tombstone,
+            },
+            {
+                "name": "compacted-seq",
+                "federation": FEDERATION,
+                "class_list": CLASS_LIST,
+                "allowed_publishers": [],
+                "steps": compacted_seq,
             },
         ],
     }
@@ -933,6 +971,65 @@ def discovery_file() -> dict[str, Any]:
             discovery.seal(a.private_key, ["/tcp/1/ip4/192.0.2.1"], 1),
         ),
     ]
+
+    def loopback(name: str, description: str, identity: Identity, addrs: list[str]) -> dict[str, Any]:
+        """A record read by a node that listens on loopback and by one that does not: dial_addrs, or null."""
+        seq = 1795392000000000002
+        data = discovery.seal(libp2p_key(identity).private_key, addrs, seq)
+        verdicts = []
+        for on_loopback in (True, False):
+            try:
+                verdicts.append(list(discovery.open_record(data, loopback=on_loopback).addrs))
+            except WireError:
+                verdicts.append(None)
+        return {
+            "name": name,
+            "description": description,
+            "signer_seed_hex": identity.seed.hex(),
+            "seq": seq,
+            "addrs": addrs,
+            "envelope_hex": data.hex(),
+            "loopback_node": verdicts[0],
+            "other_node": verdicts[1],
+        }
+
+    private = ["/ip4/10.1.2.3/tcp/4747", "/ip4/172.16.0.1/tcp/4747", "/ip4/192.168.1.2/tcp/4747",
+               "/ip4/169.254.1.1/tcp/4747", "/ip4/100.64.0.1/tcp/4747", "/ip6/fd00::1/tcp/4747",
+               "/ip6/fe80::1/tcp/4747", "/ip6/::ffff:10.0.0.1/tcp/4747"]  # fmt: skip
+    loopback_records = [
+        loopback("ip4", "127.0.0.1", ALICE, ["/ip4/127.0.0.1/tcp/4747"]),
+        loopback("ip4-range", "any address of 127.0.0.0/8", ALICE, ["/ip4/127.8.9.10/tcp/4747"]),
+        loopback("ip6", "::1", ALICE, ["/ip6/::1/tcp/4747"]),
+        loopback(
+            "ip4-mapped",
+            "::ffff:127.0.0.1, which a dual-stack socket reaches as 127.0.0.1; its text form "
+            "is RFC 5952's mixed notation",
+            ALICE,
+            ["/ip6/::ffff:127.0.0.1/tcp/4747"],
+        ),  # fmt: skip
+        loopback("localhost", "the name localhost", ALICE, ["/dns4/localhost/tcp/4747"]),
+        loopback("localhost-case", "DNS names ignore letter case", ALICE, ["/dns/LocalHost/tcp/4747"]),
+        loopback("under-localhost", "a name under .localhost (RFC 6761)", ALICE, ["/dns6/node.localhost/tcp/4747"]),
+        loopback(
+            "relay-on-loopback",
+            "bob behind a relay that listens on loopback",
+            BOB,
+            [f"/ip4/127.0.0.1/tcp/4747/p2p/{ALICE.peer_id}/p2p-circuit"],
+        ),  # fmt: skip
+        loopback(
+            "one-of-two",
+            "one public and one loopback address: the whole record is refused",
+            ALICE,
+            ["/ip4/192.0.2.1/tcp/4747", "/ip4/127.0.0.1/tcp/4747"],
+        ),  # fmt: skip
+        loopback("private", "private, shared and link-local hosts are no loopback: valid everywhere", ALICE, private),
+        loopback(
+            "not-localhost",
+            "names that only contain localhost are no loopback",
+            ALICE,
+            ["/dns4/localhost.example.org/tcp/4747", "/dns/mylocalhost/tcp/4747"],
+        ),  # fmt: skip
+    ]
     return {
         "description": "Discovery over /ffnode/sync/1.0.0 (README: Peers request and response). A peer record is "
         "libp2p's signed routing record (RFC 0002 envelope, RFC 0003 PeerRecord): protobuf Envelope {public_key: "
@@ -951,6 +1048,7 @@ def discovery_file() -> dict[str, Any]:
             "as his relay): a server lists its own record first, then those of members it is connected to.",
         ),
         "invalid_records": invalid,
+        "loopback_records": loopback_records,
     }
 
 
@@ -1556,10 +1654,11 @@ def blob_file() -> dict[str, Any]:
     }
 
 
-def owned_blob(owner: str | None) -> bytes:
-    """A tiny safetensors weight file whose header names `owner` (no owner metadata for None)."""
+def owned_blob(owner: str | None, values: int = 4) -> bytes:
+    """A tiny safetensors weight file of `values` float32 weights whose header names `owner` (no owner metadata
+    for None)."""
     metadata = {"owner": owner} if owner is not None else None
-    return save_safetensors({"weight": np.arange(4, dtype=np.float32)}, metadata=metadata)
+    return save_safetensors({"weight": np.arange(values, dtype=np.float32)}, metadata=metadata)
 
 
 def ownership_file() -> dict[str, Any]:
@@ -1999,20 +2098,7 @@ def charter_file() -> dict[str, Any]:
     dave_factory = manifest(owner=DAVE.peer_id, owner_key=DAVE.public_key, seq=1, blob=hid(b"dave 3"))
     admit = member_msg(DAVE, "admit", 1, ALICE, BOB)
 
-    def step(description: str, data: bytes, output: str | None, reason: str | None = None) -> dict[str, Any]:
-        try:
-            got = store.add(data)
-        except WireError:
-            assert output is None, description
-        else:
-            assert output == ("duplicate" if got is None else "accepted"), description
-        row: dict[str, Any] = {"description": description, "envelope_hex": data.hex(), "output": output}
-        if output is not None:
-            row["id"] = open_announcement(data, store.charter).id
-        if reason is not None:
-            row["reason"] = reason
-        return row
-
+    step = functools.partial(stored_step, store)
     steps = [
         step("Dave's factory before any admission: Dave is no member", dave_factory.seal(DAVE), None, "not-member"),
         step(
@@ -2148,6 +2234,214 @@ def charter_file() -> dict[str, Any]:
     return doc
 
 
+# What ffnode's refusal says for each quota (the vectors' `limit`), so that each step fails for the limit it names.
+QUOTA_TEXT = {
+    "manifests_per_publisher": r"\(limit manifests_per_publisher\)",
+    "blob_bytes_per_publisher": r"would exceed blob_mb_per_publisher",
+    "store_bytes": r"would exceed store_mb",
+    "publishers": r"already holds the artifacts of \d+ publishers",
+    "tombstones_per_publisher": r"\(limit tombstones_per_publisher\)",
+}
+
+
+def stored_step(
+    store: Store, description: str, data: bytes, output: str | None, reason: str | None = None, limit: str = ""
+) -> dict[str, Any]:
+    """One scenario step run through ffnode's store: its verdict must be the vector's, and a quota refusal must
+    name its limit."""
+    try:
+        got = store.add(data)
+    except WireError as exc:
+        assert output is None and re.search(QUOTA_TEXT.get(limit, ""), str(exc)), (description, exc)
+    else:
+        assert output == ("duplicate" if got is None else "accepted"), description
+    row: dict[str, Any] = {"description": description, "envelope_hex": data.hex(), "output": output}
+    if output is not None:
+        row["id"] = open_announcement(data, store.charter).id
+    if reason is not None:
+        row["reason"] = reason
+    if limit:
+        row["limit"] = limit
+    return row
+
+
+def blob_step(store: Store, description: str, blob: bytes, m: Manifest, output: str | None, limit: str = "") -> dict:
+    """A verified blob offered for held manifest `m` (after its size and sha256 matched), through ffnode's store:
+    "live", or refused by a quota."""
+    tmp = store.tmp_path(m.blob)
+    tmp.write_bytes(blob)
+    try:
+        store.put_blob_file(tmp, m)
+    except WireError as exc:
+        assert output is None and re.search(QUOTA_TEXT[limit], str(exc)), (description, exc)
+    else:
+        assert output == "live" == store.entry(m.id).state, description
+    row: dict[str, Any] = {"description": description, "blob_hex": blob.hex(), "for_id": m.id, "output": output}
+    return row | ({"reason": "quota", "limit": limit} if limit else {})
+
+
+def quota_file() -> dict[str, Any]:
+    """Check 15's quotas at small limits, and the revocation rules that count against them."""
+    bob_1, bob_2 = owned_blob(BOB.peer_id, 64), owned_blob(BOB.peer_id, 32)
+
+    def of(who: Identity, seq: int, cls: int, blob: bytes | str, size: int | None = None) -> Manifest:
+        """A factory of `who` for class `cls` naming `blob` (the real bytes, or the hash of made-up ones)."""
+        named = blob if isinstance(blob, str) else hid(blob)
+        return manifest(owner=who.peer_id, owner_key=who.public_key, classes=[cls], seq=seq, blob=named,
+                        size=len(blob) if size is None else size, created=T0 + seq)  # fmt: skip
+
+    def revoke(who: Identity, seq: int, *ids: str) -> bytes:
+        return revocation(owner=who.peer_id, owner_key=who.public_key, ids=list(ids), seq=seq).seal(who)
+
+    def scenario(name: str, limits: Limits, steps: Any) -> dict[str, Any]:
+        """Run `steps` (callables of a store, in order) on a fresh ffnode store at `limits`."""
+        root = Path(tempfile.mkdtemp())
+        store = Store(root, federation=FEDERATION, classes=CLASS_LIST, limits=limits)
+        rows = [make(store) for make in steps]
+        shutil.rmtree(root)
+        limits_view = dataclasses.asdict(limits)
+        return {"name": name, "federation": FEDERATION, "class_list": CLASS_LIST, "limits": limits_view, "steps": rows}
+
+    def add(description: str, data: bytes, output: str | None, reason: str | None = None, limit: str = "") -> Any:
+        return lambda store: stored_step(store, description, data, output, reason, limit)
+
+    def blob(description: str, data: bytes, m: Manifest, output: str | None, limit: str = "") -> Any:
+        return lambda store: blob_step(store, description, data, m, output, limit)
+
+    a0, a1, a2 = hid(b"quota a0"), hid(b"quota a1"), hid(b"quota a2")
+    first, bob_first, bob_second = of(ALICE, 1, 0, a0, 600), of(BOB, 1, 5, bob_1), of(BOB, 2, 6, bob_2)
+    store_bytes = len(bob_1) + len(bob_2) - 1  # Bob's two blobs do not fit together
+    assert len(bob_1) + 2 * len(bob_2) <= 1000  # nor does his third manifest, within his blob bytes
+    assert store_bytes >= 600  # while Alice's declared 600 bytes do
+    publisher = [
+        add("Alice's factory for class 0, declaring 600 bytes", first.seal(ALICE), "accepted"),
+        add(
+            "Alice's factory for class 1 with another blob of 500 bytes: 1100 > 1000",
+            of(ALICE, 2, 1, a1, 500).seal(ALICE),
+            None,
+            "quota",
+            "blob_bytes_per_publisher",
+        ),  # fmt: skip
+        add(
+            "Alice's factory for class 1 naming the blob she already declared: no more bytes",
+            of(ALICE, 3, 1, a0, 600).seal(ALICE),
+            "accepted",
+        ),  # fmt: skip
+        add(
+            "Alice's factory for class 2 with a blob of 400 bytes: 1000 bytes, at the limit",
+            of(ALICE, 4, 2, a2, 400).seal(ALICE),
+            "accepted",
+        ),  # fmt: skip
+        add(
+            "Alice's factory for class 3 naming her first blob: she holds 3 unrevoked manifests",
+            of(ALICE, 5, 3, a0, 600).seal(ALICE),
+            None,
+            "quota",
+            "manifests_per_publisher",
+        ),  # fmt: skip
+        add(
+            "Alice revokes her factory for class 0 (kept, revoked): it no longer counts",
+            revoke(ALICE, 6, first.id),
+            "accepted",
+        ),  # fmt: skip
+        add(
+            "Alice's factory for class 3 again (seq 7): 2 unrevoked manifests, 1000 bytes",
+            of(ALICE, 7, 3, a0, 600).seal(ALICE),
+            "accepted",
+        ),  # fmt: skip
+        add("Bob's factory for class 5: a second publisher", bob_first.seal(BOB), "accepted"),
+        add(
+            "Carol's factory: a third publisher",
+            of(CAROL, 1, 5, hid(b"quota c"), 1).seal(CAROL),
+            None,
+            "quota",
+            "publishers",
+        ),  # fmt: skip
+        add("Bob's factory for class 6: pending manifests reserve no store bytes", bob_second.seal(BOB), "accepted"),
+        blob("the blob of Bob's factory for class 5 arrives", bob_1, bob_first, "live"),
+        blob(
+            "the blob of Bob's factory for class 6: both would exceed store_bytes",
+            bob_2,
+            bob_second,
+            None,
+            "store_bytes",
+        ),  # fmt: skip
+        add(
+            "Bob's factory for class 7 declaring as many bytes: held blob bytes + these > store_bytes",
+            of(BOB, 3, 7, hid(b"quota b3"), len(bob_2)).seal(BOB),
+            None,
+            "quota",
+            "store_bytes",
+        ),  # fmt: skip
+        add("Bob revokes his factory for class 5: its blob is deleted", revoke(BOB, 4, bob_first.id), "accepted"),
+        blob("the blob of Bob's factory for class 6 again: it fits now", bob_2, bob_second, "live"),
+    ]
+    x, y, z = of(BOB, 1, 5, hid(b"tomb x"), 1), of(BOB, 2, 6, hid(b"tomb y"), 1), of(BOB, 9, 7, hid(b"tomb z"), 1)
+    unknown = [hid(b"tomb unknown %d" % i) for i in range(3)]
+    tombstones = [
+        add("Bob's factory X", x.seal(BOB), "accepted"),
+        add("Bob's factory Y", y.seal(BOB), "accepted"),
+        add("Bob revokes X, naming it twice", revoke(BOB, 3, x.id, x.id), None, "value"),
+        add("Bob revokes X: frees only what it names (1 ID named)", revoke(BOB, 3, x.id), "accepted"),
+        add(
+            "Bob revokes X again: names only a revoked ID, frees nothing, counts (2 IDs named)",
+            revoke(BOB, 4, x.id),
+            "accepted",
+        ),  # fmt: skip
+        add(
+            "Bob revokes two IDs nobody announced: 2 + 2 > 3",
+            revoke(BOB, 5, *unknown[:2]),
+            None,
+            "quota",
+            "tombstones_per_publisher",
+        ),  # fmt: skip
+        add("Bob revokes one of them: 3 IDs named, at the limit", revoke(BOB, 6, unknown[0]), "accepted"),
+        add(
+            "Bob revokes Y: it frees only what it names, so it is honoured over the quota (4 IDs named)",
+            revoke(BOB, 7, y.id),
+            "accepted",
+        ),  # fmt: skip
+        add(
+            "Bob revokes Y again: frees nothing, 4 + 1 > 3",
+            revoke(BOB, 8, y.id),
+            None,
+            "quota",
+            "tombstones_per_publisher",
+        ),  # fmt: skip
+        add("Bob's factory Z", z.seal(BOB), "accepted"),
+        add(
+            "Bob revokes Z and an unknown ID: not only what it frees, 4 + 2 > 3",
+            revoke(BOB, 10, z.id, unknown[2]),
+            None,
+            "quota",
+            "tombstones_per_publisher",
+        ),  # fmt: skip
+        add("Bob revokes Z alone: honoured", revoke(BOB, 11, z.id), "accepted"),
+    ]
+    small = Limits(manifests_per_publisher=3, blob_bytes_per_publisher=1000, store_bytes=store_bytes, publishers=2,
+                   tombstones_per_publisher=LimitsConfig().tombstones_per_publisher)  # fmt: skip
+    default = LimitsConfig()
+    return {
+        "description": "Node-local quotas (README: Order of checks, check 15, and Parameters and limits). Per "
+        "scenario, start an empty node of the federation and class list with the given limits (bytes) and apply "
+        "the steps in order: an envelope step as in acceptance.json (a refusal by a quota has reason 'quota' and "
+        "`limit`, the quota it would exceed); a blob step (blob_hex) offers the verified bytes of the held "
+        "manifest for_id: 'live', or null (not stored, the manifest stays pending) with its quota.",
+        "spec": f"{SPEC}#order-of-checks",
+        "default_limits": {
+            "manifests_per_publisher": default.manifests_per_publisher,
+            "blob_bytes_per_publisher": default.blob_mb_per_publisher * 2**20,
+            "store_bytes": default.store_mb * 2**20,
+            "publishers": default.publishers,
+            "tombstones_per_publisher": default.tombstones_per_publisher,
+        },
+        "scenarios": [
+            scenario("publisher-quotas", small, publisher),
+            scenario("tombstone-quota", dataclasses.replace(Limits(), tombstones_per_publisher=3), tombstones),
+        ],
+    }
+
+
 FILES = {
     "identity.json": identity_file,
     "canonical.json": canonical_file,
@@ -2163,6 +2457,7 @@ FILES = {
     "arch.json": arch_file,
     "invalid.json": invalid_file,
     "charter.json": charter_file,
+    "quota.json": quota_file,
 }
 
 

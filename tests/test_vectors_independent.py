@@ -78,7 +78,7 @@ def test_every_case_of_every_file_checks_out() -> None:
         assert not mismatched, (name, mismatched)
         total += len(expected)
     assert code == 0
-    assert total >= 280  # 283 on 2026-12-07: a file that lost its cases would show here
+    assert total >= 380  # 382 on 2026-12-08: a file that lost its cases would show here
 
 
 def test_the_checker_needs_nothing_of_ffnode() -> None:
@@ -117,6 +117,22 @@ def corrupt_acceptance_output(folder: Path) -> str:
     return "lifecycle step 2"
 
 
+def corrupt_quota_limit(folder: Path) -> str:
+    doc = json.loads((folder / "quota.json").read_text())
+    step = doc["scenarios"][0]["steps"][11]  # Bob's second blob: over store_bytes, within his blob bytes
+    step["limit"] = "blob_bytes_per_publisher"
+    (folder / "quota.json").write_text(json.dumps(doc))
+    return "publisher-quotas step 12"
+
+
+def corrupt_loopback_verdict(folder: Path) -> str:
+    doc = json.loads((folder / "discovery.json").read_text())
+    case = next(c for c in doc["loopback_records"] if c["name"] == "ip4-mapped")
+    case["other_node"] = case["loopback_node"]  # ::ffff:127.0.0.1 is loopback for every node that does not listen there
+    (folder / "discovery.json").write_text(json.dumps(doc))
+    return "ip4-mapped"
+
+
 def add_unread_field(folder: Path) -> str:
     doc = json.loads((folder / "identity.json").read_text())
     doc["cases"][0]["private_key_pem"] = "a field no rule of the document checks"
@@ -131,7 +147,15 @@ def add_unknown_file(folder: Path) -> str:
 
 @pytest.mark.parametrize(
     "corrupt",
-    [corrupt_invalid_reason, corrupt_arch_params, corrupt_acceptance_output, add_unread_field, add_unknown_file],
+    [
+        corrupt_invalid_reason,
+        corrupt_arch_params,
+        corrupt_acceptance_output,
+        corrupt_quota_limit,
+        corrupt_loopback_verdict,
+        add_unread_field,
+        add_unknown_file,
+    ],
 )
 def test_a_corrupted_copy_fails(tmp_path: Path, corrupt: Any) -> None:
     folder = tmp_path / "vectors"
