@@ -1470,6 +1470,27 @@ def check_framed(c: Seen, e: list[str], value: Any, *, sort: bool = True) -> byt
     return body
 
 
+def read_pages(
+    r: Report, path: str, exchanges: list[Seen], federation: str, class_list: list[str]
+) -> tuple[list[bytes], list[bytes]]:
+    """A round of one-page exchanges, cursor by cursor, each checked; the items of all its pages, in order."""
+    got: tuple[list[bytes], list[bytes]] = ([], [])
+    cursor = ""
+    for j, x in enumerate(exchanges):
+        with r.case(f"{path}.exchanges[{j}]", f"{path} page {j + 1}") as pe:
+            req = parse_sync_request(check_framed(x["request"], pe, from_json(x["request"]["value"])))
+            same(pe, "request", req, ("inv_req", federation, class_list, cursor))
+            m, rv, cursor = parse_inventory(check_framed(x["response"], pe, from_json(x["response"]["value"])))
+            same(pe, "a page but the last holds an item", bool(m or rv or not cursor), True)
+            last = (m and ("m", m[-1])) or (rv and ("r", rv[-1]))
+            if cursor and last:  # ffnode's cursor: m/<ID> or r/<ID> of the last item sent
+                same(pe, "cursor", cursor, f"{last[0]}/{open_envelope(last[1]).id}")
+            same(pe, "the last page ends the round", bool(cursor), j < len(exchanges) - 1)
+            got[0].extend(m)
+            got[1].extend(rv)
+    return got
+
+
 def check_sync(doc: Seen, r: Report) -> None:
     with r.case("request") as e:
         same(e, "protocol ID", doc["protocol_id"], SYNC_PROTOCOL)
@@ -1490,21 +1511,17 @@ def check_sync(doc: Seen, r: Report) -> None:
     with r.case("empty_response") as e:
         same(e, "empty", items[1], ([], []))
     with r.case("pages") as e:
-        got: tuple[list[bytes], list[bytes]] = ([], [])
-        cursor, exchanges = "", doc["pages"]["exchanges"]
-        for j, x in enumerate(exchanges):
-            with r.case(f"pages.exchanges[{j}]", f"page {j + 1}") as pe:
-                req = parse_sync_request(check_framed(x["request"], pe, from_json(x["request"]["value"])))
-                same(pe, "request", req, ("inv_req", federation, class_list, cursor))
-                m, rv, cursor = parse_inventory(check_framed(x["response"], pe, from_json(x["response"]["value"])))
-                same(pe, "a page but the last holds an item", bool(m or rv or not cursor), True)
-                last = (m and ("m", m[-1])) or (rv and ("r", rv[-1]))
-                if cursor and last:  # ffnode's cursor: m/<ID> or r/<ID> of the last item sent
-                    same(pe, "cursor", cursor, f"{last[0]}/{open_envelope(last[1]).id}")
-                got[0].extend(m)
-                got[1].extend(rv)
+        got = read_pages(r, "pages", doc["pages"]["exchanges"], federation, class_list)
         same(e, "the pages together are the one-page inventory", got, whole)
-        same(e, "the last page ends the round", cursor, "")
+    with r.case("revoked_on_a_later_page") as e:
+        later = doc["revoked_on_a_later_page"]
+        manifests, revocations = read_pages(r, "revoked_on_a_later_page", later["exchanges"], federation, class_list)
+        node = Node(federation, class_list)
+        for data in manifests + revocations:  # the whole round, page by page, before any fetch
+            node.apply(data)
+        held = [(i, m) for i, m in node.manifests.items() if m.body["blob"] not in node.blobs]
+        pending = [m.body["blob"] for i, m in held if (m.owner, i) not in node.tombstones]
+        same(e, "fetched after the round", sorted(pending), later["fetch"])
     for i, c in enumerate(doc["invalid"]):
         with r.case(f"invalid[{i}]", c["name"]) as e:
             parse = parse_sync_request if c["name"].startswith("request") else parse_inventory

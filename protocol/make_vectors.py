@@ -789,17 +789,19 @@ def sync_file() -> dict[str, Any]:
     response = sync.inventory_response(manifests, revocations, "")
     assert sync.parse_inventory_response(response) == (manifests, revocations, "", [])
     empty = sync.inventory_response([], [], "")
-    # The same inventory in pages of one item: a server whose page size holds one envelope at a time.
-    by_id = [(open_announcement(d).id, d) for d in manifests], [(open_announcement(d).id, d) for d in revocations]
-    pages, cursor = [], ""
-    while True:
-        body = sync.inventory_request(FEDERATION, CLASS_LIST, cursor)
-        reply = sync.inventory_page(*by_id, cursor, max_bytes=1)
-        pages.append({"request": framed(body, codec.decode(body)), "response": framed(reply, codec.decode(reply))})
-        cursor = sync.parse_inventory_response(reply)[2]
-        if not cursor:
-            break
+    pages = one_item_pages(manifests, revocations)
     assert len(pages) == 3
+    # Bob's factory is revoked on the last page: a client that applies the round whole never fetches its blob.
+    bob_factory = manifest(owner=BOB.peer_id, owner_key=BOB.public_key, classes=[5], seq=1, blob=hid(b"bob 5"))
+    bob_revokes = revocation(ids=[bob_factory.id], seq=2).seal(BOB)
+    served = sorted([ALICE_FACTORY.seal(ALICE), bob_factory.seal(BOB)], key=lambda d: open_announcement(d).id)
+    later = one_item_pages(served, [bob_revokes])
+    client = Store(Path(tempfile.mkdtemp()), federation=FEDERATION, classes=CLASS_LIST)
+    for data in [*served, bob_revokes]:  # the round's items, page by page: manifests first, the revocation last
+        client.add(data)
+    fetch = sorted(m.blob for m in client.pending())
+    assert fetch == [ALICE_FACTORY.blob]
+    shutil.rmtree(client.root)
 
     def bad(name: str, message: str, value: Any | None = None, raw: bytes | None = None) -> dict[str, Any]:
         data = raw if raw is not None else canonical_bytes(value)
@@ -868,8 +870,30 @@ def sync_file() -> dict[str, Any]:
             "last item sent (manifests before revocations, each in ID order), but a client treats it as opaque.",
             "exchanges": pages,
         },
+        "revoked_on_a_later_page": {
+            "description": "Alice's and Bob's factories and Bob's revocation of his, one envelope per page (manifests "
+            "first, so the revocation comes last). The client applies every page of the round before it fetches "
+            "anything (README: Sync): `fetch` is what it then fetches, the blobs of the manifests it holds pending, "
+            "never the blob of Bob's factory.",
+            "exchanges": later,
+            "fetch": fetch,
+        },
         "invalid": invalid,
     }
+
+
+def one_item_pages(manifests: list[bytes], revocations: list[bytes]) -> list[dict[str, Any]]:
+    """An inventory served one envelope per page (a server whose page size holds one at a time): each exchange's
+    request and response, cursor by cursor."""
+    by_id = [(open_announcement(d).id, d) for d in manifests], [(open_announcement(d).id, d) for d in revocations]
+    pages, cursor = [], ""
+    while True:
+        body = sync.inventory_request(FEDERATION, CLASS_LIST, cursor)
+        reply = sync.inventory_page(*by_id, cursor, max_bytes=1)
+        pages.append({"request": framed(body, codec.decode(body)), "response": framed(reply, codec.decode(reply))})
+        cursor = sync.parse_inventory_response(reply)[2]
+        if not cursor:
+            return pages
 
 
 # A fixed RSA-1024 public key (DER) for the one vector whose signer is not Ed25519; its signature is zeros.
