@@ -7,7 +7,8 @@ The expert is a deterministic function of the site's real data, its lineage (the
 trained from), its seed and its arch, so anyone holding the same inputs rebuilds it bit for bit: that is
 how `ffnode verify-unlearning` proves that a revoked factory left no trace (see unlearn.py). The
 synthetic sets are cached under the node's work folder (synthcache.py), keyed by everything that determines
-them, and revocation purges them. The blob of what is built is written by artifacts/blob.py; which profile a
+them, and revocation purges them; so are own factories where jobs.factory_cache names a folder (factorycache.py),
+so a sweep trains none twice. The blob of what is built is written by artifacts/blob.py; which profile a
 site trains with is profiles.site_profile's.
 """
 
