@@ -45,7 +45,7 @@ from ffnode.artifacts.charter import Charter, Membership, open_charter, open_mem
 from ffnode.artifacts.codec import WireError, decode, describe_classes
 from ffnode.artifacts.manifest import Manifest, open_manifest
 from ffnode.artifacts.revocation import Revocation, open_revocation
-from ffnode.config import Config
+from ffnode.config import Config, LimitsConfig
 from ffnode.privacy.policy import AuditPolicy, judge
 
 log = logging.getLogger("ffnode.store")
@@ -119,13 +119,13 @@ def open_announcement(data: bytes, charter: Charter | None = None) -> Manifest |
 
 @dataclass(frozen=True)
 class Limits:
-    """What the store holds for peers at most (config [limits], in bytes here)."""
+    """What the store holds for peers at most (config [limits], in bytes here; the defaults are the config's)."""
 
-    manifests_per_publisher: int = 256
-    blob_bytes_per_publisher: int = 4 * 2**30
-    store_bytes: int = 32 * 2**30
-    publishers: int = 1024
-    tombstones_per_publisher: int = 4096
+    manifests_per_publisher: int = LimitsConfig.manifests_per_publisher
+    blob_bytes_per_publisher: int = LimitsConfig.blob_mb_per_publisher * 2**20
+    store_bytes: int = LimitsConfig.store_mb * 2**20
+    publishers: int = LimitsConfig.publishers
+    tombstones_per_publisher: int = LimitsConfig.tombstones_per_publisher
 
 
 @dataclass(frozen=True)
