@@ -49,6 +49,7 @@ REPORT_FILE = "ray.json"  # in the workdir, written by the driver: what the watc
 LOCAL = {JOB_FILE, LOG_FILE, REPORT_FILE}  # the node's own files in the workdir: neither shipped nor mirrored
 CACHE = "cache"  # the input not shipped: the synthetic sets are drawn (a factory trained) again there, identically
 STOP_S = 10.0  # how long a driver told to stop may take to cancel its task before it is killed
+CANCEL_S = 8.0  # how long a stopping driver waits for its cancelled task to clean up (< STOP_S)
 PROBE_S = 10.0  # how long the cluster's address may take to accept a connection
 CONNECT_TRIES = 3  # a Ray Client server may fail to start its per-driver server on a loaded head: try again
 
@@ -227,6 +228,10 @@ def drive(workdir: Path, cfg: JobsConfig, progress: Any) -> dict[str, Any]:
                 last = item
     except BaseException:
         ray.cancel(refs)
+        # the task's own `finally` kills the worker and removes its folder; once this driver exits, Ray ends the job
+        # and kills its workers outright, which under load came first and left the folder (peer weights, the site's
+        # images) on the cluster's disk: wait for the task to end, within the time the node gives a driver to stop
+        ray.wait([refs if client else refs.completed()], timeout=CANCEL_S)
         raise
     return last
 
