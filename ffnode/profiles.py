@@ -194,19 +194,27 @@ def choose_profile(
     profile that fits when `name` does not (unless `force`), or the sizes that would fit when none does."""
     if name != AUTO and name not in PROFILES:
         raise ProfileError(f"unknown profile {name!r}: use one of {AUTO}, {', '.join(PROFILES)}")
-    if gpu is None:
-        from ffnode.device import pick_device  # torch: only when the caller does not say
-
-        gpu = pick_device().type == "cuda"
-    candidates = [n for n, p in PROFILES.items() if n != "tiny" and (gpu or not p.needs_gpu)]
-    fitting = [n for n in candidates if fits(n, image_shape)]
     shape = _shape(image_shape)
 
-    def covers(n: str) -> bool:
-        return all(expert_epochs(n, image_shape, r, m, synth) >= PROFILES[n].expert.epochs for r, m in sites)
+    def best_fit() -> tuple[list[str], str | None]:
+        """The profiles this machine may run, and the one that fits best (None if none fits). Asks torch for
+        CUDA only here: a named profile that fits (every test daemon's `ffnode init`) never imports it."""
+        nonlocal gpu
+        if gpu is None:
+            from ffnode.device import pick_device
 
-    best = min(fitting, key=lambda n: (not covers(n), abs(math.log(pixel_ratio(n, image_shape)))), default=None)
+            gpu = pick_device().type == "cuda"
+        candidates = [n for n, p in PROFILES.items() if n != "tiny" and (gpu or not p.needs_gpu)]
+        fitting = [n for n in candidates if fits(n, image_shape)]
+
+        def covers(n: str) -> bool:
+            return all(expert_epochs(n, image_shape, r, m, synth) >= PROFILES[n].expert.epochs for r, m in sites)
+
+        best = min(fitting, key=lambda n: (not covers(n), abs(math.log(pixel_ratio(n, image_shape)))), default=None)
+        return candidates, best
+
     if name == AUTO:
+        candidates, best = best_fit()
         if best is None:
             raise ProfileError(
                 f"no profile fits {shape} images: {_sizes_that_fit(candidates, image_shape)}, "
@@ -221,6 +229,7 @@ def choose_profile(
     elif force:
         chosen, said = name, f"{fit_warning(name, image_shape)}; kept (--force-profile)"
     else:
+        candidates, best = best_fit()
         other = (
             f"profile {best!r} fits them: pass --profile {best} (or {AUTO})"
             if best
