@@ -182,12 +182,12 @@ async def test_a_job_past_its_wall_time_is_killed_on_the_cluster_too(head: Head,
     assert not result.ok and "jobs.wall_s" in (result.error or "")
     assert runner.jobs == {"ok": 0, "failed": 0, "killed": 1}
 
-    def gone() -> bool:  # the task cancelled: its worker killed and its temp dir removed
+    def left() -> list[str]:  # the task cancelled: its worker killed and its temp dir removed
         workers = subprocess.run(["pgrep", "-f", f"ffnode.jobs.worker {head.tmp}"], capture_output=True)
-        return workers.returncode == 1 and not list(head.tmp.glob("ffnode-job-*"))
+        return ["its worker"] * (workers.returncode != 1) + [p.name for p in head.tmp.glob("ffnode-job-*")]
 
     # the driver may take STOP_S (10 s) to cancel before it is killed, and Ray then ends an orphaned task itself
-    wait_for(gone, timeout=40, what="the job's worker on the cluster to end")
+    wait_for(lambda: not left(), timeout=40, what="the job's worker on the cluster to end")
 
 
 def test_the_node_never_imports_ray() -> None:
