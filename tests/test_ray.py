@@ -187,7 +187,10 @@ async def test_a_job_past_its_wall_time_is_killed_on_the_cluster_too(head: Head,
         return ["its worker"] * (workers.returncode != 1) + [p.name for p in head.tmp.glob("ffnode-job-*")]
 
     # the driver may take STOP_S (10 s) to cancel before it is killed, and Ray then ends an orphaned task itself
-    wait_for(lambda: not left(), timeout=40, what="the job's worker on the cluster to end")
+    try:
+        wait_for(lambda: not left(), timeout=40, what="the job's worker on the cluster to end")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}: left {left()}") from None
 
 
 def test_the_node_never_imports_ray() -> None:
