@@ -49,7 +49,6 @@ REPORT_FILE = "ray.json"  # in the workdir, written by the driver: what the watc
 LOCAL = {JOB_FILE, LOG_FILE, REPORT_FILE}  # the node's own files in the workdir: neither shipped nor mirrored
 CACHE = "cache"  # the input not shipped: the synthetic sets are drawn (a factory trained) again there, identically
 STOP_S = 10.0  # how long a driver told to stop may take to cancel its task before it is killed
-HEARTBEAT_S = 1.0  # the task yields (empty progress) at least this often, so a cancel need not wait for a line
 CANCEL_S = 8.0  # how long a stopping driver waits for its cancelled task to clean up (< STOP_S)
 PROBE_S = 10.0  # how long the cluster's address may take to accept a connection
 CONNECT_TRIES = 3  # a Ray Client server may fail to start its per-driver server on a loaded head: try again
@@ -138,6 +137,11 @@ def _run_remote(spec: dict[str, Any], inputs: dict[str, Tree], files: Tree, cfg:
 
     An event loop of its own, driven between yields, so the local runner's memory guard watches the worker while
     the task waits for its output."""
+    # Ray cancels a running task by a KeyboardInterrupt, which Python raises only while SIGINT has its handler: a
+    # cluster started where SIGINT is ignored (a shell's background job) passes that on to its workers, and then
+    # no cancel landed, Ray killed the worker outright once the driver left, and this job's folder stayed behind
+    with contextlib.suppress(ValueError):  # not the main thread: Ray's own arrangement stands
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     runner = LocalRunner(JobsConfig(**cfg))
     with tempfile.TemporaryDirectory(prefix="ffnode-job-") as tmp, contextlib.closing(asyncio.new_event_loop()) as loop:
         root = Path(tmp)
@@ -152,14 +156,7 @@ def _run_remote(spec: dict[str, Any], inputs: dict[str, Tree], files: Tree, cfg:
         watch = Watch(proc.pid)
         guard = loop.create_task(runner._guard(proc, watch))
         try:
-            while True:
-                try:  # a yield at least every HEARTBEAT_S, however quiet the job: where a cancel surely lands
-                    chunk = loop.run_until_complete(asyncio.wait_for(proc.stdout.read(MAX_LINE), HEARTBEAT_S))
-                except TimeoutError:
-                    yield b""
-                    continue
-                if not chunk:
-                    break
+            while chunk := loop.run_until_complete(proc.stdout.read(MAX_LINE)):
                 yield chunk
             loop.run_until_complete(proc.wait())
         finally:  # also when the driver cancels the task
