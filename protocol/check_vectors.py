@@ -367,20 +367,27 @@ class Announcement:
     id: str
 
 
-def open_envelope(data: bytes) -> Announcement:
-    """Checks 1-8 in the document's order; the first failing one names the Reject's reason."""
+def open_outer(data: bytes, kinds: tuple[str, ...], sig_key: str) -> tuple[str, dict[str, Any]]:
+    """The checks every envelope starts with, in the document's order: size, decoding, a known `t` among
+    `kinds`, exactly the keys v, t, body and `sig_key`, the version. Returns (t, the envelope)."""
     if len(data) > MAX_ENVELOPE_BYTES:
         raise Reject("oversized")
     env = decode(data)
     if type(env) is not dict or "t" not in env:
         raise Reject("not-envelope")
     t = env["t"]
-    if t not in ("manifest", "revocation"):
+    if t not in kinds:
         raise Reject("unknown-type")
-    if set(env) != {"v", "t", "body", "sig"}:
+    if set(env) != {"v", "t", "body", sig_key}:
         raise Reject("not-envelope", "keys")
     if not is_int(env["v"]) or env["v"] != VERSION:
         raise Reject("version")
+    return t, env
+
+
+def open_envelope(data: bytes) -> Announcement:
+    """Checks 1-8 in the document's order; the first failing one names the Reject's reason."""
+    t, env = open_outer(data, ("manifest", "revocation"), "sig")
     body, sig = env["body"], env["sig"]
     if type(body) is not dict or type(sig) is not bytes or len(sig) != 64:
         raise Reject("not-envelope", "body or sig")
@@ -442,18 +449,7 @@ MEMBERSHIP_TYPES = {"charter": str, "peer": str, "action": str, "seq": int, "cre
 
 def open_cosigned(data: bytes) -> tuple[str, dict[str, Any], set[bytes]]:
     """Co-signed checks 1-7 in the document's order: (t, body, the signing keys)."""
-    if len(data) > MAX_ENVELOPE_BYTES:
-        raise Reject("oversized")
-    env = decode(data)
-    if type(env) is not dict or "t" not in env:
-        raise Reject("not-envelope")
-    t = env["t"]
-    if t not in ("charter", "membership"):
-        raise Reject("unknown-type")
-    if set(env) != {"v", "t", "body", "sigs"}:
-        raise Reject("not-envelope", "keys")
-    if not is_int(env["v"]) or env["v"] != VERSION:
-        raise Reject("version")
+    t, env = open_outer(data, ("charter", "membership"), "sigs")
     body, sigs = env["body"], env["sigs"]
     if type(body) is not dict or type(sigs) is not list or not 1 <= len(sigs) <= MAX_FOUNDERS:
         raise Reject("not-envelope", "body or sigs")
