@@ -18,6 +18,7 @@ first, then the federation members it is connected to); ffnode.net.discovery ver
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ffnode.artifacts.codec import VERSION, WireError, canonical_bytes, check_class_list, decode, is_version
@@ -112,7 +113,7 @@ def inventory_page(
     revocations: list[tuple[str, bytes]],
     cursor: str,
     max_bytes: int = MAX_PAGE_BYTES,
-    members: list[tuple[str, bytes]] = [],  # noqa: B006 (never mutated)
+    members: Sequence[tuple[str, bytes]] = (),
 ) -> bytes:
     """The page after `cursor` of an inventory given as (ID, envelope) lists sorted by ID."""
     kind, _, after = cursor.partition("/")
