@@ -37,7 +37,28 @@ class Profile:
     # the expert stage's budget: images of `sized_for` it may see in all (epochs x training set), chosen so the
     # runs it was sized for never reach it (their figures stay as measured) and a site with 10x the data does
     expert_images: int
+    # what a site spends, as measured at `sized_for` on the development CPU (one thread per job, bf16 where the
+    # config says): images per core-second of factory training and of expert training. The budget a site
+    # plans with is images seen over these (`budget`); None where it was never measured (no GPU was lent)
+    factory_img_per_core_s: float | None = None
+    expert_img_per_core_s: float | None = None
     needs_gpu: bool = False  # `auto` picks it only where CUDA is present
+
+    def budget(self) -> dict[str, float | int | None]:
+        """The most one factory and one expert cost a site: images seen, and core-seconds where measured (a site
+        whose expert set is smaller than the cap spends less on it)."""
+        factory_images = self.factory.train_steps * self.factory.batch_size
+        expert_images = self.expert.max_images or self.expert_images
+
+        def core_s(images: int, rate: float | None) -> float | None:
+            return round(images / rate, 1) if rate else None
+
+        return {
+            "factory_images": factory_images,
+            "factory_core_s": core_s(factory_images, self.factory_img_per_core_s),
+            "expert_images": expert_images,
+            "expert_core_s": core_s(expert_images, self.expert_img_per_core_s),
+        }
 
 
 PROFILES: dict[str, Profile] = {
@@ -70,6 +91,9 @@ PROFILES: dict[str, Profile] = {
         description="8x8 digits on one CPU core per node: ~20 s of CPU per node",
         sized_for=(8, 8, 1),
         expert_images=20_000,  # a digits site sees ~15,500 (1,940 images x 8 epochs), centralised ~11,500
+        # README run (runs/digits.json): 9,600 images in 10.5 core-s a factory; 15,500 in 2.0 an expert
+        factory_img_per_core_s=910.0,
+        expert_img_per_core_s=7700.0,
     ),
     # 28x28 medical images (BloodMNIST, RetinaMNIST) on a 2-core CPU, sized so 8 sites finish in well under an
     # hour. Measured at 28x28x3 on 2 threads: factory training ~150 img/s in bf16 eager (torch.compile: 128 img/s
@@ -96,6 +120,10 @@ PROFILES: dict[str, Profile] = {
         description="28x28 medical images on a 2-core CPU: ~3.5 min of the machine per factory",
         sized_for=(28, 28, 3),
         expert_images=200_000,  # ~2.5 min at 1,380 img/s; a BloodMNIST silo site sees ~75,000, centralised ~180,000
+        # 8 BloodMNIST silos, one thread per job (runs/poe-clip-blood.json): 9,600 images in 62.8 core-s a factory,
+        # ~75,000 in 38.9 an expert; so a 640-step factory costs ~270 core-s, its audit ~13 and synthesis ~63 more
+        factory_img_per_core_s=153.0,
+        expert_img_per_core_s=1930.0,
     ),
     # one GPU, 32x32 RGB: wider models, attention, longer runs, many samples
     "gpu": Profile(

@@ -14,8 +14,10 @@ at most --workers worker processes, and a site starts its query worker only when
 Their jobs are forked warm by one shared fork server (`jobs.forkserver`; --fresh-jobs: each a fresh process).
 With --factory-cache DIR every site keeps its trained factories there (`jobs.factory_cache`), so a second run over the
 same data, profile and seeds (a sweep over synthesis, expert or PoE settings) trains no factory again.
-The report's `compute` gives each site's job CPU (core-seconds) per stage, and `memory` the peaks of resident
-memory over every daemon and its workers, sampled each second through the run (scripts/harness/memory.py).
+The report's `compute` gives each site's job CPU (core-seconds) per stage, `budget` what the profile states a
+factory and an expert cost, and `memory` the peaks of resident memory over every daemon and its workers, sampled
+each second through the run (scripts/harness/memory.py). With --whole-machine each job runs alone on every core,
+so a federation of N sites on one machine measures what N such machines would get.
 
 With --netns (root) every site gets its own network namespace and address on a virtual bridge
 (scripts/harness/netns.py), links can be limited (--rate-mbit) and faults scheduled (--fault): sites then
@@ -133,6 +135,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="job processes at once over all sites (their shared jobs.slots), and queries at once (default: cores)",
     )
     p.add_argument(
+        "--whole-machine",
+        action="store_true",
+        help="one job at a time with every core (--workers 1 --threads CORES): each site's training gets the whole "
+        "machine in turn, so N sites here measure what N such machines would get (wall time is then the sum)",
+    )
+    p.add_argument(
         "--fresh-jobs",
         action="store_true",
         help="start each job as a fresh process, importing torch (default: forked warm by one shared fork server)",
@@ -176,6 +184,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cut:K:AT:FOR (with --netns: site K offline from AT s for FOR s), kill:K:AT (for good), restart:K:AT",
     )
     args = p.parse_args(argv)
+    if args.whole_machine:
+        args.workers, args.threads = 1, os.cpu_count() or 1
     if args.workers < 1:
         p.error("--workers must be at least 1")
     if args.evaluate < 0:
@@ -481,15 +491,26 @@ def synth_per_class(args: argparse.Namespace, image_shape: tuple[int, int, int])
     return args.synth_per_class or profile_for(args.profile, image_shape).synth_per_class
 
 
+def site_budget(args: argparse.Namespace, image_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """What the profile, with --factory-steps, states one factory and one expert cost a site."""
+    profile = profile_for(args.profile, image_shape)
+    if args.factory_steps:
+        factory = dataclasses.replace(profile.factory, train_steps=args.factory_steps)
+        profile = dataclasses.replace(profile, factory=factory)
+    return profile.budget()
+
+
 def compute_per_site(st: list[dict | None], sites: list[int]) -> dict[str, Any]:
     """The CPU its jobs used (core-seconds per stage: startup, factories, audit, synthesis, expert ...) at each
     site, as the site's status counts it since it started (a restarted site's count begins again), and in all."""
     per_site = [st[i]["compute"] if i in sites and st[i] else None for i in range(len(st))]
     total = phase_sum(per_site)
+    answered = [c for c in per_site if c]
     return {
         "core_s": total,
         "core_s_total": round(sum(total.values()), 1),
         "per_site_core_s": per_site,
+        "site_core_s_max": {k: round(max(c.get(k, 0.0) for c in answered), 1) for k in total},  # the dearest site
         "jobs": {k: sum(s["jobs"][k] for s in st if s) for k in ("ok", "failed", "killed")},
     }
 
@@ -778,6 +799,11 @@ def main(argv: list[str] | None = None) -> dict:
             "bytes_sent_per_node": [s["bytes_sent"] if s else None for s in final],
             "network": network.report(results),
             "workers": args.workers,
+            "threads": args.threads,
+            # each training job alone on every core: the per-site figures are what one such machine a site gets
+            "machine_per_site": args.whole_machine,
+            # what the profile states one factory and one expert cost (images seen; core-seconds where measured)
+            "budget": site_budget(args, train.images.shape[1:]),
             "factory_cache": str(args.factory_cache) if args.factory_cache else None,  # factories trained before: 0 s
             # the manifests' training summaries (results_table.py reads them), and the jobs' CPU per site and stage
             "compute": compute_used(homes[running[0]]) | compute_per_site(final, running),
@@ -860,6 +886,17 @@ def print_report(r: dict) -> None:
     c, m = r["compute"], r["memory"]
     stages = ", ".join(f"{k} {v:.0f}" for k, v in sorted(c["core_s"].items(), key=lambda kv: -kv[1]))
     t.add_row(f"job CPU, all sites ({r['workers']} workers)", f"{c['core_s_total']:.0f} core-s ({stages})")
+    n = sum(1 for x in c["per_site_core_s"] if x)
+    site = ", ".join(f"{k} {v / n:.0f} / {c['site_core_s_max'][k]:.0f}" for k, v in c["core_s"].items() if v >= 0.5)
+    t.add_row("job CPU a site, mean / max", f"{site} core-s")
+    b = r["budget"]
+    t.add_row(
+        "profile's budget: a factory / an expert",
+        f"{b['factory_images']:,} / up to {b['expert_images']:,} images seen"
+        + (f" (~{b['factory_core_s']:.0f} / {b['expert_core_s']:.0f} core-s)" if b["factory_core_s"] else ""),
+    )
+    if r["machine_per_site"]:
+        t.add_row("each job had", f"the whole machine ({r['threads']} cores), one at a time")
     t.add_row("jobs ok / failed / killed", "{ok} / {failed} / {killed}".format(**c["jobs"]))
     t.add_row(
         "memory peak (resident): largest node / all workers / all",

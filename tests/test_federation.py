@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ def script(name: str) -> Any:
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def test_whole_machine_runs_one_job_at_a_time_on_every_core() -> None:
+    args = script("testnet").parse_args(["--whole-machine"])
+    assert (args.workers, args.threads) == (1, os.cpu_count() or 1)
 
 
 def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
@@ -77,6 +83,11 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
     assert report["compute"]["expert_train_images_mean"] == 100 + 2 * 80
     assert report["compute"]["factory_images_seen_mean"] == 120 * 64  # the default profile's batch of 64
     assert report["compute"]["synthesis_img_per_s_per_node"] > 0
+    # each site's spend per stage, beside what the profile states a factory costs (its measured rate, 120 steps)
+    assert report["budget"]["factory_images"] == 120 * 64 and report["budget"]["factory_core_s"] > 0
+    spent = [s for s in report["compute"]["per_site_core_s"] if s]
+    assert len(spent) == 3 and all(s["factories"] > 0 and s["expert"] > 0 for s in spent), spent
+    assert report["compute"]["site_core_s_max"]["factories"] == max(round(s["factories"], 1) for s in spent)
     u = report["unlearning"]
     assert u["dropped_everywhere"] and u["exact"] and u["experts_retrained"] == 2
     assert u["classes"] == [0] and len(u["revoked"]) == 2  # node 0's factory and expert
