@@ -73,12 +73,6 @@ class LearningConfig:
     synth_per_class: int = 0  # 0 = the profile's count
     factory_steps: int = 0  # 0 = the profile's; fewer steps, faster and rougher factories
     synth_own_classes: bool = False  # also synthesise the classes this node holds real data for
-    # also synthesise the classes this node holds from other sites' factories of them: where a class is split over
-    # sites (Dirichlet partitions), each expert then sees what the others hold of it, not its own few images only
-    synth_held_from_peers: bool = False
-    # >0: a factory makes at most this many passes over each training image (its steps cut to passes x images /
-    # batch, never under a tenth of the profile's): a class of 20 images memorises long before 150 steps of 64 end
-    factory_passes: float = 0.0
     deadline_s: float = 0.0  # >0: train the expert after this many seconds even if classes are missing
     # once the own factories are done, wait at most this long after the last factory arrived for a class still
     # missing (a peer may have withheld it, or nobody holds it); the expert is retrained when one comes. 0: for ever
@@ -266,10 +260,6 @@ class Config:
             raise ConfigError(f"{where}: federation.image_shape {shape!r} is not HxWxC, like 28x28x3")
         if self.learning.deadline_s < 0 or self.learning.patience_s < 0:
             raise ConfigError(f"{where}: learning.deadline_s and learning.patience_s are seconds >= 0 (0: no limit)")
-        if not 0 <= self.learning.factory_passes < float("inf"):
-            raise ConfigError(
-                f"{where}: learning.factory_passes is passes over each image >= 0 (0: the profile's steps)"
-            )
         p = self.privacy
         if not 0 < p.holdout_fraction < 0.5 or not 1 <= p.holdout_min <= p.holdout_max:
             raise ConfigError(

@@ -17,9 +17,8 @@ from ffnode.artifacts.revocation import Revocation
 from ffnode.artifacts.store import Store
 from ffnode.config import Config, PrivacyConfig
 from ffnode.data.sources import ImageSet, load_dataset
-from ffnode.factory.config import FactoryConfig
 from ffnode.identity import Identity
-from ffnode.jobs.build import ExpertBuild, derive_seed, make_expert, make_factory, passes_cap
+from ffnode.jobs.build import ExpertBuild, derive_seed, make_expert, make_factory
 from ffnode.jobs.progress import Progress, Stopping
 from ffnode.jobs.spec import FactorySource
 from ffnode.jobs.synthcache import SynthCache
@@ -186,16 +185,3 @@ def test_progress_estimates_the_time_left_at_the_pace_so_far() -> None:
     assert 0.04 <= p.eta_s() < 1.0  # 50 more steps at the pace of the first 50
     p.update(1, 10)  # another piece of work: timed from its own start
     assert p.eta_s() is None
-
-
-def test_a_small_class_trains_at_most_its_passes_and_says_so(tmp_path: Path) -> None:
-    cfg = FactoryConfig(train_steps=150, batch_size=64, checkpoint_every=50)
-    assert passes_cap(cfg, 126, 0.0) == cfg and passes_cap(cfg, 126, 80.0) == cfg  # 76 passes: not cut
-    cut = passes_cap(cfg, 20, 80.0)
-    assert (cut.train_steps, cut.checkpoint_every) == (25, 25)  # ceil(80 x 20 / 64)
-    assert passes_cap(cfg, 2, 80.0).train_steps == 15  # never under a tenth of the profile's steps
-    data = digits([3])
-    profile = site_profile(tiny_config(), data.images.shape[1:])
-    long = dataclasses.replace(profile.factory, train_steps=40)
-    built = make_factory(data, 3, long, 0, PrivacyConfig(audit=False), tmp_path / "w", Progress(), passes=1.0)
-    assert built.cfg.train_steps == 19 and built.summary["images_seen"] == 19 * 8  # ceil(1 x 146 / 8)

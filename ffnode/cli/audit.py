@@ -89,7 +89,7 @@ def _draw(home: Path, config: Any, row: dict, path: Path) -> None:
     from ffnode.data.sources import load_dataset
     from ffnode.factory.sample import sample_factory
     from ffnode.factory.train import load_snapshot
-    from ffnode.jobs.build import audit_seed, factory_dp, factory_seed, factory_split, passes_cap
+    from ffnode.jobs.build import audit_seed, factory_dp, factory_seed, factory_split
     from ffnode.privacy.picture import closest_pairs
     from ffnode.privacy.policy import AUDIT_FILE
     from ffnode.profiles import site_profile
@@ -99,8 +99,8 @@ def _draw(home: Path, config: Any, row: dict, path: Path) -> None:
     label, step = config.federation.classes.index(row["class"]), row["step"]
     cfg = config.data
     data = load_dataset(cfg.spec, split=cfg.split, classes=config.federation.classes, bit_depth=cfg.bit_depth)
+    cfg = site_profile(config, data.image_shape).factory
     train, _held = factory_split(data, label, config.learning.seed, config.privacy)
-    cfg = passes_cap(site_profile(config, data.image_shape).factory, len(train), config.learning.factory_passes)
     work = home / "work" / f"factory-{label}"
     dp = factory_dp(config.privacy, len(train), cfg)  # a DP factory's snapshots are keyed by its plan too
     weights = load_snapshot(work, train, cfg, factory_seed(config.learning.seed, label), step, dp)

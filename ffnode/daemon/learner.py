@@ -151,7 +151,6 @@ class Learner:
                 "owner": self.outbox.me,
                 "class_names": self.classes,
                 "threads": self.threads,
-                "passes": self.config.learning.factory_passes,
             }
             workdir = self.work / f"factory-{label}"  # training resumes from here after a crash
             inputs = {"data": str(self.data_file)} | ({"cache": str(self.factories.folder)} if self.factories else {})
@@ -170,8 +169,7 @@ class Learner:
                             built["withheld"])  # fmt: skip
                 continue
             blob = done_job.blob.read_bytes()
-            # the config it trained under: the profile's, its steps cut for a small class (learning.factory_passes)
-            await self.outbox.publish("factory", [label], built["cfg"], blob, [], built["seed"], built["summary"])
+            await self.outbox.publish("factory", [label], fcfg.to_dict(), blob, [], built["seed"], built["summary"])
         if todo:
             self.waiting = timing.trained_own(self.waiting, time.monotonic())
 
@@ -182,15 +180,14 @@ class Learner:
         nobody is going to fix it, and a peer that announces a broken factory must not hold the expert back (it
         is retrained if a usable one arrives)."""
         own = set(self.local_classes())
-        synth_own, from_peers = self.config.learning.synth_own_classes, self.config.learning.synth_held_from_peers
+        synth_own = self.config.learning.synth_own_classes
         live = self.store.live("factory")
         newest: dict[tuple[int, str], Manifest] = {}  # one factory per (class, owner): a key's share is one
         for m in live:
             if self._usable(m) and newest.get(key := (m.classes[0], m.owner), m).seq <= m.seq:
                 newest[key] = m
         usable = sorted(newest.values(), key=lambda m: (m.classes, m.owner, m.id))
-        me = self.outbox.me
-        factories = [m for m in usable if synth_own or m.classes[0] not in own or (from_peers and m.owner != me)]
+        factories = [m for m in usable if synth_own or m.classes[0] not in own]
         covered = own | {m.classes[0] for m in usable}
         withdrawn = {  # revoked, or refused under this node's audit policy
             c

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -69,7 +68,6 @@ class FactoryBuild:
     weights: dict[str, Any] | None
     summary: dict[str, Any]  # the manifest's meta: training figures, and the published snapshot's audit
     seed: int
-    cfg: FactoryConfig  # what it trained under (the manifest's arch): the profile's, cut by `passes_cap`
     withheld: str | None = None
     cached: bool = False  # taken from the factory cache, not trained
 
@@ -105,17 +103,6 @@ def factory_dp(privacy: PrivacyConfig, n_train: int, cfg: FactoryConfig) -> DPPl
     )  # fmt: skip
 
 
-def passes_cap(cfg: FactoryConfig, n_train: int, passes: float) -> FactoryConfig:
-    """`cfg` with at most `passes` passes over each of `n_train` images (0: uncut), never under a tenth of its steps.
-
-    A step draws `batch_size` images with replacement, so a class of 20 images sees each one 480 times in the
-    150 steps of 64 that a class of 126 sees 76 times: it memorises, and the audit withholds it."""
-    steps = max(math.ceil(passes * n_train / cfg.batch_size), cfg.train_steps // 10, 1)
-    if not passes or steps >= cfg.train_steps:
-        return cfg
-    return dataclasses.replace(cfg, train_steps=steps, checkpoint_every=min(cfg.checkpoint_every, steps))
-
-
 def make_factory(
     data: ImageSet,
     label: int,
@@ -126,23 +113,21 @@ def make_factory(
     progress: Progress,
     should_stop: Callable[[], bool] = lambda: False,
     cache: FactoryCache | None = None,
-    passes: float = 0.0,
 ) -> FactoryBuild:
     """Train the factory of one local class (resuming from `work`), audit it and pick what to publish: the final
     weights if they pass the audit policy, else the latest earlier snapshot that does, else nothing. Audits
     already made of this run are read back from `work`, not redone. With privacy.dp_epsilon the training is DP-SGD
     and the published meta.dp states the epsilon of the steps the published weights saw. With `cache`, a factory
     built before from the same inputs is taken from it (bitwise what training gives: factorycache.py), and a new
-    one is written to it. `passes` > 0 cuts a small class's steps (`passes_cap`)."""
+    one is written to it."""
     seed = factory_seed(node_seed, label)
-    cfg = passes_cap(cfg, len(factory_split(data, label, node_seed, privacy)[0]), passes)
     work.mkdir(parents=True, exist_ok=True)
     key = (data.images[data.labels == label], label, cfg.to_dict(), node_seed, dataclasses.asdict(privacy))
     if cache is not None and (hit := cache.get(*key)) is not None:
         if hit.record is not None:  # the owner's record of its audits (`ffnode audit`), as training would leave it
             atomic_write(work / AUDIT_FILE, json.dumps(hit.record, indent=1).encode())
         weights = None if hit.weights is None else safetensors.torch.load(hit.weights)
-        return FactoryBuild(weights, hit.summary, seed, cfg, hit.withheld, cached=True)
+        return FactoryBuild(weights, hit.summary, seed, hit.withheld, cached=True)
     built, record = _train_factory(data, label, cfg, node_seed, privacy, work, progress, should_stop)
     if cache is not None:
         blob = None if built.weights is None else safetensors.torch.save(built.weights)
@@ -165,7 +150,7 @@ def _train_factory(
     train, held = factory_split(data, label, node_seed, privacy)
     if privacy.audit and min(len(train), len(held)) < 2:
         too_few = f"{len(train) + len(held)} images are too few to audit a factory"
-        return FactoryBuild(None, {}, seed, cfg, withheld=too_few), None
+        return FactoryBuild(None, {}, seed, withheld=too_few), None
     dp = factory_dp(privacy, len(train), cfg)
     k = privacy.snapshots if privacy.audit else 0
     snapshots = sorted({cfg.train_steps * i // (k + 1) for i in range(1, k + 1)} - {0})
@@ -176,7 +161,7 @@ def _train_factory(
             dp=dp,
         )  # fmt: skip
         if not privacy.audit:
-            return FactoryBuild(weights, summary, seed, cfg), None
+            return FactoryBuild(weights, summary, seed), None
         record = _audit_record(work, train, cfg, seed, dp)
         policy, reasons, task = AuditPolicy.of(privacy), [], progress.task
         settings = AuditSettings(samples=privacy.audit_samples)
@@ -206,10 +191,9 @@ def _train_factory(
                 published = {"steps": step, "images_seen": step * cfg.batch_size, "audit": audit}
                 if dp is not None:  # an earlier snapshot has spent less: the accountant at its step
                     published["dp"] = dp.meta(step)
-                return FactoryBuild(w, summary | published, seed, cfg), record
+                return FactoryBuild(w, summary | published, seed), record
             reasons.append(f"step {step}: " + "; ".join(why))
-    why = " | ".join(reasons) or "no snapshot could be audited"
-    return FactoryBuild(None, summary, seed, cfg, withheld=why), record
+    return FactoryBuild(None, summary, seed, withheld=" | ".join(reasons) or "no snapshot could be audited"), record
 
 
 def _audit_record(work: Path, train: np.ndarray, cfg: FactoryConfig, seed: int, dp: DPPlan | None) -> dict[str, Any]:

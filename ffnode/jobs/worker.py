@@ -108,12 +108,10 @@ def run(workdir: Path, progress: JobProgress) -> dict[str, Any]:
             workdir,  # checkpoints, snapshots and audit records: training resumes here
             progress,
             cache=cache,
-            passes=float(args.get("passes", 0.0)),
         )
         if built.weights is not None:
             atomic_write(out / BLOB, weights_to_bytes(built.weights, args["owner"]))
-        return {"summary": built.summary, "seed": built.seed, "withheld": built.withheld, "cached": built.cached,
-                "cfg": built.cfg.to_dict()}  # fmt: skip
+        return {"summary": built.summary, "seed": built.seed, "withheld": built.withheld, "cached": built.cached}
     expert = make_expert(
         data,
         [FactorySource(**f) for f in args["factories"]],
