@@ -19,10 +19,10 @@ def test_no_image_shape_cuts_the_budget_below_the_validated_one() -> None:
             assert profile_for(name, shape).expert.max_images >= profile.expert_images, (name, shape)
     # the case: `default` (sized 8x8) on 28x28 grayscale. Scaling the budget by pixels left 1,632 images:
     # one epoch for a digits-sized site and for a site of 5,400 real images (PoE 0.241 instead of ~0.7)
-    assert profile_for("default", (28, 28, 1)).expert.max_images == 20_000
+    assert profile_for("default", (28, 28, 1)).expert.max_images == 30_000
     # a digits-sized site (what the profile was validated with) keeps all its epochs at any shape it fits
     assert expert_epochs("default", (28, 28, 1), 144, 9) == PROFILES["default"].expert.epochs == 8
-    assert expert_epochs("default", (28, 28, 1), 5_400, 9) == 2  # more data than validated: fewer epochs only
+    assert expert_epochs("default", (28, 28, 1), 5_400, 9) == 3  # more data than validated: fewer epochs only
     # smaller images buy more: the cpu budget on 8x8x3 images is scaled up
     assert profile_for("cpu", (8, 8, 3)).expert.max_images == 200_000 * (28 * 28 * 3) // (8 * 8 * 3)
     # the runs each profile was sized for stay under it, figures as measured
@@ -67,7 +67,7 @@ def test_a_named_profile_that_does_not_fit_is_refused_unless_forced() -> None:
         choose_profile("default", (28, 28, 1), [(5_400, 9)], gpu=False)
     name, said = choose_profile("default", (28, 28, 1), [(5_400, 9)], force=True, gpu=False)
     assert name == "default" and "12.2x the pixels" in said and "kept (--force-profile)" in said
-    assert "trains its expert 2 of 8 epochs (14,400 images seen, budget 20,000" in said
+    assert "trains its expert 3 of 8 epochs (27,000 images seen, budget 30,000" in said
     with pytest.raises(ProfileError, match="unknown profile 'huge': use one of auto, tiny"):
         choose_profile("huge", (8, 8, 1))
 
