@@ -4,11 +4,12 @@ then server mode (one classifier on synthetic images only) and the PoE over the 
 
 Runs in-process, one setting after another, through the node's own build functions (`make_factory`: holdout
 split, DP plan, training, audit; `synthesize`, `train_expert`). Prints one line per setting and, with --json, writes
-every figure (each factory's meta.dp and audit).
+every figure (each factory's meta.dp and audit); --chart draws the curve (--from: from a finished --json).
 
     nice -n 19 python scripts/bench_dp.py --dataset digits --profile default --json runs/dp-digits.json
     nice -n 19 python scripts/bench_dp.py --dataset bloodmnist --profile cpu --epsilons 1,4,10,none
     nice -n 19 python scripts/bench_dp.py --dataset digits --classes 3 --steps 60 --no-poe   # minutes, not hours
+    python scripts/bench_dp.py --from runs/dp-blood.json --chart docs/img/dp-blood.png
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ffnode.jobs.progress import Progress
 from ffnode.poe import poe_predict
 from ffnode.profiles import profile_for
 from ffnode.synth import synthesize
+from harness.line_chart import PALETTE, Series, write_line_chart
 from harness.metrics import accuracy
 
 
@@ -87,6 +89,25 @@ def run_setting(
     return out
 
 
+def chart(path: Path, report: dict[str, Any]) -> None:
+    """PoE, server mode and the mean attack AUC at each epsilon (a categorical axis, no DP at the right)."""
+    rows = sorted(report["results"], key=lambda r: r["epsilon"] or float("inf"))  # no DP last
+    names = [f"epsilon {r['epsilon']:g}" if r["epsilon"] else "no DP" for r in rows]
+    series = [
+        Series("ffnode PoE", [(i, r["poe_accuracy"]) for i, r in enumerate(rows) if "poe_accuracy" in r], PALETTE[0]),
+        Series("server mode", [(i, r["server_accuracy"]) for i, r in enumerate(rows)], PALETTE[1]),
+        Series("attack AUC (loss, mean)", [(i, r["mia_auc_mean"]) for i, r in enumerate(rows) if r["mia_auc_mean"]],
+               PALETTE[3]),
+    ]  # fmt: skip
+    a = report["args"]
+    steps, synth = a["steps"] or "the profile's", a["per_class"] or "the profile's"
+    subtitle = (f"{report['dataset']}, {report['classes']} single-class sites, profile {report['profile']}, "
+                f"factory steps {steps}, {synth} synthetic images a class")  # fmt: skip
+    write_line_chart(path, "Accuracy against the DP budget of every factory", subtitle, series,
+                     x_label="privacy budget of each factory (DP-SGD)", y_label="accuracy / attack AUC",
+                     x_ticks=[(float(i), n) for i, n in enumerate(names)])  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="digits")
@@ -100,7 +121,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--chart", type=Path, help="draw the curve here (PNG); with --from, from a finished --json")
+    parser.add_argument("--from", dest="source", type=Path, help="run nothing: chart the report in this --json")
     args = parser.parse_args()
+    if args.source:
+        chart(args.chart, json.loads(args.source.read_text()))
+        return
     torch.set_num_threads(args.threads)
 
     train, test = load_dataset(args.dataset, split="train"), load_dataset(args.dataset, split="test")
@@ -117,11 +143,14 @@ def main() -> None:
             print(f"epsilon {epsilon or 'none':>5}: server {r['server_accuracy']:.3f}{poe}  published "
                   f"{r['published']}/{len(train.classes)}  attack AUC (mean) {auc}  factories {r['factory_seconds']} s",
                   flush=True)  # fmt: skip
+            plain = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+            report = {"dataset": args.dataset, "profile": args.profile, "classes": len(train.classes),
+                      "args": plain, "results": results}  # fmt: skip
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
-                report = {"dataset": args.dataset, "profile": args.profile, "classes": len(train.classes)}
-                args.json.write_text(json.dumps(report | {"args": vars(args) | {"json": str(args.json)},
-                                                          "results": results}, indent=1))  # fmt: skip
+                args.json.write_text(json.dumps(report, indent=1))
+            if args.chart:
+                chart(args.chart, report)
 
 
 if __name__ == "__main__":
