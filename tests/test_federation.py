@@ -113,3 +113,11 @@ def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
     for sampler in ("dpmsolver++", "unipc"):
         errors = [v["rmse"][0] for v in bench["variants"] if v["sampler"] == sampler]  # in order of steps
         assert errors[-1] < errors[0], (sampler, errors)
+
+
+def test_the_budget_curve_names_the_smallest_budget_that_reaches_each_reference() -> None:
+    curve = script("budget_curve")
+    rows = [{"multiple": m, "poe": p, "server": s} for m, p, s in ((1, 0.877, 0.83), (4, 0.93, 0.92), (16, 0.95, 0.9))]
+    said = curve.reached(rows, {"FederatedFactory PoE": 0.9425, "FederatedFactory server mode": 0.93})
+    assert said["FederatedFactory PoE"] == "reached at 16x"
+    assert said["FederatedFactory server mode"] == "not reached: best 0.9200 at 4x, 0.0100 short"
