@@ -84,8 +84,8 @@ PROFILES: dict[str, Profile] = {
     # (scripts/bench_learning.py --per-class N, seeds 0 / 1): 100 -> PoE 0.981 / 0.978, 200 -> 0.986 / 0.986 for
     # +2 s of sampling per node, 300 -> 0.986 (seed 1), 400 -> 0.989 (seed 0) for +7 s; 300 factory steps instead
     # of 150 bought 0.986 at 2x the cost. The testnet with audits (126 training images a class), 2026-12-07, on the
-    # same cached factories: 200 -> 0.983 twice, 400 -> 0.986 twice (runs/cache-*.json), so 400, and an expert
-    # budget that keeps its 8 epochs over 146 real + 9 x 400 synthetic images
+    # same cached factories: 200 -> 0.983 twice; 400 -> 0.986, 0.986, 0.981 with the expert cut to 5 epochs by the
+    # old 20,000 budget, 0.986, 0.983 at 8 (runs/cache-*.json): mean 0.984, so 400, and a budget for 8 epochs
     "default": Profile(
         factory=FactoryConfig(train_steps=150, batch_size=64, checkpoint_every=50, sample_steps=10),
         expert=ExpertConfig(width=16, blocks=(1, 1), epochs=8, batch_size=32),
