@@ -41,7 +41,8 @@ Here the bound is on the likelihood vote L_k, training prior included, with the 
 k was trained on: pi_k is the owner's own signed word, and a prior claimed near 0 for one class would
 otherwise be a bonus of up to 27.6 nats for it whatever the image shows. The price: an honest expert trained
 on a skewed prior may show up to D_C + log(max pi_k / min pi_k) and is cut to D_C; silo experts' priors are
-near-balanced (a site's real images of its class against synth_per_class of each other: 143 to 200 on digits).
+near-balanced (a site's real images of its class against synth_per_class of each other: 143 to 400 on digits,
+log(400/143) = 1.0 nat below D_C's 4.5).
 The federation prior pi is the owners' word too; ffnode.voters bounds it (PRIOR_SHARE, PRIOR_CLIP): one owner
 moves the odds of a class other owners hold by at most log 2, so it cannot buy with its counts the voice the bound
 takes from its expert.

@@ -49,9 +49,11 @@ class Profile:
         whose expert set is smaller than the cap spends less on it)."""
         factory_images = self.factory.train_steps * self.factory.batch_size
         expert_images = self.expert.max_images or self.expert_images
+        # the rates were measured at `sized_for`: an image of k times the pixels costs about k times as much
+        ratio = self.factory.image_size**2 * self.factory.channels / math.prod(self.sized_for)
 
         def core_s(images: int, rate: float | None) -> float | None:
-            return round(images / rate, 1) if rate else None
+            return round(images * ratio / rate, 1) if rate else None
 
         return {
             "factory_images": factory_images,
@@ -123,10 +125,11 @@ PROFILES: dict[str, Profile] = {
         description="28x28 medical images on a 2-core CPU: ~3.5 min of the machine per factory",
         sized_for=(28, 28, 3),
         expert_images=200_000,  # ~2.5 min at 1,380 img/s; a BloodMNIST silo site sees ~75,000, centralised ~180,000
-        # 8 BloodMNIST silos, one thread per job (runs/poe-clip-blood.json): 9,600 images in 62.8 core-s a factory,
-        # ~75,000 in 38.9 an expert; so a 640-step factory costs ~270 core-s, its audit ~13 and synthesis ~63 more
+        # 8 BloodMNIST silos, one thread per job (runs/poe-clip-blood.json, 600 images a class): 9,600 images in
+        # 62.8 core-s a factory, 61,500 (4,100 x 15 epochs) in 35.5 an expert (mean); so a 640-step factory costs
+        # ~270 core-s, its audit ~13 and synthesis ~63 more
         factory_img_per_core_s=153.0,
-        expert_img_per_core_s=1930.0,
+        expert_img_per_core_s=1730.0,
     ),
     # one GPU, 32x32 RGB (28x28 fits): FederatedFactory's recipe at a site's scale. Its generators are EDM2 UNets
     # with EDM preconditioning (P_mean -0.8, P_std 1.6, sigma_data 0.5), x-flips, 25M images each and 10,000
@@ -139,7 +142,7 @@ PROFILES: dict[str, Profile] = {
             norm_num_groups=32,
             attention=True,
             dropout=0.1,
-            prediction_type="edm",  # on the CPU, EDM won on BloodMNIST at equal seconds (docs/benchmarks.md)
+            prediction_type="edm",  # the paper's; on the CPU it won on BloodMNIST, lost on RetinaMNIST (benchmarks.md)
             sampler="edm-dpmsolver++",
             train_steps=20000,
             batch_size=256,
@@ -191,7 +194,7 @@ def profile_for(name: str, image_shape: tuple[int, int, int]) -> Profile:
 
     The expert's cap is the budget stated in images of `sized_for`, scaled by pixels only upwards: images with
     fewer pixels buy more, images with more never cut it below `expert_images`, which every run the profile was
-    validated with stays under (a 28x28 site under `default` keeps 20,000 images, not the 1,632 that scaling by
+    validated with stays under (a 28x28 site under `default` keeps 30,000 images, not the 1,632 that scaling by
     pixels gave: one epoch, PoE 0.241 instead of ~0.7)."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile '{name}': use one of {', '.join(PROFILES)}")

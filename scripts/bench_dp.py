@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--from", dest="source", type=Path, help="run nothing: chart the report in this --json")
     args = parser.parse_args()
     if args.source:
+        if not args.chart:
+            parser.error("--from needs --chart")
         chart(args.chart, json.loads(args.source.read_text()))
         return
     torch.set_num_threads(args.threads)

@@ -890,11 +890,11 @@ def print_report(r: dict) -> None:
     site = ", ".join(f"{k} {v / n:.0f} / {c['site_core_s_max'][k]:.0f}" for k, v in c["core_s"].items() if v >= 0.5)
     t.add_row("job CPU a site, mean / max", f"{site} core-s")
     b = r["budget"]
-    t.add_row(
-        "profile's budget: a factory / an expert",
-        f"{b['factory_images']:,} / up to {b['expert_images']:,} images seen"
-        + (f" (~{b['factory_core_s']:.0f} / {b['expert_core_s']:.0f} core-s)" if b["factory_core_s"] else ""),
+    cost = (
+        "" if b["factory_core_s"] is None else f" (~{b['factory_core_s']:.0f} / {b['expert_core_s'] or 0:.0f} core-s)"
     )
+    t.add_row("profile's budget: a factory / an expert", f"{b['factory_images']:,} / up to {b['expert_images']:,} "
+              f"images seen{cost}")  # fmt: skip
     if r["machine_per_site"]:
         t.add_row("each job had", f"the whole machine ({r['threads']} cores), one at a time")
     t.add_row("jobs ok / failed / killed", "{ok} / {failed} / {killed}".format(**c["jobs"]))
