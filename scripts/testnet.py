@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"which baselines to run, comma-separated among {','.join(BASELINES)} (default: all)",
     )
     p.add_argument("--no-baselines", action="store_const", const=frozenset(), dest="baselines", help="run none")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per job and query worker")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per job and query worker (default: 1)")
     p.add_argument(
         "--evaluate",
         type=int,
@@ -131,7 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
+        default=None,
         help="job processes at once over all sites (their shared jobs.slots), and queries at once (default: cores)",
     )
     p.add_argument(
@@ -184,10 +184,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cut:K:AT:FOR (with --netns: site K offline from AT s for FOR s), kill:K:AT (for good), restart:K:AT",
     )
     args = p.parse_args(argv)
-    if args.whole_machine:
-        args.workers, args.threads = 1, os.cpu_count() or 1
-    if args.workers < 1:
-        p.error("--workers must be at least 1")
+    if args.whole_machine and (args.workers, args.threads) != (None, None):
+        p.error("--whole-machine sets --workers 1 and --threads to the cores: give neither with it")
+    if min(args.workers or 1, args.threads or 1) < 1:
+        p.error("--workers and --threads must be at least 1")
+    cores = os.cpu_count() or 1
+    args.workers, args.threads = (1, cores) if args.whole_machine else (args.workers or cores, args.threads or 1)
     if args.evaluate < 0:
         p.error("--evaluate takes 0 (every site) or a number of sites to ask")
     if any(f.kind == "cut" for f in args.fault) and not args.netns:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from ffnode.data.sources import load_dataset, save_npz
 from tests.daemons import free_port
@@ -40,8 +41,12 @@ def script(name: str) -> Any:
 
 
 def test_whole_machine_runs_one_job_at_a_time_on_every_core() -> None:
-    args = script("testnet").parse_args(["--whole-machine"])
+    testnet = script("testnet")
+    args = testnet.parse_args(["--whole-machine"])
     assert (args.workers, args.threads) == (1, os.cpu_count() or 1)
+    assert (testnet.parse_args([]).workers, testnet.parse_args([]).threads) == (os.cpu_count() or 1, 1)
+    with pytest.raises(SystemExit):  # it sets both: an explicit one would be silently overridden
+        testnet.parse_args(["--whole-machine", "--workers", "2"])
 
 
 def test_testnet_three_silos_end_to_end(tmp_path: Path) -> None:
