@@ -30,7 +30,7 @@ from pathlib import Path
 import testnet
 
 GPU = {"factory_steps": 400, "synth_per_class": 2000, "max_per_class": 0, "audit_samples": 500}
-SMOKE = {"factory_steps": 1, "synth_per_class": 4, "max_per_class": 24, "audit_samples": 8}
+SMOKE = {"factory_steps": 1, "synth_per_class": 4, "max_per_class": 24, "audit_samples": 16}
 
 
 def testnet_args(args: argparse.Namespace) -> list[str]:
