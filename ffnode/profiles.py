@@ -50,7 +50,8 @@ class Profile:
         factory_images = self.factory.train_steps * self.factory.batch_size
         expert_images = self.expert.max_images or self.expert_images
         # the rates were measured at `sized_for`: an image of k times the pixels costs about k times as much
-        ratio = self.factory.image_size**2 * self.factory.channels / math.prod(self.sized_for)
+        f = self.factory
+        ratio = pixels((f.image_size, f.image_size, f.channels)) / pixels(self.sized_for)
 
         def core_s(images: int, rate: float | None) -> float | None:
             return round(images * ratio / rate, 1) if rate else None
@@ -331,9 +332,14 @@ def site_profile(config: Config, image_shape: tuple[int, int, int], where: Path 
         profile = profile_for(config.learning.profile, image_shape)
     except ValueError as exc:
         raise ConfigError(f"{where} [learning]: {exc}") from None
-    if steps := config.learning.factory_steps:
-        profile = dataclasses.replace(profile, factory=dataclasses.replace(profile.factory, train_steps=steps))
-    return profile
+    return with_factory_steps(profile, config.learning.factory_steps)
+
+
+def with_factory_steps(profile: Profile, steps: int) -> Profile:
+    """`profile` with its factories trained `steps` steps (0: the profile's own)."""
+    if not steps:
+        return profile
+    return dataclasses.replace(profile, factory=dataclasses.replace(profile.factory, train_steps=steps))
 
 
 def expert_arch(config: Config, profile: Profile, num_classes: int, image_shape: tuple[int, int, int]) -> dict:

@@ -37,12 +37,7 @@ from ffnode.profiles import profile_for
 from ffnode.synth import synthesize
 from harness.line_chart import PALETTE, Series, write_line_chart
 from harness.metrics import accuracy
-
-
-def first_classes(data: ImageSet, k: int) -> ImageSet:
-    """The images of classes 0..k-1 only (a smaller federation than the dataset's)."""
-    keep = data.labels < k
-    return ImageSet(data.images[keep], data.labels[keep], data.classes[:k])
+from harness.partition import first_classes
 
 
 def run_setting(

@@ -26,6 +26,7 @@ import testnet
 from ffnode.data.sources import default_classes, load_dataset, save_npz
 from ffnode.profiles import profile_for
 from harness.line_chart import PALETTE, Series, write_line_chart
+from harness.partition import first_classes
 
 # what FederatedFactory reports for single-class sites (5 seeds; its repository's analysis_results)
 REFERENCES = {"bloodmnist": {"FederatedFactory PoE": 0.9425, "FederatedFactory server mode": 0.9117}}
@@ -57,13 +58,9 @@ def subset(args: argparse.Namespace) -> tuple[str, int]:
         return args.dataset, len(classes)
     path = args.out / f"{Path(args.dataset).stem}-{args.classes}-classes.npz"
     if not path.exists():
-        splits = {}
-        for split in ("train", "test"):
-            d = load_dataset(args.dataset, split=split)
-            keep = d.labels < args.classes
-            splits[split] = (d.images[keep], d.labels[keep])
+        kept = {s: first_classes(load_dataset(args.dataset, split=s), args.classes) for s in ("train", "test")}
         args.out.mkdir(parents=True, exist_ok=True)
-        save_npz(path, splits, classes=classes[: args.classes])
+        save_npz(path, {s: (d.images, d.labels) for s, d in kept.items()}, classes=classes[: args.classes])
     return str(path), args.classes
 
 

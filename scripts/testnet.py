@@ -60,7 +60,7 @@ from ffnode.expert.train import train_expert
 from ffnode.loaders import load_factory
 from ffnode.poe import poe_predict
 from ffnode.privacy.policy import AuditPolicy, audit_verdict
-from ffnode.profiles import AUTO, ProfileError, choose_profile, profile_for
+from ffnode.profiles import AUTO, ProfileError, choose_profile, profile_for, with_factory_steps
 from ffnode.synth import synthesize
 from harness import partition
 from harness.baselines import TUNED, run_federated, tuned
@@ -495,11 +495,7 @@ def synth_per_class(args: argparse.Namespace, image_shape: tuple[int, int, int])
 
 def site_budget(args: argparse.Namespace, image_shape: tuple[int, int, int]) -> dict[str, Any]:
     """What the profile, with --factory-steps, states one factory and one expert cost a site."""
-    profile = profile_for(args.profile, image_shape)
-    if args.factory_steps:
-        factory = dataclasses.replace(profile.factory, train_steps=args.factory_steps)
-        profile = dataclasses.replace(profile, factory=factory)
-    return profile.budget()
+    return with_factory_steps(profile_for(args.profile, image_shape), args.factory_steps).budget()
 
 
 def compute_per_site(st: list[dict | None], sites: list[int]) -> dict[str, Any]:

@@ -1,8 +1,11 @@
-"""Split a labelled set over simulated nodes (indices only, so callers slice whatever arrays they hold)."""
+"""Split a labelled set over simulated nodes (indices only, so callers slice whatever arrays they hold), or keep
+the first K classes of a set (a smaller federation than the dataset's)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from ffnode.data.sources import ImageSet
 
 
 def silo(labels: np.ndarray, n_nodes: int) -> list[np.ndarray]:
@@ -61,3 +64,9 @@ def by_spec(labels: np.ndarray, n_nodes: int, spec: str, seed: int) -> list[np.n
             raise ValueError(f"partition {spec!r}: ALPHA must be a number, e.g. dirichlet:0.1") from None
         return dirichlet(labels, n_nodes, alpha, seed)
     raise ValueError(f"unknown partition {spec!r}: use silo or dirichlet:ALPHA")
+
+
+def first_classes(data: ImageSet, k: int) -> ImageSet:
+    """The images of classes 0..k-1 only (a smaller federation than the dataset's)."""
+    keep = data.labels < k
+    return ImageSet(data.images[keep], data.labels[keep], data.classes[:k])
