@@ -39,13 +39,7 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
-from libp2p.relay.circuit_v2.dcutr import PROTOCOL_ID as DCUTR_PROTOCOL_ID
-from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
-from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
-from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID, CircuitV2Protocol
-from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -65,6 +59,7 @@ from ffnode.net.conns import (
     resource_manager,
 )
 from ffnode.net.discovery import own_record
+from ffnode.net.relay import Relaying, limit_relay_streams, relay_services
 
 log = logging.getLogger("ffnode.net")
 T = TypeVar("T")
@@ -98,62 +93,11 @@ BOOTSTRAP_BACKOFF_START = 0.5
 BOOTSTRAP_BACKOFF_MAX = 30.0
 BOOTSTRAP_RECHECK = 5.0
 NEGATIVE_DIAL_CACHE_S = 1.0
-# DCUtR's direct dial before it tries a simultaneous open; a dropped SYN otherwise costs the library's 10 s.
-HOLE_PUNCH_DIAL_S = 5
-# One hole-punch session per peer at a time and per this many seconds: each makes us dial addresses it names.
-HOLE_PUNCH_INTERVAL_S = 60.0
 # How long a cancelled asyncio caller waits for the trio side to finish its cleanup (reset the
 # stream, delete a partial blob) before giving up on it.
 CANCEL_CLEANUP_WAIT = 5.0
 # Bound on closing connections at stop(); it ends shielded writes blocked on a peer's window.
 STOP_DISCONNECT_WAIT = 2.0
-
-
-@dataclass(frozen=True)
-class Relaying:
-    """Circuit relay v2: which relays this node reserves a slot on, whether it is reachable directly, and, if
-    it relays for others, how much. A relay carries only Noise-encrypted bytes between two peers: it can refuse
-    or cut a circuit, never read or alter what travels in it (artifacts are signed end to end anyway)."""
-
-    relays: tuple[
-        str, ...
-    ] = ()  # full multiaddrs of relays to keep a reservation on (only they may open circuits to us)
-    reachable: bool = True  # False: advertise only relayed addresses (behind NAT, no inbound connections)
-    hole_punch: bool = True  # DCUtR: try to turn a relayed connection into a direct one
-    serve: bool = False  # relay for others
-    serve_for: tuple[str, ...] = ()  # peer IDs that may reserve a slot here; empty: anyone
-    reservations: int = 64  # peers holding a slot on this relay at once
-    circuits_per_peer: int = 8  # relayed connections to one reserved peer at once
-    circuit_mb: int = 16384  # bytes one relayed connection may carry, both ways (py-libp2p: 0 is not unlimited)
-
-
-class _Circuits(CircuitV2Protocol):
-    """py-libp2p's circuit relay v2 with two holes closed: a reservation is made in the name of the connection's
-    peer (the library trusts a peer ID inside the message, so one connection could fill every slot with made-up
-    IDs), only `serve_for` may reserve when it is set, and only our own relays may open a circuit to us (the
-    library accepts one from any peer, and each is a new "peer" of the attacker's choosing)."""
-
-    def __init__(self, host: IHost, relaying: Relaying, **kwargs: Any) -> None:
-        super().__init__(host, **kwargs)
-        self._serve_for = set(relaying.serve_for)
-        self._our_relays = {info_from_p2p_addr(multiaddr.Multiaddr(a)).peer_id for a in relaying.relays}
-
-    async def _handle_reserve(self, stream: INetStream, msg: HopMessage) -> None:
-        msg.ClearField("peer")  # the library then uses the connection's peer
-        peer = stream.muxed_conn.peer_id
-        if self._serve_for and peer.to_base58() not in self._serve_for:
-            log.warning("refused a relay reservation of %s: not in network.relay_for", peer)
-            await streams.reset_quietly(stream)
-            return
-        await super()._handle_reserve(stream, msg)
-
-    async def _handle_stop_stream(self, stream: INetStream) -> None:
-        relay = stream.muxed_conn.peer_id
-        if relay not in self._our_relays:
-            log.warning("refused a relayed connection offered by %s: not one of network.relays", relay)
-            await streams.reset_quietly(stream)
-            return
-        await super()._handle_stop_stream(stream)
 
 
 class NetError(Exception):
@@ -618,20 +562,7 @@ class NetHost:
         self._host, self._pubsub = host, pubsub
 
         r = self._relaying
-        relay = _Circuits(
-            host,
-            r,
-            limits=RelayLimits(
-                duration=0,  # a circuit lives as long as its connection: federations hold links for hours
-                data=r.circuit_mb * 2**20,
-                max_circuit_conns=r.circuits_per_peer,
-                max_reservations=r.reservations,
-            ),
-            allow_hop=r.serve,
-        )
-        roles = RelayRole.STOP | RelayRole.CLIENT | (RelayRole.HOP if r.serve else RelayRole(0))
-        self._circuit = CircuitV2Transport(host, relay, RelayConfig(roles=roles))
-        services = [relay] + ([DCUtRProtocol(host, dial_timeout=HOLE_PUNCH_DIAL_S)] if r.hole_punch else [])
+        self._circuit, services = relay_services(host, r)
 
         async with host.run(self._listen):
             try:
@@ -644,7 +575,7 @@ class NetHost:
                     await running.enter_async_context(background_trio_service(service))
                 for service in services:
                     await service.event_started.wait()
-                self._t_limit_services(host)
+                limit_relay_streams(host, r, self.stream_refusals)
                 streams.guard_all(host)  # the relay and DCUtR handlers registered only now
                 await pubsub.wait_until_ready()
                 subscription = await pubsub.subscribe(self._topic)
@@ -668,19 +599,6 @@ class NetHost:
                     await self._t_disconnect_all()
                     calls.cancel_scope.cancel()
         log.info("host %s stopped", self.peer_id)
-
-    def _t_limit_services(self, host: IHost) -> None:
-        """Per-peer stream limits on the relay and hole-punch protocols (py-libp2p has none): circuits through
-        this relay per source peer, and one hole-punch session per peer at a time and per minute."""
-        handlers, refused, circuits = host.get_mux().handlers, self.stream_refusals, self._relaying.circuits_per_peer
-        limits = {
-            HOP_PROTOCOL_ID: streams.PerPeerLimit(circuits, refused, "relay.circuits_per_peer"),
-            STOP_PROTOCOL_ID: streams.PerPeerLimit(circuits, refused, "relay.circuits_per_peer"),
-            DCUTR_PROTOCOL_ID: streams.PerPeerLimit(1, refused, "hole punches per peer", HOLE_PUNCH_INTERVAL_S),
-        }
-        for protocol, limit in limits.items():
-            if handlers.get(protocol) is not None:
-                host.set_stream_handler(protocol, limit.wrap(handlers[protocol]))
 
     def _t_request_stop(self) -> None:
         assert self._stop_event is not None
