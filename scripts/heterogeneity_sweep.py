@@ -9,11 +9,14 @@ where a federation per partition does not fit the machine: their ffnode points a
 not guessed. `--fl-lr` runs the baselines again at other learning rates (settings tuned on one dataset need
 not carry over: on BloodMNIST the digits' lr 0.1 kills FedAvg's CNN in its first rounds), and the chart shows
 each method at the rate that ended best in each partition: chosen on the test split, which flatters the
-baselines, never ffnode. Reports already in --out are reused, so an interrupted sweep resumes where it stopped.
+baselines, never ffnode. Reports already in --out are reused, so an interrupted sweep resumes where it stopped;
+with --factory-cache a federation cut off resumes its factories too (each from its last checkpoint).
 
 python scripts/heterogeneity_sweep.py --dataset digits --nodes 10 --chart docs/img/hetero-digits.png
 python scripts/heterogeneity_sweep.py --dataset bloodmnist --nodes 8 --profile cpu --fl-rounds 50 --fl-lr 0.01 \\
     --patience 300 --ffnode silo --chart docs/img/hetero-blood.png
+python scripts/heterogeneity_sweep.py --dataset bloodmnist --nodes 8 --profile cpu --patience 300 --no-fl \
+    --partitions dirichlet:1.0,dirichlet:0.1 --whole-machine --factory-cache runs/hetero-bloodmnist/factories
 """
 
 from __future__ import annotations
@@ -57,6 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="baseline runs in parallel, one thread each")
     p.add_argument("--chart-only", action="store_true", help="draw from the reports in --out, run nothing")
+    p.add_argument("--no-fl", action="store_true", help="run the federations only (FL baseline reports as they are)")
+    p.add_argument(
+        "--factory-cache", type=Path, default=None,
+        help="one factory cache for every federation: a point cut off resumes its factories, a rerun trains none",
+    )  # fmt: skip
+    p.add_argument("--whole-machine", action="store_true", help="each site's jobs one at a time with every core")
     args = p.parse_args(argv)
     args.partitions = args.partitions.split(",")
     try:
@@ -78,15 +87,19 @@ def report_path(args: argparse.Namespace, partition: str, kind: str, lr: float |
     return args.out / (f"{partition.replace(':', '-')}-{kind}.json" if partition else f"{kind}.json")
 
 
-def run_federation(args: argparse.Namespace, partition: str, out: Path) -> None:
-    """One full testnet run in its own process, server mode its only baseline (the rest run here)."""
+def federation_cmd(args: argparse.Namespace, partition: str, out: Path) -> list[str]:
+    """The testnet command of one partition's federation, server mode its only baseline (the rest run here)."""
     cmd = [sys.executable, str(Path(__file__).with_name("testnet.py"))]
     cmd += ["--dataset", args.dataset, "--nodes", str(args.nodes), "--partition", partition]
     cmd += ["--profile", args.profile, "--json", str(out), "--workdir", str(args.out / "work")]
     cmd += ["--timeout", str(args.timeout), "--baselines", "server"]
     if args.patience is not None:
         cmd += ["--set", f"all:learning.patience_s={args.patience}"]
-    subprocess.run(cmd, check=True)
+    if args.factory_cache is not None:
+        cmd += ["--factory-cache", str(args.factory_cache)]
+    if args.whole_machine:
+        cmd += ["--whole-machine"]
+    return cmd
 
 
 def run_baselines(job: tuple[argparse.Namespace, str, str, float | None, Path]) -> str:
@@ -198,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         jobs = [(args, "", "centralised", None, report_path(args, "", "centralized"))]
         for lr in [None, *args.fl_lr]:
             jobs += [(args, p, "fl", lr, report_path(args, p, "baselines", lr)) for p in args.partitions]
-        todo = [j for j in jobs if not j[4].exists()]
+        todo = [j for j in jobs if not j[4].exists() and not args.no_fl]
         t0 = time.time()
         print(f"baselines: {len(todo)} of {len(jobs)} reports to make, {args.jobs} at a time ...", file=sys.stderr)
         with ProcessPoolExecutor(args.jobs) as pool:
@@ -212,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.time()
             print(f"{partition}: federation ...", file=sys.stderr, flush=True)
             try:
-                run_federation(args, partition, out)
+                subprocess.run(federation_cmd(args, partition, out), check=True)  # a process of its own
             except subprocess.CalledProcessError as e:  # the other partitions, and the chart, still count
                 print(f"{partition}: federation failed ({e}); see {args.out / 'work'}", file=sys.stderr, flush=True)
                 continue

@@ -86,6 +86,19 @@ def test_heterogeneity_chart_from_reports(tmp_path: Path) -> None:
     assert (31, 119, 180) in colours and (230, 126, 34) in colours
 
 
+def test_heterogeneity_federations_take_the_cache_and_whole_machine() -> None:
+    """A sweep's federations can share one factory cache (a point cut off resumes its factories) and give each job
+    the whole machine: both reach the testnet, which parses them."""
+    import heterogeneity_sweep as sweep
+    import testnet
+
+    args = sweep.parse_args(["--factory-cache", "/tmp/fc", "--whole-machine", "--no-fl", "--patience", "300"])
+    cmd = sweep.federation_cmd(args, "dirichlet:0.1", Path("/tmp/out.json"))
+    parsed = testnet.parse_args(cmd[2:])
+    assert parsed.factory_cache == Path("/tmp/fc") and parsed.whole_machine and parsed.partition == "dirichlet:0.1"
+    assert "learning.patience_s=300.0" in cmd[cmd.index("--set") + 1] and args.no_fl
+
+
 def scale_report(nodes: int) -> dict:
     memory = {"node_rss_mb_max": 140.0, "workers_rss_mb_max": 900.0, "total_pss_mb_max": 120.0 * nodes + 700}
     return {
