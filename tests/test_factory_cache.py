@@ -22,8 +22,8 @@ from ffnode.data.sources import ImageSet, load_dataset
 from ffnode.factory.config import FactoryConfig
 from ffnode.identity import Identity
 from ffnode.jobs.build import FactoryBuild, make_factory
-from ffnode.jobs.factorycache import RUNS, CachedFactory, FactoryCache
-from ffnode.jobs.progress import Progress, Stopping
+from ffnode.jobs.factorycache import CachedFactory, FactoryCache
+from ffnode.jobs.progress import Progress
 from ffnode.jobs.synthcache import SynthCache
 from ffnode.privacy.policy import AUDIT_FILE
 from ffnode.profiles import PROFILES
@@ -126,7 +126,7 @@ def test_a_damaged_entry_is_ignored_and_retrained(
 ) -> None:
     first, root = fresh
     cache = FactoryCache(tmp_path / "cache")
-    for path in (root / "cache").glob("*.*"):  # the entries (runs/ is empty: the factory was done with)
+    for path in (root / "cache").iterdir():
         (cache.folder / path.name).write_bytes(path.read_bytes())
     [weights] = cache.folder.glob("*.safetensors")
     if damage == "weights":
@@ -140,37 +140,6 @@ def test_a_damaged_entry_is_ignored_and_retrained(
     again = build(data, tmp_path / "work", cache)
     assert not again.cached and blob(again) == blob(first)  # trained again, the same factory
     assert build(data, tmp_path / "work2", cache).cached  # and the entry written anew
-
-
-def test_a_run_cut_off_resumes_from_the_cache_in_a_wiped_home(
-    data: ImageSet, fresh: tuple[FactoryBuild, Path], tmp_path: Path
-) -> None:
-    """A factory cut off after its first checkpoint, its home then wiped (a testnet started again, a sweep point
-    cut off with its session): the next run resumes from the checkpoint in the cache's run folder and ends with
-    the bytes of an uninterrupted run; the node's adoption of the entry deletes the run."""
-    first, _ = fresh
-    cache = FactoryCache(tmp_path / "cache")
-    progress, seen = Progress(), []
-
-    def cut_off() -> bool:  # asked before each step's progress is recorded: stop once step 2 was checkpointed
-        seen.append(progress.done)
-        return len(seen) == CFG.checkpoint_every
-
-    with pytest.raises(Stopping):
-        make_factory(data, 0, CFG, 3, PRIVACY, tmp_path / "home1", progress, cut_off, cache=cache)
-    [run] = (cache.folder / RUNS).iterdir()
-    assert (run / "factory_checkpoint.safetensors").exists()
-    progress, seen = Progress(), []
-    out = tmp_path / "job" / "out"
-    again = make_factory(
-        data, 0, CFG, 3, PRIVACY, tmp_path / "home2", progress, lambda: seen.append(progress.done) is None and False,
-        cache=FactoryCache(cache.folder, write_to=out),
-    )  # fmt: skip
-    assert seen[:2] == [0, CFG.checkpoint_every + 1]  # its first step was the one after the checkpoint
-    assert not again.cached and blob(again) == blob(first)
-    assert json.loads((tmp_path / "home2" / AUDIT_FILE).read_text())["audits"]  # where `ffnode audit` reads it
-    assert run.exists() and cache.adopt(out) == 1 and not run.exists()
-    assert build(data, tmp_path / "home3", cache).cached
 
 
 def test_a_withheld_factory_is_cached_with_its_reason(data: ImageSet, tmp_path: Path) -> None:
@@ -206,23 +175,18 @@ async def test_revoking_or_leaving_deletes_the_entries_of_this_sites_images(tmp_
     entry = CachedFactory(b"w", {}, None, None)
     for label, x in ((0, images[:6]), (1, images[6:]), (0, theirs)):
         cache.put(x, label, {}, 1, {}, entry)
-    runs = [
-        cache.run_dir(x, label, {"steps": 9}, 1, {}) for label, x in ((0, images[:6]), (1, images[6:]), (0, theirs))
-    ]
     store = Store(tmp_path / "store", federation="testnet")
     outbox = Outbox(tmp_path, Identity(b"\x01" * 32), store, "testnet", CLASSES, _no_gossip)
     unlearning = Unlearning(store, outbox, SynthCache(tmp_path / WORK / "synth"), factories=cache)
     w = weights_to_bytes({"w": torch.zeros(2)}, outbox.me)
     mine = await outbox.publish("factory", [0], {}, w, [], 7, {})  # class 1's factory was withheld: never published
     await outbox.revoke([mine.id], reason="withdrawn")  # the store's event runs the cascade
-    assert cache.get(images[:6], 0, {}, 1, {}) is None and not runs[0].exists()  # its training under way too
+    assert cache.get(images[:6], 0, {}, 1, {}) is None
     assert cache.get(images[6:], 1, {}, 1, {}) == entry == cache.get(theirs, 0, {}, 1, {})
-    assert runs[1].exists() and runs[2].exists()
     outbox.mark_left()
     await unlearning.finish_leaving()
     assert cache.get(images[6:], 1, {}, 1, {}) is None  # withheld, never revoked: deleted all the same
-    assert cache.get(theirs, 0, {}, 1, {}) == entry and runs[2].exists()  # not this site's images
-    assert not runs[1].exists()
+    assert cache.get(theirs, 0, {}, 1, {}) == entry  # not this site's images
     assert not (tmp_path / WORK / DATA_FILE).exists()
 
 

@@ -114,13 +114,12 @@ def make_factory(
     should_stop: Callable[[], bool] = lambda: False,
     cache: FactoryCache | None = None,
 ) -> FactoryBuild:
-    """Train the factory of one local class (resuming where it was cut off), audit it and pick what to publish: the
-    final weights if they pass the audit policy, else the latest earlier snapshot that does, else nothing. Audits
-    already made of this run are read back, not redone. With privacy.dp_epsilon the training is DP-SGD
+    """Train the factory of one local class (resuming from `work`), audit it and pick what to publish: the final
+    weights if they pass the audit policy, else the latest earlier snapshot that does, else nothing. Audits
+    already made of this run are read back from `work`, not redone. With privacy.dp_epsilon the training is DP-SGD
     and the published meta.dp states the epsilon of the steps the published weights saw. With `cache`, a factory
     built before from the same inputs is taken from it (bitwise what training gives: factorycache.py), and a new
-    one is written to it. It trains in `work`, or with `cache` in the cache's run folder, which outlives a wiped home
-    (factorycache.py)."""
+    one is written to it."""
     seed = factory_seed(node_seed, label)
     work.mkdir(parents=True, exist_ok=True)
     key = (data.images[data.labels == label], label, cfg.to_dict(), node_seed, dataclasses.asdict(privacy))
@@ -129,13 +128,10 @@ def make_factory(
             atomic_write(work / AUDIT_FILE, json.dumps(hit.record, indent=1).encode())
         weights = None if hit.weights is None else safetensors.torch.load(hit.weights)
         return FactoryBuild(weights, hit.summary, seed, hit.withheld, cached=True)
-    if cache is None:
-        return _train_factory(data, label, cfg, node_seed, privacy, work, progress, should_stop)[0]
-    built, record = _train_factory(data, label, cfg, node_seed, privacy, cache.run_dir(*key), progress, should_stop)
-    if record is not None:  # where `ffnode audit` reads it, as without a cache
-        atomic_write(work / AUDIT_FILE, json.dumps(record, indent=1).encode())
-    blob = None if built.weights is None else safetensors.torch.save(built.weights)
-    cache.put(*key, CachedFactory(blob, built.summary, built.withheld, record))
+    built, record = _train_factory(data, label, cfg, node_seed, privacy, work, progress, should_stop)
+    if cache is not None:
+        blob = None if built.weights is None else safetensors.torch.save(built.weights)
+        cache.put(*key, CachedFactory(blob, built.summary, built.withheld, record))
     return built
 
 

@@ -11,20 +11,13 @@ the audit record the owner reads (`ffnode audit`). A withheld factory is cached 
 Only a site's own factories go in (a factory job trains nothing else), never a peer's bytes. Each entry records the
 digest of the class images it was trained from, so a site that withdraws a class or leaves deletes every entry of
 that data (`purge`, from daemon/unlearn.py): exact unlearning holds for the cache as for the synthetic sets.
-
-A factory still training keeps its checkpoints, snapshots and audit record in the cache's `runs/` folder (`run_dir`),
-not in the home: a home wiped before the run ended (a testnet started again, a sweep point cut off with its
-session) resumes from the last checkpoint. The node deletes a run's folder once it adopted its entry, and purges
-runs of withdrawn data as it purges entries.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +25,9 @@ from typing import Any
 import numpy as np
 
 from ffnode.artifacts.codec import canonical_bytes
-from ffnode.artifacts.store import atomic_write
-from ffnode.jobs.contentcache import ContentCache, Index, read_index
+from ffnode.jobs.contentcache import ContentCache
 
 log = logging.getLogger("ffnode.jobs")
-
-RUNS = "runs"  # factories still training: checkpoints, snapshots, audit records
-RUN_INDEX = "run.json"  # in a run's folder: the label and data digest purge reads
 
 
 def class_digest(images: np.ndarray) -> str:
@@ -96,44 +85,17 @@ class FactoryCache(ContentCache):
     ) -> None:
         name, key, data = self._entry(images, label, cfg, node_seed, privacy)
         index = {"label": label, "data": data, "summary": built.summary, "withheld": built.withheld,
-                 "record": built.record, "run": name}  # fmt: skip
+                 "record": built.record}  # fmt: skip
         self.write(name, key, built.weights or b"", index)
-        if self.write_to == self.folder:  # the entry is in already (no job between): its run is done with
-            shutil.rmtree(self.folder / RUNS / name, ignore_errors=True)
-
-    def run_dir(self, images: np.ndarray, label: int, cfg: dict, node_seed: int, privacy: dict) -> Path:
-        """The folder the factory of these inputs trains in, made if new: named as its entry will be, so a run started
-        again (any home, any session) resumes there, and train.py refuses a checkpoint of anything else."""
-        name, _, data = self._entry(images, label, cfg, node_seed, privacy)
-        run = self.folder / RUNS / name
-        if read_index(run / RUN_INDEX) is None:  # purge trusts this index: written before any checkpoint
-            run.mkdir(parents=True, exist_ok=True)
-            atomic_write(run / RUN_INDEX, json.dumps({"label": label, "data": data}).encode())
-        return run
 
     def adopt(self, made: Path) -> int:
-        """Move the entry a factory job made into the cache, then delete the folder it trained in (the node's part,
-        after the job)."""
-        runs = [i.get("run") for meta in made.glob("*.json") if (i := read_index(meta)) is not None]
-        count = self.adopt_where(made, lambda index: isinstance(index.get("data"), str))
-        for run in runs:  # an entry's run has its name: gone once the entry is in
-            if isinstance(run, str) and Path(run).name == run and (self.folder / f"{run}.json").exists():
-                shutil.rmtree(self.folder / RUNS / run, ignore_errors=True)
-        return count
+        """Move the entry a factory job made into the cache (the node's part, after the job)."""
+        return self.adopt_where(made, lambda index: isinstance(index.get("data"), str))
 
     def purge(self, digests: set[str]) -> int:
-        """Delete every entry and run trained on images of one of `digests` (and any with a damaged index); returns
-        how many entries were trained on them."""
+        """Delete every entry trained on images of one of `digests` (and any with a damaged index); returns how many
+        were trained on them."""
         return self.purge_where(lambda index: not isinstance(index.get("data"), str) or index["data"] in digests)
-
-    def purge_where(self, drop: Callable[[Index], bool]) -> int:
-        """ContentCache.purge_where, and the runs `drop` names (or whose index is unreadable) with them."""
-        runs = self.folder / RUNS
-        for run in sorted(runs.iterdir()) if runs.is_dir() else []:
-            index = read_index(run / RUN_INDEX)
-            if index is None or drop(index):
-                shutil.rmtree(run, ignore_errors=True)
-        return super().purge_where(drop)
 
 
 def open_factory_cache(setting: str, home: Path) -> FactoryCache | None:
