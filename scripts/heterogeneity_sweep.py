@@ -10,7 +10,7 @@ not guessed. `--fl-lr` runs the baselines again at other learning rates (setting
 not carry over: on BloodMNIST the digits' lr 0.1 kills FedAvg's CNN in its first rounds), and the chart shows
 each method at the rate that ended best in each partition: chosen on the test split, which flatters the
 baselines, never ffnode. Reports already in --out are reused, so an interrupted sweep resumes where it stopped;
-with --factory-cache a federation cut off resumes its factories too (each from its last checkpoint).
+with --factory-cache a federation run again trains none of the factories it finished before.
 
 python scripts/heterogeneity_sweep.py --dataset digits --nodes 10 --chart docs/img/hetero-digits.png
 python scripts/heterogeneity_sweep.py --dataset bloodmnist --nodes 8 --profile cpu --fl-rounds 50 --fl-lr 0.01 \\
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-fl", action="store_true", help="run the federations only (FL baseline reports as they are)")
     p.add_argument(
         "--factory-cache", type=Path, default=None,
-        help="one factory cache for every federation: a point cut off resumes its factories, a rerun trains none",
+        help="one factory cache for every federation: a point run again trains none of the factories it finished",
     )  # fmt: skip
     p.add_argument("--whole-machine", action="store_true", help="each site's jobs one at a time with every core")
     args = p.parse_args(argv)
