@@ -47,6 +47,13 @@ PRIOR_CLIP = 4.0
 # with each expert's vote bounded (ffnode.poe, D_C) neither lever lets one owner decide an answer. A class's sole
 # holder (every class in a single-class silo) is bounded by PRIOR_CLIP alone.
 PRIOR_SHARE = 1.0
+# Where those bounds cut a class's real count by more than this factor, the prior is not the federation's: a liar's
+# claims, or an honest skewed federation (one site holds 141 images of a class another holds 1 of, and PRIOR_SHARE
+# counts 2: that class then looks 70 times rarer than it is, and the prior rule stops predicting it; 0.73 instead of
+# 0.98 on a Dirichlet(0.03) digits federation). Either way the query is answered by the product rule, which reads
+# no counts, and the log says which class's counts were cut.
+PRIOR_TRUST = 2.0
+_SAID: set[tuple[int, int, int]] = set()  # the cut counts already logged
 NO_EXPERTS = "no live experts yet: wait until `ffnode status` shows phase 'ready'"
 
 
@@ -68,7 +75,8 @@ class Priors:
     """Label counts behind a set of experts: what each was trained on, and the federation's real data."""
 
     train_counts: np.ndarray  # (K, C): expert k's training labels per class, real and synthetic
-    real_counts: np.ndarray  # (C,): real training images per class, each site counted once
+    real_counts: np.ndarray  # (C,): real training images per class, each site counted once, within the bounds
+    claimed: np.ndarray | None = None  # (C,): the same as the owners claim them, before the bounds
 
 
 def covered(train_counts: np.ndarray, real_counts: np.ndarray | None = None) -> np.ndarray:
@@ -246,9 +254,26 @@ def why_uncovered(store: Store, label: int, experts: bool, trained: bool) -> str
 
 
 def priors_for(rule: str, manifests: Sequence[Manifest], num_classes: int) -> Priors | None:
-    """What `poe_combine` needs for `rule`: the experts' label counts for "prior", None for "product"."""
+    """What `poe_combine` needs for `rule`: the experts' label counts for "prior", None for "product" (and for
+    "prior" where the counts are missing or the bounds cut one class's by more than PRIOR_TRUST)."""
     check_poe_rule(rule)
-    return expert_priors(manifests, num_classes) if rule == "prior" else None
+    priors = expert_priors(manifests, num_classes) if rule == "prior" else None
+    if priors is None or priors.claimed is None:
+        return priors
+    cut = priors.claimed / np.maximum(priors.real_counts, 1.0)
+    worst = int(np.argmax(cut))
+    if cut[worst] <= PRIOR_TRUST:
+        return priors
+    said = (worst, int(priors.claimed[worst]), int(priors.real_counts[worst]))
+    if said not in _SAID:  # once per set of counts, not once per query
+        if len(_SAID) >= 1024:  # peers' counts may change without end: the memory of what was said stays small
+            _SAID.clear()
+        _SAID.add(said)
+        log.warning(
+            "class %d: the experts' owners claim %d real images of it, %d within the bounds on one owner's share "
+            "(a skewed federation, or a liar): answering by the product rule", *said,
+        )  # fmt: skip
+    return None
 
 
 def expert_priors(manifests: Sequence[Manifest], num_classes: int) -> Priors | None:
@@ -270,12 +295,13 @@ def expert_priors(manifests: Sequence[Manifest], num_classes: int) -> Priors | N
         if m.owner not in newest or m.seq > newest[m.owner][0]:
             newest[m.owner] = (m.seq, real)
     reals = np.array([real for _, real in newest.values()], dtype=np.float64)  # (owners, C)
+    claimed = reals.sum(axis=0)
     totals = reals.sum(axis=1)
     cap = PRIOR_CLIP * max(float(np.median(totals)), 1.0)
     reals *= np.minimum(1.0, cap / np.maximum(totals, 1.0))[:, None]  # no owner outweighs the median site 4:1
     others = reals.sum(axis=0) - reals  # (owners, C): every other owner's count of each class
     reals = np.where(others > 0, np.minimum(reals, PRIOR_SHARE * others), reals)  # nor doubles a shared class
-    return Priors(train_counts=np.array(train, dtype=np.float64), real_counts=reals.sum(axis=0))
+    return Priors(train_counts=np.array(train, dtype=np.float64), real_counts=reals.sum(axis=0), claimed=claimed)
 
 
 def implausible_counts(store: Store, m: Manifest, num_classes: int) -> str | None:
