@@ -46,7 +46,7 @@ log(400/143) = 1.0 nat below D_C's 4.5).
 The federation prior pi is the owners' word too; ffnode.voters bounds it (PRIOR_SHARE, PRIOR_CLIP): one owner
 moves the odds of a class other owners hold by at most log 2, so it cannot buy with its counts the voice the bound
 takes from its expert. Where the bounds cut a class's count by more than 2x (a liar, or an honest skewed federation
-whose prior they would distort), the query is answered by the product rule (ffnode.voters.PRIOR_TRUST).
+whose prior they would distort), pi is even over the classes someone holds (ffnode.voters.PRIOR_TRUST).
 
 On balanced classes the two rules agree; on skewed ones (RetinaMNIST, 43 % grade 0) the second is the
 better calibrated one. Prediction is the argmax; probabilities are the softmax of the combined logits.

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -50,8 +50,9 @@ PRIOR_SHARE = 1.0
 # Where those bounds cut a class's real count by more than this factor, the prior is not the federation's: a liar's
 # claims, or an honest skewed federation (one site holds 141 images of a class another holds 1 of, and PRIOR_SHARE
 # counts 2: that class then looks 70 times rarer than it is, and the prior rule stops predicting it; 0.73 instead of
-# 0.98 on a Dirichlet(0.03) digits federation). Either way the query is answered by the product rule, which reads
-# no counts, and the log says which class's counts were cut.
+# 0.98 on a Dirichlet(0.03) digits federation). Either way the query takes an even prior over the classes someone
+# holds (no owner's counts move it), and the log says which class's counts were cut. (Not the product rule: there a
+# liar's expert is no longer held back by its own counts, and in tests/test_hostile.py it steered the answers.)
 PRIOR_TRUST = 2.0
 _SAID: set[tuple[int, int, int]] = set()  # the cut counts already logged
 NO_EXPERTS = "no live experts yet: wait until `ffnode status` shows phase 'ready'"
@@ -255,7 +256,8 @@ def why_uncovered(store: Store, label: int, experts: bool, trained: bool) -> str
 
 def priors_for(rule: str, manifests: Sequence[Manifest], num_classes: int) -> Priors | None:
     """What `poe_combine` needs for `rule`: the experts' label counts for "prior", None for "product" (and for
-    "prior" where the counts are missing or the bounds cut one class's by more than PRIOR_TRUST)."""
+    "prior" where counts are missing). Where the bounds cut one class's count by more than PRIOR_TRUST, the
+    federation prior is even over the classes someone holds."""
     check_poe_rule(rule)
     priors = expert_priors(manifests, num_classes) if rule == "prior" else None
     if priors is None or priors.claimed is None:
@@ -271,9 +273,10 @@ def priors_for(rule: str, manifests: Sequence[Manifest], num_classes: int) -> Pr
         _SAID.add(said)
         log.warning(
             "class %d: the experts' owners claim %d real images of it, %d within the bounds on one owner's share "
-            "(a skewed federation, or a liar): answering by the product rule", *said,
+            "(a skewed federation, or a liar): answering with an even prior over the classes held", *said,
         )  # fmt: skip
-    return None
+    even = (priors.claimed > 0).astype(np.float64)
+    return replace(priors, real_counts=even)
 
 
 def expert_priors(manifests: Sequence[Manifest], num_classes: int) -> Priors | None:

@@ -154,23 +154,26 @@ def test_one_liar_moves_the_prior_by_a_bounded_factor() -> None:
     assert capped is not None and capped.real_counts.tolist() == [200 + 100 + 100, 0, 300]
 
 
-def test_counts_the_bounds_cut_hard_are_not_used(caplog: pytest.LogCaptureFixture) -> None:
-    """Where the bounds cut a class's claimed real count by more than PRIOR_TRUST (2x), the query is answered by the
-    product rule and the log names the class: a liar's claims, and an honest skewed federation alike. The latter
-    is the Dirichlet(0.03) digits federation's: one site holds 141 images of class 0 and another 1, so PRIOR_SHARE
-    counts 2 and the prior rule stopped predicting class 0 (0.73 against the product rule's 0.98)."""
+def test_counts_the_bounds_cut_hard_give_way_to_an_even_prior(caplog: pytest.LogCaptureFixture) -> None:
+    """Where the bounds cut a class's claimed real count by more than PRIOR_TRUST (2x), the federation prior is even
+    over the classes someone holds and the log names the class: a liar's claims, and an honest skewed federation
+    alike. The latter is the Dirichlet(0.03) digits federation's: one site holds 141 images of class 0 and another
+    1, so PRIOR_SHARE counts 2 and the prior rule stopped predicting class 0 (0.73; 0.98 with the even prior)."""
     honest = [expert_manifest(o, 1, [100 if i == j else 0 for j in range(3)], [100 if i == j else 50 for j in range(3)])
               for i, o in enumerate("ABC")]  # fmt: skip
-    assert priors_for("prior", honest, 3) is not None and priors_for("product", honest, 3) is None
+    assert priors_for("prior", honest, 3).real_counts.tolist() == [100, 100, 100] and not priors_for(
+        "product", honest, 3
+    )
     liar = expert_manifest("M", 1, [10**7, 0, 0], [10**7, 50, 50])
-    assert expert_priors([*honest, liar], 3) is not None  # bounded, as above, but no longer the federation's
-    assert priors_for("prior", [*honest, liar], 3) is None
+    assert expert_priors([*honest, liar], 3).real_counts.tolist() == [200, 100, 100]  # bounded, as above
+    lied = priors_for("prior", [*honest, liar], 3)
+    assert lied is not None and lied.real_counts.tolist() == [1, 1, 1]  # but not the federation's: even
     assert "class 0: the experts' owners claim 10000100 real images of it, 200 within the bounds" in caplog.text
     skewed = [expert_manifest("A", 1, [141, 0, 0], [141, 50, 50]), expert_manifest("B", 1, [1, 100, 0], [1, 100, 50]),
-              expert_manifest("C", 1, [0, 0, 100], [50, 50, 100])]  # fmt: skip
-    assert priors_for("prior", skewed, 3) is None
+              expert_manifest("C", 1, [0, 0, 0], [50, 50, 100])]  # fmt: skip
+    assert priors_for("prior", skewed, 3).real_counts.tolist() == [1, 1, 0]  # nobody holds class 2: still uncovered
     shared = [expert_manifest(o, 1, [n, 0, 100], [n, 50, 100]) for o, n in (("A", 300), ("B", 100), ("C", 100))]
-    assert priors_for("prior", shared, 3) is not None  # 500 claimed, 400 counted: within 2x, the prior stands
+    assert priors_for("prior", shared, 3).real_counts.tolist() == [400, 0, 300]  # 500 claimed, 400: within 2x
 
 
 def test_an_expert_answering_nan_costs_only_its_own_vote() -> None:
