@@ -170,6 +170,24 @@ def test_work_stops_at_the_next_tick_when_told(tmp_path: Path) -> None:
         make_factory(data, 1, cfg, 0, PrivacyConfig(), tmp_path / "ckpt", Progress(), should_stop=lambda: True)
 
 
+def test_a_class_too_small_for_its_audit_is_withheld_untrained(tmp_path: Path) -> None:
+    """A class whose held-out slice is under min_holdout would be refused whatever its audit shows: no step is spent
+    on it (near-IID partitions hold dozens of such cells), and the reason names the numbers."""
+    d = digits([1])
+    data = ImageSet(d.images[:18], d.labels[:18], CLASSES)  # 18 images: 9 held out
+    profile = site_profile(tiny_config(), data.images.shape[1:])
+    built = make_factory(
+        data, 1, profile.factory, 0, PrivacyConfig(), tmp_path / "ckpt", Progress(), should_stop=lambda: True
+    )  # fmt: skip  (a step taken would raise Stopping)
+    assert (
+        built.weights is None
+        and built.withheld == "18 images are too few to audit a factory (9 held out, min_holdout 10)"
+    )
+    assert not list((tmp_path / "ckpt").iterdir())
+    lenient = make_factory(data, 1, profile.factory, 0, PrivacyConfig(min_holdout=9), tmp_path / "ckpt2", Progress())
+    assert lenient.summary["steps"] == profile.factory.train_steps  # trained and audited under a policy that may use it
+
+
 def test_seeds_depend_on_what_they_are_for() -> None:
     assert derive_seed(0, "factory", 1) == derive_seed(0, "factory", 1)
     assert len({derive_seed(0, "factory", 1), derive_seed(0, "factory", 2), derive_seed(1, "factory", 1)}) == 3

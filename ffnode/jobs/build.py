@@ -148,8 +148,11 @@ def _train_factory(
     """make_factory without the cache; also returns the audit record (None without an audit)."""
     seed = factory_seed(node_seed, label)
     train, held = factory_split(data, label, node_seed, privacy)
-    if privacy.audit and min(len(train), len(held)) < 2:
-        too_few = f"{len(train) + len(held)} images are too few to audit a factory"
+    if privacy.audit and len(held) < privacy.min_holdout:  # the policy would refuse its audit whatever it shows
+        too_few = (
+            f"{len(train) + len(held)} images are too few to audit a factory "
+            f"({len(held)} held out, min_holdout {privacy.min_holdout})"
+        )
         return FactoryBuild(None, {}, seed, withheld=too_few), None
     dp = factory_dp(privacy, len(train), cfg)
     k = privacy.snapshots if privacy.audit else 0
