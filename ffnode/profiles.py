@@ -7,11 +7,12 @@ turns the profile's stated expert budget into a cap on the images the expert see
 The cap is never below the budget as stated (`expert_images`, the images the profile was validated with at
 its own shape): no image shape cuts an expert below what the profile was measured to reach; smaller images
 buy proportionally more. Only a site holding more data than the profile was sized for trains fewer epochs
-(never under one). `choose_profile` is the one rule that picks a profile (`ffnode init`, scripts/testnet.py):
-`auto` is the profile sized for the data (among those that fit its shape, first one whose budget covers every
-site's full epochs, then the nearest in pixels; never `tiny`, `gpu` only where CUDA is present); a named
-profile that does not fit is refused naming the one that does, unless forced, and then its cost is stated
-(`fit_warning`, which `ffnode start` logs too).
+(never under one); a site with little trains more, up to `expert_min_images` images seen (`epochs_over`).
+`choose_profile` is the one rule that picks a profile (`ffnode init`, scripts/testnet.py): `auto` is the profile
+sized for the data (among those that fit its shape, first one whose budget covers every site's full epochs, then
+the nearest in pixels; never `tiny`, `gpu` only where CUDA is present); a named profile that does not fit is
+refused naming the one that does, unless forced, and then its cost is stated (`fit_warning`, which `ffnode start`
+logs too).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class Profile:
     # the expert stage's budget: images of `sized_for` it may see in all (epochs x training set), chosen so the
     # runs it was sized for never reach it (their figures stay as measured) and a site with 10x the data does
     expert_images: int
+    # ... and the images it sees at least: a site whose expert set is small (near-IID partitions: its own images of
+    # most classes, few synthesised) trains more epochs, so its expert gets about a silo site's steps. Without it a
+    # digits Dirichlet(0.3) site of 95 images trained 24 steps (PoE 0.806); with 30,000, 945 (0.978)
+    expert_min_images: int = 0
     # what a site spends, as measured at `sized_for` on the development CPU (one thread per job, bf16 where the
     # config says): images per core-second of factory training and of expert training. The budget a site
     # plans with is images seen over these (`budget`); None where it was never measured (no GPU was lent)
@@ -96,6 +101,7 @@ PROFILES: dict[str, Profile] = {
         description="8x8 digits on one CPU core per node: ~25 s of CPU per node",
         sized_for=(8, 8, 1),
         expert_images=30_000,  # a digits site sees ~30,000 (3,746 images x 8 epochs), centralised ~11,500
+        expert_min_images=30_000,  # and so does every site, whatever its partition (~940 steps of 32)
         # README run (runs/digits.json, 200 synthetic a class): 9,600 images in 10.5 core-s a factory; 15,500 in 2.0
         # an expert
         factory_img_per_core_s=910.0,
@@ -126,6 +132,7 @@ PROFILES: dict[str, Profile] = {
         description="28x28 medical images on a 2-core CPU: ~3.5 min of the machine per factory",
         sized_for=(28, 28, 3),
         expert_images=200_000,  # ~2.5 min at 1,380 img/s; a BloodMNIST silo site sees ~75,000, centralised ~180,000
+        expert_min_images=60_000,  # 4,000 images x 15 epochs: a BloodMNIST silo site (~5,000 images) keeps its 15
         # 8 BloodMNIST silos, one thread per job (runs/poe-clip-blood.json, 600 images a class): 9,600 images in
         # 62.8 core-s a factory, 61,500 (4,100 x 15 epochs) in 35.5 an expert (mean); so a 640-step factory costs
         # ~270 core-s, its audit ~13 and synthesis ~63 more
@@ -209,12 +216,19 @@ def profile_for(name: str, image_shape: tuple[int, int, int]) -> Profile:
     return dataclasses.replace(profile, factory=factory, expert=expert)
 
 
+def epochs_over(profile: Profile, n: int) -> int:
+    """Epochs an expert of `profile` trains over a set of `n` images: the config's, more where it would see fewer
+    than expert_min_images, fewer where expert.max_images caps it (never under one)."""
+    n = max(1, n)
+    epochs = max(profile.expert.epochs, -(-profile.expert_min_images // n))
+    return max(1, min(epochs, profile.expert.max_images // n)) if profile.expert.max_images > 0 else epochs
+
+
 def expert_epochs(name: str, image_shape: tuple[int, int, int], real: int, missing: int, synth: int = 0) -> int:
     """Epochs the expert of a site holding `real` images and missing `missing` classes trains under the profile
-    (`synth`: synthetic images per missing class, 0 for the profile's), as `train_expert` caps them."""
+    (`synth`: synthetic images per missing class, 0 for the profile's)."""
     profile = profile_for(name, image_shape)
-    n = max(1, real + (synth or profile.synth_per_class) * missing)
-    return max(1, min(profile.expert.epochs, profile.expert.max_images // n))
+    return epochs_over(profile, real + (synth or profile.synth_per_class) * missing)
 
 
 def choose_profile(
@@ -342,12 +356,23 @@ def with_factory_steps(profile: Profile, steps: int) -> Profile:
     return dataclasses.replace(profile, factory=dataclasses.replace(profile.factory, train_steps=steps))
 
 
-def expert_arch(config: Config, profile: Profile, num_classes: int, image_shape: tuple[int, int, int]) -> dict:
-    """Everything besides the lineage and seed that determines an expert's weights (signed in its manifest)."""
+def expert_arch(
+    config: Config,
+    profile: Profile,
+    num_classes: int,
+    image_shape: tuple[int, int, int],
+    *,
+    real: int,
+    synthesised: int,
+) -> dict:
+    """Everything besides the lineage and seed that determines an expert's weights (signed in its manifest), for a
+    site of `real` images that synthesises `synthesised` classes: its epochs are the profile's over that set."""
+    per_class = config.learning.synth_per_class or profile.synth_per_class
+    expert = dataclasses.replace(profile.expert, epochs=epochs_over(profile, real + per_class * synthesised))
     return {
-        "expert": profile.expert.to_dict(),
+        "expert": expert.to_dict(),
         "num_classes": num_classes,
         "image_shape": list(image_shape),
-        "synth_per_class": config.learning.synth_per_class or profile.synth_per_class,
+        "synth_per_class": per_class,
         "profile": config.learning.profile,
     }

@@ -60,7 +60,7 @@ from ffnode.expert.train import train_expert
 from ffnode.loaders import load_factory
 from ffnode.poe import poe_predict
 from ffnode.privacy.policy import AuditPolicy, audit_verdict
-from ffnode.profiles import AUTO, ProfileError, choose_profile, profile_for, with_factory_steps
+from ffnode.profiles import AUTO, Profile, ProfileError, choose_profile, epochs_over, profile_for, with_factory_steps
 from ffnode.synth import synthesize
 from harness import partition
 from harness.baselines import TUNED, run_federated, tuned
@@ -438,8 +438,10 @@ def poe_figures(results: dict[int, dict]) -> dict[str, dict]:
 # -- baselines (in-process, same partition) -----------------------------------------------------------
 
 
-def fit_eval(x: np.ndarray, y: np.ndarray, test: Any, n_classes: int, cfg: Any, seed: int) -> dict[str, float]:
-    """Train the expert's classifier on (x, y) and evaluate it alone on the test split."""
+def fit_eval(x: np.ndarray, y: np.ndarray, test: Any, n_classes: int, profile: Profile, seed: int) -> dict[str, float]:
+    """Train the expert's classifier on (x, y) for the epochs a site's expert would get over as many images, and
+    evaluate it alone on the test split."""
+    cfg = dataclasses.replace(profile.expert, epochs=epochs_over(profile, len(y)))
     weights, _ = train_expert(x, y, n_classes, cfg, seed=seed)
     model = expert_from_weights(weights, cfg, n_classes, test.images.shape[1:])
     preds, probs = poe_predict([model], test.images)
@@ -448,15 +450,17 @@ def fit_eval(x: np.ndarray, y: np.ndarray, test: Any, n_classes: int, cfg: Any, 
 
 def baselines(args: argparse.Namespace, parts: list[np.ndarray], train: Any, test: Any, n_classes: int) -> dict:
     """The chosen baselines (args.baselines, less server mode) on the federation's own split."""
-    cfg = profile_for(args.profile, train.images.shape[1:]).expert
+    profile = profile_for(args.profile, train.images.shape[1:])
+    cfg = profile.expert
     out: dict[str, Any] = {}
     if "centralised" in args.baselines:
         console.print("baselines: centralised (all real training data) ...")
-        out["centralized"] = fit_eval(train.images, train.labels, test, n_classes, cfg, args.seed)
+        out["centralized"] = fit_eval(train.images, train.labels, test, n_classes, profile, args.seed)
     if "local" in args.baselines:
         console.print("baselines: local only (each site alone) ...")
         local = [
-            fit_eval(train.images[idx], train.labels[idx], test, n_classes, cfg, args.seed)["accuracy"] for idx in parts
+            fit_eval(train.images[idx], train.labels[idx], test, n_classes, profile, args.seed)["accuracy"]
+            for idx in parts
         ]
         out["local_only"] = {"accuracy_mean": float(np.mean(local)), "per_node": local}
     if "fl" in args.baselines:
@@ -484,7 +488,7 @@ def server_mode(args: argparse.Namespace, home: Path, test: Any, n_classes: int)
     t0 = time.perf_counter()
     x, y = synthesize(factories, synth_per_class(args, test.images.shape[1:]), seed=args.seed)
     synth_s = time.perf_counter() - t0
-    result = fit_eval(x, y, test, n_classes, profile.expert, args.seed)
+    result = fit_eval(x, y, test, n_classes, profile, args.seed)
     return {**result, "synthetic_images": len(y), "synthesis_img_per_s": round(len(y) / synth_s, 1)}
 
 

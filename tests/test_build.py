@@ -72,7 +72,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, list[Manifes
     peers = [Identity(bytes([i + 1]) * 32) for i in range(2)]
     factories = [publish_factory(store, peers[i], i + 1, seq=1) for i in range(2)]
     data = digits([0])
-    arch = expert_arch(tiny_config(), site_profile(tiny_config(), data.images.shape[1:]), 3, data.images.shape[1:])
+    profile = site_profile(tiny_config(), data.images.shape[1:])
+    arch = expert_arch(tiny_config(), profile, 3, data.images.shape[1:], real=len(data.labels), synthesised=2)
     return store, factories, peers, data, arch
 
 
@@ -151,7 +152,8 @@ def test_a_factory_whose_blob_is_gone_is_named_in_the_error(tmp_path: Path) -> N
     )
     store.add(revocation.seal(peer))  # the store deletes the blob
     data = digits([0])
-    arch = expert_arch(tiny_config(), site_profile(tiny_config(), data.images.shape[1:]), 3, data.images.shape[1:])
+    profile = site_profile(tiny_config(), data.images.shape[1:])
+    arch = expert_arch(tiny_config(), profile, 3, data.images.shape[1:], real=len(data.labels), synthesised=2)
     with pytest.raises(LoadError) as info:
         FactorySource.of(store, m)
     assert info.value.artifact_id == m.id

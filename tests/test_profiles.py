@@ -28,6 +28,11 @@ def test_no_image_shape_cuts_the_budget_below_the_validated_one() -> None:
     # the runs each profile was sized for stay under it, figures as measured
     assert expert_epochs("default", (8, 8, 1), 144, 9) == 8
     assert expert_epochs("cpu", (28, 28, 3), 1_600, 7) == 15  # a BloodMNIST silo site
+    # a near-IID site's small set trains more epochs, up to the floor (and never past the cap): a digits
+    # Dirichlet(0.3) site of 95 images missing no class trained 24 steps, and its expert answered 0.28 alone
+    assert expert_epochs("cpu", (28, 28, 3), 300, 2) == 47  # 60,000 images seen at least: 47 x 1,300
+    assert expert_epochs("default", (8, 8, 1), 236, 0) == 127  # where floor and cap are both 30,000, the cap
+    assert expert_epochs("tiny", (8, 8, 1), 5, 0) == PROFILES["tiny"].expert.epochs  # no floor
 
 
 @pytest.mark.parametrize(

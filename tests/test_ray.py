@@ -123,8 +123,9 @@ def expert_job(data: Path, blob: Path, workdir: Path, cache: Path) -> Job:
     config, shape = tiny()
     profile = site_profile(config, shape)
     src = FactorySource("f" * 64, "peer-b", 1, profile.factory.to_dict(), "factory-" + "f" * 64)
-    args = {"factories": [dataclasses.asdict(src)], "arch": expert_arch(config, profile, 3, shape), "seed": 5,
-            "owner": "peer-a", "class_names": CLASSES, "threads": 1}  # fmt: skip
+    arch = expert_arch(config, profile, 3, shape, real=100, synthesised=1)
+    args = {"factories": [dataclasses.asdict(src)], "arch": arch, "seed": 5, "owner": "peer-a", "class_names": CLASSES,
+            "threads": 1}  # fmt: skip
     return Job("expert", args, {"data": str(data), src.input: str(blob), "cache": str(cache)}, workdir)
 
 

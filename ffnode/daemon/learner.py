@@ -253,7 +253,9 @@ class Learner:
         await self.runner.turn("expert")  # the lineage is read once the job could start, not before the queue
         if sorted(m.id for m in self.expert_lineage()[0]) != lineage:
             return  # more arrived: the loop comes back
-        arch = expert_arch(self.config, self.profile, len(self.classes), tuple(self.data.images.shape[1:]))
+        shape, synthesised = tuple(self.data.images.shape[1:]), len({m.classes[0] for m in factories})
+        arch = expert_arch(self.config, self.profile, len(self.classes), shape, real=len(self.data.labels),
+                           synthesised=synthesised)  # fmt: skip
         self.progress = Progress(phase="synthesis", task=f"expert from {len(factories)} factories")
         try:
             job = self.expert_job(factories, arch, self.config.learning.seed, "expert", cache=True)
