@@ -7,7 +7,8 @@ turns the profile's stated expert budget into a cap on the images the expert see
 The cap is never below the budget as stated (`expert_images`, the images the profile was validated with at
 its own shape): no image shape cuts an expert below what the profile was measured to reach; smaller images
 buy proportionally more. Only a site holding more data than the profile was sized for trains fewer epochs
-(never under one); a site with little trains more, up to `expert_min_images` images seen (`epochs_over`).
+(never under one); a site with little trains more, so that it sees at least about `expert_min_images`
+(`epochs_over`).
 `choose_profile` is the one rule that picks a profile (`ffnode init`, scripts/testnet.py): `auto` is the profile
 sized for the data (among those that fit its shape, first one whose budget covers every site's full epochs, then
 the nearest in pixels; never `tiny`, `gpu` only where CUDA is present); a named profile that does not fit is
@@ -40,7 +41,8 @@ class Profile:
     expert_images: int
     # ... and the images it sees at least: a site whose expert set is small (near-IID partitions: its own images of
     # most classes, few synthesised) trains more epochs, so its expert gets about a silo site's steps. Without it a
-    # digits Dirichlet(0.3) site of 95 images trained 24 steps (PoE 0.806); with 30,000, 945 (0.978)
+    # digits Dirichlet(0.3) site of 95 images trained 24 steps and the federation answered 0.806; with 30,000 it
+    # trained 945, and the rerun federation answered 0.967 (product rule 0.972)
     expert_min_images: int = 0
     # what a site spends, as measured at `sized_for` on the development CPU (one thread per job, bf16 where the
     # config says): images per core-second of factory training and of expert training. The budget a site
@@ -51,7 +53,7 @@ class Profile:
 
     def budget(self) -> dict[str, float | int | None]:
         """The most one factory and one expert cost a site: images seen, and core-seconds where measured (a site
-        whose expert set is smaller than the cap spends less on it)."""
+        spends between expert_min_images and the cap on its expert; under `default` both are 30,000)."""
         factory_images = self.factory.train_steps * self.factory.batch_size
         expert_images = self.expert.max_images or self.expert_images
         # the rates were measured at `sized_for`: an image of k times the pixels costs about k times as much
@@ -100,7 +102,7 @@ PROFILES: dict[str, Profile] = {
         synth_per_class=400,
         description="8x8 digits on one CPU core per node: ~25 s of CPU per node",
         sized_for=(8, 8, 1),
-        expert_images=30_000,  # a digits site sees ~30,000 (3,746 images x 8 epochs), centralised ~11,500
+        expert_images=30_000,  # a digits site sees ~30,000 (3,746 images x 8 epochs), centralised ~28,700 (20)
         expert_min_images=30_000,  # and so does every site, whatever its partition (~940 steps of 32)
         # README run (runs/digits.json, 200 synthetic a class): 9,600 images in 10.5 core-s a factory; 15,500 in 2.0
         # an expert
@@ -217,11 +219,17 @@ def profile_for(name: str, image_shape: tuple[int, int, int]) -> Profile:
 
 
 def epochs_over(profile: Profile, n: int) -> int:
-    """Epochs an expert of `profile` trains over a set of `n` images: the config's, more where it would see fewer
-    than expert_min_images, fewer where expert.max_images caps it (never under one)."""
-    n = max(1, n)
-    epochs = max(profile.expert.epochs, -(-profile.expert_min_images // n))
-    return max(1, min(epochs, profile.expert.max_images // n)) if profile.expert.max_images > 0 else epochs
+    """Epochs an expert of `profile` trains over a set of `n` images: the config's, more where it would take fewer
+    steps than expert_min_images / batch_size (a set smaller than a batch is one step an epoch), fewer where
+    expert.max_images caps it (never under one)."""
+    n, cfg = max(1, n), profile.expert
+    epochs = max(cfg.epochs, -(-profile.expert_min_images // max(n, cfg.batch_size)))
+    return max(1, min(epochs, cfg.max_images // n)) if cfg.max_images > 0 else epochs
+
+
+def expert_for(profile: Profile, n: int) -> ExpertConfig:
+    """The expert config a site trains on a set of `n` images: the profile's, at `epochs_over` epochs."""
+    return dataclasses.replace(profile.expert, epochs=epochs_over(profile, n))
 
 
 def expert_epochs(name: str, image_shape: tuple[int, int, int], real: int, missing: int, synth: int = 0) -> int:
@@ -368,9 +376,8 @@ def expert_arch(
     """Everything besides the lineage and seed that determines an expert's weights (signed in its manifest), for a
     site of `real` images that synthesises `synthesised` classes: its epochs are the profile's over that set."""
     per_class = config.learning.synth_per_class or profile.synth_per_class
-    expert = dataclasses.replace(profile.expert, epochs=epochs_over(profile, real + per_class * synthesised))
     return {
-        "expert": expert.to_dict(),
+        "expert": expert_for(profile, real + per_class * synthesised).to_dict(),
         "num_classes": num_classes,
         "image_shape": list(image_shape),
         "synth_per_class": per_class,

@@ -33,7 +33,7 @@ from ffnode.expert.train import train_expert
 from ffnode.jobs.build import make_factory
 from ffnode.jobs.progress import Progress
 from ffnode.poe import poe_predict
-from ffnode.profiles import profile_for
+from ffnode.profiles import expert_for, profile_for
 from ffnode.synth import synthesize
 from harness.line_chart import PALETTE, Series, write_line_chart
 from harness.metrics import accuracy
@@ -59,7 +59,7 @@ def run_setting(
     factory_s = time.perf_counter() - t0
     per_class = args.per_class or profile.synth_per_class
     synth_x, synth_y = synthesize(factories, per_class, seed=args.seed)
-    server_w, _ = train_expert(synth_x, synth_y, k, profile.expert, seed=args.seed)
+    server_w, _ = train_expert(synth_x, synth_y, k, expert_for(profile, len(synth_y)), seed=args.seed)
     server = expert_from_weights(server_w, profile.expert, k, train.image_shape)
     out: dict[str, Any] = {
         "epsilon": epsilon,
@@ -75,7 +75,7 @@ def run_setting(
             other = synth_y != label
             x = np.concatenate([train.images[own], synth_x[other]])
             y = np.concatenate([train.labels[own], synth_y[other]])
-            w, _ = train_expert(x, y, k, profile.expert, seed=args.seed + label)
+            w, _ = train_expert(x, y, k, expert_for(profile, len(y)), seed=args.seed + label)
             experts.append(expert_from_weights(w, profile.expert, k, train.image_shape))
         out["poe_accuracy"] = accuracy(np.asarray(poe_predict(experts, test.images)[0]), test.labels)
     aucs = [r["audit"]["mia_auc"] for r in rows if r["audit"]]

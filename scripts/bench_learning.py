@@ -28,7 +28,7 @@ from ffnode.expert.resnet import expert_from_weights
 from ffnode.expert.train import train_expert
 from ffnode.factory.train import train_factory
 from ffnode.poe import poe_predict
-from ffnode.profiles import profile_for
+from ffnode.profiles import expert_for, profile_for
 from ffnode.synth import synthesize
 from harness.baselines import FedAvg, run_federated
 from harness.metrics import accuracy, macro_auroc
@@ -61,7 +61,7 @@ def _node_expert(
     sample_s = time.perf_counter() - t0
     x = np.concatenate([images, synth_x])
     y = np.concatenate([labels, synth_y])
-    weights, summary = train_expert(x, y, num_classes, profile.expert, seed=args.seed + node)
+    weights, summary = train_expert(x, y, num_classes, expert_for(profile, len(y)), seed=args.seed + node)
     return {"node": node, "weights": save_weights(weights), "sample_s": sample_s, "n_synth": len(synth_x), **summary}
 
 

@@ -60,7 +60,7 @@ from ffnode.expert.train import train_expert
 from ffnode.loaders import load_factory
 from ffnode.poe import poe_predict
 from ffnode.privacy.policy import AuditPolicy, audit_verdict
-from ffnode.profiles import AUTO, Profile, ProfileError, choose_profile, epochs_over, profile_for, with_factory_steps
+from ffnode.profiles import AUTO, Profile, ProfileError, choose_profile, expert_for, profile_for, with_factory_steps
 from ffnode.synth import synthesize
 from harness import partition
 from harness.baselines import TUNED, run_federated, tuned
@@ -441,7 +441,7 @@ def poe_figures(results: dict[int, dict]) -> dict[str, dict]:
 def fit_eval(x: np.ndarray, y: np.ndarray, test: Any, n_classes: int, profile: Profile, seed: int) -> dict[str, float]:
     """Train the expert's classifier on (x, y) for the epochs a site's expert would get over as many images, and
     evaluate it alone on the test split."""
-    cfg = dataclasses.replace(profile.expert, epochs=epochs_over(profile, len(y)))
+    cfg = expert_for(profile, len(y))
     weights, _ = train_expert(x, y, n_classes, cfg, seed=seed)
     model = expert_from_weights(weights, cfg, n_classes, test.images.shape[1:])
     preds, probs = poe_predict([model], test.images)

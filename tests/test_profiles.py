@@ -32,6 +32,7 @@ def test_no_image_shape_cuts_the_budget_below_the_validated_one() -> None:
     # Dirichlet(0.3) site of 95 images missing no class trained 24 steps, and its expert answered 0.28 alone
     assert expert_epochs("cpu", (28, 28, 3), 300, 2) == 47  # 60,000 images seen at least: 47 x 1,300
     assert expert_epochs("default", (8, 8, 1), 236, 0) == 127  # where floor and cap are both 30,000, the cap
+    assert expert_epochs("default", (8, 8, 1), 10, 0) == 938  # under a batch: one step an epoch, 30,000 / 32 steps
     assert expert_epochs("tiny", (8, 8, 1), 5, 0) == PROFILES["tiny"].expert.epochs  # no floor
 
 

@@ -79,7 +79,10 @@ def audit(
                "train / held out", "state", "verdict"]  # fmt: skip
     table("privacy audits (thresholds: [privacy] in config.toml)", columns, [_row(r) for r in rows])
     if not rows:
-        err.print("no audits yet: factories are audited when they finish training")
+        err.print(
+            "no audits yet: factories are audited when they finish training (a class too small to audit is "
+            "withheld untrained: `ffnode status` says why)"
+        )
 
 
 def _draw(home: Path, config: Any, row: dict, path: Path) -> None:

@@ -97,9 +97,7 @@ def _print_running(home: Path, s: dict) -> None:
             [styled("[yellow]damaged at start[/]"), "\n".join(s["store_damaged"]) + "\n(quarantined; fetched again)"]
         )
     for name, why in s.get("withheld_factories", {}).items():
-        rows.append(
-            [styled(f"[yellow]factory {escape(name)} withheld[/]"), f"its privacy audit fails: {why} (ffnode audit)"]
-        )
+        rows.append([styled(f"[yellow]factory {escape(name)} withheld[/]"), f"{why} (ffnode audit)"])
     if s.get("own_missing"):
         rows.append([styled("[red]own artifacts missing[/]"), ", ".join(short(i) for i in s["own_missing"]) +
                      " (their blobs were damaged; waiting for a peer that holds them)"])  # fmt: skip

@@ -137,7 +137,8 @@ class Learner:
     async def _train_own_factories(self) -> None:
         """Train, audit and publish the factory of each local class that has none yet. One that fails its audit is
         withheld: not published, and not tried again until the node restarts (its audits are kept, so a restart
-        under other thresholds re-judges them without retraining)."""
+        under other thresholds re-judges them without retraining; a class too small to audit is never trained, so a
+        lower min_holdout trains it then)."""
         done = {c for m in self.outbox.own() if m.kind == "factory" for c in m.classes}  # revoked ones count
         todo = [c for c in self.local_classes() if c not in done and c not in self.withheld]
         for i, label in enumerate(todo):
@@ -165,8 +166,7 @@ class Learner:
                 log.info("the factory of class %s comes from the factory cache", self.classes[label])
             if built["withheld"] is not None:
                 self.withheld[label] = built["withheld"]
-                log.warning("withholding the factory of class %s: its privacy audit fails (%s)", self.classes[label],
-                            built["withheld"])  # fmt: skip
+                log.warning("withholding the factory of class %s: %s", self.classes[label], built["withheld"])
                 continue
             blob = done_job.blob.read_bytes()
             await self.outbox.publish("factory", [label], fcfg.to_dict(), blob, [], built["seed"], built["summary"])

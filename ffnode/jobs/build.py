@@ -148,10 +148,10 @@ def _train_factory(
     """make_factory without the cache; also returns the audit record (None without an audit)."""
     seed = factory_seed(node_seed, label)
     train, held = factory_split(data, label, node_seed, privacy)
-    if privacy.audit and len(held) < privacy.min_holdout:  # the policy would refuse its audit whatever it shows
+    most = max(2, privacy.min_holdout)  # the policy would refuse its audit whatever it shows (and 2 is the least)
+    if privacy.audit and len(held) < most:
         too_few = (
-            f"{len(train) + len(held)} images are too few to audit a factory "
-            f"({len(held)} held out, min_holdout {privacy.min_holdout})"
+            f"{len(train) + len(held)} images are too few to audit a factory ({len(held)} held out, min_holdout {most})"
         )
         return FactoryBuild(None, {}, seed, withheld=too_few), None
     dp = factory_dp(privacy, len(train), cfg)
@@ -196,7 +196,12 @@ def _train_factory(
                     published["dp"] = dp.meta(step)
                 return FactoryBuild(w, summary | published, seed), record
             reasons.append(f"step {step}: " + "; ".join(why))
-    return FactoryBuild(None, summary, seed, withheld=" | ".join(reasons) or "no snapshot could be audited"), record
+    return FactoryBuild(
+        None,
+        summary,
+        seed,
+        withheld="its privacy audit fails: " + (" | ".join(reasons) or "no snapshot could be audited"),
+    ), record
 
 
 def _audit_record(work: Path, train: np.ndarray, cfg: FactoryConfig, seed: int, dp: DPPlan | None) -> dict[str, Any]:
