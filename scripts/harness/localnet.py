@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,11 +28,35 @@ def ffnode_cmd(*words: str) -> list[str]:
     return [sys.executable, "-m", "ffnode", *words]
 
 
+PORT_SPAN = 16  # ports after a handed-out one that stay free of other picks (the testnet's --base-port + i)
+_handed: set[int] = set()  # ports handed out in this process, each with its span
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on now, below the kernel's ephemeral range: a port that bind(0)
+    picks is one the kernel also gives outgoing connections as their source port, so another daemon's dial can take
+    it before the node it was meant for listens ("in use by another process"). Never the same span twice a run."""
+    low = _ephemeral_low()
+    for _ in range(1000):
+        port = random.randrange(10_000, max(10_001, low - PORT_SPAN))
+        if any(abs(port - other) < PORT_SPAN for other in _handed):
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 between 10000 and {low}")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections' source ports (32768 where unreadable)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def init_home(
