@@ -28,6 +28,7 @@ def ffnode_cmd(*words: str) -> list[str]:
     return [sys.executable, "-m", "ffnode", *words]
 
 
+LOWEST_PORT = 20_000  # above Ray's worker ports (10002-19999 by default: tests/test_ray.py starts a head)
 PORT_SPAN = 16  # ports after a handed-out one that stay free of other picks (the testnet's --base-port + i)
 _handed: set[int] = set()  # ports handed out in this process, each with its span
 
@@ -38,7 +39,7 @@ def free_port() -> int:
     it before the node it was meant for listens ("in use by another process"). Never the same span twice a run."""
     low = _ephemeral_low()
     for _ in range(1000):
-        port = random.randrange(10_000, max(10_001, low - PORT_SPAN))
+        port = random.randrange(LOWEST_PORT, max(LOWEST_PORT + 1, low - PORT_SPAN))
         if any(abs(port - other) < PORT_SPAN for other in _handed):
             continue
         with socket.socket() as s:
@@ -48,7 +49,7 @@ def free_port() -> int:
                 continue
         _handed.add(port)
         return port
-    raise RuntimeError(f"no free TCP port on 127.0.0.1 between 10000 and {low}")
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 between {LOWEST_PORT} and {low}")
 
 
 def _ephemeral_low() -> int:
