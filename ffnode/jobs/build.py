@@ -148,11 +148,10 @@ def _train_factory(
     """make_factory without the cache; also returns the audit record (None without an audit)."""
     seed = factory_seed(node_seed, label)
     train, held = factory_split(data, label, node_seed, privacy)
-    most = max(2, privacy.min_holdout)  # the policy would refuse its audit whatever it shows (and 2 is the least)
-    if privacy.audit and len(held) < most:
-        too_few = (
-            f"{len(train) + len(held)} images are too few to audit a factory ({len(held)} held out, min_holdout {most})"
-        )
+    least = max(2, privacy.min_holdout)  # fewer held-out images: the policy refuses the audit whatever it shows
+    if privacy.audit and len(held) < least:
+        n = len(train) + len(held)
+        too_few = f"{n} images are too few to audit a factory ({len(held)} held out, min_holdout {least})"
         return FactoryBuild(None, {}, seed, withheld=too_few), None
     dp = factory_dp(privacy, len(train), cfg)
     k = privacy.snapshots if privacy.audit else 0
