@@ -114,6 +114,26 @@ def test_the_gossip_validator_never_waits_for_the_store(home: Path) -> None:
         node._lock.close()
 
 
+async def test_a_message_stored_twice_is_taken_once_without_an_error(home: Path, caplog) -> None:
+    """Two copies of one envelope can pass the gossip validator before either is stored (it arrives from two
+    peers at once): the second is a duplicate, neither a membership change nor a bug (it once raised in the
+    membership branch and was logged as an error on a BloodMNIST testnet)."""
+    node = Node(home)
+    try:
+        peer = Identity(b"\x44" * 32)
+        m = Manifest("factory", peer.peer_id, peer.public_key, "testnet", [1], CLASSES, {}, "a" * 64, 100, 1, 1)
+        data = m.seal(peer)
+        assert node.intake.validate(data, "peer-a") is None and node.intake.validate(data, "peer-b") is None
+        with caplog.at_level("INFO"):
+            node.intake.on_gossip(data, "peer-a")
+            node.intake.on_gossip(data, "peer-b")
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+        assert [r.getMessage() for r in caplog.records].count(f"accepted factory {m.id[:12]} of {peer.peer_id}") == 1
+        assert node.store.get(m.id) is not None and node.ledger.reasons() == {}
+    finally:
+        node._lock.close()
+
+
 def test_the_peer_table_is_bounded(home: Path) -> None:
     node = Node(home)
     try:

@@ -158,7 +158,7 @@ class Intake:
             self.events.record("revoked", msg.owner, **revocation_fields(msg), via=peer)
             log.info("accepted revocation of %s by %s (%s)", [i[:12] for i in msg.ids], msg.owner, msg.reason,
                      extra={"peer": peer, "owner": msg.owner, "ids": msg.ids})  # fmt: skip
-        else:
+        elif isinstance(msg, Membership):  # None: a duplicate, two copies passed the validator before either was stored
             self.membership_changed(msg, peer)
 
     def membership_changed(self, m: Membership, via: str) -> None:
