@@ -27,12 +27,12 @@ to 0.972 with it (scripts/bench_poe_clip.py). The bound is the same for every ow
 reputation.
 
 Why a second rule ("prior"): expert k was trained on labels drawn from pi_k (its real counts, plus
-`synth_per_class` for every class it lacks or holds fewer real images of), so p_k(y|x) ~ q_k(x|y) pi_k(y).
-In a silo federation sum_k log pi_k(y) = log n_y + const, so the product is sum_k log q_k(x|y) + log n_y:
-K likelihoods of the same image against the federation's prior once. All K experts look at the same x, so
-their evidence is far from independent, and the prior is outweighed K to 1. The prior-corrected rule divides
-each expert's training prior out, takes the geometric mean of the likelihoods and applies the federation's
-real prior pi(y) (summed real counts, from the expert manifests) once:
+`synth_per_class` for every class it lacks), so p_k(y|x) ~ q_k(x|y) pi_k(y). In a silo federation
+sum_k log pi_k(y) = log n_y + const, so the product is sum_k log q_k(x|y) + log n_y: K likelihoods of the
+same image against the federation's prior once. All K experts look at the same x, so their evidence is
+far from independent, and the prior is outweighed K to 1. The prior-corrected rule divides each expert's
+training prior out, takes the geometric mean of the likelihoods and applies the federation's real prior
+pi(y) (summed real counts, from the expert manifests) once:
 
     log p(y|x) = log_softmax_y( mean_k l_k(y|x) + log pi(y) )                                     (B, C)
     l_k(y|x)   = max(L_k(y|x), max_y' L_k(y'|x) - D_C),   L_k = max(log p_k, log 1e-12) - log pi_k   (K, B, C)

@@ -2,12 +2,11 @@
 
 FederatedFactory (arXiv 2603.16370): site d trains one generator Γ_{d,c} per local class c, shares it,
 and trains its expert f_d on its real data plus class-balanced samples from the generators of the
-classes it lacks (and of those it holds fewer real images of than it synthesises a class: topped up from
-peers' generators trained on at least that many). This module decides only *when*: train the own factories
-that are due; train the expert once every class is covered (or, for a class nobody supplies, its patience or
-deadline ran out) and announcements have settled; retrain it when its lineage changes; withdraw the superseded
-one. What is built is jobs/build.py's, run as a job in its own process (ffnode/jobs/: the node imports no torch,
-and a peer's factory that breaks a job's limits costs that job and is blamed), what is signed the outbox's, and the
+classes it lacks. This module decides only *when*: train the own factories that are due; train the
+expert once every class is covered (or, for a class nobody supplies, its patience or deadline ran out) and
+announcements have settled; retrain it when its lineage changes; withdraw the superseded one. What is
+built is jobs/build.py's, run as a job in its own process (ffnode/jobs/: the node imports no torch, and a
+peer's factory that breaks a job's limits costs that job and is blamed), what is signed the outbox's, and the
 store says when anything changed.
 """
 
@@ -182,26 +181,13 @@ class Learner:
         is retrained if a usable one arrives)."""
         own = set(self.local_classes())
         synth_own = self.config.learning.synth_own_classes
-        # a class held with fewer real images than a missing class gets synthetic ones is topped up from peers'
-        # factories that saw at least as many real images as they are asked for: else the expert trains on, say,
-        # 3 basophils against 500 of every class it lacks, and the prior rule divides that near-zero share out of
-        # its votes (BloodMNIST alpha 0.1: immature granulocytes taken for basophils). A factory of 20-100 images
-        # is not: its 400 samples outweighed a site's own images (digits alpha 0.3: 0.967 -> 0.756 with it)
-        per_class = self.config.learning.synth_per_class or self.profile.synth_per_class
-        counts = np.bincount(self.data.labels, minlength=len(self.classes))
-        few = {c for c in own if counts[c] < per_class}
-
-        def tops_up(m: Manifest) -> bool:
-            seen = m.meta.get("n_train")
-            return m.classes[0] in few and m.owner != self.outbox.me and type(seen) is int and seen >= per_class
-
         live = self.store.live("factory")
         newest: dict[tuple[int, str], Manifest] = {}  # one factory per (class, owner): a key's share is one
         for m in live:
             if self._usable(m) and newest.get(key := (m.classes[0], m.owner), m).seq <= m.seq:
                 newest[key] = m
         usable = sorted(newest.values(), key=lambda m: (m.classes, m.owner, m.id))
-        factories = [m for m in usable if synth_own or m.classes[0] not in own or tops_up(m)]
+        factories = [m for m in usable if synth_own or m.classes[0] not in own]
         covered = own | {m.classes[0] for m in usable}
         withdrawn = {  # revoked, or refused under this node's audit policy
             c
