@@ -25,8 +25,8 @@ def shared_forkserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 @pytest.fixture(scope="session", autouse=True)
 def one_thread_per_worker() -> None:
-    """Under pytest-xdist (the README's test command runs one worker per core) each worker's torch computes on one
-    thread: two workers spinning two OpenMP threads each on two cores made a 18 s test take 154 s."""
+    """Under pytest-xdist (the README's test command runs two workers, pyproject's addopts) each worker's torch
+    computes on one thread: two workers spinning two OpenMP threads each on two cores made an 18 s test take 154 s."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
