@@ -114,7 +114,7 @@ def test_the_gossip_validator_never_waits_for_the_store(home: Path) -> None:
         node._lock.close()
 
 
-async def test_a_message_stored_twice_is_taken_once_without_an_error(home: Path, caplog) -> None:
+def test_a_message_stored_twice_is_taken_once_without_an_error(home: Path, caplog) -> None:
     """Two copies of one envelope can pass the gossip validator before either is stored (it arrives from two
     peers at once): the second is a duplicate, neither a membership change nor a bug (it once raised in the
     membership branch and was logged as an error on a BloodMNIST testnet)."""
